@@ -1,0 +1,282 @@
+"""Image tarballs: ``oci-archive:FILE[:TAG]`` (a tarred OCI layout) and
+``docker-archive:FILE[:NAME:TAG]`` (``docker save``'s format, with ``manifest.json``).
+
+Both are written to a temp file beside the target and renamed when complete. Their
+tar entries follow the layer rules (sorted, epoch mtimes, root-owned), so an
+archive's bytes are as reproducible as the image in it. docker-archive layers are
+stored uncompressed, as ``docker save`` and skopeo write them, so their files hash
+to the config's diff_ids.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+from typing import BinaryIO
+
+from .cache import BlobCache
+from .digest import CHUNK, Digest, HashingWriter
+from .errors import ArchiveError, DigestMismatchError, InputError
+from .image import Image
+from .layout import REF_NAME, _LAYOUT, _load_json, replace_path, resolve_image, select_manifest, temp_sibling
+from .oci import Descriptor, Index, Manifest, MediaType, canonical_json
+
+__all__ = ["write_oci_archive", "read_oci_archive", "write_docker_archive", "read_docker_archive"]
+
+
+class _TarWriter:
+    """Writes a deterministic tar: root-owned, fixed mtime, entries added in order."""
+
+    def __init__(self, f: BinaryIO, epoch: int = 0) -> None:
+        self._f = f
+        self._epoch = epoch
+
+    def _info(self, name: str, kind: bytes, size: int = 0, mode: int = 0o644) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        info.size = size
+        info.mode = mode
+        info.mtime = self._epoch
+        info.uname = info.gname = ""
+        return info
+
+    def add_dir(self, name: str) -> None:
+        self._f.write(self._info(name.rstrip("/") + "/", tarfile.DIRTYPE, mode=0o755).tobuf(tarfile.PAX_FORMAT))
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        self._f.write(self._info(name, tarfile.REGTYPE, len(data)).tobuf(tarfile.PAX_FORMAT))
+        self._f.write(data)
+        self._pad(len(data))
+
+    def add_stream(self, name: str, stream: BinaryIO, size: int) -> None:
+        self._f.write(self._info(name, tarfile.REGTYPE, size).tobuf(tarfile.PAX_FORMAT))
+        left = size
+        while left:
+            data = stream.read(min(CHUNK, left))
+            if not data:
+                raise ArchiveError(f"{name}: source ended {left} bytes early")
+            self._f.write(data)
+            left -= len(data)
+        self._pad(size)
+
+    def add_unknown_size(self, name: str, stream: BinaryIO) -> int:
+        """Stream data whose size is only known at the end (a decompressed layer):
+        write a placeholder header, the data, then seek back and rewrite the header."""
+        start = self._f.tell()
+        header = self._info(name, tarfile.REGTYPE, 0).tobuf(tarfile.PAX_FORMAT)
+        self._f.write(header)
+        size = 0
+        while True:
+            data = stream.read(CHUNK)
+            if not data:
+                break
+            self._f.write(data)
+            size += len(data)
+        end = self._f.tell()
+        final = self._info(name, tarfile.REGTYPE, size).tobuf(tarfile.PAX_FORMAT)
+        if len(final) != len(header):
+            raise ArchiveError(f"{name}: layer too large for a tar header ({size} bytes)")
+        self._f.seek(start)
+        self._f.write(final)
+        self._f.seek(end)
+        self._pad(size)
+        return size
+
+    def _pad(self, size: int) -> None:
+        pad = -size % tarfile.BLOCKSIZE
+        if pad:
+            self._f.write(b"\0" * pad)
+
+    def close(self) -> None:
+        self._f.write(b"\0" * (2 * tarfile.BLOCKSIZE))
+
+
+def _atomic_tar(target: Path, fill) -> None:  # type: ignore[no-untyped-def]
+    tmp = temp_sibling(target, directory=False)
+    try:
+        with open(tmp, "wb") as f:
+            w = _TarWriter(f)
+            fill(w)
+            w.close()
+        replace_path(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_oci_archive(image: Image, cache: BlobCache, path: Path, tag: str | None = None) -> None:
+    """A tarred OCI layout, as ``skopeo copy … oci-archive:`` reads it."""
+    image.ensure_blobs(cache)
+
+    def fill(w: _TarWriter) -> None:
+        blobs: dict[str, tuple[str, int]] = {d.digest: ("cache", d.size) for d in image.blobs()}
+        blobs[image.digest] = ("manifest", len(image.manifest_bytes))
+        w.add_dir("blobs")
+        w.add_dir("blobs/sha256")
+        for digest in sorted(blobs):
+            name = f"blobs/sha256/{Digest(digest).hex}"
+            if blobs[digest][0] == "manifest":
+                w.add_bytes(name, image.manifest_bytes)
+            else:
+                with cache.open(digest) as f:
+                    w.add_stream(name, f, cache.size(digest))
+        desc = Descriptor(image.manifest.media_type, image.digest, len(image.manifest_bytes),
+                          annotations={REF_NAME: tag} if tag else None)
+        w.add_bytes("index.json", Index((desc,)).to_bytes())
+        w.add_bytes("oci-layout", _LAYOUT)
+
+    _atomic_tar(path, fill)
+
+
+def _open_tar(path: Path, what: str) -> tarfile.TarFile:
+    try:
+        return tarfile.open(path, "r:")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such {what}; check the path") from None
+    except (tarfile.TarError, OSError) as exc:
+        raise ArchiveError(f"{path} is not a readable {what} ({exc})") from None
+
+
+def _member_bytes(tf: tarfile.TarFile, name: str, where: str) -> bytes:
+    try:
+        f = tf.extractfile(name)
+    except KeyError:
+        f = None
+    if f is None:
+        raise ArchiveError(f"{where} has no {name}")
+    return f.read()
+
+
+def read_oci_archive(path: Path, tag: str | None, cache: BlobCache) -> Image:
+    """Read an oci-archive, copying its blobs into the cache verified."""
+    where = f"oci-archive {path}"
+    with _open_tar(path, "oci-archive") as tf:
+        names = {m.name.lstrip("./"): m for m in tf.getmembers()}
+        if "index.json" not in names:
+            raise ArchiveError(f"{where} has no index.json: not an OCI archive (a docker-archive? use docker-archive:{path})")
+
+        def member(d: Descriptor) -> tarfile.TarInfo:
+            algo, _, hexd = d.digest.partition(":")
+            m = names.get(f"blobs/{algo}/{hexd}")
+            if m is None:
+                raise ArchiveError(f"{where} is missing blob {d.digest}")
+            return m
+
+        def read_blob(d: Descriptor) -> bytes:
+            data = tf.extractfile(member(d)).read()  # type: ignore[union-attr]
+            actual = Digest.of_bytes(data).value
+            if actual != d.digest:
+                raise DigestMismatchError(d.digest, actual, where)
+            return data
+
+        def ingest(d: Descriptor) -> None:
+            f = tf.extractfile(member(d))
+            assert f is not None
+            cache.ingest(f, Digest(d.digest), d.size, where)
+
+        index = Index.from_json(_load_json(_member_bytes(tf, names["index.json"].name, where), f"{where}/index.json"))
+        return resolve_image(read_blob, select_manifest(index, tag, where), where, ingest)
+
+
+def _uncompressed(cache: BlobCache, d: Descriptor) -> BinaryIO:
+    f = cache.open(d.digest)
+    if d.media_type in (MediaType.LAYER_GZIP,):
+        from isal import igzip_threaded
+
+        return igzip_threaded.open(f, "rb")  # type: ignore[return-value]
+    if d.media_type == MediaType.LAYER_ZSTD:
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(f, closefd=True)  # type: ignore[return-value]
+    return f
+
+
+def write_docker_archive(image: Image, cache: BlobCache, path: Path, repo_tag: str | None = None) -> None:
+    """``docker save``'s format: ``manifest.json``, the config, and uncompressed layers
+    named ``<diff_id hex>.tar`` (``podman load``, ``docker load`` and skopeo read it)."""
+    image.ensure_blobs(cache)
+
+    def fill(w: _TarWriter) -> None:
+        config_name = f"{Digest(image.manifest.config.digest).hex}.json"
+        layer_names = []
+        done: set[str] = set()
+        for d, diff_id in zip(image.manifest.layers, image.config.diff_ids):
+            name = f"{Digest(diff_id).hex}.tar"
+            layer_names.append(name)
+            if name in done:
+                continue
+            done.add(name)
+            with _uncompressed(cache, d) as src:
+                hashing = _HashingReader(src)
+                w.add_unknown_size(name, hashing)
+                if hashing.digest != diff_id:
+                    raise DigestMismatchError(diff_id, hashing.digest, f"layer {d.digest} (uncompressed)")
+        w.add_bytes(config_name, image.config_bytes)
+        manifest = [{"Config": config_name, "RepoTags": [repo_tag] if repo_tag else [], "Layers": layer_names}]
+        w.add_bytes("manifest.json", canonical_json(manifest))
+
+    _atomic_tar(path, fill)
+
+
+class _HashingReader:
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._h = HashingWriter(None)
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self._h.write(data)
+        return data
+
+    @property
+    def digest(self) -> str:
+        return str(self._h.digest)
+
+
+def read_docker_archive(path: Path, name: str | None, cache: BlobCache) -> Image:
+    """Read a ``docker save`` / skopeo docker-archive; its layers are compressed into the cache.
+
+    Layers are stored as they come (uncompressed tar, or gzip if the archive had
+    gzip): a docker-archive keeps no compressed digests to preserve.
+    """
+    where = f"docker-archive {path}"
+    from .compress import Compression
+    from .layer import _write_layer  # the same one-pass hash+compress writer as built layers
+
+    with _open_tar(path, "docker-archive") as tf:
+        try:
+            entries = json.loads(_member_bytes(tf, "manifest.json", where))
+        except ValueError as exc:
+            raise ArchiveError(f"{where}/manifest.json is not JSON ({exc})") from None
+        if not isinstance(entries, list) or not entries:
+            raise ArchiveError(f"{where}/manifest.json lists no image")
+        entry = entries[0]
+        if name:
+            hits = [e for e in entries if name in (e.get("RepoTags") or [])]
+            if not hits:
+                raise InputError(f"{where} has no image named {name!r}")
+            entry = hits[0]
+        config_bytes = _member_bytes(tf, entry["Config"], where)
+        config = _load_json(config_bytes, f"{where}/{entry['Config']}")
+        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        if len(diff_ids) != len(entry.get("Layers", [])):
+            raise ArchiveError(f"{where}: {len(entry.get('Layers', []))} layers but {len(diff_ids)} diff_ids in its config")
+        layers = []
+        for layer_name, diff_id in zip(entry["Layers"], diff_ids):
+            f = tf.extractfile(layer_name)
+            if f is None:
+                raise ArchiveError(f"{where} is missing layer {layer_name}")
+            magic = f.read(2)
+            f.seek(0)
+            if magic == b"\x1f\x8b":
+                raise ArchiveError(f"{where}: layer {layer_name} is gzip-compressed; ociassemble reads uncompressed docker-archive layers (as docker save writes them)")
+            built = _write_layer(cache, iter(lambda: f.read(CHUNK), b""), Compression.parse("gzip"))
+            if built.diff_id != diff_id:
+                raise DigestMismatchError(diff_id, built.diff_id, f"{where} layer {layer_name}")
+            layers.append(built.descriptor)
+        manifest = Manifest(Descriptor(MediaType.CONFIG, str(cache.put_bytes(config_bytes)), len(config_bytes)),
+                            tuple(layers))
+        return Image.from_parts(manifest, config_bytes)

@@ -1,0 +1,65 @@
+"""Where a base image comes from: a registry, an OCI layout or archive, or a rootfs.
+
+A rootfs tarball or directory becomes a one-layer image; everything else keeps its
+layers exactly (same digests) and its config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .archive import read_docker_archive, read_oci_archive
+from .cache import BlobCache
+from .compress import Compression
+from .errors import InputError
+from .image import Image, ImageBuilder
+from .layer import LayerSource, build_layer, layer_from_tarball
+from .layout import read_layout
+from .oci import Platform
+from .platform import host_platform
+from .transport import ImageSpec, parse_spec
+
+__all__ = ["load_image", "load_base"]
+
+
+def load_image(spec: ImageSpec | str, cache: BlobCache, *, registry_options: object = None) -> Image:
+    """Read an image from any transport (not ``rootfs:``)."""
+    if isinstance(spec, str):
+        spec = parse_spec(spec)
+    if spec.kind == "oci":
+        assert spec.path
+        return read_layout(spec.path, spec.tag, cache)
+    if spec.kind == "oci-archive":
+        assert spec.path
+        return read_oci_archive(spec.path, spec.tag, cache)
+    if spec.kind == "docker-archive":
+        assert spec.path
+        return read_docker_archive(spec.path, spec.tag, cache)
+    if spec.kind == "docker":
+        from .registry.pull import pull_image
+
+        assert spec.tag
+        return pull_image(spec.tag, cache, options=registry_options)
+    raise InputError(f"{spec}: a rootfs is not an image; use it as --base")
+
+
+def load_base(spec: ImageSpec | str, cache: BlobCache, *, platform: Platform | None = None,
+              compression: Compression = Compression("gzip"), registry_options: object = None) -> Image:
+    """The base image for a build, from any transport including a rootfs tarball/directory."""
+    if isinstance(spec, str):
+        spec = parse_spec(spec)
+    if spec.kind != "rootfs":
+        return load_image(spec, cache, registry_options=registry_options)
+    assert spec.path
+    path = spec.path
+    if not path.exists():
+        raise InputError(f"base {path}: no such file or directory; give a rootfs tarball or directory, or an image (oci:DIR)")
+    if path.is_dir():
+        layer = build_layer(cache, [LayerSource(path, "/", preserve=True)], compression=compression)
+        created_by = f"rootfs directory {path.name}"
+    else:
+        layer = layer_from_tarball(cache, path, compression=compression)
+        created_by = f"rootfs tarball {path.name}"
+    b = ImageBuilder(cache, None, platform=platform or host_platform())
+    b.add_layer(layer, created_by)
+    return b.build(0)

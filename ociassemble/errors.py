@@ -1,0 +1,100 @@
+"""The exception hierarchy: every failure a user can cause or meet, caught once in the CLI.
+
+Each error's message is one line that names the thing and the fix; the CLI prints
+it as ``ociassemble: error: <message>`` and exits with the class's ``exit_code``.
+Anything that is not an ``OciAssembleError`` is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "OciAssembleError",
+    "UsageError",
+    "InputError",
+    "BuildError",
+    "ImageReferenceError",
+    "ArchiveError",
+    "DigestMismatchError",
+    "RegistryError",
+    "AuthError",
+    "RunError",
+    "EXIT_OK",
+    "EXIT_USER",
+    "EXIT_REGISTRY",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+]
+
+#: Exit codes, documented in the README: 0 ok, 1 the user's input or environment,
+#: 2 a registry or the network, 3 an internal bug, 130 interrupted (as shells do).
+EXIT_OK = 0
+EXIT_USER = 1
+EXIT_REGISTRY = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+
+class OciAssembleError(Exception):
+    """Root of every error ociassemble reports to a user as one line."""
+
+    exit_code = EXIT_USER
+
+
+class UsageError(OciAssembleError, ValueError):
+    """A flag, spec or config value is malformed."""
+
+
+class InputError(OciAssembleError):
+    """A file the user gave is missing, unreadable or not allowed in an image."""
+
+
+class BuildError(OciAssembleError):
+    """The image cannot be assembled from what was given."""
+
+
+class ImageReferenceError(OciAssembleError, ValueError):
+    """An image reference (``registry/repo:tag@digest``) is malformed."""
+
+
+class ArchiveError(OciAssembleError):
+    """An image archive, layout or layer tarball is corrupt, unsafe or not what it claims."""
+
+
+class DigestMismatchError(ArchiveError):
+    """A blob's content does not hash to the digest that names it."""
+
+    def __init__(self, expected: str, actual: str, where: str = "") -> None:
+        self.expected = expected
+        self.actual = actual
+        place = f" in {where}" if where else ""
+        super().__init__(
+            f"blob {expected}{place} has digest {actual}: the content is corrupt or was "
+            "changed; re-create the source image"
+        )
+
+
+class RegistryError(OciAssembleError):
+    """A registry refused or failed a request; carries its status and OCI error codes."""
+
+    exit_code = EXIT_REGISTRY
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        codes: tuple[str, ...] = (),
+        digest: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.codes = codes
+        self.digest = digest
+
+
+class AuthError(RegistryError):
+    """Credentials are missing or were refused."""
+
+
+class RunError(OciAssembleError):
+    """An image cannot be started by ``ociassemble run``."""

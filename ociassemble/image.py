@@ -1,0 +1,144 @@
+"""Assembling an image: a base plus new layers and config become a manifest, as values.
+
+An ``Image`` is immutable: its manifest and config bytes are fixed, so its digest
+is too. ``ImageBuilder`` collects layers and config changes over a base and
+``build()`` returns a new ``Image``; the base is never changed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from .cache import BlobCache
+from .digest import Digest
+from .errors import ArchiveError
+from .layer import BuiltLayer
+from .oci import Descriptor, History, ImageConfig, Manifest, MediaType, Platform
+
+__all__ = ["Image", "ImageBuilder", "BlobFetcher", "rfc3339"]
+
+#: Fetches a blob that is not in the cache yet (a registry base's layers) into it.
+BlobFetcher = Callable[[Descriptor, BlobCache], None]
+
+
+def rfc3339(epoch: int) -> str:
+    return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Image:
+    """A complete image: manifest and config (as parsed and as the exact bytes hashed).
+
+    ``fetch`` brings missing blobs into the cache (lazily pulled bases); ``origin``
+    names the registry repository the base blobs live in, so a push to the same
+    registry can mount them instead of uploading.
+    """
+
+    manifest: Manifest
+    manifest_bytes: bytes
+    config: ImageConfig
+    config_bytes: bytes
+    fetch: BlobFetcher | None = None
+    origin: str | None = None
+    origin_digests: frozenset[str] = frozenset()
+
+    @property
+    def digest(self) -> str:
+        return str(Digest.of_bytes(self.manifest_bytes))
+
+    @property
+    def descriptor(self) -> Descriptor:
+        return Descriptor(self.manifest.media_type, self.digest, len(self.manifest_bytes))
+
+    @property
+    def platform(self) -> Platform:
+        return self.config.platform
+
+    def blobs(self) -> list[Descriptor]:
+        """The config and every layer (config first), deduplicated by digest."""
+        seen: set[str] = set()
+        out = []
+        for d in (self.manifest.config, *self.manifest.layers):
+            if d.digest not in seen:
+                seen.add(d.digest)
+                out.append(d)
+        return out
+
+    def ensure_blobs(self, cache: BlobCache) -> None:
+        """Make every blob local (an output needs the bytes; a push may not)."""
+        for d in self.blobs():
+            if not cache.has(d.digest):
+                if d.digest == self.manifest.config.digest:
+                    cache.put_bytes(self.config_bytes)
+                    continue
+                if self.fetch is None:
+                    raise ArchiveError(f"blob {d.digest} of image {self.digest} is not in the cache and has no source")
+                self.fetch(d, cache)
+
+    @classmethod
+    def from_parts(cls, manifest: Manifest, config_bytes: bytes, **kw: object) -> "Image":
+        try:
+            import json
+
+            config = ImageConfig.from_json(json.loads(config_bytes))
+        except ValueError as exc:
+            raise ArchiveError(f"image config {manifest.config.digest} is not JSON: {exc}") from None
+        if Digest.of_bytes(config_bytes).value != manifest.config.digest:
+            raise ArchiveError(f"image config does not match its digest {manifest.config.digest}")
+        if len(config.diff_ids) != len(manifest.layers):
+            raise ArchiveError(
+                f"image {manifest.config.digest}: {len(manifest.layers)} layers but {len(config.diff_ids)} diff_ids"
+            )
+        return cls(manifest, manifest.to_bytes(), config, config_bytes, **kw)  # type: ignore[arg-type]
+
+
+@dataclass
+class ImageBuilder:
+    """Layers and config over a base, turned into a new ``Image`` by ``build``.
+
+    Example::
+
+        b = ImageBuilder(cache, base)
+        b.add_layer(build_layer(cache, [LayerSource(Path("app"), "/opt/app")]), "COPY app /opt/app")
+        b.config = b.config.with_env({"PORT": "8080"})
+        image = b.build(created=0)
+    """
+
+    cache: BlobCache
+    base: Image | None = None
+    platform: Platform = field(default_factory=Platform)
+    config: ImageConfig = field(init=False)
+    layers: list[tuple[BuiltLayer, History]] = field(default_factory=list, init=False)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.base is not None:
+            self.config = self.base.config
+        else:
+            self.config = ImageConfig(platform=self.platform)
+
+    def add_layer(self, layer: BuiltLayer, created_by: str, comment: str | None = None) -> None:
+        self.layers.append((layer, History(created_by=created_by, comment=comment)))
+
+    def build(self, created: int = 0) -> Image:
+        when = rfc3339(created)
+        base_layers: tuple[Descriptor, ...] = self.base.manifest.layers if self.base else ()
+        base_history: tuple[History, ...] = self.config.history if self.base else ()
+        history = list(base_history) + [replace(h, created=when) for _, h in self.layers]
+        diff_ids = tuple(self.config.diff_ids if self.base else ()) + tuple(l.diff_id for l, _ in self.layers)
+        config = replace(self.config, diff_ids=diff_ids, history=tuple(history), created=when)
+        config_bytes = config.to_bytes()
+        config_desc = Descriptor(MediaType.CONFIG, str(self.cache.put_bytes(config_bytes)), len(config_bytes))
+        layers = base_layers + tuple(l.descriptor for l, _ in self.layers)
+        manifest = Manifest(config=config_desc, layers=layers, annotations=dict(self.annotations) or None)
+        return Image(
+            manifest=manifest,
+            manifest_bytes=manifest.to_bytes(),
+            config=config,
+            config_bytes=config_bytes,
+            fetch=self.base.fetch if self.base else None,
+            origin=self.base.origin if self.base else None,
+            origin_digests=frozenset(d.digest for d in base_layers) if self.base and self.base.origin else frozenset(),
+        )

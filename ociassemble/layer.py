@@ -1,0 +1,493 @@
+"""Deterministic layers: a file tree becomes a tar stream whose bytes depend only on content.
+
+Rules (the layer format; ``LAYER_FORMAT`` names them in cache keys, bump it on change):
+entries sorted by in-image path (bytes order, parents first); PAX tar format as
+written by the stdlib's ``TarInfo.tobuf``; every mtime = the build epoch
+(``SOURCE_DATE_EPOCH``, default 0); uid/gid 0 with empty names; directories 0755,
+files 0755 if any execute bit was set else 0644, symlinks 0777; no xattrs; hard
+links inside one layer kept as links; symlinks kept, but a relative one that leads
+outside the tree it came from is refused (absolute targets are in-image paths);
+sockets, devices and FIFOs refused (a base rootfs directory may keep them).
+
+The tar stream is hashed (diff_id) and compressed (digest) in one pass, with file
+reads running ahead on a separate thread; a layer is never held in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import stat
+import tarfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, Iterator, Sequence
+
+from .cache import BlobCache
+from .compress import Compression, choose_compression, compress_stream
+from .digest import CHUNK, Digest
+from .errors import ArchiveError, InputError, UsageError
+from .oci import Descriptor, canonical_json
+
+__all__ = [
+    "LAYER_FORMAT",
+    "LayerSource",
+    "Entry",
+    "BuiltLayer",
+    "scan_sources",
+    "tar_chunks",
+    "build_layer",
+    "layer_from_tarball",
+    "source_date_epoch",
+]
+
+LAYER_FORMAT = "ociassemble-layer-1"
+#: How many chunks the file-reading thread may run ahead of the hasher/compressor.
+PREFETCH_DEPTH = 4
+#: auto compression samples this many bytes from each of a layer's biggest files.
+SAMPLE_BYTES = 256 << 10
+SAMPLE_FILES = 8
+
+
+def source_date_epoch() -> int:
+    """The build's timestamp: ``SOURCE_DATE_EPOCH`` if set (reproducible-builds.org), else 0."""
+    raw = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not raw:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"SOURCE_DATE_EPOCH={raw!r} is not a whole number of seconds") from None
+    if value < 0:
+        raise UsageError(f"SOURCE_DATE_EPOCH={raw!r} is negative")
+    return value
+
+
+@dataclass(frozen=True)
+class LayerSource:
+    """A host path copied to an in-image path.
+
+    A directory's contents land under ``dest``; a file lands at ``dest``, or inside it
+    when ``dest`` ends with ``/``. ``preserve`` keeps owners, modes and special files
+    (for a base rootfs directory only: user content is normalised).
+    """
+
+    src: Path
+    dest: str = "/"
+    preserve: bool = False
+
+    @classmethod
+    def parse(cls, spec: str) -> "LayerSource":
+        """``SRC[:DEST]`` as given to ``--layer`` (DEST defaults to ``/``)."""
+        src, sep, dest = spec.rpartition(":") if ":" in spec else (spec, "", "/")
+        if not sep:
+            src, dest = spec, "/"
+        if not src:
+            raise UsageError(f"--layer {spec!r}: expected SRC[:DEST], e.g. ./model:/var/models")
+        if not dest.startswith("/"):
+            raise UsageError(f"--layer {spec!r}: DEST {dest!r} must be an absolute in-image path, e.g. /opt/app")
+        return cls(Path(src), dest)
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str  # in-image path, relative, no trailing slash
+    kind: str  # dir | file | symlink | hardlink | chr | blk | fifo
+    mode: int
+    size: int = 0
+    source: str | None = None
+    linkname: str = ""
+    uid: int = 0
+    gid: int = 0
+    devmajor: int = 0
+    devminor: int = 0
+    # change detector for the layer index: (mtime_ns, ctime_ns, ino, dev)
+    stamp: tuple[int, ...] = ()
+
+    def key(self) -> list[object]:
+        return [self.name, self.kind, self.mode, self.size, self.linkname, self.uid, self.gid,
+                self.devmajor, self.devminor, list(self.stamp)]
+
+
+def _norm_dest(dest: str) -> PurePosixPath:
+    parts = [p for p in PurePosixPath("/" + dest.lstrip("/")).parts[1:] if p not in ("", ".")]
+    if ".." in parts:
+        raise UsageError(f"in-image path {dest!r} contains '..': give a plain absolute path")
+    return PurePosixPath(*parts) if parts else PurePosixPath()
+
+
+def _norm_mode(st_mode: int, kind: str) -> int:
+    if kind == "dir":
+        return 0o755
+    if kind == "symlink":
+        return 0o777
+    return 0o755 if st_mode & 0o111 else 0o644
+
+
+def _parents(path: PurePosixPath) -> Iterator[str]:
+    for parent in reversed(path.parents):
+        if str(parent) != ".":
+            yield str(parent)
+    if str(path) != "." and str(path):
+        yield str(path)
+
+
+def _scan_one(source: LayerSource, out: dict[str, Entry], links: dict[tuple[int, int], str],
+              ignore: Callable[[Path], bool] | None) -> None:
+    src = source.src
+    try:
+        st = os.lstat(src)
+    except FileNotFoundError:
+        raise InputError(f"{src}: no such file or directory; check the path") from None
+    except PermissionError:
+        raise InputError(f"{src}: permission denied; make it readable") from None
+    dest = _norm_dest(source.dest)
+    root = src
+    if stat.S_ISDIR(st.st_mode):
+        base = dest
+        walk_root = src
+    else:
+        if source.dest.endswith("/") or str(dest) == ".":
+            base = dest
+            target = dest / src.name
+        else:
+            base = dest.parent
+            target = dest
+        walk_root = None
+        root = src.parent
+    for d in _parents(base):
+        out.setdefault(d, Entry(d, "dir", 0o755))
+
+    def add(path: Path, name: str, st: os.stat_result) -> None:
+        mode = st.st_mode
+        stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+        if stat.S_ISDIR(mode):
+            e = Entry(name, "dir", stat.S_IMODE(mode) if source.preserve else 0o755, stamp=(st.st_mtime_ns,))
+        elif stat.S_ISREG(mode):
+            if st.st_nlink > 1:
+                first = links.get((st.st_dev, st.st_ino))
+                if first is not None:
+                    e = Entry(name, "hardlink", _norm_mode(mode, "file"), linkname=first, stamp=stamp)
+                    out[name] = e
+                    return
+                links[(st.st_dev, st.st_ino)] = name
+            if not os.access(path, os.R_OK):
+                raise InputError(f"{path}: permission denied; make it readable or leave it out")
+            m = stat.S_IMODE(mode) if source.preserve else _norm_mode(mode, "file")
+            e = Entry(name, "file", m, size=st.st_size, source=str(path), stamp=stamp)
+        elif stat.S_ISLNK(mode):
+            target = os.readlink(path)
+            if not target.startswith("/") and not source.preserve:
+                resolved = os.path.normpath(os.path.join(os.path.dirname(os.path.relpath(path, root)), target))
+                if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
+                    raise InputError(
+                        f"{path}: symlink to {target!r} points outside {root}; copy the file in, "
+                        "or use an absolute in-image target"
+                    )
+            e = Entry(name, "symlink", 0o777, linkname=target, stamp=stamp)
+        elif source.preserve and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode)):
+            kind = "chr" if stat.S_ISCHR(mode) else "blk" if stat.S_ISBLK(mode) else "fifo"
+            e = Entry(name, kind, stat.S_IMODE(mode), devmajor=os.major(st.st_rdev) if kind != "fifo" else 0,
+                      devminor=os.minor(st.st_rdev) if kind != "fifo" else 0, stamp=stamp)
+        else:
+            what = ("a socket" if stat.S_ISSOCK(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                    else "a device file" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+            raise InputError(f"{path} is {what}, which cannot go into an image layer; remove it or ignore it")
+        if source.preserve:
+            e = Entry(e.name, e.kind, e.mode, e.size, e.source, e.linkname, st.st_uid, st.st_gid,
+                      e.devmajor, e.devminor, e.stamp)
+        prev = out.get(name)
+        if prev is not None and not (prev.kind == "dir" and e.kind == "dir"):
+            raise InputError(f"two sources put something at /{name} in one layer; give each a different destination")
+        out[name] = e
+
+    if walk_root is None:
+        add(src, str(target), st)
+        return
+    for dirpath, dirnames, filenames in os.walk(walk_root, onerror=_walk_error):
+        rel = os.path.relpath(dirpath, walk_root)
+        dirnames.sort()
+        kept = []
+        for d in dirnames:
+            p = Path(dirpath, d)
+            if ignore and ignore(p):
+                continue
+            kept.append(d)
+        dirnames[:] = kept
+        if rel != ".":
+            add(Path(dirpath), str(base / rel), os.lstat(dirpath))
+        for fname in sorted(filenames):
+            p = Path(dirpath, fname)
+            if ignore and ignore(p):
+                continue
+            add(p, str(base / rel / fname) if rel != "." else str(base / fname), os.lstat(p))
+        # os.walk lists symlinks to directories in dirnames and does not follow them
+        for d in list(dirnames):
+            p = Path(dirpath, d)
+            if p.is_symlink():
+                dirnames.remove(d)
+                add(p, str(base / rel / d) if rel != "." else str(base / d), os.lstat(p))
+
+
+def _walk_error(exc: OSError) -> None:
+    raise InputError(f"{exc.filename}: {exc.strerror}; check the path and its permissions")
+
+
+def scan_sources(sources: Sequence[LayerSource], ignore: Callable[[Path], bool] | None = None) -> list[Entry]:
+    """All entries of a layer built from ``sources``, sorted, validated, not yet read."""
+    out: dict[str, Entry] = {}
+    links: dict[tuple[int, int], str] = {}
+    for source in sources:
+        _scan_one(source, out, links, ignore)
+    out.pop("", None)
+    out.pop(".", None)
+    return [out[k] for k in sorted(out, key=lambda n: n.encode("utf-8", "surrogateescape"))]
+
+
+_TYPES = {
+    "dir": tarfile.DIRTYPE,
+    "file": tarfile.REGTYPE,
+    "symlink": tarfile.SYMTYPE,
+    "hardlink": tarfile.LNKTYPE,
+    "chr": tarfile.CHRTYPE,
+    "blk": tarfile.BLKTYPE,
+    "fifo": tarfile.FIFOTYPE,
+}
+
+
+def _header(e: Entry, epoch: int) -> bytes:
+    info = tarfile.TarInfo(e.name + "/" if e.kind == "dir" else e.name)
+    info.type = _TYPES[e.kind]
+    info.mode = e.mode
+    info.size = e.size if e.kind == "file" else 0
+    info.mtime = epoch
+    info.uid, info.gid = e.uid, e.gid
+    info.uname = info.gname = ""
+    info.linkname = e.linkname
+    info.devmajor, info.devminor = e.devmajor, e.devminor
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _changed(path: str) -> InputError:
+    return InputError(f"{path} changed while it was being read; build again once it is stable")
+
+
+def tar_chunks(entries: Iterable[Entry], epoch: int) -> Iterator[bytes]:
+    """The layer's tar stream in chunks of about ``CHUNK`` bytes."""
+    buf = bytearray()
+    for e in entries:
+        buf += _header(e, epoch)
+        if e.kind == "file":
+            assert e.source is not None
+            try:
+                f = open(e.source, "rb", buffering=0)
+            except FileNotFoundError:
+                raise InputError(f"{e.source} vanished during the build; build again") from None
+            except PermissionError:
+                raise InputError(f"{e.source}: permission denied; make it readable") from None
+            with f:
+                st = os.fstat(f.fileno())
+                if st.st_size != e.size or (e.stamp and st.st_mtime_ns != e.stamp[0]):
+                    raise _changed(e.source)
+                remaining = e.size
+                while remaining:
+                    want = min(CHUNK, remaining)
+                    data = f.read(want)
+                    if not data:
+                        raise _changed(e.source)
+                    remaining -= len(data)
+                    if buf and len(buf) + len(data) > CHUNK:
+                        yield bytes(buf)
+                        buf = bytearray()
+                    if not buf and len(data) >= CHUNK // 2:
+                        yield data
+                    else:
+                        buf += data
+                if f.read(1) or os.fstat(f.fileno()).st_mtime_ns != st.st_mtime_ns:
+                    raise _changed(e.source)
+            pad = -e.size % tarfile.BLOCKSIZE
+            if pad:
+                buf += b"\0" * pad
+        if len(buf) >= CHUNK:
+            yield bytes(buf)
+            buf = bytearray()
+    buf += b"\0" * (2 * tarfile.BLOCKSIZE)
+    yield bytes(buf)
+
+
+_DONE = object()
+
+
+def prefetch(chunks: Iterator[bytes], depth: int = PREFETCH_DEPTH) -> Iterator[bytes]:
+    """Run ``chunks`` on a reader thread, ``depth`` ahead: disk reads overlap hashing.
+
+    Errors on the reader thread are re-raised in the consumer; a consumer that stops
+    early (an exception downstream) makes the reader stop too.
+    """
+    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for c in chunks:
+                while not stop.is_set():
+                    try:
+                        q.put(c, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(exc)
+
+    t = threading.Thread(target=run, name="layer-reader", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        t.join(timeout=5)
+
+
+@dataclass(frozen=True)
+class BuiltLayer:
+    """A layer in the cache: its descriptor (compressed blob) and diff_id (uncompressed)."""
+
+    descriptor: Descriptor
+    diff_id: str
+    reused: bool = False
+    compression: str = ""
+    uncompressed_size: int = 0
+
+    def to_record(self) -> dict[str, object]:
+        return {"digest": self.descriptor.digest, "size": self.descriptor.size,
+                "media_type": self.descriptor.media_type, "diff_id": self.diff_id,
+                "compression": self.compression, "uncompressed_size": self.uncompressed_size}
+
+    @classmethod
+    def from_record(cls, r: dict[str, object]) -> "BuiltLayer":
+        return cls(Descriptor(str(r["media_type"]), str(r["digest"]), int(r["size"])),  # type: ignore[arg-type]
+                   str(r["diff_id"]), True, str(r.get("compression", "")), int(r.get("uncompressed_size", 0)))  # type: ignore[arg-type]
+
+
+def _samples(entries: Sequence[Entry]) -> Iterator[bytes]:
+    big = sorted((e for e in entries if e.kind == "file" and e.size), key=lambda e: -e.size)[:SAMPLE_FILES]
+    for e in big:
+        assert e.source
+        with open(e.source, "rb") as f:
+            f.seek(e.size // 2)
+            yield f.read(SAMPLE_BYTES)
+
+
+def _write_layer(cache: BlobCache, chunks: Iterator[bytes], compression: Compression) -> BuiltLayer:
+    diff = hashlib.sha256()
+    raw_size = 0
+
+    def on_raw(chunk: bytes) -> None:
+        nonlocal raw_size
+        diff.update(chunk)
+        raw_size += len(chunk)
+
+    with cache.writer() as w:
+        compress_stream(chunks, w, compression, on_raw)
+        digest = w.commit()
+        size = w.size
+    return BuiltLayer(Descriptor(compression.media_type, str(digest), size), "sha256:" + diff.hexdigest(),
+                      False, compression.id, raw_size)
+
+
+def build_layer(
+    cache: BlobCache,
+    sources: Sequence[LayerSource],
+    *,
+    compression: Compression = Compression("auto"),
+    epoch: int | None = None,
+    ignore: Callable[[Path], bool] | None = None,
+    entries: Sequence[Entry] | None = None,
+) -> BuiltLayer:
+    """The layer for ``sources``: from the layer index if nothing changed, else written once.
+
+    The index key is the tree's fingerprint (every entry's metadata and stat stamp, as
+    git's index uses), the epoch, the codec and ``LAYER_FORMAT``: an unchanged tree
+    costs one ``lstat`` per file and no read.
+
+    Raises InputError for missing, unreadable, special or escaping inputs.
+    """
+    epoch = source_date_epoch() if epoch is None else epoch
+    if entries is None:
+        entries = scan_sources(sources, ignore)
+    requested = compression
+    fingerprint = canonical_json({"format": LAYER_FORMAT, "epoch": epoch,
+                                  "compression": [requested.codec, requested.level],
+                                  "entries": [e.key() for e in entries]})
+    key = hashlib.sha256(fingerprint).hexdigest()
+    record = cache.get_layer(key)
+    if record is not None:
+        return BuiltLayer.from_record(record)
+    total = sum(e.size for e in entries)
+    resolved = choose_compression(_samples(entries), total, requested)
+    built = _write_layer(cache, prefetch(tar_chunks(entries, epoch)), resolved)
+    cache.put_layer(key, built.to_record())
+    return built
+
+
+def _tarball_chunks(path: Path) -> Iterator[bytes]:
+    """The uncompressed bytes of a tarball that may be gzip-, zstd- or not compressed."""
+    with open(path, "rb") as raw:
+        magic = raw.read(4)
+        raw.seek(0)
+        if magic[:2] == b"\x1f\x8b":
+            from isal import igzip_threaded
+
+            stream = igzip_threaded.open(raw, "rb")
+        elif magic == b"\x28\xb5\x2f\xfd":
+            import zstandard
+
+            stream = zstandard.ZstdDecompressor().stream_reader(raw)
+        else:
+            stream = raw
+        with stream:
+            while True:
+                data = stream.read(CHUNK)
+                if not data:
+                    return
+                yield data
+
+
+def layer_from_tarball(cache: BlobCache, path: Path, *, compression: Compression = Compression("gzip")) -> BuiltLayer:
+    """A base rootfs tarball as one layer, its tar bytes kept exactly as they are.
+
+    The tarball is checked to be a readable tar first (a corrupt or non-tar file fails
+    here, naming the file), then hashed and compressed in one pass.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such base tarball; check the path") from None
+    key = hashlib.sha256(canonical_json({"format": LAYER_FORMAT, "tarball": [str(path.resolve()), st.st_size,
+                                         st.st_mtime_ns, st.st_ctime_ns, st.st_ino],
+                                         "compression": [compression.codec, compression.level]})).hexdigest()
+    record = cache.get_layer(key)
+    if record is not None:
+        return BuiltLayer.from_record(record)
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            count = sum(1 for _ in tf)
+    except (tarfile.TarError, EOFError, OSError, Exception) as exc:  # zlib/zstd errors vary by codec
+        raise ArchiveError(f"{path} is not a readable tar archive ({exc}); give a rootfs .tar, .tar.gz or .tar.zst") from None
+    if count == 0:
+        raise ArchiveError(f"{path} is an empty tar archive; give a rootfs tarball")
+    resolved = choose_compression(iter(()), 0, compression) if compression.codec == "auto" else compression
+    built = _write_layer(cache, prefetch(_tarball_chunks(path)), resolved)
+    cache.put_layer(key, built.to_record())
+    return built

@@ -1,0 +1,156 @@
+"""OCI image layouts on disk (``oci:DIR[:TAG]``): written atomically, read with verification.
+
+The writer follows the same order as a push: blobs first, ``index.json`` last, all in
+a temp directory renamed into place, so an interrupted write leaves no layout that
+names a missing blob.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .cache import BlobCache
+from .digest import Digest
+from .errors import ArchiveError, InputError
+from .image import Image
+from .oci import Descriptor, Index, Manifest, MediaType, canonical_json
+
+__all__ = ["write_layout", "read_layout", "select_manifest", "REF_NAME", "replace_path", "temp_sibling"]
+
+REF_NAME = "org.opencontainers.image.ref.name"
+_LAYOUT = canonical_json({"imageLayoutVersion": "1.0.0"})
+
+
+def temp_sibling(target: Path, directory: bool) -> Path:
+    """A fresh temp path next to ``target`` (same filesystem, so rename is atomic)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.tmp-")
+    os.close(fd)
+    return Path(name)
+
+
+def replace_path(tmp: Path, target: Path) -> None:
+    """Move a finished output into place, replacing what was there."""
+    if target.is_dir() and not target.is_symlink():
+        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+        os.rename(target, old / "x")
+        os.rename(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def write_layout(image: Image, cache: BlobCache, path: Path, tag: str | None = None) -> None:
+    """Write ``image`` as an OCI layout at ``path`` (replacing it), tagged ``tag`` if given."""
+    image.ensure_blobs(cache)
+    tmp = temp_sibling(path, directory=True)
+    try:
+        blobs = tmp / "blobs" / "sha256"
+        blobs.mkdir(parents=True)
+        for d in image.blobs():
+            _link_or_copy(cache.path(d.digest), blobs / Digest(d.digest).hex)
+        (blobs / image.digest.split(":")[1]).write_bytes(image.manifest_bytes)
+        (tmp / "oci-layout").write_bytes(_LAYOUT)
+        desc = Descriptor(image.manifest.media_type, image.digest, len(image.manifest_bytes),
+                          annotations={REF_NAME: tag} if tag else None)
+        (tmp / "index.json").write_bytes(Index((desc,)).to_bytes())
+        replace_path(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def select_manifest(index: Index, tag: str | None, where: str) -> Descriptor:
+    """The manifest an ``index.json`` names for ``tag`` (or its only one)."""
+    manifests = [m for m in index.manifests if m.media_type in MediaType.MANIFESTS or not m.media_type]
+    if tag:
+        hits = [m for m in index.manifests if (m.annotations or {}).get(REF_NAME) == tag]
+        if not hits:
+            names = sorted({(m.annotations or {}).get(REF_NAME, "") for m in index.manifests} - {""})
+            raise InputError(f"{where} has no image tagged {tag!r}" + (f"; it has {', '.join(names)}" if names else ""))
+        return hits[0]
+    if len(index.manifests) == 1:
+        return index.manifests[0]
+    if not manifests:
+        raise ArchiveError(f"{where} holds no image manifest")
+    raise InputError(f"{where} holds {len(index.manifests)} images; name one with :TAG")
+
+
+def _load_json(data: bytes, what: str) -> dict:
+    try:
+        obj = json.loads(data)
+    except ValueError as exc:
+        raise ArchiveError(f"{what} is not valid JSON ({exc}): not an OCI image") from None
+    if not isinstance(obj, dict):
+        raise ArchiveError(f"{what} is not a JSON object: not an OCI image")
+    return obj
+
+
+def resolve_image(read_blob, desc: Descriptor, where: str, ingest) -> Image:  # type: ignore[no-untyped-def]
+    """Follow ``desc`` (a manifest, or an index holding linux/amd64) to an ``Image``.
+
+    ``read_blob(desc) -> bytes`` reads small JSON blobs verified; ``ingest(desc)``
+    copies a layer into the cache verified.
+    """
+    data = read_blob(desc)
+    doc = _load_json(data, f"manifest {desc.digest} in {where}")
+    media = MediaType.to_oci(doc.get("mediaType") or desc.media_type)
+    if media == MediaType.INDEX or "manifests" in doc:
+        index = Index.from_json(doc)
+        from .platform import pick_platform
+
+        return resolve_image(read_blob, pick_platform(index, where), where, ingest)
+    manifest = Manifest.from_json(doc)
+    config_bytes = read_blob(manifest.config)
+    for layer in manifest.layers:
+        ingest(layer)
+    image = Image.from_parts(manifest, config_bytes)
+    # keep the original manifest bytes: its digest must not change on the way through
+    return Image(manifest, data, image.config, config_bytes)
+
+
+def read_layout(path: Path, tag: str | None, cache: BlobCache) -> Image:
+    """Read an image from an OCI layout, copying its blobs into the cache verified."""
+    where = f"OCI layout {path}"
+    if not (path / "index.json").is_file():
+        raise InputError(f"{path} is not an OCI layout (no index.json); give a directory written by ociassemble, skopeo or umoci")
+
+    def blob_path(d: Descriptor) -> Path:
+        algo, _, hexd = d.digest.partition(":")
+        return path / "blobs" / algo / hexd
+
+    def read_blob(d: Descriptor) -> bytes:
+        try:
+            data = blob_path(d).read_bytes()
+        except FileNotFoundError:
+            raise ArchiveError(f"{where} is missing blob {d.digest}") from None
+        actual = Digest.of_bytes(data)
+        if actual.value != d.digest:
+            from .errors import DigestMismatchError
+
+            raise DigestMismatchError(d.digest, actual.value, where)
+        return data
+
+    def ingest(d: Descriptor) -> None:
+        try:
+            f = open(blob_path(d), "rb")
+        except FileNotFoundError:
+            raise ArchiveError(f"{where} is missing blob {d.digest}") from None
+        with f:
+            cache.ingest(f, Digest(d.digest), d.size, where)
+
+    index = Index.from_json(_load_json((path / "index.json").read_bytes(), f"{where}/index.json"))
+    return resolve_image(read_blob, select_manifest(index, tag, where), where, ingest)

@@ -1,0 +1,84 @@
+"""Where images are read from and written to, named as skopeo names them.
+
+``oci:DIR[:TAG]``, ``oci-archive:FILE[:TAG]``, ``docker-archive:FILE[:NAME:TAG]``,
+``docker://REF`` (or a bare registry reference, for bases and pushes), and for bases
+only ``rootfs:PATH`` (a rootfs tarball or directory, made into one layer).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+
+__all__ = ["ImageSpec", "parse_spec", "OUTPUT_KINDS"]
+
+OUTPUT_KINDS = ("oci", "oci-archive", "docker-archive")
+_KINDS = ("oci", "oci-archive", "docker-archive", "docker", "rootfs")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    kind: str  # oci | oci-archive | docker-archive | docker | rootfs
+    path: Path | None = None
+    tag: str | None = None  # oci: ref name; docker-archive: NAME:TAG; docker: the reference
+    raw: str = ""
+
+    def __str__(self) -> str:
+        return self.raw
+
+
+def _split_tag(rest: str) -> tuple[str, str | None]:
+    # DIR[:TAG]: a colon after the last slash starts the tag
+    head, sep, tail = rest.rpartition(":")
+    if sep and "/" not in tail and head:
+        return head, tail or None
+    return rest, None
+
+
+def parse_spec(spec: str, *, for_output: bool = False) -> ImageSpec:
+    """Parse an image location; bare paths and references are recognised for bases.
+
+    Raises UsageError naming the accepted forms when the spec fits none.
+    """
+    forms = "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG]"
+    if not spec:
+        raise UsageError(f"empty image location: use one of {forms}")
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in _KINDS:
+        if kind == "docker":
+            ref = rest[2:] if rest.startswith("//") else rest
+            if not ref:
+                raise UsageError(f"{spec!r}: docker:// needs a reference, e.g. docker://registry.example.com/team/app:1.0")
+            if for_output:
+                raise UsageError(f"{spec!r}: push to a registry with 'ociassemble push {ref}', not --output")
+            return ImageSpec("docker", None, ref, spec)
+        if not rest:
+            raise UsageError(f"{spec!r}: {kind}: needs a path, e.g. {kind}:./out")
+        if kind == "rootfs":
+            if for_output:
+                raise UsageError(f"{spec!r}: rootfs: is for bases only; write one of {forms}")
+            return ImageSpec("rootfs", Path(rest), None, spec)
+        if kind == "docker-archive":
+            path, _, name = rest.partition(":")
+            if name and ":" not in name:
+                name += ":latest"
+            return ImageSpec(kind, Path(path), name or None, spec)
+        path, tag = _split_tag(rest)
+        return ImageSpec(kind, Path(path), tag, spec)
+    if for_output:
+        raise UsageError(f"--output {spec!r}: say which format, one of {forms}")
+    # a base given bare: an existing path is a rootfs / layout / archive, else a reference
+    p = Path(spec)
+    if p.exists() or spec.startswith((".", "/", "~")):
+        p = p.expanduser()
+        if p.is_dir() and (p / "index.json").is_file() and (p / "oci-layout").is_file():
+            return ImageSpec("oci", p, None, spec)
+        return ImageSpec("rootfs", p, None, spec)
+    return ImageSpec("docker", None, spec, spec)
+
+
+def expand(path: Path) -> Path:
+    return Path(os.path.expanduser(str(path)))
