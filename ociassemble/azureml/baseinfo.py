@@ -1,0 +1,120 @@
+"""What a base image holds that the recipe needs: Python's version, the platform, and
+whether python3, nginx and runsvdir are there.
+
+Read from the base's layers (tar headers and dpkg's status file), never from the
+build machine: the image's Python decides which wheels pex must pick. The answer
+is cached by the base's config digest, so a base is scanned once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from dataclasses import asdict, dataclass
+from typing import BinaryIO
+
+from ..cache import BlobCache
+from ..errors import BuildError
+from ..image import Image
+from ..oci import MediaType
+
+__all__ = ["BaseInfo", "inspect_base"]
+
+_PY_RE = re.compile(r"^(?:usr/(?:local/)?bin)/python(3\.\d+)$")
+_NEEDED = {
+    "python3": ("usr/bin/python3", "usr/local/bin/python3"),
+    "nginx": ("usr/sbin/nginx", "usr/bin/nginx", "usr/local/sbin/nginx"),
+    "runsvdir": ("usr/bin/runsvdir", "usr/sbin/runsvdir", "sbin/runsvdir", "bin/runsvdir"),
+}
+
+
+@dataclass(frozen=True)
+class BaseInfo:
+    python: str  # "3.11"
+    python_full: str  # "3.11.2"
+    glibc: str | None  # "2.36"
+    architecture: str  # "amd64"
+    has: tuple[str, ...]  # which of python3/nginx/runsvdir exist
+
+    @property
+    def machine(self) -> str:
+        return {"amd64": "x86_64", "arm64": "aarch64"}.get(self.architecture, self.architecture)
+
+    def missing(self) -> list[str]:
+        return [n for n in _NEEDED if n not in self.has]
+
+
+def _open_layer(cache: BlobCache, media_type: str, digest: str) -> BinaryIO:
+    f = cache.open(digest)
+    if media_type == MediaType.LAYER_GZIP:
+        from isal import igzip_threaded
+
+        return igzip_threaded.open(f, "rb")  # type: ignore[return-value]
+    if media_type == MediaType.LAYER_ZSTD:
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(f, closefd=True)  # type: ignore[return-value]
+    return f
+
+
+def _dpkg_versions(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for para in text.split("\n\n"):
+        pkg = re.search(r"^Package: (\S+)", para, re.M)
+        ver = re.search(r"^Version: (\S+)", para, re.M)
+        if pkg and ver:
+            out[pkg.group(1)] = ver.group(1)
+    return out
+
+
+def inspect_base(image: Image, cache: BlobCache) -> BaseInfo:
+    """Scan the base's layers (bottom to top; later layers and whiteouts win)."""
+    memo = cache.root / "baseinfo" / (image.manifest.config.digest.split(":")[1] + ".json")
+    try:
+        return BaseInfo(**{**json.loads(memo.read_text()), "has": tuple(json.loads(memo.read_text())["has"])})
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    image.ensure_blobs(cache)
+    present: dict[str, str] = {}  # path -> linkname ("" for files)
+    dpkg = ""
+    for desc in image.manifest.layers:
+        with _open_layer(cache, desc.media_type, desc.digest) as raw:
+            try:
+                tf = tarfile.open(fileobj=raw, mode="r|")
+                for m in tf:
+                    name = m.name.lstrip("./").lstrip("/")
+                    base = name.rsplit("/", 1)[-1]
+                    if base.startswith(".wh."):
+                        parent = name.rsplit("/", 1)[0] if "/" in name else ""
+                        target = (parent + "/" if parent else "") + base[4:]
+                        for k in [k for k in present if k == target or k.startswith(target + "/")]:
+                            del present[k]
+                        continue
+                    if m.isfile() or m.issym() or m.islnk():
+                        present[name] = m.linkname if m.issym() else ""
+                    if name == "var/lib/dpkg/status" and m.isfile():
+                        f = tf.extractfile(m)
+                        dpkg = f.read().decode("utf-8", "replace") if f else ""
+            except (tarfile.TarError, EOFError, OSError) as exc:
+                raise BuildError(f"base layer {desc.digest} is not a readable tar ({exc}); use another base") from None
+    has = tuple(n for n, paths in _NEEDED.items() if any(p in present for p in paths))
+    versions = sorted(
+        (m.group(1) for p in present if (m := _PY_RE.match(p))), key=lambda v: tuple(int(x) for x in v.split("."))
+    )
+    link = present.get("usr/bin/python3") or present.get("usr/local/bin/python3") or ""
+    py = link.rsplit("python", 1)[-1] if re.search(r"python3\.\d+$", link) else (versions[-1] if versions else "")
+    pkgs = _dpkg_versions(dpkg)
+    full = pkgs.get(f"python{py}-minimal") or pkgs.get(f"python{py}") or ""
+    full_match = re.match(r"(\d+\.\d+\.\d+)", full)
+    libc = re.match(r"(\d+\.\d+)", pkgs.get("libc6", ""))
+    info = BaseInfo(
+        python=py,
+        python_full=full_match.group(1) if full_match else (py + ".0" if py else ""),
+        glibc=libc.group(1) if libc else None,
+        architecture=image.config.platform.architecture,
+        has=has,
+    )
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(json.dumps(asdict(info)))
+    return info

@@ -1,0 +1,56 @@
+"""The default base: a Debian bookworm minbase with python3, nginx-light and runit,
+made by mmdebstrap from this machine's own apt sources and kept in the cache.
+
+No mirror is named anywhere: mmdebstrap reads the machine's apt sources, so the
+build uses whatever mirror or proxy the machine is set up for.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..base import load_base
+from ..cache import BlobCache
+from ..errors import BuildError
+from ..layout import write_layout
+
+__all__ = ["default_base_path", "make_base", "PACKAGES", "SUITE"]
+
+SUITE = "bookworm"
+PACKAGES = ("python3", "nginx-light", "runit", "ca-certificates")
+_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
+
+
+def default_base_path(cache: BlobCache) -> Path:
+    return cache.root / "bases" / f"{SUITE}-azureml"
+
+
+def make_base(cache: BlobCache, *, force: bool = False, log=print) -> Path:  # type: ignore[no-untyped-def]
+    """Build (once) the default base as an OCI layout in the cache and return its path."""
+    target = default_base_path(cache)
+    if (target / "index.json").is_file() and not force:
+        return target
+    if shutil.which("mmdebstrap") is None:
+        raise BuildError("mmdebstrap is not installed: run 'apt-get install mmdebstrap', or pass --base with an image that has python3, nginx and runit")
+    sources = next((s for s in _SOURCES if s.is_file() and s.stat().st_size), None)
+    if sources is None:
+        raise BuildError("no apt sources found in /etc/apt: mmdebstrap needs this machine's Debian sources; or pass --base")
+    tarball = cache.tmp_dir / f"{SUITE}-base.tar"
+    cmd = ["mmdebstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(tarball), "-"]
+    log(f"making the {SUITE} base with mmdebstrap (about a minute)")
+    env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "0")}
+    with open(sources, "rb") as stdin:
+        proc = subprocess.run(cmd, stdin=stdin, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tarball.unlink(missing_ok=True)
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise BuildError(f"mmdebstrap failed: {last}; it needs root and this machine's apt sources")
+    try:
+        image = load_base(f"rootfs:{tarball}", cache)
+        write_layout(image, cache, target, "latest")
+    finally:
+        tarball.unlink(missing_ok=True)
+    return target

@@ -1,0 +1,121 @@
+"""The image's Python dependencies, resolved by pex for the image's Python and platform.
+
+pex runs with a *complete platform* made from the base's Python version, glibc and
+architecture, so only wheels that run in the image are chosen, whatever the build
+machine is. The result is a flat site-packages directory (pex ``--layout flat``),
+cached by what decides it (requirements, platform, pex version), which becomes the
+deps layer at ``DEPS_DIR`` and is found through ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from packaging import tags
+
+from ..cache import BlobCache
+from ..errors import BuildError
+from .baseinfo import BaseInfo
+
+__all__ = ["DEPS_DIR", "complete_platform", "resolve_deps"]
+
+DEPS_DIR = "/var/azureml-deps"
+#: manylinux_2_17 is manylinux2014's glibc; a base with an unknown glibc is assumed
+#: that old, so chosen wheels run on any glibc Linux.
+_MIN_GLIBC = (2, 17)
+
+
+def complete_platform(info: BaseInfo) -> dict[str, object]:
+    """pex's --complete-platform document for the image (marker environment + wheel tags)."""
+    major, minor = (int(x) for x in info.python.split("."))
+    glibc = tuple(int(x) for x in info.glibc.split(".")) if info.glibc else _MIN_GLIBC
+    arch = info.machine
+    platforms = [f"manylinux_{glibc[0]}_{m}_{arch}" for m in range(glibc[1], 16, -1)]
+    legacy = {(2, 17): "manylinux2014", (2, 12): "manylinux2010", (2, 5): "manylinux1"}
+    platforms += [f"{name}_{arch}" for (g, name) in ((k, v) for k, v in legacy.items()) if g <= glibc]
+    platforms.append(f"linux_{arch}")
+    interp = f"cp{major}{minor}"
+    compatible = [str(t) for t in tags.cpython_tags((major, minor), abis=[interp, "abi3", "none"], platforms=platforms)]
+    compatible += [str(t) for t in tags.compatible_tags((major, minor), interp, platforms)]
+    return {
+        "marker_environment": {
+            "implementation_name": "cpython",
+            "implementation_version": info.python_full,
+            "os_name": "posix",
+            "platform_machine": arch,
+            "platform_python_implementation": "CPython",
+            "platform_release": "",
+            "platform_system": "Linux",
+            "platform_version": "",
+            "python_full_version": info.python_full,
+            "python_version": info.python,
+            "sys_platform": "linux",
+        },
+        "compatible_tags": compatible,
+    }
+
+
+def _summarise_pex_error(stderr: str) -> str:
+    lines = [l.strip() for l in stderr.splitlines() if l.strip()]
+    for pattern in (r"No matching distribution found for .*", r"Could not find a version that satisfies the requirement .*",
+                    r"ResolutionImpossible.*", r"Cannot install .*", r"conflict.*"):
+        for l in lines:
+            m = re.search(pattern, l, re.I)
+            if m:
+                return m.group(0)
+    for l in reversed(lines):
+        if l.startswith(("ERROR", "pid ")) or "error" in l.lower():
+            return l[:300]
+    return lines[-1][:300] if lines else "pex failed without a message"
+
+
+def resolve_deps(cache: BlobCache, requirement_files: list[Path], info: BaseInfo, *,
+                 extra_args: list[str] | None = None, log=print) -> Path:  # type: ignore[no-untyped-def]
+    """A directory holding the installed requirements for the image, built once.
+
+    Raises BuildError with pex's reason in one line when the requirements cannot be
+    resolved for the image's platform (e.g. a package with no wheel for it).
+    """
+    import pex.version
+
+    platform = complete_platform(info)
+    key_src = {"platform": platform, "pex": pex.version.__version__, "args": extra_args or [],
+               "reqs": [p.read_text() for p in requirement_files]}
+    key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:32]
+    final = cache.root / "deps" / key
+    if (final / ".complete").is_file():
+        return final / "site"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache.tmp_dir, prefix="deps-"))
+    try:
+        plat_file = tmp / "platform.json"
+        plat_file.write_text(json.dumps(platform))
+        cmd = [sys.executable, "-m", "pex.cli", "venv", "create", "--layout", "flat", "-d", str(tmp / "site"),
+               "--complete-platform", str(plat_file)]
+        for r in requirement_files:
+            cmd += ["-r", str(r)]
+        cmd += extra_args or []
+        log(f"resolving Python dependencies for cp{info.python.replace('.', '')} linux/{info.architecture} with pex")
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PEX_VERBOSE": "0"})
+        if proc.returncode != 0:
+            names = ", ".join(p.name for p in requirement_files)
+            raise BuildError(f"cannot install the Python requirements ({names}) for Python {info.python} "
+                             f"linux/{info.architecture}: {_summarise_pex_error(proc.stderr)}; fix the requirement "
+                             "or pin a version that has a wheel for that platform")
+        # pex leaves helper scripts whose shebang is '#!python': harmless, kept for `python3 -m`-less tools
+        (tmp / ".complete").write_text("ok")
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final / "site"

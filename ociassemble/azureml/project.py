@@ -1,0 +1,161 @@
+"""The project's settings: ``ociassemble.toml`` or ``[tool.ociassemble]`` in pyproject.toml,
+with every key overridable by a CLI flag.
+
+Relative paths in a config file are relative to that file's folder, so a build
+gives the same image from wherever it is started.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, UsageError
+
+__all__ = ["Project", "ModelSpec", "load_project", "STARTER_CONFIG"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model file or folder, served at ``azureml-models/<name>/<version>/``."""
+
+    path: Path
+    name: str
+    version: str = "1"
+
+    @classmethod
+    def parse(cls, value: Any, root: Path) -> "ModelSpec":
+        if isinstance(value, dict):
+            if "path" not in value:
+                raise UsageError(f"model entry {value!r} needs a 'path'")
+            path = root / str(value["path"])
+            return cls(path, str(value.get("name") or _default_name(path)), str(value.get("version", "1")))
+        text = str(value)
+        # PATH[:NAME[:VERSION]]
+        parts = text.split(":")
+        path = root / parts[0]
+        name = parts[1] if len(parts) > 1 and parts[1] else _default_name(path)
+        version = parts[2] if len(parts) > 2 and parts[2] else "1"
+        return cls(path, name, version)
+
+
+def _default_name(path: Path) -> str:
+    return path.name.split(".")[0] or "model"
+
+
+@dataclass
+class Project:
+    root: Path = field(default_factory=Path.cwd)
+    entry_script: Path | None = None
+    source_dir: Path | None = None
+    models: list[ModelSpec] = field(default_factory=list)
+    requirements: Path | None = None
+    conda_file: Path | None = None
+    base: str | None = None
+    image: str | None = None
+    output: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    compression: str = "auto"
+    source_url: str | None = None
+    revision: str | None = None
+    config_file: Path | None = None
+
+    @property
+    def entry(self) -> Path:
+        return self.entry_script or (self.root / "score.py")
+
+    @property
+    def src(self) -> Path:
+        return self.source_dir or self.entry.parent
+
+
+_PATH_KEYS = {"entry_script", "source_dir", "requirements", "conda_file"}
+_STR_KEYS = {"base", "image", "output", "compression", "source_url", "revision"}
+
+
+def _apply(project: Project, data: dict[str, Any], root: Path, where: str) -> None:
+    known = {f.name for f in fields(Project)} - {"root", "config_file"}
+    for key, value in data.items():
+        k = key.replace("-", "_")
+        if k not in known:
+            raise UsageError(f"{where}: unknown key {key!r}; known keys: {', '.join(sorted(known))}")
+        if k in _PATH_KEYS:
+            setattr(project, k, (root / str(value)) if value else None)
+        elif k in _STR_KEYS:
+            setattr(project, k, str(value) if value is not None else None)
+        elif k == "models":
+            items = value if isinstance(value, list) else [value]
+            project.models = [ModelSpec.parse(v, root) for v in items]
+        elif k in ("env", "labels"):
+            if not isinstance(value, dict):
+                raise UsageError(f"{where}: {key} must be a table of strings, e.g. {key} = {{ KEY = \"value\" }}")
+            setattr(project, k, {str(a): str(b) for a, b in value.items()})
+
+
+def load_project(directory: Path, config: Path | None = None) -> Project:
+    """The project rooted at ``directory``: its config file if there is one, else defaults.
+
+    ``base`` and ``image`` strings are kept as written (they may be references).
+    """
+    project = Project(root=directory)
+    candidates = [config] if config else [directory / "ociassemble.toml", directory / "pyproject.toml"]
+    for path in candidates:
+        if path is None or not path.is_file():
+            if config is not None:
+                raise InputError(f"config file {config} does not exist")
+            continue
+        try:
+            doc = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{path} is not valid TOML: {exc}") from None
+        data = doc.get("tool", {}).get("ociassemble") if path.name == "pyproject.toml" else doc
+        if data is None:
+            continue
+        root = path.parent
+        project.root = root
+        project.config_file = path
+        _apply(project, data, root, str(path))
+        break
+    if not project.models and project.config_file is None:
+        project.models = []
+    return project
+
+
+STARTER_CONFIG = """\
+# ociassemble.toml: how to build this folder's scoring image. Every key can be
+# overridden on the command line (see `ociassemble build --help`); paths are
+# relative to this file.
+
+# The scoring script: defines init() (once per worker) and run(data) (per request).
+entry_script = "score.py"
+
+# The folder shipped with it (its sibling modules import normally). Default: the
+# entry script's folder.
+# source_dir = "src"
+
+# Model files or folders, served at /var/azureml-app/azureml-models/<name>/<version>/
+# and found through AZUREML_MODEL_DIR. "PATH[:NAME[:VERSION]]" or a table.
+models = [
+    "model.pkl",
+    # { path = "models/encoder", name = "encoder", version = "2" },
+]
+
+# Python packages for run(): a requirements.txt, or a conda file (its pip list and
+# the conda packages PyPI also has).
+requirements = "requirements.txt"
+# conda_file = "myenv.yml"
+
+# The base image: a Debian-like image with python3, nginx and runit.
+# `ociassemble make-base` builds one; default: that one.
+# base = "oci:/path/to/base"
+
+# Where `ociassemble build` writes, and where `ociassemble push` pushes.
+output = "oci-archive:image.tar"
+# image = "registry.example.com/team/my-model:1.0"
+
+# Extra environment for the scoring process.
+# env = { WORKER_COUNT = "2", AZUREML_LOG_LEVEL = "DEBUG" }
+"""

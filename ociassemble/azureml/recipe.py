@@ -1,0 +1,159 @@
+"""The AzureML scoring image: which layers, in which order, and the config that runs them.
+
+Layers, bottom to top (what changes most is on top, what is biggest is reused most):
+base rootfs (as is) · runit + nginx configs · Python deps (pex) · azureml-app ·
+one layer per model · the user's source folder with score.py.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from ..base import load_base
+from ..cache import BlobCache
+from ..compress import Compression
+from ..context import ignore_for
+from ..errors import BuildError, InputError
+from ..image import Image, ImageBuilder, rfc3339
+from ..layer import BuiltLayer, LayerSource, build_layer, source_date_epoch
+from ..resources import layers_dir
+from .baseinfo import inspect_base
+from .debianbase import default_base_path
+from .deps import DEPS_DIR, resolve_deps
+from .project import Project
+from .script import check_entry_script
+from .userenv import read_user_env
+
+__all__ = ["build_azureml_image", "APP_ROOT", "RecipeResult"]
+
+APP_ROOT = "/var/azureml-app"
+MODELS_DIR = f"{APP_ROOT}/azureml-models"
+#: names in the app root that belong to the server, not to a user source folder
+_RESERVED = {"azureml", "aml_server", "azureml-models", "create_app.py", "wsgi.py", "gunicorn_conf.py", "__pycache__"}
+
+
+@dataclass
+class RecipeResult:
+    image: Image
+    layers: list[tuple[str, BuiltLayer]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _source_name(src: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", src.resolve().name) or "src"
+    return "src" if name in _RESERVED or name.startswith(".") else name
+
+
+def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: list[LayerSource] | None = None,
+                        log: Callable[[str], None] = print, registry_options: object = None) -> RecipeResult:
+    """Check the inputs, then assemble the scoring image (nothing is written outside the cache).
+
+    Raises InputError/BuildError with one line naming the problem and the fix.
+    """
+    entry = project.entry
+    check_entry_script(entry)
+    src = project.src
+    if not src.is_dir():
+        raise InputError(f"source folder {src} does not exist; pass --source-dir")
+    try:
+        entry.resolve().relative_to(src.resolve())
+    except ValueError:
+        raise InputError(f"entry script {entry} is not inside the source folder {src}; move it there or pass --source-dir") from None
+    for m in project.models:
+        if not m.path.exists():
+            raise InputError(f"model path {m.path} does not exist; check --model (PATH[:NAME[:VERSION]])")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", m.name) or not re.fullmatch(r"[A-Za-z0-9_.-]+", m.version):
+            raise InputError(f"model name/version {m.name!r}/{m.version!r}: use letters, digits, '.', '_' and '-'")
+    names = [(m.name, m.version) for m in project.models]
+    if len(set(names)) != len(names):
+        raise InputError("two models have the same name and version; give each a NAME or VERSION (PATH:NAME:VERSION)")
+    if project.requirements and project.conda_file:
+        raise InputError("give either requirements or a conda file, not both")
+    user_env = read_user_env(project.conda_file or project.requirements)
+    for note in user_env.notes:
+        log(note)
+
+    compression = Compression.parse(project.compression)
+    base_spec = project.base or f"oci:{default_base_path(cache)}"
+    if project.base is None and not (default_base_path(cache) / "index.json").is_file():
+        raise InputError("no base image: run 'ociassemble make-base' once (Debian bookworm with python3, nginx, runit), or pass --base")
+    base = load_base(base_spec, cache, registry_options=registry_options)
+    info = inspect_base(base, cache)
+    missing = info.missing()
+    if missing:
+        raise BuildError(f"base {base_spec} has no {', '.join(missing)}: the scoring image needs python3, nginx and runit's runsvdir; use a base that has them (e.g. 'ociassemble make-base')")
+    if user_env.python and user_env.python != info.python:
+        raise BuildError(f"the conda file pins python={user_env.python} but the base has Python {info.python}; change the pin to python={info.python} or use a base with Python {user_env.python}")
+
+    epoch = source_date_epoch()
+    result = RecipeResult(image=base)  # replaced below
+    b = ImageBuilder(cache, base)
+
+    def add(kind: str, sources: list[LayerSource], created_by: str, **kw: object) -> None:
+        log(f"layer {kind}")
+        layer = build_layer(cache, sources, compression=compression, epoch=epoch, **kw)  # type: ignore[arg-type]
+        b.add_layer(layer, created_by)
+        result.layers.append((kind, layer))
+
+    shipped = layers_dir()
+    add("runit-nginx", [LayerSource(shipped / "runit-nginx", "/")], "ociassemble: runit + nginx configs")
+
+    req_files = [shipped / "app-requirements.txt"]
+    if user_env.requirements:
+        user_req = cache.tmp_dir / f"user-requirements-{abs(hash(tuple(user_env.requirements)))}.txt"
+        user_req.write_text("\n".join(user_env.requirements) + "\n")
+        req_files.append(user_req)
+    try:
+        site = resolve_deps(cache, req_files, info, log=log)
+    finally:
+        if len(req_files) > 1:
+            req_files[1].unlink(missing_ok=True)
+    add("python-deps", [LayerSource(site, DEPS_DIR)], "ociassemble: python dependencies (pex)")
+    add("azureml-app", [LayerSource(shipped / "azureml-app", "/")], "ociassemble: azureml-app scoring server")
+
+    for m in project.models:
+        dest = f"{MODELS_DIR}/{m.name}/{m.version}" + ("/" if m.path.is_file() else "")
+        add(f"model {m.name}:{m.version}", [LayerSource(m.path, dest)], f"ociassemble: model {m.name} version {m.version}")
+    for extra in extra_layers or []:
+        add(f"extra {extra.dest}", [extra], f"ociassemble: layer {extra.src.name} -> {extra.dest}")
+
+    src_name = _source_name(src)
+    outputs = [Path(o.split(":", 1)[1].split(":")[0]) for o in [project.output or ""] if ":" in o]
+    ignore = ignore_for(src, also=[m.path for m in project.models] + outputs + [cache.root])
+    add("source", [LayerSource(src, f"{APP_ROOT}/{src_name}")], f"ociassemble: source {src_name}", ignore=ignore)
+
+    entry_rel = f"{src_name}/{entry.resolve().relative_to(src.resolve()).as_posix()}"
+    if len(project.models) == 1:
+        model_dir = f"{MODELS_DIR}/{project.models[0].name}/{project.models[0].version}"
+    else:
+        model_dir = MODELS_DIR
+    env = {
+        "AML_APP_ROOT": APP_ROOT,
+        "AZUREML_ENTRY_SCRIPT": entry_rel,
+        "AZUREML_SOURCE_DIRECTORY": src_name,
+        "AZUREML_MODEL_DIR": model_dir,
+        "PYTHONPATH": DEPS_DIR,
+        "PYTHONUNBUFFERED": "1",
+        "LANG": "C.UTF-8",
+    }
+    env.update(project.env)
+    labels = {"org.opencontainers.image.created": rfc3339(epoch)}
+    if project.source_url:
+        labels["org.opencontainers.image.source"] = project.source_url
+    if project.revision:
+        labels["org.opencontainers.image.revision"] = project.revision
+    labels.update(project.labels)
+    b.config = replace(
+        b.config.with_env(env),
+        cmd=("runsvdir", "/var/runit"),
+        entrypoint=None,
+        exposed_ports=("5001/tcp",),
+        working_dir=APP_ROOT,
+        labels={**b.config.labels, **labels},
+        stop_signal="SIGHUP",  # runsvdir: SIGHUP makes it stop every service, then exit
+    )
+    result.image = b.build(created=epoch)
+    return result
