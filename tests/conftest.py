@@ -1,0 +1,67 @@
+"""Fixtures shared by every test folder: a private blob cache, the Debian base, the example.
+
+The Debian base (mmdebstrap, ~40 s) is built once and kept in a cache that outlives
+test runs (``$OCIASSEMBLE_TEST_CACHE`` or ``~/.cache/ociassemble-test``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ociassemble.cache import BlobCache
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "sklearn-diabetes"
+
+
+def test_cache_root() -> Path:
+    root = Path(os.environ.get("OCIASSEMBLE_TEST_CACHE", Path.home() / ".cache" / "ociassemble-test"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+test_cache_root.__test__ = False  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> BlobCache:
+    return BlobCache(tmp_path / "cache")
+
+
+@pytest.fixture(scope="session")
+def shared_cache() -> BlobCache:
+    """A cache shared by the slow tests of one run (and kept across runs): bases, deps."""
+    return BlobCache(test_cache_root() / "cache")
+
+
+@pytest.fixture(scope="session")
+def debian_base(shared_cache: BlobCache) -> str:
+    """``oci:DIR`` of the mmdebstrap bookworm base with python3, nginx-light and runit."""
+    if shutil.which("mmdebstrap") is None:
+        pytest.fail("mmdebstrap is not installed: .ci/run installs it (apt-get install mmdebstrap)")
+    from ociassemble.azureml.debianbase import make_base
+
+    return f"oci:{make_base(shared_cache, log=lambda m: None)}"
+
+
+@pytest.fixture(scope="session")
+def trained_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the example project with its model trained (scikit-learn on this machine)."""
+    dest = tmp_path_factory.mktemp("example") / "sklearn-diabetes"
+    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns("model.pkl", "image.tar", "__pycache__"))
+    subprocess.run([sys.executable, str(dest / "train.py")], check=True, capture_output=True)
+    return dest
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed CLI as a user would (a separate process, real exit code)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "ociassemble.cli", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, input=input, timeout=900)

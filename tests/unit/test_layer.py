@@ -1,0 +1,176 @@
+"""The layer writer: deterministic bytes, the tree rules, and refusals with clear errors."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import stat
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from ociassemble.cache import BlobCache
+from ociassemble.compress import Compression
+from ociassemble.errors import InputError
+from ociassemble.layer import LayerSource, build_layer, scan_sources
+
+GZIP = Compression.parse("gzip")
+
+
+def make_tree(root: Path, mtime: float) -> Path:
+    (root / "pkg" / "sub").mkdir(parents=True)
+    (root / "pkg" / "a.txt").write_text("alpha\n")
+    (root / "pkg" / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    os.chmod(root / "pkg" / "run.sh", 0o700)
+    (root / "pkg" / "sub" / "data.bin").write_bytes(bytes(range(256)) * 100)
+    os.symlink("../a.txt", root / "pkg" / "sub" / "link")
+    os.link(root / "pkg" / "a.txt", root / "pkg" / "hard.txt")
+    os.chmod(root / "pkg" / "a.txt", 0o600)
+    for p in (root / "pkg").rglob("*"):
+        os.utime(p, (mtime, mtime), follow_symlinks=False)
+    return root / "pkg"
+
+
+def layer_bytes(cache: BlobCache, digest: str) -> bytes:
+    return cache.path(digest).read_bytes()
+
+
+def test_same_tree_in_two_places_gives_same_digest(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        a = make_tree(tmp_path / "one", 1_000_000)
+    finally:
+        os.umask(old)
+    b = make_tree(tmp_path / "two", time.time())
+    la = build_layer(BlobCache(tmp_path / "c1"), [LayerSource(a, "/opt/app")], compression=GZIP, epoch=0)
+    lb = build_layer(BlobCache(tmp_path / "c2"), [LayerSource(b, "/opt/app")], compression=GZIP, epoch=0)
+    assert la.descriptor.digest == lb.descriptor.digest
+    assert la.diff_id == lb.diff_id
+    assert not la.reused and not lb.reused
+
+
+def test_golden_digest_for_a_fixed_tiny_tree(tmp_path: Path) -> None:
+    """Pins the layer format: a change here changes every user's digests (bump LAYER_FORMAT)."""
+    src = tmp_path / "t"
+    src.mkdir()
+    (src / "hello.txt").write_text("hello, world\n")
+    (src / "bin").mkdir()
+    (src / "bin" / "tool").write_text("#!/bin/sh\n")
+    os.chmod(src / "bin" / "tool", 0o755)
+    layer = build_layer(BlobCache(tmp_path / "c"), [LayerSource(src, "/app")], compression=GZIP, epoch=0)
+    assert layer.diff_id == "sha256:915abbaec382c7fb3d5e2f3062b5b5a33019072dab79ee2a0e624a79533ea4af"
+    assert layer.descriptor.digest == "sha256:5f6efd357c0510a2cc3f3a68fcd532af4a63ac2fe4de5b402bc7a9c851cf29d2"
+
+
+def test_tar_rules_and_roundtrip_through_gnu_tar(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", 12345)
+    cache = BlobCache(tmp_path / "c")
+    layer = build_layer(cache, [LayerSource(src, "/opt/app")], compression=GZIP, epoch=0)
+    raw = gzip.decompress(layer_bytes(cache, layer.descriptor.digest))
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        members = {m.name.rstrip("/"): m for m in tf.getmembers()}
+    names = list(members)
+    assert names == sorted(names, key=lambda n: n.encode())
+    assert names[:2] == ["opt", "opt/app"]
+    for m in members.values():
+        assert (m.uid, m.gid, m.uname, m.gname, m.mtime) == (0, 0, "", "", 0)
+    assert members["opt/app/a.txt"].mode == 0o644  # 0600 normalised
+    assert members["opt/app/run.sh"].mode == 0o755  # exec bit kept
+    assert members["opt/app/sub/link"].issym() and members["opt/app/sub/link"].linkname == "../a.txt"
+    assert members["opt/app/hard.txt"].islnk() and members["opt/app/hard.txt"].linkname == "opt/app/a.txt"
+    out = tmp_path / "x"
+    out.mkdir()
+    subprocess.run(["tar", "-xf", "-", "-C", str(out)], input=raw, check=True)
+    assert (out / "opt/app/sub/data.bin").read_bytes() == (src / "sub" / "data.bin").read_bytes()
+    assert os.stat(out / "opt/app/a.txt").st_ino == os.stat(out / "opt/app/hard.txt").st_ino
+    gz = layer_bytes(cache, layer.descriptor.digest)
+    assert gz[3] == 0 and gz[4:8] == b"\0\0\0\0"  # no file name, mtime 0
+
+
+def test_unchanged_tree_is_not_read_again(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", 1)
+    cache = BlobCache(tmp_path / "c")
+    first = build_layer(cache, [LayerSource(src, "/")], compression=GZIP)
+    again = build_layer(cache, [LayerSource(src, "/")], compression=GZIP)
+    assert again.reused and again.descriptor == first.descriptor
+    (src / "a.txt").write_text("changed\n")
+    changed = build_layer(cache, [LayerSource(src, "/")], compression=GZIP)
+    assert not changed.reused and changed.descriptor.digest != first.descriptor.digest
+
+
+def test_single_file_source_and_directory_destination(tmp_path: Path) -> None:
+    f = tmp_path / "model.pkl"
+    f.write_bytes(b"weights")
+    names = [e.name for e in scan_sources([LayerSource(f, "/models/m/1/")])]
+    assert names == ["models", "models/m", "models/m/1", "models/m/1/model.pkl"]
+    names = [e.name for e in scan_sources([LayerSource(f, "/srv/renamed.bin")])]
+    assert names[-1] == "srv/renamed.bin"
+
+
+def test_symlink_escaping_the_tree_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "ctx"
+    src.mkdir()
+    (tmp_path / "secret").write_text("x")
+    os.symlink("../secret", src / "escape")
+    with pytest.raises(InputError, match="points outside"):
+        scan_sources([LayerSource(src, "/")])
+
+
+def test_absolute_symlink_is_an_in_image_path(tmp_path: Path) -> None:
+    src = tmp_path / "ctx"
+    src.mkdir()
+    os.symlink("/etc/nginx/sites-available/app", src / "app")
+    (entry,) = [e for e in scan_sources([LayerSource(src, "/")]) if e.kind == "symlink"]
+    assert entry.linkname == "/etc/nginx/sites-available/app"
+
+
+def test_fifo_and_socket_and_device_are_refused(tmp_path: Path) -> None:
+    src = tmp_path / "ctx"
+    src.mkdir()
+    os.mkfifo(src / "pipe")
+    with pytest.raises(InputError, match="is a FIFO"):
+        scan_sources([LayerSource(src, "/")])
+    os.unlink(src / "pipe")
+    if os.geteuid() == 0:
+        os.mknod(src / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        with pytest.raises(InputError, match="is a device file"):
+            scan_sources([LayerSource(src, "/")])
+
+
+def test_missing_source_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="nope: no such file"):
+        scan_sources([LayerSource(tmp_path / "nope", "/")])
+
+
+def test_file_changing_during_build_is_detected(tmp_path: Path) -> None:
+    from ociassemble.layer import tar_chunks
+
+    src = tmp_path / "ctx"
+    src.mkdir()
+    (src / "f").write_bytes(b"a" * 10)
+    entries = scan_sources([LayerSource(src, "/")])
+    (src / "f").write_bytes(b"b" * 20)
+    with pytest.raises(InputError, match="changed while it was being read"):
+        list(tar_chunks(entries, 0))
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd", "none"])
+def test_every_codec_round_trips(tmp_path: Path, codec: str) -> None:
+    src = make_tree(tmp_path / "src", 5)
+    cache = BlobCache(tmp_path / "c")
+    layer = build_layer(cache, [LayerSource(src, "/")], compression=Compression.parse(codec))
+    data = layer_bytes(cache, layer.descriptor.digest)
+    if codec == "gzip":
+        data = gzip.decompress(data)
+    elif codec == "zstd":
+        import zstandard
+
+        data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
+    import hashlib
+
+    assert "sha256:" + hashlib.sha256(data).hexdigest() == layer.diff_id
+    assert layer.descriptor.media_type.endswith({"gzip": "+gzip", "zstd": "+zstd", "none": ".tar"}[codec])
