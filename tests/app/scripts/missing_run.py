@@ -1,0 +1,5 @@
+"""No run(): the worker must not boot."""
+
+
+def init():
+    pass
