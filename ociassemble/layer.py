@@ -483,8 +483,9 @@ def layer_from_tarball(cache: BlobCache, path: Path, *, compression: Compression
     try:
         with tarfile.open(path, "r:*") as tf:
             count = sum(1 for _ in tf)
-    except (tarfile.TarError, EOFError, OSError, Exception) as exc:  # zlib/zstd errors vary by codec
-        raise ArchiveError(f"{path} is not a readable tar archive ({exc}); give a rootfs .tar, .tar.gz or .tar.zst") from None
+    except Exception as exc:  # noqa: BLE001 - tarfile, zlib and zstd each raise their own kinds
+        reason = "not a tar archive" if isinstance(exc, tarfile.ReadError) else str(exc).splitlines()[0]
+        raise ArchiveError(f"{path} is not a readable tar archive ({reason}); give a rootfs .tar, .tar.gz or .tar.zst") from None
     if count == 0:
         raise ArchiveError(f"{path} is an empty tar archive; give a rootfs tarball")
     resolved = choose_compression(iter(()), 0, compression) if compression.codec == "auto" else compression
