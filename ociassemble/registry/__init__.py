@@ -1,0 +1,38 @@
+"""Talking to OCI registries: push from the blob cache, pull lazily, log in.
+
+Public surface (the CLI's ``push``, ``pull`` and ``login`` call these)::
+
+    push_image(image, cache, refs, *, options=None) -> PushResult
+    pull_image(ref, cache, *, options=None, platform=None) -> Image
+    pull_to_layout(ref, cache, dest, *, tag=None, options=None, platform=None) -> Image
+    login(registry, username, password, *, options=None) -> Path
+
+``RegistryOptions`` carries credentials, TLS settings, the retry policy and the
+upload concurrency for all of them. Nothing from ``requests`` escapes this package:
+failures are ``RegistryError`` (with ``status``, ``codes``, ``digest``) or ``AuthError``.
+"""
+
+from .auth import Credentials, login
+from .client import (
+    DEFAULT_RETRY,
+    FAST_RETRY,
+    RegistryOptions,
+    RetryPolicy,
+    TransientRegistryError,
+)
+from .pull import pull_image, pull_to_layout
+from .push import PushResult, push_image
+
+__all__ = [
+    "DEFAULT_RETRY",
+    "FAST_RETRY",
+    "Credentials",
+    "PushResult",
+    "RegistryOptions",
+    "RetryPolicy",
+    "TransientRegistryError",
+    "login",
+    "pull_image",
+    "pull_to_layout",
+    "push_image",
+]

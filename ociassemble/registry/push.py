@@ -1,0 +1,294 @@
+"""Pushing an image from the blob cache to a registry, in the order that never leaves a broken tag.
+
+The ordering contract, enforced here and only here:
+
+1. every blob (layers and config) of the image is made present in the target
+   repository: HEAD (present: skip), else a cross-repository mount when the blob is
+   known to live in another repository of the same registry (201: done; 202: the
+   registry opened an upload instead, which we continue), else an upload — one PUT
+   for small blobs, POST + PATCH chunks + PUT ?digest= for big ones. Up to
+   ``options.concurrency`` blobs at a time, each streamed from its cache file.
+2. only when every blob is there, the manifest by each tag, then by digest.
+
+So a failed push leaves at most some unreferenced blobs: a tag is never created or
+moved to a manifest whose blobs are missing. Re-running it is safe and skips what
+already made it.
+
+Each blob attempt is retried as a whole (``options.retry``): a retry first HEADs the
+blob (settling a final PUT whose response was lost), then asks the registry where
+the open upload stands (GET on its Location → ``Range``) and resumes from there, or,
+when the registry cannot say (distribution 2.8 after a reset mid-PATCH, see
+/work/shared/registry-notes.md), starts a fresh upload.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..cache import BlobCache
+from ..errors import ArchiveError, ImageReferenceError, RegistryError
+from ..image import Image
+from ..oci import Descriptor
+from ..reference import Reference, parse_reference
+from .client import BlobSlice, RegistryClient, RegistryOptions, call_with_retry
+
+__all__ = ["PushResult", "push_image"]
+
+log = logging.getLogger("ociassemble.registry")
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a push did: the manifest digest, the references now pointing at it, and per blob
+    whether it was already there (skipped), mounted from another repository, or uploaded."""
+
+    digest: str
+    refs: tuple[str, ...]
+    bytes_uploaded: int
+    blobs_skipped: tuple[str, ...] = ()
+    blobs_mounted: tuple[str, ...] = ()
+    blobs_uploaded: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "refs": list(self.refs),
+            "bytes_uploaded": self.bytes_uploaded,
+            "blobs": {"skipped": list(self.blobs_skipped), "mounted": list(self.blobs_mounted),
+                      "uploaded": list(self.blobs_uploaded)},
+        }
+
+
+@dataclass
+class _Tally:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    bytes_uploaded: int = 0
+    outcome: dict[str, str] = field(default_factory=dict)
+
+    def add_bytes(self, n: int) -> None:
+        with self.lock:
+            self.bytes_uploaded += n
+
+
+class _Stopped(Exception):
+    """Another blob failed: stop this one at the next request boundary."""
+
+
+@dataclass
+class _Upload:
+    """The state of one blob's upload across attempts."""
+
+    location: str | None = None
+    offset: int = 0
+    mount_tried: bool = False
+    started: bool = False
+
+
+class _BlobPusher:
+    def __init__(self, client: RegistryClient, repo: str, scopes: tuple[str, ...], image: Image,
+                 cache: BlobCache, options: RegistryOptions, tally: _Tally, stop: threading.Event) -> None:
+        self.client = client
+        self.repo = repo
+        self.scopes = scopes
+        self.image = image
+        self.cache = cache
+        self.options = options
+        self.tally = tally
+        self.stop = stop
+
+    def push(self, desc: Descriptor, mount_from: str | None) -> str:
+        """Make ``desc`` present in the repository; returns "skipped", "mounted" or "uploaded"."""
+        state = _Upload()
+        what = f"pushing blob {desc.digest} to {self.client.registry}/{self.repo}"
+        try:
+            return call_with_retry(self.options.retry, what, lambda attempt: self._attempt(desc, mount_from, state, attempt))
+        except BaseException:
+            self.stop.set()  # the push has failed: the other blobs stop at their next request
+            raise
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise _Stopped()
+
+    def _attempt(self, desc: Descriptor, mount_from: str | None, state: _Upload, attempt: int) -> str:
+        self._check_stop()
+        digest = desc.digest
+        if self.client.blob_exists(self.repo, digest, self.scopes):
+            # on a retry this settles a final PUT whose answer was lost (registry-notes)
+            return "uploaded" if state.started else "skipped"
+        if mount_from and not state.mount_tried:
+            state.mount_tried = True
+            location = self.client.mount_blob(self.repo, digest, mount_from, self.scopes)
+            if location is None:
+                return "mounted"
+            log.info("blob %s could not be mounted from %s; uploading it", digest, mount_from)
+            state.location, state.offset = location, 0
+        path = self._local(desc)
+        state.started = True
+        if attempt > 0 and state.location is not None:
+            where = self.client.upload_offset(state.location, digest, self.scopes)
+            if where is None or where[0] > desc.size:
+                log.warning("upload of blob %s cannot be resumed; starting it again", digest)
+                state.location, state.offset = None, 0
+            else:
+                state.offset, state.location = where
+                log.info("resuming the upload of blob %s at byte %d", digest, state.offset)
+        if state.location is None:
+            state.location, state.offset = self.client.start_upload(self.repo, digest, self.scopes), 0
+        if desc.size == 0:
+            self.client.finish_upload(state.location, digest, None, self.scopes)
+        elif desc.size <= self.options.monolithic_max and state.offset == 0:
+            self.client.finish_upload(state.location, digest, BlobSlice(path, 0, desc.size, self.tally.add_bytes),
+                                      self.scopes)
+        else:
+            while state.offset < desc.size:
+                self._check_stop()
+                n = min(self.options.chunk_size, desc.size - state.offset)
+                body = BlobSlice(path, state.offset, n, self.tally.add_bytes)
+                state.location = self.client.patch_upload(state.location, body, digest, self.scopes)
+                state.offset += n
+            self.client.finish_upload(state.location, digest, None, self.scopes)
+        return "uploaded"
+
+    def _local(self, desc: Descriptor) -> Path:
+        """The cache file holding ``desc``, fetched from the image's source if need be."""
+        if not self.cache.has(desc.digest):
+            if desc.digest == self.image.manifest.config.digest:
+                self.cache.put_bytes(self.image.config_bytes)
+            elif self.image.fetch is not None:
+                self.image.fetch(desc, self.cache)
+            else:
+                raise ArchiveError(f"blob {desc.digest} of image {self.image.digest} is not in the cache at "
+                                   f"{self.cache.root} and the image has no source: rebuild the image")
+        path = self.cache.path(desc.digest)
+        size = path.stat().st_size
+        if size != desc.size:
+            raise ArchiveError(f"blob {desc.digest} in the cache is {size} bytes, the manifest says {desc.size}: "
+                               f"delete {path} and rebuild")
+        return path
+
+
+def _manifest_media_type(image: Image) -> str:
+    try:
+        declared = json.loads(image.manifest_bytes).get("mediaType")
+    except (ValueError, AttributeError):
+        declared = None
+    return declared or image.manifest.media_type
+
+
+def _origin(image: Image) -> Reference | None:
+    if not image.origin:
+        return None
+    try:
+        return parse_reference(image.origin)
+    except ImageReferenceError:
+        return None
+
+
+def push_image(image: Image, cache: BlobCache, refs: Sequence[str], *,
+               options: RegistryOptions | None = None) -> PushResult:
+    """Push ``image`` to every reference in ``refs`` (tags of one or more repositories).
+
+    Blobs come from ``cache`` (fetched first through ``image.fetch`` when missing);
+    see the module docstring for the order. A reference with ``@sha256:…`` must name
+    this image's digest.
+
+    Example::
+
+        result = push_image(image, cache, ["registry.example.com/team/app:1.0",
+                                           "registry.example.com/team/app:latest"])
+        print(result.digest, result.bytes_uploaded)
+
+    Raises ImageReferenceError for a bad reference, AuthError for missing or refused
+    credentials, RegistryError (status, the registry's error codes, the blob's digest)
+    when the registry refuses or keeps failing, ArchiveError when a blob is missing.
+    """
+    options = options or RegistryOptions()
+    if not refs:
+        raise RegistryError("nothing to push to: give at least one image reference, e.g. registry.example.com/team/app:1.0")
+    parsed = [parse_reference(r) for r in refs]
+    for r in parsed:
+        if r.digest and r.digest != image.digest:
+            raise RegistryError(f"{r} pins digest {r.digest} but the image is {image.digest}: drop the @digest or push that image")
+    groups: dict[tuple[str, str], list[Reference]] = {}
+    for r in parsed:
+        groups.setdefault((r.registry, r.repository), []).append(r)
+
+    media_type = _manifest_media_type(image)
+    origin = _origin(image)
+    clients: dict[str, RegistryClient] = {}
+    tally = _Tally()
+    done_repos: dict[str, list[str]] = {}
+    pushed: list[str] = []
+    try:
+        for (registry, repo), group in groups.items():
+            client = clients.get(registry) or clients.setdefault(registry, RegistryClient(registry, options))
+            sources = list(done_repos.get(registry, []))
+            if origin and origin.registry == registry and origin.repository != repo:
+                sources.insert(0, origin.repository)
+            scopes = client.scopes(repo, push=True, mount_from=tuple(sources))
+            _push_blobs(client, repo, scopes, image, cache, options, tally, origin, done_repos.get(registry, []))
+            tags = list(dict.fromkeys(r.tag for r in group if r.tag))
+            for ref in [*tags, image.digest]:
+                got = call_with_retry(options.retry, f"pushing manifest {ref} to {registry}/{repo}",
+                                      lambda _n, c=client, rp=repo, ref=ref, sc=scopes:
+                                      c.put_manifest(rp, ref, image.manifest_bytes, media_type, sc))
+                if got and got != image.digest:
+                    raise RegistryError(f"registry {registry} stored manifest {ref} of {repo} as {got}, not "
+                                        f"{image.digest}: it rewrote the manifest", digest=image.digest)
+            pushed.extend(f"{registry}/{repo}:{t}" for t in tags)
+            if not tags:
+                pushed.append(f"{registry}/{repo}@{image.digest}")
+            done_repos.setdefault(registry, []).append(repo)
+    finally:
+        for c in clients.values():
+            c.close()
+    by = {"skipped": [], "mounted": [], "uploaded": []}  # type: dict[str, list[str]]
+    for digest, outcome in tally.outcome.items():
+        by[outcome].append(digest)
+    return PushResult(image.digest, tuple(pushed), tally.bytes_uploaded, tuple(by["skipped"]),
+                      tuple(by["mounted"]), tuple(by["uploaded"]))
+
+
+def _push_blobs(client: RegistryClient, repo: str, scopes: tuple[str, ...], image: Image, cache: BlobCache,
+                options: RegistryOptions, tally: _Tally, origin: Reference | None, earlier: list[str]) -> None:
+    """Step 1 of the contract for one repository; raises the first blob's failure."""
+    stop = threading.Event()
+    pusher = _BlobPusher(client, repo, scopes, image, cache, options, tally, stop)
+    # one ping (scheme, auth challenge) before the threads start
+    call_with_retry(options.retry, f"contacting {client.registry}", lambda _n: client.base_url())
+
+    def mount_source(desc: Descriptor) -> str | None:
+        if origin and origin.registry == client.registry and origin.repository != repo \
+                and desc.digest in image.origin_digests:
+            return origin.repository
+        return earlier[0] if earlier else None
+
+    blobs = image.blobs()
+    with ThreadPoolExecutor(max_workers=max(1, options.concurrency), thread_name_prefix="push") as pool:
+        futures: dict[Future[str], Descriptor] = {
+            pool.submit(pusher.push, d, mount_source(d)): d for d in blobs
+        }
+        finished, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in finished if f.exception() is not None and not isinstance(f.exception(), _Stopped)]
+        if failed:
+            for f in pending:
+                f.cancel()
+            wait(pending)
+            # report the first blob (in image order) that failed
+            first = min(failed, key=lambda f: blobs.index(futures[f]))
+            exc = first.exception()
+            assert exc is not None
+            raise exc
+    for f, d in futures.items():
+        outcome = f.result()
+        with tally.lock:
+            tally.outcome.setdefault(d.digest, outcome)
+        log.debug("blob %s: %s", d.digest, outcome)
