@@ -59,7 +59,7 @@ def _cache(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _registry_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from .registry.client import RegistryOptions
+    from .registry import RegistryOptions
 
     password = None
     if getattr(args, "password_stdin", False):
@@ -227,11 +227,13 @@ def cmd_push(args: argparse.Namespace, out: _Out) -> int:
             args.refs = [project.image]
     if not args.refs:
         raise UsageError("push needs a destination, e.g. 'ociassemble push registry.example.com/team/model:1.0'")
-    res = push_image(image, cache, list(args.refs), options=_registry_options(args), log=out.log)
+    out.log(f"pushing {image.digest} to {', '.join(args.refs)}")
+    res = push_image(image, cache, list(args.refs), options=_registry_options(args))
     if args.digest_file:
         Path(args.digest_file).write_text(res.digest + "\n")
-    data = {"digest": res.digest, "refs": list(res.refs), "uploadedBytes": res.uploaded_bytes,
-            "layers": _layers_json(layers)}
+    out.log(f"pushed: {len(res.blobs_uploaded)} blobs uploaded ({_human(res.bytes_uploaded)}), "
+            f"{len(res.blobs_mounted)} mounted, {len(res.blobs_skipped)} already there")
+    data = {**res.to_json(), "layers": _layers_json(layers)}
     out.result(data, res.digest)
     return 0
 
@@ -241,7 +243,7 @@ def cmd_pull(args: argparse.Namespace, out: _Out) -> int:
 
     cache = _cache(args)
     image = pull_image(args.ref, cache, options=_registry_options(args))
-    _write_output(image, cache, args.dest)
+    _write_output(image, cache, args.dest)  # fetches the layers into the cache, verified
     out.result({"digest": image.digest, "output": args.dest}, image.digest)
     return 0
 
@@ -283,14 +285,39 @@ def _human(n: int) -> str:
     return str(n)
 
 
+def parse_publish(items: Sequence[str]) -> dict[int, int]:
+    """``[127.0.0.1:]HOSTPORT:PORT`` flags as {host port: container port} (loopback only)."""
+    out: dict[int, int] = {}
+    for item in items:
+        parts = item.split(":")
+        if len(parts) == 3:
+            host, parts = parts[0], parts[1:]
+            if host not in ("127.0.0.1", "localhost"):
+                raise UsageError(f"--publish {item!r}: ports are published on 127.0.0.1 only")
+        try:
+            host_port, port = (int(parts[0]), int(parts[1])) if len(parts) == 2 else (int(parts[0]), int(parts[0]))
+        except (ValueError, IndexError):
+            raise UsageError(f"--publish {item!r}: expected [127.0.0.1:]HOSTPORT:PORT, e.g. 8080:5001") from None
+        if not (0 < host_port < 65536 and 0 < port < 65536):
+            raise UsageError(f"--publish {item!r}: ports are 1 to 65535")
+        out[host_port] = port
+    return out
+
+
 def cmd_run(args: argparse.Namespace, out: _Out) -> int:
     from .base import load_image
-    from .run import parse_publish, run_image
+    from .run import run_image
 
     cache = _cache(args)
-    image = load_image(args.image, cache)
+    opts = _registry_options(args) if _needs_registry(args.image) else None
+    image = load_image(args.image, cache, registry_options=opts)
     publish = parse_publish(args.publish or [])
-    return run_image(image, cache, publish=publish, env=_kv(args.env, "--env"), log=out.log)
+
+    def ready(_: object) -> None:
+        urls = ", ".join(f"http://127.0.0.1:{h}/ -> {c}" for h, c in publish.items())
+        out.log(f"running {image.digest[:19]}" + (f"; serving {urls}" if urls else "") + "; Ctrl-C stops it")
+
+    return run_image(image, cache, publish=publish, env=_kv(args.env, "--env"), on_ready=ready)
 
 
 def cmd_make_base(args: argparse.Namespace, out: _Out) -> int:
@@ -318,7 +345,7 @@ def cmd_login(args: argparse.Namespace, out: _Out) -> int:
     opts = _registry_options(args)
     if not opts.username or opts.password is None:
         raise UsageError("login needs --username and --password-stdin (e.g. echo \"$TOKEN\" | ociassemble login REG -u USER --password-stdin)")
-    login(args.registry, opts)
+    login(args.registry, opts.username, opts.password, options=opts)
     out.result({"registry": args.registry, "username": opts.username}, f"Login Succeeded for {args.registry}")
     return 0
 
@@ -425,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--publish", action="append", metavar="[127.0.0.1:]HOSTPORT:PORT", help="publish a container port on the host's loopback")
     p.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="extra environment (repeatable)")
+    _registry_flags(p)
 
     p = add("make-base", cmd_make_base, "Build the default base (Debian bookworm + python3, nginx, runit) with mmdebstrap.",
             "ociassemble make-base")
