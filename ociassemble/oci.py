@@ -171,6 +171,8 @@ class Manifest:
             annotations=d.get("annotations") or None,
             subject=Descriptor.from_json(d["subject"]) if d.get("subject") else None,
             artifact_type=d.get("artifactType"),
+            # kept as written: a docker schema2 manifest must be re-sent under its own type
+            media_type=d.get("mediaType") or MediaType.MANIFEST,
         )
 
 
