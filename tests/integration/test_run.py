@@ -1,0 +1,238 @@
+"""Running an image built by the engine: namespaces, port publishing, clean stop, fresh runs.
+
+Uses the real Debian base (python3, nginx-light, runit): ``/tmp/base/base.tar`` if it
+exists, else one built once with mmdebstrap into the test cache. Needs root and bwrap.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from ociassemble.base import load_base
+from ociassemble.cache import BlobCache
+from ociassemble.errors import RunError
+from ociassemble.image import Image, ImageBuilder
+from ociassemble.layer import LayerSource, build_layer
+from ociassemble.run import RunningImage, run_image
+from ociassemble.unpack import rootfs_path
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="ociassemble run needs root"),
+    pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed"),
+]
+
+PREBUILT_BASE = Path("/tmp/base/base.tar")
+SERVER = ("python3", "-m", "http.server", "5001", "--bind", "127.0.0.1", "-d", "/srv")
+
+
+def _test_cache_root() -> Path:
+    root = Path(os.environ.get("OCIASSEMBLE_TEST_CACHE", Path.home() / ".cache" / "ociassemble-test"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def debian_base_tarball() -> Path:
+    """The mmdebstrap bookworm minbase tarball, built once (about 40 s) when missing.
+
+    To move into the shared fixtures (tests/conftest.py) once they settle.
+    """
+    if PREBUILT_BASE.is_file():
+        return PREBUILT_BASE
+    target = _test_cache_root() / "base.tar"
+    if target.is_file():
+        return target
+    if shutil.which("mmdebstrap") is None:
+        pytest.skip("no Debian base: /tmp/base/base.tar is missing and mmdebstrap is not installed")
+    tmp = target.with_suffix(".tar.tmp")
+    with open("/etc/apt/sources.list.d/debian.sources", "rb") as sources:
+        subprocess.run(["mmdebstrap", "--variant=minbase", "--include=python3,nginx-light,runit,ca-certificates",
+                        "bookworm", str(tmp), "-"], stdin=sources, check=True, capture_output=True,
+                       env={**os.environ, "SOURCE_DATE_EPOCH": "0"})
+    os.replace(tmp, target)
+    return target
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+        return resp.read().decode()
+
+
+@pytest.fixture(scope="module")
+def run_cache(tmp_path_factory: pytest.TempPathFactory) -> BlobCache:
+    return BlobCache(tmp_path_factory.mktemp("run-cache"))
+
+
+@pytest.fixture(scope="module")
+def make_image(run_cache: BlobCache, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Image]:
+    """``make_image(cmd, **config)``: the Debian base plus one /srv layer, with that Cmd.
+
+    Every image shares the same layers, so the rootfs is unpacked once for the module.
+    """
+    base = load_base(str(debian_base_tarball()), run_cache)
+    srv = tmp_path_factory.mktemp("srv")
+    (srv / "hello.txt").write_text("hello from the image\n")
+    layer = build_layer(run_cache, [LayerSource(srv, "/srv")], epoch=0)
+
+    def make(cmd: tuple[str, ...], **config: object) -> Image:
+        b = ImageBuilder(run_cache, base)
+        b.add_layer(layer, "COPY srv /srv")
+        b.config = replace(b.config, cmd=cmd, **config)  # type: ignore[arg-type]
+        return b.build()
+
+    return make
+
+
+def _alive(pid: int) -> bool:
+    """Exists and is not a zombie (an orphaned zombie waits for the host's init to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat.rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+
+
+def assert_gone(pids: list[int]) -> None:
+    alive = [p for p in pids if _alive(p)]
+    assert not alive, f"processes left after stop: {alive}"
+
+
+def test_serves_a_published_port_and_leaves_no_process(run_cache: BlobCache, make_image: Callable[..., Image]) -> None:
+    # a background child too: stopping must end every process of the image, not just the command
+    img = make_image(("sh", "-c", "sleep 1000 & exec " + " ".join(SERVER)))
+    port = free_port()
+    with RunningImage(img, run_cache, publish={port: 5001}) as running:
+        running.wait_until_ready(60)
+        assert get(port, "/hello.txt") == "hello from the image\n"
+        assert get(port, "/hello.txt") == "hello from the image\n"  # a second connection
+        pids = running.pids()
+        assert running.pid in pids and len(pids) >= 3  # bwrap's init, sleep, python
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 < 8, "python's http.server stops on SIGTERM; no SIGKILL grace should be needed"
+    assert_gone(pids)
+    assert not any((run_cache.root / "run").glob("[0-9]*"))
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1)
+
+
+def test_runs_start_clean_with_env_and_workdir(run_cache: BlobCache, make_image: Callable[..., Image]) -> None:
+    script = ('echo run >> /var/lib/marker && cp /var/lib/marker /srv/marker.txt && '
+              'echo "$GREETING $FROM_IMAGE $(pwd) $(hostname)" > /srv/env.txt && '
+              'touch /var/lib/nginx/writable /var/log/nginx/writable && exec ' + " ".join(SERVER))
+    img = make_image(("sh", "-c", script), env=("FROM_IMAGE=image", "GREETING=image-greeting", "PATH=/usr/bin:/bin"),
+                     working_dir="/opt/work")
+    for _ in range(2):
+        port = free_port()
+        with RunningImage(img, run_cache, publish={port: 5001}, env={"GREETING": "hi"}) as running:
+            running.wait_until_ready(60)
+            assert get(port, "/marker.txt") == "run\n"  # the previous run's write is gone
+            assert get(port, "/env.txt") == f"hi image /opt/work {img.digest[7:19]}\n"
+    rootfs = rootfs_path(run_cache, img)
+    assert not (rootfs / "var" / "lib" / "marker").exists()
+    assert not (rootfs / "srv" / "marker.txt").exists()
+    assert not (rootfs / "opt" / "work").exists()
+
+
+def test_port_in_use_is_a_run_error(run_cache: BlobCache, make_image: Callable[..., Image]) -> None:
+    img = make_image(SERVER)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        running = RunningImage(img, run_cache, publish={port: 5001})
+        with pytest.raises(RunError, match=f"127.0.0.1:{port} is already in use"):
+            running.start()
+    assert running.pid is None and running.returncode is None
+
+
+def test_command_that_exits_early_is_reported(run_cache: BlobCache, make_image: Callable[..., Image]) -> None:
+    img = make_image(("sh", "-c", "echo failing on purpose >&2; exit 3"))
+    running = RunningImage(img, run_cache, publish={free_port(): 5001}, stderr=subprocess.DEVNULL)
+    with running, pytest.raises(RunError, match="exited with status 3 before port 5001 answered"):
+        running.wait_until_ready(30)
+
+
+def test_stop_kills_a_command_that_ignores_sigterm(run_cache: BlobCache, make_image: Callable[..., Image]) -> None:
+    code = ("import signal, http.server; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "http.server.test(HandlerClass=http.server.SimpleHTTPRequestHandler, port=5001, bind='127.0.0.1')")
+    img = make_image(("python3", "-c", code))
+    port = free_port()
+    running = RunningImage(img, run_cache, publish={port: 5001}, stop_timeout=1.0, stdout=subprocess.DEVNULL)
+    with running:
+        running.wait_until_ready(60)
+        pids = running.pids()
+        t0 = time.monotonic()
+    assert 0.9 < time.monotonic() - t0 < 8
+    assert running.returncode is not None
+    assert_gone(pids)
+
+
+def test_run_image_stops_on_sigterm(run_cache: BlobCache, make_image: Callable[..., Image]) -> None:
+    img = make_image(SERVER)
+    port = free_port()
+    seen: dict[str, object] = {}
+
+    def on_ready(running: RunningImage) -> None:
+        seen["body"] = get(port, "/hello.txt")
+        seen["pids"] = running.pids()
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill <ociassemble run's pid>` would
+
+    previous = signal.getsignal(signal.SIGTERM)
+    status = run_image(img, run_cache, publish={port: 5001}, on_ready=on_ready, ready_timeout=60)
+    assert status == 128 + signal.SIGTERM
+    assert seen["body"] == "hello from the image\n"
+    assert_gone(seen["pids"])  # type: ignore[arg-type]
+    assert signal.getsignal(signal.SIGTERM) == previous
+
+
+def test_no_command_is_a_run_error(run_cache: BlobCache, make_image: Callable[..., Image]) -> None:
+    img = make_image(None, entrypoint=None)
+    with pytest.raises(RunError, match="no Entrypoint or Cmd"):
+        RunningImage(img, run_cache).start()
+
+
+def test_copy_fallback_without_overlayfs(run_cache: BlobCache, make_image: Callable[..., Image],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import ociassemble.run as run_module
+
+    monkeypatch.setattr(run_module, "_overlay_ok", False)
+    img = make_image(("sh", "-c", "echo run >> /var/lib/marker && cp /var/lib/marker /srv/m.txt && exec " + " ".join(SERVER)))
+    for _ in range(2):
+        port = free_port()
+        with RunningImage(img, run_cache, publish={port: 5001}) as running:
+            running.wait_until_ready(60)
+            assert get(port, "/m.txt") == "run\n"
+    assert not (rootfs_path(run_cache, img) / "var" / "lib" / "marker").exists()
+    assert not any((run_cache.root / "run").glob("[0-9]*"))
+
+
+def test_host_requirements_are_run_errors(run_cache: BlobCache, make_image: Callable[..., Image],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    img = make_image(SERVER)
+    with monkeypatch.context() as m:
+        m.setattr(os, "geteuid", lambda: 1000)
+        with pytest.raises(RunError, match="needs root"):
+            RunningImage(img, run_cache).start()
+    with monkeypatch.context() as m:
+        m.setattr(shutil, "which", lambda name: None)
+        with pytest.raises(RunError, match="needs bubblewrap"):
+            RunningImage(img, run_cache).start()
+    with pytest.raises(RunError, match="ports are 1 to 65535"):
+        RunningImage(img, run_cache, publish={0: 5001})
