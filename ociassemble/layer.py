@@ -7,6 +7,7 @@ written by the stdlib's ``TarInfo.tobuf``; every mtime = the build epoch
 files 0755 if any execute bit was set else 0644, symlinks 0777; no xattrs; hard
 links inside one layer kept as links; symlinks kept, but a relative one that leads
 outside the tree it came from is refused (absolute targets are in-image paths);
+no entries for the parents of a destination (they may be symlinks in the base);
 sockets, devices and FIFOs refused (a base rootfs directory may keep them).
 
 The tar stream is hashed (diff_id) and compressed (digest) in one pass, with file
@@ -126,14 +127,6 @@ def _norm_mode(st_mode: int, kind: str) -> int:
     return 0o755 if st_mode & 0o111 else 0o644
 
 
-def _parents(path: PurePosixPath) -> Iterator[str]:
-    for parent in reversed(path.parents):
-        if str(parent) != ".":
-            yield str(parent)
-    if str(path) != "." and str(path):
-        yield str(path)
-
-
 def _scan_one(source: LayerSource, out: dict[str, Entry], links: dict[tuple[int, int], str],
               ignore: Callable[[Path], bool] | None) -> None:
     src = source.src
@@ -157,8 +150,11 @@ def _scan_one(source: LayerSource, out: dict[str, Entry], links: dict[tuple[int,
             target = dest
         walk_root = None
         root = src.parent
-    for d in _parents(base):
-        out.setdefault(d, Entry(d, "dir", 0o755))
+    # Only the destination folder of a folder source is an entry; its parents are not:
+    # an entry for /lib would replace a base's merged-usr symlink /lib -> usr/lib.
+    # Runtimes create missing parents (0755, root) when they apply a layer.
+    if walk_root is not None and str(base) not in ("", "."):
+        out.setdefault(str(base), Entry(str(base), "dir", 0o755))
 
     def add(path: Path, name: str, st: os.stat_result) -> None:
         mode = st.st_mode
