@@ -25,6 +25,7 @@ requests = pytest.importorskip("requests")
 
 SERVICE_SCRIPTS = ["var/runit/gunicorn/run", "var/runit/gunicorn/finish", "var/runit/nginx/run"]
 SITE = RUNIT_LAYER / "etc/nginx/sites-available/app"
+TIMEOUT_CONF = "/run/azureml-nginx/timeouts.conf"  # written at start by var/runit/nginx/run
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
 
@@ -50,8 +51,12 @@ def test_site_is_enabled_and_default_site_whited_out() -> None:
     whiteout = enabled / ".wh.default"
     assert whiteout.is_file() and not whiteout.is_symlink() and whiteout.stat().st_size == 0
     text = SITE.read_text()
-    for directive in ("listen 5001", "server 127.0.0.1:9090", "client_max_body_size 100m", "proxy_read_timeout 300s"):
+    for directive in ("listen 5001", "server 127.0.0.1:9090", "client_max_body_size 100m", f"include {TIMEOUT_CONF};"):
         assert directive in text
+    # The included file is written by the nginx run script from WORKER_TIMEOUT
+    # (checked in the running image by tests/e2e/test_scoring_contract_in_image.py).
+    run_script = (RUNIT_LAYER / "var/runit/nginx/run").read_text()
+    assert f"TIMEOUT_CONF={TIMEOUT_CONF}" in run_script and "${WORKER_TIMEOUT:-300}" in run_script
 
 
 def test_nginx_logs_go_to_the_container_output() -> None:
@@ -190,6 +195,7 @@ def nginx_front(tmp_path: Path, gunicorn_echo: int) -> Iterator[tuple[int, int]]
             site.replace("listen 5001 default_server", f"listen 127.0.0.1:{listen}")
             .replace("127.0.0.1:9090", f"127.0.0.1:{upstream}")
             .replace("azureml_gunicorn", f"azureml_gunicorn_{index}")
+            .replace(f"include {TIMEOUT_CONF};", "proxy_read_timeout 300s;")
         )
     (tmp_path / "sites.conf").write_text("\n".join(sites))
     temp = tmp_path / "nginx-temp"

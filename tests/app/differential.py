@@ -1,0 +1,345 @@
+"""The differential suite's two servers and its requests, shared by every place that runs the suite.
+
+``tests/app/test_app_differential.py`` sends ``CALLS`` to our app under gunicorn and
+to the oracle (azureml-inference-server-http) and compares them with
+``assert_same_answer``; ``tests/e2e/test_scoring_contract_in_image.py`` sends the same
+``CALLS`` through nginx in a running image.  The deliberate differences are listed
+in the former's docstring and in the README.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import venv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from app_layer_paths import APP_ROOT_IN_LAYER, SCRIPTS_DIR
+
+requests = pytest.importorskip("requests")
+
+__all__ = ["BOOT_TIMEOUT_S", "CALLS", "COMPARED_HEADERS", "Call", "EXTRA_ENV", "FAILING_SCRIPTS", "HasURL", "JSON",
+           "REQUEST_TIMEOUT_S", "SCORING_TIMEOUT_MS", "Server", "TEXT", "assert_same_answer", "free_port",
+           "oracle_python", "start_server", "wait_until_up"]
+
+ORACLE_VERSION = "1.5.1"
+ORACLE_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ociassemble-test" / "oracle-venv"
+ORACLE_PACKAGES = [f"azureml-inference-server-http=={ORACLE_VERSION}", "gunicorn==27.0.1", "numpy", "pandas"]
+BOOT_TIMEOUT_S = 60  # both servers import pandas on 2 cores while ~30 processes start at once
+REQUEST_TIMEOUT_S = 15
+SCORING_TIMEOUT_MS = "500"  # for slow_run.py only
+
+# Scripts whose worker must not boot; every other script must answer GET / with 200.
+FAILING_SCRIPTS = {"init_raises", "import_error", "missing_run"}
+EXTRA_ENV = {"slow_run": {"SCORING_TIMEOUT_MS": SCORING_TIMEOUT_MS}}
+
+ORACLE_SHIMS = {
+    "azureml/contrib/services/aml_request.py": (
+        "from azureml_inference_server_http.api.aml_request import AMLRequest, rawhttp  # noqa: F401\n"
+    ),
+    "azureml/contrib/services/aml_response.py": (
+        "from azureml_inference_server_http.api.aml_response import AMLResponse  # noqa: F401\n"
+    ),
+}
+
+# Headers of the contract whose values must be equal on both sides.
+COMPARED_HEADERS = ("x-ms-run-function-failed", "x-ms-client-request-id", "content-type", "traceid", "x-multi", "allow")
+EXEC_MS = re.compile(r"^\d+\.\d{3}$")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def oracle_python() -> Path:
+    """The oracle venv's interpreter, creating the venv on first use (cached across runs)."""
+    python = ORACLE_VENV / "bin" / "python"
+    check = [str(python), "-c", "import azureml_inference_server_http, numpy, pandas, gunicorn"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    shutil.rmtree(ORACLE_VENV, ignore_errors=True)
+    ORACLE_VENV.parent.mkdir(parents=True, exist_ok=True)
+    venv.create(ORACLE_VENV, with_pip=True)
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", *ORACLE_PACKAGES], capture_output=True, text=True, timeout=900
+    )
+    if install.returncode != 0:
+        pytest.skip(f"cannot install the oracle ({' '.join(ORACLE_PACKAGES)}): {install.stderr.strip()[-500:]}")
+    return python
+
+
+@dataclass
+class Server:
+    """One gunicorn serving one script; stopped by PID."""
+
+    name: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+    healthy: bool = False
+    exit_code: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def _app_root(base: Path, script: str, ours: bool) -> Path:
+    root = base / ("ours" if ours else "oracle") / script
+    if ours:
+        shutil.copytree(APP_ROOT_IN_LAYER, root, ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        root.mkdir(parents=True)
+        for relative, text in ORACLE_SHIMS.items():
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            (root / relative).write_text(text)
+    source = root / "src"
+    source.mkdir()
+    shutil.copy(SCRIPTS_DIR / f"{script}.py", source / "score.py")
+    for helper in SCRIPTS_DIR.glob("_*.py"):
+        shutil.copy(helper, source / helper.name)
+    return root
+
+
+def start_server(script: str, ours: bool, base: Path, oracle_python: Path) -> Server:
+    root = _app_root(base, script, ours)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZUREML_", "AML_", "PYTHON"))}
+    env.update(
+        AML_APP_ROOT=str(root),
+        AZUREML_ENTRY_SCRIPT="src/score.py",
+        # How Azure ML tells the oracle where the source tree is (it appends it to
+        # sys.path); ours puts the entry script's folder first on sys.path anyway.
+        AZUREML_SOURCE_DIRECTORY="src",
+        AZUREML_MODEL_DIR=str(root),
+        WORKER_TIMEOUT="60",
+        PYTHONUNBUFFERED="1",
+        **EXTRA_ENV.get(script, {}),
+    )
+    if ours:
+        command = [sys.executable, "-m", "gunicorn", "-c", str(root / "gunicorn_conf.py"), "-b", f"127.0.0.1:{port}"]
+        command.append("wsgi:app")
+    else:
+        # What azmlinfsrv runs (amlserver_linux.run), bound to loopback instead of 0.0.0.0.
+        command = [str(oracle_python), "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "1", "--timeout", "60"]
+        command += ["--access-logfile", "-", "--no-control-socket", "azureml_inference_server_http.server.entry:app"]
+    log_path = base / f"{'ours' if ours else 'oracle'}-{script}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Server(name=script, port=port, process=process, log_path=log_path)
+
+
+def wait_until_up(server: Server, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        code = server.process.poll()
+        if code is not None:
+            server.exit_code = code
+            return
+        try:
+            if requests.get(server.url + "/", timeout=2).status_code == 200:
+                server.healthy = True
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+
+
+
+class HasURL(Protocol):
+    """Where a Call goes: a Server here, or a running image's published port."""
+
+    @property
+    def url(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request sent to both servers."""
+
+    method: str
+    path: str
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def send(self, server: "HasURL") -> requests.Response:
+        return requests.request(
+            self.method,
+            server.url + self.path,
+            data=self.body,
+            headers=self.headers,
+            timeout=REQUEST_TIMEOUT_S,
+            allow_redirects=False,
+        )
+
+
+JSON = {"Content-Type": "application/json"}
+TEXT = {"Content-Type": "text/plain"}
+
+CALLS: dict[str, list[Call]] = {
+    "undecorated_echo": [
+        Call("GET", "/"),
+        Call("HEAD", "/"),
+        Call("POST", "/score", b'{"a": 1}', TEXT),
+        Call("POST", "/score", '{"msg": "h\u00e9llo \u2603"}'.encode(), JSON),
+        Call("POST", "/score", b"\xef\xbb\xbfwith a byte-order mark", TEXT),
+        Call("POST", "/score", b"", TEXT),
+        Call("POST", "/score", b"\xff\xfe\x00bad", TEXT),
+        Call("GET", "/score?a=1&b=[1,2]&c=x&c=y&d=null"),
+        Call("GET", "/score"),
+        Call("OPTIONS", "/score"),
+        Call("HEAD", "/score"),
+        Call("PUT", "/score", b"x", TEXT),
+        Call("DELETE", "/score"),
+        Call("PATCH", "/score", b"x", TEXT),
+        Call("POST", "/"),
+        Call("GET", "/no/such/path"),
+        Call("POST", "/score/", b"x", TEXT),
+        Call("GET", "/swagger.json"),
+        Call("GET", "/swagger.json?version=2"),
+        Call("GET", "/swagger.json?version=2.0"),
+        Call("GET", "/swagger.json?version=3"),
+        Call("GET", "/swagger.json?version=3.1"),
+        Call("GET", "/swagger.json?version=7"),
+        Call("GET", "/swagger.json?version="),
+        Call("POST", "/score", b"ids", {**TEXT, "x-request-id": "my-id-1"}),
+        Call("POST", "/score", b"ids", {**TEXT, "x-ms-client-request-id": "client-1"}),
+        Call("POST", "/score", b"ids", {**TEXT, "x-ms-request-id": "legacy-1"}),
+        Call("POST", "/score", b"ids", {**TEXT, "x-ms-request-id": "legacy-2", "x-ms-client-request-id": "client-2"}),
+        Call("GET", "/", headers={"TraceId": "trace-7"}),
+        Call("POST", "/score", b"x", {**TEXT, "x-request-id": "r" * 100}),
+        Call("POST", "/score", b"x", {**TEXT, "x-request-id": "r" * 101}),
+        Call("GET", "/", headers={"x-request-id": "r" * 101}),
+        Call("POST", "/score", b"x", {**TEXT, "x-ms-client-request-id": "c" * 101}),
+        Call("POST", "/score", b"x", {**TEXT, "x-ms-request-id": "c" * 101}),
+    ],
+    "undecorated_returns": [
+        Call("POST", "/score", b'{"return": "none"}', JSON),
+        Call("POST", "/score", b'{"return": "text"}', JSON),
+        Call("POST", "/score", b'{"return": "list"}', JSON),
+        Call("POST", "/score", b'{"return": "numpy"}', JSON),
+        Call("POST", "/score", b'{"return": "raise"}', JSON),
+        Call("POST", "/score", b'{"return": "flask_response"}', JSON),
+        Call("POST", "/score", b'{"return": "flask_503"}', JSON),
+        Call("POST", "/score", b"not json", JSON),
+    ],
+    "schema_standard": [
+        Call("POST", "/score", b'{"data": [{"a": 1, "b": "y"}, {"a": 2, "b": "z"}]}', JSON),
+        Call("POST", "/score", b'{"data": [{"a": 1, "b": "y"}]}', {"Content-Type": "application/json; charset=utf-8"}),
+        Call("POST", "/score", b'{"data": [{"a": 1}]}', TEXT),
+        Call("POST", "/score", b'{"data": [{"a": 1}]}'),
+        Call("POST", "/score", b"{not json", JSON),
+        Call("POST", "/score", b"", JSON),
+        Call("POST", "/score", b"   ", JSON),
+        Call("POST", "/score", b"[1, 2]", JSON),
+        Call("POST", "/score", b'{"other": 1}', JSON),
+        Call("POST", "/score", b'{"data": [{"a": -1, "b": "x"}]}', JSON),
+        Call("POST", "/score", b'{"data": "not a list"}', JSON),
+        Call("GET", '/score?data=[{"a":5,"b":"q"}]'),
+        Call("GET", "/score"),
+        Call("OPTIONS", "/score"),
+        Call("PUT", "/score", b"{}", JSON),
+        Call("GET", "/swagger.json"),
+        Call("GET", "/swagger.json?version=3"),
+        Call("GET", "/swagger.json?version=3.1"),
+    ],
+    "schema_numpy": [
+        Call("POST", "/score", b'{"data": [[1, 2, 3], [4, 5, 6]]}', JSON),
+        Call("POST", "/score", b'{"data": [[1, 2]]}', JSON),
+        Call("GET", "/swagger.json"),
+        Call("GET", "/swagger.json?version=3"),
+    ],
+    "schema_pandas": [
+        Call("POST", "/score", b'{"data": [{"age": 50, "income": 1.5, "city": "Rome"}]}', JSON),
+        Call(
+            "POST",
+            "/score",
+            b'{"data": [{"age": 20, "income": 2.0, "city": "A"}, {"age": 70, "income": 3.0, "city": "B"}]}',
+            JSON,
+        ),
+        Call("GET", "/swagger.json"),
+        Call("GET", "/swagger.json?version=3"),
+        Call("GET", "/swagger.json?version=3.1"),
+    ],
+    "schema_multi_params": [
+        Call("POST", "/score", b'{"features": [1, 2], "scale": 3}', {**JSON, "X-Custom": "hdr"}),
+        Call("POST", "/score", b'{"features": [1, 2]}', JSON),
+        Call("POST", "/score", b'{"scale": 3}', JSON),
+        Call("GET", "/score?features=[4,5]&scale=0.5"),
+        Call("GET", "/swagger.json"),
+    ],
+    "rawhttp_echo": [
+        Call("POST", "/score", b"\x00\x01raw bytes\xff", {"Content-Type": "application/octet-stream"}),
+        Call("POST", "/score?mode=multi"),
+        Call("POST", "/score?mode=fail"),
+        Call("POST", "/score?mode=none"),
+        Call("GET", "/score?mode=dict&x=1"),
+        Call("POST", "/score?mode=raise"),
+        Call("OPTIONS", "/score"),
+        Call("HEAD", "/score?mode=dict"),
+        Call("PUT", "/score"),
+        Call("GET", "/swagger.json"),
+    ],
+    "request_headers_text": [
+        Call("POST", "/score", b"payload", {**TEXT, "X-Custom": "abc"}),
+        Call("GET", "/score?q=1", headers={"X-Custom": "get"}),
+    ],
+    "sibling_import": [Call("POST", "/score", b"ab", TEXT)],
+    # Its one AMLResponse is difference 4; the routes around it still agree.
+    "rawhttp_content_type": [Call("GET", "/"), Call("GET", "/swagger.json"), Call("PUT", "/score")],
+    "slow_run": [
+        Call("POST", "/score", b"0", TEXT),
+        Call("POST", "/score", b"3", TEXT),
+        Call("GET", "/"),
+    ],
+}
+
+
+def assert_same_answer(call: Call, ours: requests.Response, oracle: requests.Response) -> None:
+    where = f"{call.method} {call.path} {call.headers}"
+    assert ours.status_code == oracle.status_code, where
+    if oracle.headers.get("content-type", "").startswith("application/json") and oracle.content:
+        assert ours.json() == oracle.json(), where
+    else:
+        assert ours.content == oracle.content, where
+    for name in COMPARED_HEADERS:
+        assert ours.headers.get(name) == oracle.headers.get(name), f"{where}: header {name}"
+    for name in ("x-request-id", "x-ms-request-id", "x-ms-run-fn-exec-ms"):
+        assert (name in ours.headers) == (name in oracle.headers), f"{where}: presence of {name}"
+    if "x-request-id" in call.headers and "x-request-id" in oracle.headers:
+        assert ours.headers["x-request-id"] == oracle.headers["x-request-id"], where
+    if "x-ms-request-id" in call.headers and "x-ms-request-id" in oracle.headers:
+        assert ours.headers["x-ms-request-id"] == oracle.headers["x-ms-request-id"], where
+    if "x-ms-run-fn-exec-ms" in ours.headers:
+        assert EXEC_MS.match(ours.headers["x-ms-run-fn-exec-ms"]), where
+    # A generated x-ms-request-id equals the generated x-request-id on both sides.
+    for response in (ours, oracle):
+        client_ids = {"x-ms-request-id", "x-ms-client-request-id"} & set(call.headers)
+        if "x-ms-request-id" in response.headers and not client_ids:
+            assert response.headers["x-ms-request-id"] == response.headers["x-request-id"], where
+
