@@ -24,9 +24,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
 def test_push_builds_pushes_and_repushes_nothing(registry, example_build: dict, trained_example: Path,  # type: ignore[no-untyped-def]
                                                  debian_base: str, shared_cache: BlobCache, tmp_path: Path) -> None:
     refs = [f"{registry.host}/team/diabetes:1.0", f"{registry.host}/team/diabetes:latest"]
-    args = ["push", *refs, str(trained_example), "--base", debian_base, "--json", "--cache-dir", str(shared_cache.root),
+    args = ["push", *refs, "--base", debian_base, "--json", "--cache-dir", str(shared_cache.root),
             "--digest-file", str(tmp_path / "digest")]
-    first = run_cli(*args)
+    first = run_cli(*args, cwd=trained_example)
     assert first.returncode == 0, first.stderr
     pushed = json.loads(first.stdout)
     assert pushed["digest"] == example_build["digest"]  # the same image `build` wrote
@@ -35,7 +35,7 @@ def test_push_builds_pushes_and_repushes_nothing(registry, example_build: dict, 
         out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{ref}"], capture_output=True,
                              text=True, check=True).stdout
         assert json.loads(out)["Digest"] == pushed["digest"]
-    again = run_cli(*args)
+    again = run_cli(*args, cwd=trained_example)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["bytes_uploaded"] == 0
     # pull it back into a layout through our own client; inspect agrees on every layer
@@ -49,6 +49,7 @@ def test_push_builds_pushes_and_repushes_nothing(registry, example_build: dict, 
 
 def test_push_from_an_archive_with_wrong_password_is_one_line(tmp_path: Path, example_build: dict) -> None:
     work = tmp_path / "tls"
+    work.mkdir()
     cert, key = make_cert(work, "127.0.0.1")
     htpasswd = work / "htpasswd"
     htpasswd.write_bytes(subprocess.run(["htpasswd", "-Bbn", TEST_USER, TEST_PASSWORD], capture_output=True,
