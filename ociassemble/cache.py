@@ -46,14 +46,20 @@ def _raise_os_error(exc: OSError, where: Path) -> None:
 
 
 class BlobWriter:
-    """A blob being written: hashes as it goes, lands under its digest on ``commit``."""
+    """A blob being written: hashes as it goes, lands under its digest on ``commit``.
 
-    def __init__(self, cache: "BlobCache") -> None:
+    ``hashed=False`` is for a caller that hashes the very same bytes itself (an
+    uncompressed layer: digest = diff_id): nothing is hashed here, and ``commit`` must
+    be given that digest, which it trusts.
+    """
+
+    def __init__(self, cache: "BlobCache", hashed: bool = True) -> None:
         self._cache = cache
         fd, name = tempfile.mkstemp(dir=cache.tmp_dir, prefix="blob-")
         self._tmp = Path(name)
         self._file = os.fdopen(fd, "wb", buffering=0)
-        self._hasher = HashingWriter(self._file)
+        self._hashed = hashed
+        self._hasher = HashingWriter(self._file, hashed)
         self.committed: Digest | None = None
 
     def write(self, data: bytes | memoryview) -> int:
@@ -72,9 +78,18 @@ class BlobWriter:
         return self._hasher.digest
 
     def commit(self, expected: Digest | None = None) -> Digest:
-        """Close and move into place; with ``expected``, refuse content that does not match it."""
+        """Close and move into place; with ``expected``, refuse content that does not match it.
+
+        An unhashed writer (``hashed=False``) needs ``expected`` and takes it as the digest.
+        """
         self._file.close()
-        digest = self._hasher.digest
+        if not self._hashed:
+            if expected is None:
+                self.abort()
+                raise ValueError("an unhashed blob writer must be committed with its digest")
+            digest = expected
+        else:
+            digest = self._hasher.digest
         if expected is not None and digest != expected:
             self.abort()
             raise DigestMismatchError(str(expected), str(digest))
@@ -133,9 +148,10 @@ class BlobCache:
     def size(self, digest: Digest | str) -> int:
         return self.path(digest).stat().st_size
 
-    def writer(self) -> BlobWriter:
+    def writer(self, hashed: bool = True) -> BlobWriter:
+        """A new blob; see ``BlobWriter`` for ``hashed=False``."""
         try:
-            return BlobWriter(self)
+            return BlobWriter(self, hashed)
         except OSError as exc:
             _raise_os_error(exc, self.root)
             raise

@@ -47,15 +47,20 @@ class Digest:
 
 
 class HashingWriter:
-    """Wraps a writable binary file, hashing and counting every byte written to it."""
+    """Wraps a writable binary file, hashing and counting every byte written to it.
 
-    def __init__(self, raw: BinaryIO | None) -> None:
+    With ``hashed=False`` it only counts: for a caller that hashes the same bytes
+    itself (an uncompressed layer's digest is its diff_id), so they are hashed once.
+    """
+
+    def __init__(self, raw: BinaryIO | None, hashed: bool = True) -> None:
         self._raw = raw
-        self._hash = hashlib.sha256()
+        self._hash = hashlib.sha256() if hashed else None
         self.size = 0
 
     def write(self, data: bytes | memoryview) -> int:
-        self._hash.update(data)
+        if self._hash is not None:
+            self._hash.update(data)
         self.size += len(data)
         if self._raw is not None:
             self._raw.write(data)
@@ -67,6 +72,8 @@ class HashingWriter:
 
     @property
     def digest(self) -> Digest:
+        if self._hash is None:
+            raise ValueError("this writer was made with hashed=False: it has no digest")
         return Digest("sha256:" + self._hash.hexdigest())
 
 

@@ -59,6 +59,8 @@ class Project:
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     compression: str = "auto"
+    #: gzip 0-3 (ISA-L), zstd 1-19; None: the codec's default (checked by Compression.parse)
+    compression_level: int | None = None
     source_url: str | None = None
     revision: str | None = None
     config_file: Path | None = None
@@ -89,6 +91,10 @@ def _apply(project: Project, data: dict[str, Any], root: Path, where: str) -> No
         elif k == "models":
             items = value if isinstance(value, list) else [value]
             project.models = [ModelSpec.parse(v, root) for v in items]
+        elif k == "compression_level":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise UsageError(f"{where}: compression_level must be a whole number, e.g. compression_level = 1")
+            project.compression_level = value
         elif k in ("env", "labels"):
             if not isinstance(value, dict):
                 raise UsageError(f"{where}: {key} must be a table of strings, e.g. {key} = {{ KEY = \"value\" }}")

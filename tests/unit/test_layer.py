@@ -63,7 +63,7 @@ def test_golden_digest_for_a_fixed_tiny_tree(tmp_path: Path) -> None:
     os.chmod(src / "bin" / "tool", 0o755)
     layer = build_layer(BlobCache(tmp_path / "c"), [LayerSource(src, "/app")], compression=GZIP, epoch=0)
     assert layer.diff_id == "sha256:915abbaec382c7fb3d5e2f3062b5b5a33019072dab79ee2a0e624a79533ea4af"
-    assert layer.descriptor.digest == "sha256:5f6efd357c0510a2cc3f3a68fcd532af4a63ac2fe4de5b402bc7a9c851cf29d2"
+    assert layer.descriptor.digest == "sha256:0225ddb81bb139380a44ed858476fc123a0446c5fc05fdf993460ba570afc445"
 
 
 def test_tar_rules_and_roundtrip_through_gnu_tar(tmp_path: Path) -> None:
@@ -174,3 +174,58 @@ def test_every_codec_round_trips(tmp_path: Path, codec: str) -> None:
 
     assert "sha256:" + hashlib.sha256(data).hexdigest() == layer.diff_id
     assert layer.descriptor.media_type.endswith({"gzip": "+gzip", "zstd": "+zstd", "none": ".tar"}[codec])
+    import hashlib as _h
+
+    blob = layer_bytes(cache, layer.descriptor.digest)
+    assert "sha256:" + _h.sha256(blob).hexdigest() == layer.descriptor.digest  # hashed once for none, still right
+    assert layer.descriptor.size == len(blob)
+
+
+def test_layer_bytes_do_not_depend_on_chunking_or_cores(tmp_path: Path) -> None:
+    """Fixed-size blocks: the compressed bytes are the same however the tar stream arrives."""
+    from unittest import mock
+
+    from ociassemble.compress import GZIP_BLOCK, compress_stream
+
+    data = (os.urandom(GZIP_BLOCK // 3) + b"text " * 100_000) * 5  # several blocks, not aligned
+    outs = set()
+    for size, cpus in ((GZIP_BLOCK, 2), (GZIP_BLOCK * 2, 1), (4097, 8), (len(data), 3)):
+        for codec in ("gzip", "zstd"):
+            out = io.BytesIO()
+            with mock.patch("os.cpu_count", return_value=cpus):
+                compress_stream((data[i:i + size] for i in range(0, len(data), size)), out,
+                                Compression.parse(codec), lambda c: None)
+            outs.add((codec, out.getvalue()))
+    assert len(outs) == 2
+    by = dict(outs)
+    assert gzip.decompress(by["gzip"]) == data
+
+
+def test_a_failing_blob_write_fails_the_build_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ociassemble.cache import BlobWriter
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(os.urandom(3 << 20))
+    cache = BlobCache(tmp_path / "c")
+
+    def broken(self: BlobWriter, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(BlobWriter, "write", broken)
+    for codec in ("gzip", "zstd", "none"):
+        with pytest.raises(OSError):
+            build_layer(cache, [LayerSource(src, "/")], compression=Compression.parse(codec))
+    assert list((tmp_path / "c" / "tmp").iterdir()) == []
+    assert list((tmp_path / "c" / "blobs" / "sha256").iterdir()) == []
+
+
+def test_compression_level_from_the_config_reaches_the_codec(tmp_path: Path) -> None:
+    from ociassemble.azureml.project import load_project
+
+    (tmp_path / "ociassemble.toml").write_text('compression = "zstd"\ncompression_level = 7\n')
+    project = load_project(tmp_path)
+    assert Compression.parse(project.compression, project.compression_level) == Compression("zstd", 7)
+    (tmp_path / "ociassemble.toml").write_text('compression_level = "fast"\n')
+    with pytest.raises(Exception, match="compression_level must be a whole number"):
+        load_project(tmp_path)
