@@ -1,8 +1,13 @@
 """The command line: thin commands over the library, one error line per failure.
 
 Each command parses its flags, calls one library function and prints its result
-(``--json`` for machines). Errors of the ``OciAssembleError`` family print as one
-line and set the exit code; anything else is a bug and keeps its traceback.
+(``--json``: one JSON document on stdout, nothing else there). Progress goes to stderr:
+bars on a terminal, one line per step otherwise (``ociassemble.progress``).
+
+Exit codes (``ociassemble.errors``): 0 ok; 1 the user's input or environment (bad flags
+included: argparse's own 2 is remapped); 2 a registry or the network; 3 a bug (the
+traceback is printed, with one line saying so); 130 interrupted (Ctrl-C or SIGTERM).
+Errors of the ``OciAssembleError`` family print as one line.
 """
 
 from __future__ import annotations
@@ -12,30 +17,42 @@ import json
 import os
 import signal
 import sys
-from dataclasses import replace
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, NoReturn
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_USER, OciAssembleError, UsageError
+from .errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USER,
+    OciAssembleError,
+    UsageError,
+)
+from .progress import PROG, Reporter, human_size, make_reporter
 
-__all__ = ["main"]
+__all__ = ["ENV_PASSWORD", "ENV_USERNAME", "build_parser", "completion_script", "main"]
 
-PROG = "ociassemble"
+#: Secrets never need to be on the command line: these are read when the flags are absent.
+ENV_USERNAME = "OCIASSEMBLE_USERNAME"
+ENV_PASSWORD = "OCIASSEMBLE_PASSWORD"
 
 
 class _Out:
-    """Where messages go: progress lines to stderr (unless --quiet), results to stdout."""
+    """Where messages go: steps and progress to stderr (unless --quiet/--json), results to stdout."""
 
-    def __init__(self, quiet: bool, as_json: bool) -> None:
+    def __init__(self, quiet: bool, as_json: bool, reporter: Reporter | None = None) -> None:
         self.quiet = quiet
         self.as_json = as_json
+        self.reporter = reporter if reporter is not None else make_reporter(sys.stderr, quiet=quiet or as_json)
 
     def log(self, msg: str) -> None:
-        if not self.quiet:
-            print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+        self.reporter.step(msg)
 
     def result(self, data: dict[str, Any], text: str) -> None:
+        self.reporter.close()  # the live display ends before the result is printed
         if self.as_json:
             print(json.dumps(data, indent=2, sort_keys=True))
         elif text:
@@ -59,19 +76,24 @@ def _cache(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _registry_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The registry settings of the flags and environment; stdin is read once per run."""
     from .registry import RegistryOptions
 
+    if getattr(args, "_registry_options", None) is not None:
+        return args._registry_options
     password = None
     if getattr(args, "password_stdin", False):
         password = sys.stdin.readline().rstrip("\r\n")
-    elif os.environ.get("OCIASSEMBLE_PASSWORD"):
-        password = os.environ["OCIASSEMBLE_PASSWORD"]
-    return RegistryOptions(
-        username=getattr(args, "username", None) or os.environ.get("OCIASSEMBLE_USERNAME"),
+    elif os.environ.get(ENV_PASSWORD):
+        password = os.environ[ENV_PASSWORD]
+    opts = RegistryOptions(
+        username=getattr(args, "username", None) or os.environ.get(ENV_USERNAME),
         password=password,
         ca_cert=getattr(args, "ca_cert", None),
         insecure_registries=tuple(getattr(args, "insecure_registry", None) or ()),
     )
+    args._registry_options = opts
+    return opts
 
 
 # -- build -----------------------------------------------------------------
@@ -123,8 +145,20 @@ def _project(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return project
 
 
-def _assemble(args: argparse.Namespace, out: _Out):  # type: ignore[no-untyped-def]
-    """Build the image the flags describe (recipe or plain) and return (image, layers, project)."""
+@dataclass
+class _Built:
+    """What a build produced, and what its SBOM needs."""
+
+    image: Any
+    layers: list[tuple[str, Any]]
+    project: Any
+    cache: Any
+    deps_site: Path | None = None  # the recipe's pex site-packages
+    scan_layers: Any = None  # the layers whose dpkg status (and dist-infos) the SBOM reads
+
+
+def _assemble(args: argparse.Namespace, out: _Out) -> _Built:
+    """Build the image the flags describe (recipe or plain)."""
     from .compress import Compression
     from .image import ImageBuilder
     from .layer import LayerSource, build_layer, source_date_epoch
@@ -136,36 +170,38 @@ def _assemble(args: argparse.Namespace, out: _Out):  # type: ignore[no-untyped-d
     if _uses_recipe(args, project):
         from .azureml.recipe import build_azureml_image
 
-        res = build_azureml_image(project, cache, extra_layers=extra, log=out.log, registry_options=opts)
+        res = build_azureml_image(project, cache, extra_layers=extra, log=out.log, registry_options=opts,
+                                  on_bytes=out.reporter.layer_bytes)
         image, layers = res.image, res.layers
-    else:
-        from .base import load_base
+        base_count = len(image.manifest.layers) - len(layers)
+        return _Built(image, layers, project, cache, res.deps_site, image.manifest.layers[:base_count])
+    from .base import load_base
 
-        if not project.base and not extra:
-            raise UsageError("nothing to build: give --base and/or --layer SRC:DEST, or a score.py (see 'ociassemble build --help')")
-        base = load_base(project.base, _cache(args), registry_options=opts) if project.base else None
-        b = ImageBuilder(cache, base)
-        compression = Compression.parse(project.compression, args.compression_level)
-        layers = []
-        for src in extra:
-            out.log(f"layer {src.src} -> {src.dest}")
-            layer = build_layer(cache, [src], compression=compression)
-            b.add_layer(layer, f"ociassemble: layer {src.src.name} -> {src.dest}")
-            layers.append((f"{src.dest}", layer))
-        cfg = b.config.with_env(project.env)
-        if project.labels:
-            cfg = replace(cfg, labels={**cfg.labels, **project.labels})
-        if args.cmd is not None:
-            cfg = replace(cfg, cmd=tuple(json.loads(args.cmd)) if args.cmd.startswith("[") else tuple(args.cmd.split()))
-        if args.entrypoint is not None:
-            cfg = replace(cfg, entrypoint=tuple(json.loads(args.entrypoint)) if args.entrypoint.startswith("[") else tuple(args.entrypoint.split()))
-        if args.port:
-            cfg = replace(cfg, exposed_ports=tuple(sorted(set(cfg.exposed_ports) | {p if "/" in p else f"{p}/tcp" for p in args.port})))
-        if args.workdir:
-            cfg = replace(cfg, working_dir=args.workdir)
-        b.config = cfg
-        image = b.build(created=source_date_epoch())
-    return image, layers, project, cache
+    if not project.base and not extra:
+        raise UsageError("nothing to build: give --base and/or --layer SRC:DEST, or a score.py (see 'ociassemble build --help')")
+    base = load_base(project.base, _cache(args), registry_options=opts) if project.base else None
+    b = ImageBuilder(cache, base)
+    compression = Compression.parse(project.compression, args.compression_level)
+    layers = []
+    for src in extra:
+        out.log(f"layer {src.src} -> {src.dest}")
+        layer = build_layer(cache, [src], compression=compression, on_bytes=out.reporter.layer_bytes)
+        b.add_layer(layer, f"ociassemble: layer {src.src.name} -> {src.dest}")
+        layers.append((f"{src.dest}", layer))
+    cfg = b.config.with_env(project.env)
+    if project.labels:
+        cfg = replace(cfg, labels={**cfg.labels, **project.labels})
+    if args.cmd is not None:
+        cfg = replace(cfg, cmd=tuple(json.loads(args.cmd)) if args.cmd.startswith("[") else tuple(args.cmd.split()))
+    if args.entrypoint is not None:
+        cfg = replace(cfg, entrypoint=tuple(json.loads(args.entrypoint)) if args.entrypoint.startswith("[") else tuple(args.entrypoint.split()))
+    if args.port:
+        cfg = replace(cfg, exposed_ports=tuple(sorted(set(cfg.exposed_ports) | {p if "/" in p else f"{p}/tcp" for p in args.port})))
+    if args.workdir:
+        cfg = replace(cfg, working_dir=args.workdir)
+    b.config = cfg
+    image = b.build(created=source_date_epoch())
+    return _Built(image, layers, project, cache)
 
 
 def _needs_registry(base: str | None) -> bool:
@@ -196,17 +232,39 @@ def _layers_json(layers: list[tuple[str, Any]]) -> list[dict[str, Any]]:
              "diffID": l.diff_id, "reused": l.reused} for kind, l in layers]
 
 
+def _sbom(image: Any, cache: Any, out: _Out, *, name: str, repository: str | None = None,
+          site: Path | None = None, scan: Any = None) -> bytes:
+    """The image's SPDX SBOM bytes (see ``ociassemble.sbom``)."""
+    from .layer import source_date_epoch
+    from .sbom import image_packages, sbom_bytes, spdx_document
+
+    out.log("listing packages for the SBOM")
+    packages = image_packages(image, cache, site=site, layers=scan)
+    return sbom_bytes(spdx_document(image, packages, name=name, created=source_date_epoch(), repository=repository))
+
+
 def cmd_build(args: argparse.Namespace, out: _Out) -> int:
     from .transport import parse_spec
 
     spec = args.output or None
     if spec:
         parse_spec(spec, for_output=True)  # a bad --output fails before any work
-    image, layers, project, cache = _assemble(args, out)
-    spec = project.output or "oci-archive:image.tar"
+    built = _assemble(args, out)
+    image, cache = built.image, built.cache
+    spec = built.project.output or "oci-archive:image.tar"
     _write_output(image, cache, spec)
-    data = {"digest": image.digest, "output": spec, "layers": _layers_json(layers), "config": image.manifest.config.digest}
+    data: dict[str, Any] = {"digest": image.digest, "output": spec, "layers": _layers_json(built.layers),
+                            "config": image.manifest.config.digest}
     out.log(f"wrote {spec}")
+    if args.sbom:
+        from .sbom import sbom_path
+
+        target = parse_spec(spec, for_output=True).path
+        assert target is not None
+        path = sbom_path(target)
+        path.write_bytes(_sbom(image, cache, out, name=spec, site=built.deps_site, scan=built.scan_layers))
+        data["sbom"] = str(path)
+        out.log(f"wrote {path}")
     out.result(data, image.digest)
     return 0
 
@@ -215,25 +273,39 @@ def cmd_push(args: argparse.Namespace, out: _Out) -> int:
     from .registry.push import push_image
 
     cache = _cache(args)
-    layers: list[tuple[str, Any]] = []
+    built: _Built | None = None
     if args.source:
         from .base import load_image
 
-        image = load_image(args.source, cache)
+        opts = _registry_options(args) if _needs_registry(args.source) else None
+        image = load_image(args.source, cache, registry_options=opts)
     else:
         args.output = None
-        image, layers, project, cache = _assemble(args, out)
-        if not args.refs and project.image:
-            args.refs = [project.image]
+        built = _assemble(args, out)
+        image, cache = built.image, built.cache
+        if not args.refs and built.project.image:
+            args.refs = [built.project.image]
     if not args.refs:
         raise UsageError("push needs a destination, e.g. 'ociassemble push registry.example.com/team/model:1.0'")
     out.log(f"pushing {image.digest} to {', '.join(args.refs)}")
-    res = push_image(image, cache, list(args.refs), options=_registry_options(args))
+    options = _registry_options(args)
+    res = push_image(image, cache, list(args.refs), options=options, on_bytes=out.reporter.blob_bytes)
     if args.digest_file:
         Path(args.digest_file).write_text(res.digest + "\n")
-    out.log(f"pushed: {len(res.blobs_uploaded)} blobs uploaded ({_human(res.bytes_uploaded)}), "
+    out.log(f"pushed: {len(res.blobs_uploaded)} blobs uploaded ({human_size(res.bytes_uploaded)}), "
             f"{len(res.blobs_mounted)} mounted, {len(res.blobs_skipped)} already there")
-    data = {**res.to_json(), "layers": _layers_json(layers)}
+    data = {**res.to_json(), "layers": _layers_json(built.layers if built else [])}
+    if args.sbom:
+        from .layer import source_date_epoch
+        from .reference import parse_reference
+        from .sbom import SPDX_MEDIA_TYPE, push_sbom
+
+        first = parse_reference(args.refs[0])
+        sbom = _sbom(image, cache, out, name=str(first), repository=f"{first.registry}/{first.repository}",
+                     site=built.deps_site if built else None, scan=built.scan_layers if built else None)
+        artifact, refs = push_sbom(image, cache, sbom, list(args.refs), options=options, created=source_date_epoch())
+        data["sbom"] = {"digest": artifact.digest, "refs": refs, "artifactType": SPDX_MEDIA_TYPE, "size": len(sbom)}
+        out.log(f"pushed the SBOM {artifact.digest[:19]} as {', '.join(refs)}")
     out.result(data, res.digest)
     return 0
 
@@ -250,39 +322,40 @@ def cmd_pull(args: argparse.Namespace, out: _Out) -> int:
 
 def cmd_inspect(args: argparse.Namespace, out: _Out) -> int:
     from .base import load_image
+    from .describe import (
+        INSPECT_SCHEMA_VERSION,
+        describe_image,
+        layer_entries,
+        render_entry,
+        render_image,
+    )
 
+    if args.list and args.layer is None:
+        raise UsageError("--list needs --layer N (the layer's index, from 'ociassemble inspect IMAGE')")
     cache = _cache(args)
     opts = _registry_options(args) if _needs_registry(args.image) else None
     image = load_image(args.image, cache, registry_options=opts)
-    cfg = image.config
-    hist = [h for h in cfg.history if not h.empty_layer]
-    layers = []
-    for i, (d, diff) in enumerate(zip(image.manifest.layers, cfg.diff_ids)):
-        layers.append({"digest": d.digest, "size": d.size, "mediaType": d.media_type, "diffID": diff,
-                       "createdBy": hist[i].created_by if i < len(hist) else ""})
-    data = {"digest": image.digest, "platform": str(cfg.platform), "config": image.manifest.config.digest,
-            "cmd": list(cfg.cmd) if cfg.cmd is not None else None,
-            "entrypoint": list(cfg.entrypoint) if cfg.entrypoint is not None else None,
-            "env": list(cfg.env), "exposedPorts": list(cfg.exposed_ports), "workingDir": cfg.working_dir,
-            "labels": cfg.labels, "created": cfg.created, "layers": layers}
-    lines = [f"Digest:     {image.digest}", f"Platform:   {cfg.platform}", f"Created:    {cfg.created}",
-             f"Cmd:        {json.dumps(data['cmd'])}", f"Entrypoint: {json.dumps(data['entrypoint'])}",
-             f"WorkingDir: {cfg.working_dir or ''}", f"Ports:      {' '.join(cfg.exposed_ports)}", "Env:"]
-    lines += [f"  {e}" for e in cfg.env]
-    lines += ["Labels:"] + [f"  {k}={v}" for k, v in sorted(cfg.labels.items())]
-    lines.append(f"Layers ({len(layers)}):")
-    for i, l in enumerate(layers):
-        lines.append(f"  {i:>2}  {l['digest'][7:19]}  {_human(l['size']):>9}  {l['createdBy']}")
-    out.result(data, "\n".join(lines))
+    doc = describe_image(image, name=args.image)
+    if args.layer is None:
+        out.result(doc, render_image(doc))
+        return 0
+    if not 0 <= args.layer < len(doc["layers"]):
+        raise UsageError(f"--layer {args.layer}: the image has {len(doc['layers'])} layers, numbered 0 to "
+                         f"{len(doc['layers']) - 1}")
+    layer = doc["layers"][args.layer]
+    if not args.list:
+        out.result({"schemaVersion": INSPECT_SCHEMA_VERSION, "digest": doc["digest"], "layer": layer},
+                   "\n".join(f"{k}: {v}" for k, v in layer.items()))
+        return 0
+    out.reporter.close()
+    if out.as_json:
+        entries = list(layer_entries(image, cache, args.layer))
+        out.result({"schemaVersion": INSPECT_SCHEMA_VERSION, "digest": doc["digest"], "layer": layer,
+                    "entries": entries}, "")
+        return 0
+    for entry in layer_entries(image, cache, args.layer):  # streamed: a big layer prints as it is read
+        print(render_entry(entry))
     return 0
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
 
 
 def parse_publish(items: Sequence[str]) -> dict[int, int]:
@@ -350,6 +423,91 @@ def cmd_login(args: argparse.Namespace, out: _Out) -> int:
     return 0
 
 
+# -- completion ----------------------------------------------------------------
+
+def _parser_words(parser: argparse.ArgumentParser) -> tuple[dict[str, list[str]], dict[str, list[str]], list[str]]:
+    """(flags of each command, the choices of flags/positionals that have some, flags taking a path)."""
+    commands: dict[str, list[str]] = {}
+    choices: dict[str, list[str]] = {}
+    paths: set[str] = set()
+    for action in parser._actions:  # argparse keeps its parsers here; shtab reads the same
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                flags = []
+                for a in sub._actions:
+                    flags += a.option_strings
+                    if a.choices and a.option_strings:
+                        for o in a.option_strings:
+                            choices[o] = [str(c) for c in a.choices]
+                    elif a.choices:
+                        choices[f"@{name}"] = [str(c) for c in a.choices]
+                    if a.metavar in ("FILE", "DIR", "SPEC", "IMAGE", "SRC:DEST") and a.option_strings:
+                        paths.update(a.option_strings)
+                commands[name] = sorted(flags)
+    return commands, choices, sorted(paths)
+
+
+def completion_script(shell: str, parser: argparse.ArgumentParser | None = None) -> str:
+    """A completion script for ``shell`` (bash or zsh), generated from the parser itself so it
+    never falls behind the flags. zsh loads the bash function through ``bashcompinit``.
+
+    Example::
+
+        source <(ociassemble completion bash)
+    """
+    commands, choices, paths = _parser_words(parser or build_parser())
+    cases = "\n".join(f"        {name}) opts=\"{' '.join(flags)}\" ;;" for name, flags in sorted(commands.items()))
+    value_cases = "\n".join(f"        {flag}) COMPREPLY=($(compgen -W \"{' '.join(words)}\" -- \"$cur\")); return ;;"
+                             for flag, words in sorted(choices.items()) if not flag.startswith("@"))
+    positional = "\n".join(f"        {flag[1:]}) COMPREPLY=($(compgen -W \"{' '.join(words)}\" -- \"$cur\")); return ;;"
+                            for flag, words in sorted(choices.items()) if flag.startswith("@"))
+    script = f"""# {PROG} {shell} completion, generated by '{PROG} completion {shell}'
+_{PROG.replace('-', '_')}() {{
+    local cur prev cmd opts i
+    COMPREPLY=()
+    cur="${{COMP_WORDS[COMP_CWORD]}}"
+    prev="${{COMP_WORDS[COMP_CWORD-1]}}"
+    cmd=""
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case "${{COMP_WORDS[i]}}" in
+            -*) ;;
+            *) cmd="${{COMP_WORDS[i]}}"; break ;;
+        esac
+    done
+    if [[ -z "$cmd" ]]; then
+        COMPREPLY=($(compgen -W "{' '.join(sorted(commands))} --help --version" -- "$cur"))
+        return
+    fi
+    case "$prev" in
+{value_cases}
+        {'|'.join(paths) or '--no-such-flag'}) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    esac
+    case "$cmd" in
+{cases}
+        *) opts="" ;;
+    esac
+    if [[ "$cur" == -* ]]; then
+        COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+        return
+    fi
+    case "$cmd" in
+{positional}
+    esac
+    COMPREPLY=($(compgen -W "oci: oci-archive: docker-archive: docker://" -- "$cur") $(compgen -f -- "$cur"))
+}}
+complete -o default -F _{PROG.replace('-', '_')} {PROG}
+"""
+    if shell == "zsh":
+        return f"#compdef {PROG}\n# load with: autoload -U compinit && compinit; source <({PROG} completion zsh)\n" \
+               f"autoload -U +X bashcompinit && bashcompinit\n" + script
+    return script
+
+
+def cmd_completion(args: argparse.Namespace, out: _Out) -> int:
+    sys.stdout.write(completion_script(args.shell))
+    return 0
+
+
 # -- parser ------------------------------------------------------------------
 
 EPILOG = """\
@@ -359,8 +517,20 @@ examples:
   ociassemble run oci-archive:image.tar --publish 8080:5001      # serve it, no daemon
   ociassemble push localhost:5000/team/model:1.0   # build and push from the cache
 
-exit codes: 0 ok, 1 bad input or environment, 2 registry or network, 3 internal error, 130 interrupted.
+exit codes: 0 ok, 1 bad input or environment, 2 registry or network, 3 internal error (a bug), 130 interrupted.
+environment: OCIASSEMBLE_USERNAME, OCIASSEMBLE_PASSWORD (registry credentials), OCIASSEMBLE_CACHE (the cache),
+             SOURCE_DATE_EPOCH (every timestamp in the image; default 0).
+docs: docs/index.md in the source tree; shell completion: ociassemble completion bash|zsh
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with ociassemble's exit code for bad flags (1: the user's input), not argparse's 2
+    (which ociassemble means as "registry or network")."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USER, f"{self.prog}: error: {message}\n")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -372,8 +542,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _registry_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("registry")
-    g.add_argument("-u", "--username", help="registry user (or $OCIASSEMBLE_USERNAME; default: docker config)")
-    g.add_argument("--password-stdin", action="store_true", help="read the password or token from stdin (or $OCIASSEMBLE_PASSWORD)")
+    g.add_argument("-u", "--username", help=f"registry user (or ${ENV_USERNAME}; default: docker config)")
+    g.add_argument("--password-stdin", action="store_true",
+                   help=f"read the password or token from stdin (or ${ENV_PASSWORD}); never on the command line")
     g.add_argument("--ca-cert", metavar="FILE", help="trust this CA certificate for the registry's TLS")
     g.add_argument("--insecure-registry", action="append", metavar="HOST[:PORT]",
                    help="allow plain HTTP to this registry (localhost is always allowed)")
@@ -403,12 +574,15 @@ def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
     g2.add_argument("--compression", choices=("auto", "gzip", "zstd", "none"),
                     help="layer compression (default auto: gzip, or none where content barely compresses)")
     g2.add_argument("--compression-level", type=int, metavar="N", help="gzip 0-3 (ISA-L), zstd 1-19")
+    p.add_argument("--sbom", action="store_true",
+                   help="also make an SPDX 2.3 SBOM (Python and Debian packages): written beside the output as "
+                        "<output>.sbom.spdx.json; on push, pushed as an OCI artifact referring to the image")
     if with_output:
         p.add_argument("-o", "--output", metavar="SPEC", help="oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG] (default: oci-archive:image.tar)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Assemble OCI images for Python model serving, deterministically, with no Docker daemon.",
         epilog=EPILOG)
@@ -438,18 +612,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("pull", cmd_pull, "Pull an image from a registry into an OCI layout or archive.",
             "ociassemble pull localhost:5000/team/model:1.0 oci:./model-image")
-    p.add_argument("ref")
-    p.add_argument("dest", metavar="SPEC")
+    p.add_argument("ref", help="registry reference, e.g. localhost:5000/team/model:1.0")
+    p.add_argument("dest", metavar="SPEC", help="oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]")
     _registry_flags(p)
 
-    p = add("inspect", cmd_inspect, "Show an image's digest, platform, config and layers.",
-            "ociassemble inspect oci-archive:image.tar --json")
-    p.add_argument("image", metavar="IMAGE")
+    p = add("inspect", cmd_inspect, "Show an image's digest, platform, config and layers (a registry image: "
+            "manifest and config only), or list the files of one layer.",
+            "ociassemble inspect oci-archive:image.tar --json\n"
+            "  ociassemble inspect localhost:5000/team/model:1.0 --layer 3 --list")
+    p.add_argument("image", metavar="IMAGE", help="oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG] "
+                   "or a registry reference")
+    p.add_argument("--layer", type=int, metavar="N", help="only layer N (0 is the bottom one)")
+    p.add_argument("--list", action="store_true", help="with --layer N: list its files (a registry image: fetches that layer only)")
     _registry_flags(p)
 
     p = add("run", cmd_run, "Run an image without a daemon (namespaces + chroot); publish its port on 127.0.0.1.",
             "ociassemble run oci-archive:image.tar --publish 8080:5001")
-    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("image", metavar="IMAGE", help="the image to run (any transport, or a registry reference)")
     p.add_argument("--publish", action="append", metavar="[127.0.0.1:]HOSTPORT:PORT", help="publish a container port on the host's loopback")
     p.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="extra environment (repeatable)")
     _registry_flags(p)
@@ -459,13 +638,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
 
     p = add("init", cmd_init, "Write a commented starter ociassemble.toml.", "ociassemble init")
-    p.add_argument("path", nargs="?", default=".")
-    p.add_argument("--force", action="store_true")
+    p.add_argument("path", nargs="?", default=".", help="project folder (default: .)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing ociassemble.toml")
 
     p = add("login", cmd_login, "Store registry credentials in the docker config.",
             "echo \"$TOKEN\" | ociassemble login registry.example.com -u ci --password-stdin")
-    p.add_argument("registry")
+    p.add_argument("registry", help="registry host[:port]")
     _registry_flags(p)
+
+    p = add("completion", cmd_completion, "Print a shell completion script for bash or zsh.",
+            "source <(ociassemble completion bash)      # or add it to ~/.bashrc")
+    p.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete for")
     return parser
 
 
@@ -473,7 +656,12 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _error_line(exc: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit code (see the module docstring)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -485,19 +673,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args, out)
     except OciAssembleError as exc:
+        out.reporter.close()
         if args.debug:
-            raise
-        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+            traceback.print_exc()
+        print(f"{PROG}: error: {_error_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        out.reporter.close()
         print(f"{PROG}: interrupted; nothing was left half-written", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
+        # the reader went away (e.g. `inspect --layer 0 --list | head`): not an error of ours
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        except OSError:
+            pass
         return EXIT_USER
     except OSError as exc:
+        out.reporter.close()
         if args.debug:
-            raise
+            traceback.print_exc()
         import errno
 
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -505,6 +700,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"{PROG}: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
         return EXIT_USER
+    except Exception:  # noqa: BLE001 - anything else is a bug: keep its traceback, say so, exit 3
+        out.reporter.close()
+        traceback.print_exc()
+        print(f"{PROG}: this is a bug in ociassemble {__version__}: please report it with the traceback above",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        out.reporter.close()
 
 
 if __name__ == "__main__":

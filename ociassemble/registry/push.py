@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +93,8 @@ class _Upload:
 
 class _BlobPusher:
     def __init__(self, client: RegistryClient, repo: str, scopes: tuple[str, ...], image: Image,
-                 cache: BlobCache, options: RegistryOptions, tally: _Tally, stop: threading.Event) -> None:
+                 cache: BlobCache, options: RegistryOptions, tally: _Tally, stop: threading.Event,
+                 on_bytes: Callable[[Descriptor, int], None] | None = None) -> None:
         self.client = client
         self.repo = repo
         self.scopes = scopes
@@ -102,6 +103,17 @@ class _BlobPusher:
         self.options = options
         self.tally = tally
         self.stop = stop
+        self.on_bytes = on_bytes
+
+    def _sent(self, desc: Descriptor) -> Callable[[int], None]:
+        if self.on_bytes is None:
+            return self.tally.add_bytes
+        report = self.on_bytes
+
+        def sent(n: int) -> None:
+            self.tally.add_bytes(n)
+            report(desc, n)
+        return sent
 
     def push(self, desc: Descriptor, mount_from: str | None) -> str:
         """Make ``desc`` present in the repository; returns "skipped", "mounted" or "uploaded"."""
@@ -145,13 +157,13 @@ class _BlobPusher:
         if desc.size == 0:
             self.client.finish_upload(state.location, digest, None, self.scopes)
         elif desc.size <= self.options.monolithic_max and state.offset == 0:
-            self.client.finish_upload(state.location, digest, BlobSlice(path, 0, desc.size, self.tally.add_bytes),
+            self.client.finish_upload(state.location, digest, BlobSlice(path, 0, desc.size, self._sent(desc)),
                                       self.scopes)
         else:
             while state.offset < desc.size:
                 self._check_stop()
                 n = min(self.options.chunk_size, desc.size - state.offset)
-                body = BlobSlice(path, state.offset, n, self.tally.add_bytes)
+                body = BlobSlice(path, state.offset, n, self._sent(desc))
                 state.location = self.client.patch_upload(state.location, body, digest, self.scopes)
                 state.offset += n
             self.client.finish_upload(state.location, digest, None, self.scopes)
@@ -193,12 +205,14 @@ def _origin(image: Image) -> Reference | None:
 
 
 def push_image(image: Image, cache: BlobCache, refs: Sequence[str], *,
-               options: RegistryOptions | None = None) -> PushResult:
+               options: RegistryOptions | None = None,
+               on_bytes: Callable[[Descriptor, int], None] | None = None) -> PushResult:
     """Push ``image`` to every reference in ``refs`` (tags of one or more repositories).
 
     Blobs come from ``cache`` (fetched first through ``image.fetch`` when missing);
     see the module docstring for the order. A reference with ``@sha256:…`` must name
-    this image's digest.
+    this image's digest. ``on_bytes(desc, n)`` is told of each chunk of blob ``desc``
+    handed to the socket (progress display; called from the upload threads).
 
     Example::
 
@@ -234,7 +248,8 @@ def push_image(image: Image, cache: BlobCache, refs: Sequence[str], *,
             if origin and origin.registry == registry and origin.repository != repo:
                 sources.insert(0, origin.repository)
             scopes = client.scopes(repo, push=True, mount_from=tuple(sources))
-            _push_blobs(client, repo, scopes, image, cache, options, tally, origin, done_repos.get(registry, []))
+            _push_blobs(client, repo, scopes, image, cache, options, tally, origin, done_repos.get(registry, []),
+                        on_bytes)
             tags = list(dict.fromkeys(r.tag for r in group if r.tag))
             for ref in [*tags, image.digest]:
                 got = call_with_retry(options.retry, f"pushing manifest {ref} to {registry}/{repo}",
@@ -258,10 +273,11 @@ def push_image(image: Image, cache: BlobCache, refs: Sequence[str], *,
 
 
 def _push_blobs(client: RegistryClient, repo: str, scopes: tuple[str, ...], image: Image, cache: BlobCache,
-                options: RegistryOptions, tally: _Tally, origin: Reference | None, earlier: list[str]) -> None:
+                options: RegistryOptions, tally: _Tally, origin: Reference | None, earlier: list[str],
+                on_bytes: Callable[[Descriptor, int], None] | None = None) -> None:
     """Step 1 of the contract for one repository; raises the first blob's failure."""
     stop = threading.Event()
-    pusher = _BlobPusher(client, repo, scopes, image, cache, options, tally, stop)
+    pusher = _BlobPusher(client, repo, scopes, image, cache, options, tally, stop, on_bytes)
     # one ping (scheme, auth challenge) before the threads start
     call_with_retry(options.retry, f"contacting {client.registry}", lambda _n: client.base_url())
 
