@@ -18,8 +18,8 @@ from ..compress import Compression
 from ..context import ignore_for
 from ..errors import BuildError, InputError
 from ..image import Image, ImageBuilder, rfc3339
-from ..layer import BuiltLayer, LayerSource, build_layer, source_date_epoch
-from ..resources import layers_dir
+from ..layer import BuiltLayer, Entry, LayerSource, build_layer, scan_sources, source_date_epoch
+from ..resources import layer_symlinks, layers_dir
 from .baseinfo import inspect_base
 from .debianbase import default_base_path
 from .deps import DEPS_DIR, resolve_deps
@@ -40,6 +40,8 @@ class RecipeResult:
     image: Image
     layers: list[tuple[str, BuiltLayer]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: the flat site-packages pex installed (the deps layer's content), for the SBOM
+    deps_site: Path | None = None
 
 
 def _source_name(src: Path) -> str:
@@ -48,9 +50,11 @@ def _source_name(src: Path) -> str:
 
 
 def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: list[LayerSource] | None = None,
-                        log: Callable[[str], None] = print, registry_options: object = None) -> RecipeResult:
+                        log: Callable[[str], None] = print, registry_options: object = None,
+                        on_bytes: Callable[[int], None] | None = None) -> RecipeResult:
     """Check the inputs, then assemble the scoring image (nothing is written outside the cache).
 
+    ``on_bytes`` is passed to every ``build_layer`` (progress display).
     Raises InputError/BuildError with one line naming the problem and the fix.
     """
     entry = project.entry
@@ -76,7 +80,7 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     for note in user_env.notes:
         log(note)
 
-    compression = Compression.parse(project.compression)
+    compression = Compression.parse(project.compression, project.compression_level)
     base_spec = project.base or f"oci:{default_base_path(cache)}"
     if project.base is None and not (default_base_path(cache) / "index.json").is_file():
         raise InputError("no base image: run 'ociassemble make-base' once (Debian bookworm with python3, nginx, runit), or pass --base")
@@ -94,12 +98,17 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
 
     def add(kind: str, sources: list[LayerSource], created_by: str, **kw: object) -> None:
         log(f"layer {kind}")
-        layer = build_layer(cache, sources, compression=compression, epoch=epoch, **kw)  # type: ignore[arg-type]
+        layer = build_layer(cache, sources, compression=compression, epoch=epoch, on_bytes=on_bytes, **kw)  # type: ignore[arg-type]
         b.add_layer(layer, created_by)
         result.layers.append((kind, layer))
 
     shipped = layers_dir()
-    add("runit-nginx", [LayerSource(shipped / "runit-nginx", "/")], "ociassemble: runit + nginx configs")
+    # pip compiles the installed package data: bytecode must never reach a layer
+    no_bytecode = ignore_for(shipped, also=())
+    runit = [LayerSource(shipped / "runit-nginx", "/")]
+    links = [Entry(path, "symlink", 0o777, linkname=target) for path, target in layer_symlinks("runit-nginx")]
+    runit_entries = sorted([*scan_sources(runit, no_bytecode), *links], key=lambda e: e.name.encode())
+    add("runit-nginx", runit, "ociassemble: runit + nginx configs", entries=runit_entries)
 
     req_files = [shipped / "app-requirements.txt"]
     if user_env.requirements:
@@ -111,8 +120,10 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     finally:
         if len(req_files) > 1:
             req_files[1].unlink(missing_ok=True)
+    result.deps_site = site
     add("python-deps", [LayerSource(site, DEPS_DIR)], "ociassemble: python dependencies (pex)")
-    add("azureml-app", [LayerSource(shipped / "azureml-app", "/")], "ociassemble: azureml-app scoring server")
+    add("azureml-app", [LayerSource(shipped / "azureml-app", "/")], "ociassemble: azureml-app scoring server",
+        ignore=no_bytecode)
 
     for m in project.models:
         dest = f"{MODELS_DIR}/{m.name}/{m.version}" + ("/" if m.path.is_file() else "")

@@ -60,6 +60,10 @@ def test_run_serves_health_score_and_swagger(example_build: dict, trained_exampl
         assert status == 405
         running = _processes_named({"runsvdir", "runsv", "nginx", "gunicorn", "python3"})
         assert running.get("runsvdir") and len(running.get("runsv", [])) >= 2 and running.get("nginx")
+        # the scoring code runs unprivileged (Debian's www-data, uid 33), not as root
+        servers = [p for p in running.get("gunicorn", []) + running.get("python3", [])
+                   if b"gunicorn" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert servers and all(os.stat(f"/proc/{p}").st_uid == 33 for p in servers)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
