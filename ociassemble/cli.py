@@ -136,6 +136,8 @@ def _project(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         project.output = args.output
     if args.compression:
         project.compression = args.compression
+    if getattr(args, "compression_level", None) is not None:
+        project.compression_level = args.compression_level
     project.env.update(_kv(args.env, "--env"))
     project.labels.update(_kv(args.label, "--label"))
     if args.source_url:
