@@ -170,6 +170,10 @@ class _PortForwarder:
         except OSError:
             conn.close()
             return
+        # Both legs carry small request/response writes: without TCP_NODELAY, Nagle's
+        # algorithm meets the peer's delayed ACK and stalls replies by tens of ms.
+        for s in (conn, up):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             if self._stopped.is_set():
                 conn.close()
