@@ -38,6 +38,8 @@ __all__ = ["ENV_PASSWORD", "ENV_USERNAME", "build_parser", "completion_script", 
 #: Secrets never need to be on the command line: these are read when the flags are absent.
 ENV_USERNAME = "OCIASSEMBLE_USERNAME"
 ENV_PASSWORD = "OCIASSEMBLE_PASSWORD"
+#: The registry layer cache (``--cache-repo``) when no flag names one; off when unset.
+ENV_CACHE_REPO = "OCIASSEMBLE_CACHE_REPO"
 
 
 class _Out:
@@ -94,6 +96,38 @@ def _registry_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     )
     args._registry_options = opts
     return opts
+
+
+def _layer_cache(args: argparse.Namespace, cache: Any):  # type: ignore[no-untyped-def]
+    """The registry layer cache the flags ask for, or None (the default: off).
+
+    ``--cache-repo REF`` (or ``$OCIASSEMBLE_CACHE_REPO``) reads and, on ``push``, writes;
+    ``--cache-from REF`` only reads; ``--cache-to REF`` only writes (``push`` only: a build
+    pushes nothing); ``--no-cache-repo`` turns all of it off.
+    """
+    if getattr(args, "no_cache_repo", False):
+        return None
+    repo = getattr(args, "cache_repo", None) or None
+    read_from = getattr(args, "cache_from", None) or None
+    write_to = getattr(args, "cache_to", None) or None
+    if not (repo or read_from or write_to):
+        env = os.environ.get(ENV_CACHE_REPO, "").strip()
+        if env.lower() in ("", "off", "none", "0", "false"):
+            return None
+        repo = env
+    pushing = args.command == "push"
+    if write_to and not pushing:
+        raise UsageError("--cache-to writes the registry cache after a push: use it with 'ociassemble push' "
+                         "(a build reads it with --cache-from or --cache-repo)")
+    names = {n for n in (repo, read_from, write_to) if n}
+    if len(names) > 1:
+        raise UsageError(f"--cache-repo, --cache-from and --cache-to name different repositories ({', '.join(sorted(names))}): "
+                         "one cache repository per run")
+    from .registry.layercache import RegistryLayerCache
+
+    read = bool(repo or read_from)
+    write = pushing and bool(repo or write_to)
+    return RegistryLayerCache(names.pop(), cache, _registry_options(args), read=read, write=write)
 
 
 # -- build -----------------------------------------------------------------
@@ -157,11 +191,14 @@ class _Built:
     cache: Any
     deps_site: Path | None = None  # the recipe's pex site-packages
     scan_layers: Any = None  # the layers whose dpkg status (and dist-infos) the SBOM reads
+    pex_ran: bool = False  # the recipe ran pex (its deps were in no cache)
+    layer_cache: Any = None  # the registry layer cache (registry.layercache), if on
 
 
 def _assemble(args: argparse.Namespace, out: _Out) -> _Built:
     """Build the image the flags describe (recipe or plain)."""
     from .compress import Compression
+    from .context import check_sources_for_secrets, secrets_allowed
     from .image import ImageBuilder
     from .layer import LayerSource, build_layer, source_date_epoch
 
@@ -169,25 +206,31 @@ def _assemble(args: argparse.Namespace, out: _Out) -> _Built:
     project = _project(args)
     extra = [LayerSource.parse(s) for s in args.layer or []]
     opts = _registry_options(args) if _needs_registry(project.base) else None
+    lc = _layer_cache(args, cache)
     if _uses_recipe(args, project):
         from .azureml.recipe import build_azureml_image
 
         res = build_azureml_image(project, cache, extra_layers=extra, log=out.log, registry_options=opts,
-                                  on_bytes=out.reporter.layer_bytes)
+                                  on_bytes=out.reporter.layer_bytes, allow_secrets=secrets_allowed(args.allow_secrets),
+                                  layer_cache=lc)
         image, layers = res.image, res.layers
         base_count = len(image.manifest.layers) - len(layers)
-        return _Built(image, layers, project, cache, res.deps_site, image.manifest.layers[:base_count])
+        scan = list(image.manifest.layers[:base_count])
+        if res.deps_site is None:  # the deps layer came from the registry cache: the SBOM reads its dist-infos
+            scan += [l.descriptor for kind, l in layers if kind == "python-deps"]
+        return _Built(image, layers, project, cache, res.deps_site, scan, res.pex_ran, lc)
     from .base import load_base
 
     if not project.base and not extra:
         raise UsageError("nothing to build: give --base and/or --layer SRC:DEST, or a score.py (see 'ociassemble build --help')")
+    check_sources_for_secrets([([src], None) for src in extra], allow=secrets_allowed(args.allow_secrets), warn=out.log)
     base = load_base(project.base, _cache(args), registry_options=opts) if project.base else None
     b = ImageBuilder(cache, base)
     compression = Compression.parse(project.compression, args.compression_level)
     layers = []
     for src in extra:
         out.log(f"layer {src.src} -> {src.dest}")
-        layer = build_layer(cache, [src], compression=compression, on_bytes=out.reporter.layer_bytes)
+        layer = build_layer(cache, [src], compression=compression, on_bytes=out.reporter.layer_bytes, remote=lc)
         b.add_layer(layer, f"ociassemble: layer {src.src.name} -> {src.dest}")
         layers.append((f"{src.dest}", layer))
     cfg = b.config.with_env(project.env)
@@ -203,7 +246,7 @@ def _assemble(args: argparse.Namespace, out: _Out) -> _Built:
         cfg = replace(cfg, working_dir=args.workdir)
     b.config = cfg
     image = b.build(created=source_date_epoch())
-    return _Built(image, layers, project, cache)
+    return _Built(image, layers, project, cache, layer_cache=lc)
 
 
 def _needs_registry(base: str | None) -> bool:
@@ -221,17 +264,42 @@ def _write_output(image: Any, cache: Any, spec_text: str) -> None:
 
     spec = parse_spec(spec_text, for_output=True)
     assert spec.path is not None
-    if spec.kind == "oci":
-        write_layout(image, cache, spec.path, spec.tag)
-    elif spec.kind == "oci-archive":
-        write_oci_archive(image, cache, spec.path, spec.tag)
-    else:
-        write_docker_archive(image, cache, spec.path, spec.tag)
+    try:
+        if spec.kind == "oci":
+            write_layout(image, cache, spec.path, spec.tag)
+        elif spec.kind == "oci-archive":
+            write_oci_archive(image, cache, spec.path, spec.tag)
+        else:
+            write_docker_archive(image, cache, spec.path, spec.tag)
+    except OSError as exc:
+        from .cache import disk_full
+
+        full = disk_full(exc, spec.path.parent.resolve(), "write the output elsewhere (--output)")
+        if full is None:
+            raise
+        raise full from exc
 
 
 def _layers_json(layers: list[tuple[str, Any]]) -> list[dict[str, Any]]:
     return [{"what": kind, "digest": l.descriptor.digest, "size": l.descriptor.size, "mediaType": l.descriptor.media_type,
-             "diffID": l.diff_id, "reused": l.reused} for kind, l in layers]
+             "diffID": l.diff_id, "reused": l.reused, "source": l.outcome} for kind, l in layers]
+
+
+def _work_json(built: _Built | None, out: _Out) -> dict[str, Any]:
+    """``work`` and ``registry_cache`` of a build's result: what was compressed, reused, taken
+    from the registry cache, whether pex ran; the counts also go to the log."""
+    layers = [l for _, l in built.layers] if built else []
+    work = {"layers_compressed": sum(l.outcome == "compressed" for l in layers),
+            "layers_reused": sum(l.outcome == "reused" for l in layers),
+            "layers_from_registry_cache": sum(l.outcome == "registry" for l in layers),
+            "pex_ran": bool(built and built.pex_ran)}
+    lc = built.layer_cache if built else None
+    if built:
+        out.log(f"layers: {work['layers_compressed']} compressed, {work['layers_reused']} reused from the local "
+                f"index, {work['layers_from_registry_cache']} from the registry cache"
+                + ("; pex ran" if work["pex_ran"] else ""))
+    return {"work": work, "registry_cache": None if lc is None else
+            {"repository": lc.name, "read": lc.read, "write": lc.write_enabled, **lc.stats.to_json()}}
 
 
 def _sbom(image: Any, cache: Any, out: _Out, *, name: str, repository: str | None = None,
@@ -256,7 +324,7 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
     spec = built.project.output or "oci-archive:image.tar"
     _write_output(image, cache, spec)
     data: dict[str, Any] = {"digest": image.digest, "output": spec, "layers": _layers_json(built.layers),
-                            "config": image.manifest.config.digest}
+                            "config": image.manifest.config.digest, **_work_json(built, out)}
     out.log(f"wrote {spec}")
     if args.sbom:
         from .sbom import sbom_path
@@ -296,7 +364,14 @@ def cmd_push(args: argparse.Namespace, out: _Out) -> int:
         Path(args.digest_file).write_text(res.digest + "\n")
     out.log(f"pushed: {len(res.blobs_uploaded)} blobs uploaded ({human_size(res.bytes_uploaded)}), "
             f"{len(res.blobs_mounted)} mounted, {len(res.blobs_skipped)} already there")
-    data = {**res.to_json(), "layers": _layers_json(built.layers if built else [])}
+    lc = built.layer_cache if built else None
+    if built and lc is not None and lc.write_enabled:  # only once the image is pushed
+        from .reference import parse_reference as _ref
+
+        pushed = _ref(args.refs[0])
+        written = lc.write([l for _, l in built.layers], mount_from=f"{pushed.registry}/{pushed.repository}")
+        out.log(f"registry cache {lc.name}: {written} entries written")
+    data = {**res.to_json(), "layers": _layers_json(built.layers if built else []), **_work_json(built, out)}
     if args.sbom:
         from .layer import source_date_epoch
         from .reference import parse_reference
@@ -393,6 +468,21 @@ def cmd_run(args: argparse.Namespace, out: _Out) -> int:
         out.log(f"running {image.digest[:19]}" + (f"; serving {urls}" if urls else "") + "; Ctrl-C stops it")
 
     return run_image(image, cache, publish=publish, env=_kv(args.env, "--env"), on_ready=ready)
+
+
+def cmd_cache(args: argparse.Namespace, out: _Out) -> int:
+    """``cache verify [--fix]`` (exit 1 if unsound and not fixed) and ``cache prune --older-than DAYS``."""
+    cache = _cache(args)
+    if args.action == "verify":
+        report = cache.verify(fix=args.fix)
+        out.result(report.to_json(), report.summary())
+        return 0 if report.clean or args.fix else EXIT_USER
+    if args.older_than is None:
+        raise UsageError("cache prune needs --older-than DAYS, e.g. 'ociassemble cache prune --older-than 30'")
+    pruned = cache.prune(args.older_than, dry_run=args.dry_run)
+    out.result(pruned.to_json(), f"{'would remove' if args.dry_run else 'removed'} {len(pruned.removed)} blobs "
+                                 f"({human_size(pruned.bytes)}) not used by the layer index for {args.older_than:g} days")
+    return 0
 
 
 def cmd_make_base(args: argparse.Namespace, out: _Out) -> int:
@@ -521,6 +611,7 @@ examples:
 
 exit codes: 0 ok, 1 bad input or environment, 2 registry or network, 3 internal error (a bug), 130 interrupted.
 environment: OCIASSEMBLE_USERNAME, OCIASSEMBLE_PASSWORD (registry credentials), OCIASSEMBLE_CACHE (the cache),
+             OCIASSEMBLE_CACHE_REPO (a registry layer cache, as --cache-repo; off when unset),
              SOURCE_DATE_EPOCH (every timestamp in the image; default 0).
 docs: docs/index.md in the source tree; shell completion: ociassemble completion bash|zsh
 """
@@ -576,6 +667,16 @@ def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
     g2.add_argument("--compression", choices=("auto", "gzip", "zstd", "none"),
                     help="layer compression (default auto: gzip, or none where content barely compresses)")
     g2.add_argument("--compression-level", type=int, metavar="N", help="gzip 0-3 (ISA-L), zstd 1-19")
+    g2.add_argument("--allow-secrets", action="store_true",
+                    help="include files named like secrets (.env, *.pem, id_rsa, .netrc, …) instead of refusing "
+                         "them, with a warning (or $OCIASSEMBLE_ALLOW_SECRETS=1)")
+    g3 = p.add_argument_group("registry layer cache (off unless named; see docs/registry-cache.md)")
+    g3.add_argument("--cache-repo", metavar="REF",
+                    help=f"a registry repository shared by runners as the layer cache: read on build, read and "
+                         f"written on push (or ${ENV_CACHE_REPO})")
+    g3.add_argument("--cache-from", metavar="REF", help="only read the layer cache in this repository")
+    g3.add_argument("--cache-to", metavar="REF", help="push: write the layer cache entries there after the image push")
+    g3.add_argument("--no-cache-repo", action="store_true", help=f"no registry layer cache, whatever ${ENV_CACHE_REPO} says")
     p.add_argument("--sbom", action="store_true",
                    help="also make an SPDX 2.3 SBOM (Python and Debian packages): written beside the output as "
                         "<output>.sbom.spdx.json; on push, pushed as an OCI artifact referring to the image")
@@ -647,6 +748,15 @@ def build_parser() -> argparse.ArgumentParser:
             "echo \"$TOKEN\" | ociassemble login registry.example.com -u ci --password-stdin")
     p.add_argument("registry", help="registry host[:port]")
     _registry_flags(p)
+
+    p = add("cache", cmd_cache, "Check the blob cache (re-hash every blob; --fix removes what is unsound), "
+            "or prune blobs the layer index does not use.",
+            "ociassemble cache verify --fix\n  ociassemble cache prune --older-than 30")
+    p.add_argument("action", choices=("verify", "prune"), help="verify: re-hash and check; prune: remove old unused blobs")
+    p.add_argument("--fix", action="store_true", help="verify: remove corrupt blobs, abandoned temp files and "
+                   "layer-index records naming missing blobs")
+    p.add_argument("--older-than", type=float, metavar="DAYS", help="prune: blobs unmodified for this many days")
+    p.add_argument("--dry-run", action="store_true", help="prune: only list what would go")
 
     p = add("completion", cmd_completion, "Print a shell completion script for bash or zsh.",
             "source <(ociassemble completion bash)      # or add it to ~/.bashrc")

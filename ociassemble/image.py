@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from types import MappingProxyType
+from typing import Callable, Mapping
 
 from .cache import BlobCache
 from .digest import Digest
@@ -17,10 +18,28 @@ from .errors import ArchiveError
 from .layer import BuiltLayer
 from .oci import Descriptor, History, ImageConfig, Manifest, MediaType, Platform
 
-__all__ = ["Image", "ImageBuilder", "BlobFetcher", "rfc3339"]
+__all__ = ["Image", "ImageBuilder", "BlobFetcher", "FetchByDigest", "rfc3339"]
 
 #: Fetches a blob that is not in the cache yet (a registry base's layers) into it.
 BlobFetcher = Callable[[Descriptor, BlobCache], None]
+
+
+@dataclass(frozen=True)
+class FetchByDigest:
+    """A ``BlobFetcher`` that asks a blob's own fetcher (``by_digest``), else ``default``.
+
+    An image may hold blobs from several places: a registry base's layers and layers
+    taken from a registry layer cache, each fetched from where it lives.
+    """
+
+    by_digest: Mapping[str, BlobFetcher]
+    default: BlobFetcher | None = None
+
+    def __call__(self, desc: Descriptor, cache: BlobCache) -> None:
+        fetch = self.by_digest.get(desc.digest, self.default)
+        if fetch is None:
+            raise ArchiveError(f"blob {desc.digest} is not in the cache at {cache.root} and has no source")
+        fetch(desc, cache)
 
 
 def rfc3339(epoch: int) -> str:
@@ -31,9 +50,11 @@ def rfc3339(epoch: int) -> str:
 class Image:
     """A complete image: manifest and config (as parsed and as the exact bytes hashed).
 
-    ``fetch`` brings missing blobs into the cache (lazily pulled bases); ``origin``
-    names the registry repository the base blobs live in, so a push to the same
-    registry can mount them instead of uploading.
+    ``fetch`` brings missing blobs into the cache (lazily pulled bases, layers taken
+    from a registry layer cache). Where a blob lives in a registry, a push to the same
+    registry mounts it instead of uploading: ``origin`` names the repository of the
+    ``origin_digests`` (a pulled base's layers), ``origins`` maps any other digest to
+    its ``registry/repository``; ``origin_of`` answers for one digest.
     """
 
     manifest: Manifest
@@ -43,6 +64,14 @@ class Image:
     fetch: BlobFetcher | None = None
     origin: str | None = None
     origin_digests: frozenset[str] = frozenset()
+    origins: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def origin_of(self, digest: str) -> str | None:
+        """The ``registry/repository`` holding blob ``digest``, if it is known to be in one."""
+        found = self.origins.get(digest)
+        if found is not None:
+            return found
+        return self.origin if self.origin and digest in self.origin_digests else None
 
     @property
     def digest(self) -> str:
@@ -133,12 +162,18 @@ class ImageBuilder:
         config_desc = Descriptor(MediaType.CONFIG, str(self.cache.put_bytes(config_bytes)), len(config_bytes))
         layers = base_layers + tuple(l.descriptor for l, _ in self.layers)
         manifest = Manifest(config=config_desc, layers=layers, annotations=dict(self.annotations) or None)
+        base_fetch = self.base.fetch if self.base else None
+        # layers taken from a registry layer cache live there until an output needs their bytes
+        remote = {l.descriptor.digest: l for l, _ in self.layers if l.origin is not None}
+        fetchers = {d: l.fetch for d, l in remote.items() if l.fetch is not None}
+        origins = {**(self.base.origins if self.base else {}), **{d: str(l.origin) for d, l in remote.items()}}
         return Image(
             manifest=manifest,
             manifest_bytes=manifest.to_bytes(),
             config=config,
             config_bytes=config_bytes,
-            fetch=self.base.fetch if self.base else None,
+            fetch=FetchByDigest(fetchers, base_fetch) if fetchers else base_fetch,
             origin=self.base.origin if self.base else None,
             origin_digests=frozenset(d.digest for d in base_layers) if self.base and self.base.origin else frozenset(),
+            origins=MappingProxyType(origins),
         )

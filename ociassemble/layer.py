@@ -24,7 +24,7 @@ import tarfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 from .cache import BlobCache
 from .compress import Compression, ThreadedSink, choose_compression, compress_stream
@@ -37,6 +37,7 @@ __all__ = [
     "LayerSource",
     "Entry",
     "BuiltLayer",
+    "RemoteLayerIndex",
     "scan_sources",
     "tar_chunks",
     "build_layer",
@@ -383,13 +384,26 @@ def prefetch(chunks: Iterator[bytes], depth: int = PREFETCH_DEPTH) -> Iterator[b
 
 @dataclass(frozen=True)
 class BuiltLayer:
-    """A layer in the cache: its descriptor (compressed blob) and diff_id (uncompressed)."""
+    """A layer: its descriptor (compressed blob) and diff_id (uncompressed).
+
+    Its blob is in the local cache, unless the layer was taken from a registry layer
+    cache: then ``origin`` is the ``registry/repository`` holding the blob and ``fetch``
+    (an ``image.BlobFetcher``) downloads it when an output needs the bytes.
+    ``reused``: from the local layer index (nothing read or written).
+    """
 
     descriptor: Descriptor
     diff_id: str
     reused: bool = False
     compression: str = ""
     uncompressed_size: int = 0
+    origin: str | None = None
+    fetch: Callable[..., None] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def outcome(self) -> str:
+        """``compressed`` (written by this build), ``reused`` (local index) or ``registry`` (layer cache)."""
+        return "registry" if self.origin is not None else "reused" if self.reused else "compressed"
 
     def to_record(self) -> dict[str, object]:
         return {"digest": self.descriptor.digest, "size": self.descriptor.size,
@@ -466,6 +480,7 @@ def build_layer(
     ignore: Callable[[Path], bool] | None = None,
     entries: Sequence[Entry] | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    remote: "RemoteLayerIndex | None" = None,
 ) -> BuiltLayer:
     """The layer for ``sources``: from the layer index if nothing changed, else written once.
 
@@ -473,6 +488,11 @@ def build_layer(
     git's index uses), the epoch, the codec and ``LAYER_FORMAT``: an unchanged tree
     costs one ``lstat`` per file and no read. ``on_bytes(n)`` is told of each chunk of the
     tar stream as it is hashed and compressed (progress display; not called on a reuse).
+
+    With ``remote`` (a registry layer cache), a layer the local index does not know is
+    first only hashed (its diff_id: no compression, nothing written) and looked up
+    there; a verified hit is returned as living in the registry (``BuiltLayer.origin``),
+    anything else is built as usual (a miss costs that one extra read of the tree).
 
     Raises InputError for missing, unreadable, special or escaping inputs.
     """
@@ -489,12 +509,47 @@ def build_layer(
         return BuiltLayer.from_record(record)
     total = sum(e.size for e in entries)
     resolved = choose_compression(_samples(entries), total, requested)
+    if remote is not None and remote.reading:
+        chunks = prefetch(tar_chunks(entries, epoch))
+        if on_bytes is not None:
+            chunks = _reported(chunks, on_bytes)
+        diff_id, raw_size = _hash_stream(chunks)
+        found = remote.find_layer(diff_id, raw_size, resolved)
+        if found is not None:
+            return found
     chunks = prefetch(tar_chunks(entries, epoch))
     if on_bytes is not None:
         chunks = _reported(chunks, on_bytes)
     built = _write_layer(cache, chunks, resolved)
     cache.put_layer(key, built.to_record())
     return built
+
+
+class RemoteLayerIndex(Protocol):
+    """A layer index kept elsewhere (``registry.layercache.RegistryLayerCache``).
+
+    ``find_layer`` returns the layer whose uncompressed tar has ``diff_id`` (``size``
+    bytes), compressed as ``compression``, when the index has it and its blob is
+    verified to be there; else None (a miss, or an entry that failed verification,
+    which it reports as a warning). It never raises for the index's own failures.
+    ``reading`` is False when lookups are off (write-only, or the index gave up): then
+    the layer is not hashed for it.
+    """
+
+    @property
+    def reading(self) -> bool: ...
+
+    def find_layer(self, diff_id: str, size: int, compression: Compression) -> BuiltLayer | None: ...
+
+
+def _hash_stream(chunks: Iterator[bytes]) -> tuple[str, int]:
+    """The diff_id and size of a tar stream, nothing else done with it."""
+    h = hashlib.sha256()
+    n = 0
+    for chunk in chunks:
+        h.update(chunk)
+        n += len(chunk)
+    return "sha256:" + h.hexdigest(), n
 
 
 def _reported(chunks: Iterator[bytes], on_bytes: Callable[[int], None]) -> Iterator[bytes]:

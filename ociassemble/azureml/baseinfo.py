@@ -12,7 +12,7 @@ import json
 import re
 import tarfile
 from dataclasses import asdict, dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..cache import BlobCache
 from ..errors import BuildError
@@ -68,13 +68,39 @@ def _dpkg_versions(text: str) -> dict[str, str]:
     return out
 
 
-def inspect_base(image: Image, cache: BlobCache) -> BaseInfo:
-    """Scan the base's layers (bottom to top; later layers and whiteouts win)."""
-    memo = cache.root / "baseinfo" / (image.manifest.config.digest.split(":")[1] + ".json")
+def _from_doc(doc: Any) -> BaseInfo:
+    """A BaseInfo from its JSON (``asdict``); raises ValueError/TypeError/KeyError for anything else."""
+    return BaseInfo(**{**doc, "has": tuple(doc["has"])})
+
+
+def inspect_base(image: Image, cache: BlobCache, remote: Any = None) -> BaseInfo:
+    """Scan the base's layers (bottom to top; later layers and whiteouts win).
+
+    The answer is kept per config digest in the cache and, with ``remote`` (a
+    ``registry.layercache.RegistryLayerCache``), read from and noted for the registry
+    cache, so a fresh runner with a registry base downloads no base layer to learn it.
+    """
+    config_digest = image.manifest.config.digest
+    memo = cache.root / "baseinfo" / (config_digest.split(":")[1] + ".json")
     try:
-        return BaseInfo(**{**json.loads(memo.read_text()), "has": tuple(json.loads(memo.read_text())["has"])})
+        info = _from_doc(json.loads(memo.read_text()))
     except (OSError, ValueError, TypeError, KeyError):
         pass
+    else:
+        if remote is not None:
+            remote.note_baseinfo(config_digest, asdict(info))
+        return info
+    if remote is not None:
+        doc = remote.find_baseinfo(config_digest)
+        if doc is not None:
+            try:
+                info = _from_doc(doc)
+            except (ValueError, TypeError, KeyError):
+                remote.warning(f"registry cache base info for {config_digest} is unusable; reading the base")
+            else:
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                memo.write_text(json.dumps(asdict(info)))
+                return info
     image.ensure_blobs(cache)
     present: dict[str, str] = {}  # path -> linkname ("" for files)
     dpkg = ""
@@ -117,4 +143,6 @@ def inspect_base(image: Image, cache: BlobCache) -> BaseInfo:
     )
     memo.parent.mkdir(parents=True, exist_ok=True)
     memo.write_text(json.dumps(asdict(info)))
+    if remote is not None:
+        remote.note_baseinfo(config_digest, asdict(info))
     return info

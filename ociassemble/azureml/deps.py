@@ -25,7 +25,7 @@ from ..cache import BlobCache
 from ..errors import BuildError
 from .baseinfo import BaseInfo
 
-__all__ = ["DEPS_DIR", "complete_platform", "resolve_deps"]
+__all__ = ["DEPS_DIR", "complete_platform", "deps_cached", "deps_key", "resolve_deps"]
 
 DEPS_DIR = "/var/azureml-deps"
 #: manylinux_2_17 is manylinux2014's glibc; a base with an unknown glibc is assumed
@@ -77,6 +77,23 @@ def _summarise_pex_error(stderr: str) -> str:
     return lines[-1][:300] if lines else "pex failed without a message"
 
 
+def deps_key(requirement_files: list[Path], info: BaseInfo, extra_args: list[str] | None = None) -> dict[str, object]:
+    """What decides the resolved deps: the requirements' texts, the complete platform, pex's version, pex's args."""
+    import pex.version
+
+    return {"platform": complete_platform(info), "pex": pex.version.__version__, "args": extra_args or [],
+            "reqs": [p.read_text() for p in requirement_files]}
+
+
+def _deps_dir(cache: BlobCache, key_src: dict[str, object]) -> Path:
+    return cache.root / "deps" / hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def deps_cached(cache: BlobCache, key_src: dict[str, object]) -> bool:
+    """Whether ``resolve_deps`` would find these deps in the cache (and so not run pex)."""
+    return (_deps_dir(cache, key_src) / ".complete").is_file()
+
+
 def resolve_deps(cache: BlobCache, requirement_files: list[Path], info: BaseInfo, *,
                  extra_args: list[str] | None = None, log=print) -> Path:  # type: ignore[no-untyped-def]
     """A directory holding the installed requirements for the image, built once.
@@ -84,13 +101,9 @@ def resolve_deps(cache: BlobCache, requirement_files: list[Path], info: BaseInfo
     Raises BuildError with pex's reason in one line when the requirements cannot be
     resolved for the image's platform (e.g. a package with no wheel for it).
     """
-    import pex.version
-
     platform = complete_platform(info)
-    key_src = {"platform": platform, "pex": pex.version.__version__, "args": extra_args or [],
-               "reqs": [p.read_text() for p in requirement_files]}
-    key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:32]
-    final = cache.root / "deps" / key
+    key_src = deps_key(requirement_files, info, extra_args)
+    final = _deps_dir(cache, key_src)
     if (final / ".complete").is_file():
         return final / "site"
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -10,19 +10,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ..base import load_base
 from ..cache import BlobCache
 from ..compress import Compression
-from ..context import ignore_for
+from ..context import check_sources_for_secrets, ignore_for
 from ..errors import BuildError, InputError
 from ..image import Image, ImageBuilder, rfc3339
 from ..layer import BuiltLayer, Entry, LayerSource, build_layer, scan_sources, source_date_epoch
 from ..resources import layer_symlinks, layers_dir
 from .baseinfo import inspect_base
 from .debianbase import default_base_path
-from .deps import DEPS_DIR, resolve_deps
+from .deps import DEPS_DIR, deps_cached, deps_key, resolve_deps
 from .project import Project
 from .script import check_entry_script
 from .userenv import read_user_env
@@ -41,7 +41,10 @@ class RecipeResult:
     layers: list[tuple[str, BuiltLayer]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     #: the flat site-packages pex installed (the deps layer's content), for the SBOM
+    #: (None when the deps layer came from the registry cache)
     deps_site: Path | None = None
+    #: whether this build ran pex (False: its deps were cached locally or in the registry)
+    pex_ran: bool = False
 
 
 def _source_name(src: Path) -> str:
@@ -51,10 +54,15 @@ def _source_name(src: Path) -> str:
 
 def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: list[LayerSource] | None = None,
                         log: Callable[[str], None] = print, registry_options: object = None,
-                        on_bytes: Callable[[int], None] | None = None) -> RecipeResult:
+                        on_bytes: Callable[[int], None] | None = None, layer_cache: Any = None,
+                        allow_secrets: bool = False) -> RecipeResult:
     """Check the inputs, then assemble the scoring image (nothing is written outside the cache).
 
-    ``on_bytes`` is passed to every ``build_layer`` (progress display).
+    ``on_bytes`` is passed to every ``build_layer`` (progress display). ``layer_cache``
+    (a ``registry.layercache.RegistryLayerCache``) is asked for layers, the deps layer
+    and the base's info before any is made, and told what this build made.
+    Files named like secrets in the source, model or extra layers are refused before
+    anything is written, unless ``allow_secrets`` (then ``log`` warns).
     Raises InputError/BuildError with one line naming the problem and the fix.
     """
     entry = project.entry
@@ -80,12 +88,22 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     for note in user_env.notes:
         log(note)
 
+    # the user's files, scanned (not read) before anything is written: no secrets in a layer
+    src_name = _source_name(src)
+    outputs = [Path(o.split(":", 1)[1].split(":")[0]) for o in [project.output or ""] if ":" in o]
+    source_ignore = ignore_for(src, also=[m.path for m in project.models] + outputs + [cache.root])
+    check_sources_for_secrets(
+        [([LayerSource(m.path, f"{MODELS_DIR}/{m.name}/{m.version}/")], None) for m in project.models]
+        + [([extra], None) for extra in extra_layers or []]
+        + [([LayerSource(src, f"{APP_ROOT}/{src_name}")], source_ignore)],
+        allow=allow_secrets, warn=log)
+
     compression = Compression.parse(project.compression, project.compression_level)
     base_spec = project.base or f"oci:{default_base_path(cache)}"
     if project.base is None and not (default_base_path(cache) / "index.json").is_file():
         raise InputError("no base image: run 'ociassemble make-base' once (Debian bookworm with python3, nginx, runit), or pass --base")
     base = load_base(base_spec, cache, registry_options=registry_options)
-    info = inspect_base(base, cache)
+    info = inspect_base(base, cache, layer_cache)
     missing = info.missing()
     if missing:
         raise BuildError(f"base {base_spec} has no {', '.join(missing)}: the scoring image needs python3, nginx and runit's runsvdir; use a base that has them (e.g. 'ociassemble make-base')")
@@ -98,7 +116,8 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
 
     def add(kind: str, sources: list[LayerSource], created_by: str, **kw: object) -> None:
         log(f"layer {kind}")
-        layer = build_layer(cache, sources, compression=compression, epoch=epoch, on_bytes=on_bytes, **kw)  # type: ignore[arg-type]
+        layer = build_layer(cache, sources, compression=compression, epoch=epoch, on_bytes=on_bytes,  # type: ignore[arg-type]
+                            remote=layer_cache, **kw)
         b.add_layer(layer, created_by)
         result.layers.append((kind, layer))
 
@@ -115,13 +134,29 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
         user_req = cache.tmp_dir / f"user-requirements-{abs(hash(tuple(user_env.requirements)))}.txt"
         user_req.write_text("\n".join(user_env.requirements) + "\n")
         req_files.append(user_req)
+    site: Path | None = None
+    cached_deps: BuiltLayer | None = None
     try:
-        site = resolve_deps(cache, req_files, info, log=log)
+        key_src = deps_key(req_files, info)
+        if layer_cache is not None and not deps_cached(cache, key_src):
+            cached_deps = layer_cache.find_deps(key_src, compression, epoch)
+        if cached_deps is None:
+            result.pex_ran = not deps_cached(cache, key_src)
+            site = resolve_deps(cache, req_files, info, log=log)
     finally:
         if len(req_files) > 1:
             req_files[1].unlink(missing_ok=True)
     result.deps_site = site
-    add("python-deps", [LayerSource(site, DEPS_DIR)], "ociassemble: python dependencies (pex)")
+    if cached_deps is not None:
+        log("layer python-deps")
+        log("python deps from the registry cache: pex not run")
+        b.add_layer(cached_deps, "ociassemble: python dependencies (pex)")
+        result.layers.append(("python-deps", cached_deps))
+    else:
+        assert site is not None
+        add("python-deps", [LayerSource(site, DEPS_DIR)], "ociassemble: python dependencies (pex)")
+        if layer_cache is not None:
+            layer_cache.note_deps(key_src, compression, epoch, result.layers[-1][1])
     add("azureml-app", [LayerSource(shipped / "azureml-app", "/")], "ociassemble: azureml-app scoring server",
         ignore=no_bytecode)
 
@@ -131,10 +166,8 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     for extra in extra_layers or []:
         add(f"extra {extra.dest}", [extra], f"ociassemble: layer {extra.src.name} -> {extra.dest}")
 
-    src_name = _source_name(src)
-    outputs = [Path(o.split(":", 1)[1].split(":")[0]) for o in [project.output or ""] if ":" in o]
-    ignore = ignore_for(src, also=[m.path for m in project.models] + outputs + [cache.root])
-    add("source", [LayerSource(src, f"{APP_ROOT}/{src_name}")], f"ociassemble: source {src_name}", ignore=ignore)
+    add("source", [LayerSource(src, f"{APP_ROOT}/{src_name}")], f"ociassemble: source {src_name}",
+        ignore=source_ignore)
 
     entry_rel = f"{src_name}/{entry.resolve().relative_to(src.resolve()).as_posix()}"
     if len(project.models) == 1:

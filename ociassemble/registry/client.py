@@ -507,6 +507,19 @@ class RegistryClient:
         resp.close()
         return resp.status_code == 200
 
+    def blob_info(self, repo: str, digest: str, scopes: tuple[str, ...]) -> tuple[int, str] | None:
+        """HEAD a blob: (its Content-Length, the Docker-Content-Digest or "") if the repository has it, else None."""
+        resp = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", scopes=scopes, ok=(200, 404),
+                            what=f"checking blob {digest}", digest=digest, repo=repo)
+        resp.close()
+        if resp.status_code != 200:
+            return None
+        try:
+            size = int(resp.headers.get("Content-Length", "-1"))
+        except ValueError:
+            size = -1
+        return size, resp.headers.get("Docker-Content-Digest", "")
+
     def mount_blob(self, repo: str, digest: str, from_repo: str, scopes: tuple[str, ...]) -> str | None:
         """Cross-repository mount: None if mounted, else the Location of the upload it opened."""
         resp = self.request("POST", f"/v2/{repo}/blobs/uploads/", params={"mount": digest, "from": from_repo},

@@ -8,6 +8,8 @@ The ordering contract, enforced here and only here:
    registry opened an upload instead, which we continue), else an upload — one PUT
    for small blobs, POST + PATCH chunks + PUT ?digest= for big ones. Up to
    ``options.concurrency`` blobs at a time, each streamed from its cache file.
+   A blob's source repository is ``Image.origin_of`` (a pulled base's repository, or
+   the registry layer cache a layer was taken from).
 2. only when every blob is there, the manifest by each tag, then by digest.
 
 So a failed push leaves at most some unreferenced blobs: a tag is never created or
@@ -195,13 +197,23 @@ def _manifest_media_type(image: Image) -> str:
     return declared or image.manifest.media_type
 
 
-def _origin(image: Image) -> Reference | None:
-    if not image.origin:
-        return None
-    try:
-        return parse_reference(image.origin)
-    except ImageReferenceError:
-        return None
+def _origins(image: Image) -> dict[str, Reference]:
+    """Each blob known to live in a registry repository (``Image.origin_of``), parsed."""
+    parsed: dict[str, Reference | None] = {}
+    out: dict[str, Reference] = {}
+    for d in image.blobs():
+        name = image.origin_of(d.digest)
+        if not name:
+            continue
+        if name not in parsed:
+            try:
+                parsed[name] = parse_reference(name)
+            except ImageReferenceError:
+                parsed[name] = None
+        ref = parsed[name]
+        if ref is not None:
+            out[d.digest] = ref
+    return out
 
 
 def push_image(image: Image, cache: BlobCache, refs: Sequence[str], *,
@@ -236,7 +248,7 @@ def push_image(image: Image, cache: BlobCache, refs: Sequence[str], *,
         groups.setdefault((r.registry, r.repository), []).append(r)
 
     media_type = _manifest_media_type(image)
-    origin = _origin(image)
+    origins = _origins(image)
     clients: dict[str, RegistryClient] = {}
     tally = _Tally()
     done_repos: dict[str, list[str]] = {}
@@ -245,10 +257,11 @@ def push_image(image: Image, cache: BlobCache, refs: Sequence[str], *,
         for (registry, repo), group in groups.items():
             client = clients.get(registry) or clients.setdefault(registry, RegistryClient(registry, options))
             sources = list(done_repos.get(registry, []))
-            if origin and origin.registry == registry and origin.repository != repo:
-                sources.insert(0, origin.repository)
+            for o in dict.fromkeys(o.repository for o in origins.values() if o.registry == registry):
+                if o != repo and o not in sources:
+                    sources.insert(0, o)
             scopes = client.scopes(repo, push=True, mount_from=tuple(sources))
-            _push_blobs(client, repo, scopes, image, cache, options, tally, origin, done_repos.get(registry, []),
+            _push_blobs(client, repo, scopes, image, cache, options, tally, origins, done_repos.get(registry, []),
                         on_bytes)
             tags = list(dict.fromkeys(r.tag for r in group if r.tag))
             for ref in [*tags, image.digest]:
@@ -273,7 +286,7 @@ def push_image(image: Image, cache: BlobCache, refs: Sequence[str], *,
 
 
 def _push_blobs(client: RegistryClient, repo: str, scopes: tuple[str, ...], image: Image, cache: BlobCache,
-                options: RegistryOptions, tally: _Tally, origin: Reference | None, earlier: list[str],
+                options: RegistryOptions, tally: _Tally, origins: dict[str, Reference], earlier: list[str],
                 on_bytes: Callable[[Descriptor, int], None] | None = None) -> None:
     """Step 1 of the contract for one repository; raises the first blob's failure."""
     stop = threading.Event()
@@ -282,8 +295,8 @@ def _push_blobs(client: RegistryClient, repo: str, scopes: tuple[str, ...], imag
     call_with_retry(options.retry, f"contacting {client.registry}", lambda _n: client.base_url())
 
     def mount_source(desc: Descriptor) -> str | None:
-        if origin and origin.registry == client.registry and origin.repository != repo \
-                and desc.digest in image.origin_digests:
+        origin = origins.get(desc.digest)
+        if origin and origin.registry == client.registry and origin.repository != repo:
             return origin.repository
         return earlier[0] if earlier else None
 
