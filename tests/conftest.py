@@ -59,6 +59,31 @@ def trained_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
+def _loaded_credential_check():  # type: ignore[no-untyped-def]
+    """``registry_fixtures.credential_leaks`` if a test of this run uses the test credentials."""
+    for name in ("registry_fixtures", "tests.integration.registry_fixtures"):
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "credential_leaks"):
+            return module.credential_leaks
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Fail a passing test whose captured stdout, stderr or log holds the test registry credentials
+    (as is, URL-quoted or base64): a grep of the suite's output for them must find nothing."""
+    outcome = yield
+    report = outcome.get_result()
+    check = _loaded_credential_check() if report.passed else None
+    if check is None or not report.sections:
+        return
+    found = check("\n".join(content for name, content in report.sections if name.endswith(f" {report.when}")))
+    if found:
+        report.outcome = "failed"
+        report.longrepr = (f"the test registry credentials appear in what this test printed or logged "
+                           f"({report.when}): {', '.join(found)}")
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the installed CLI as a user would (a separate process, real exit code)."""

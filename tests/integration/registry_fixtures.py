@@ -40,6 +40,35 @@ TEST_USER = "alice"
 TEST_PASSWORD = "s3cret-Pa55-word"
 
 
+def credential_forms(user: str = TEST_USER, password: str = TEST_PASSWORD) -> dict[str, str]:
+    """The ways a password can leak: as is, URL-quoted, and base64 (basic auth's ``user:password``)."""
+    from urllib.parse import quote
+
+    forms = {"the password": password, "the URL-quoted password": quote(password, safe="")}
+    for label, raw in (("user:password", f"{user}:{password}"), ("the password", password)):
+        for enc in (base64.b64encode, base64.urlsafe_b64encode):
+            encoded = enc(raw.encode()).decode()
+            forms[f"base64 of {label}"] = encoded
+            forms[f"base64 of {label} (unpadded)"] = encoded.rstrip("=")
+    return forms
+
+
+def credential_leaks(text: str, *passwords: str) -> list[str]:
+    """Which forms of ``passwords`` (default: TEST_PASSWORD) for TEST_USER occur in ``text``: their
+    names only, never the values (a report of a leak must not leak)."""
+    found = set()
+    for i, pw in enumerate(passwords or (TEST_PASSWORD,)):
+        tag = "the test credentials" if pw == TEST_PASSWORD else f"password #{i + 1}"
+        found.update(f"{label} ({tag})" for label, form in credential_forms(TEST_USER, pw).items() if form in text)
+    return sorted(found)
+
+
+def assert_log_has_no_credentials(log: Path) -> None:
+    """A registry's log holds no form of the test credentials (checked when it stops)."""
+    found = credential_leaks(log.read_text(errors="replace")) if log.exists() else []
+    assert not found, f"the registry log {log} holds {', '.join(found)}"
+
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -229,7 +258,8 @@ class Fault:
 
     ``action``: ``status`` (answer ``status`` with ``headers``/``body`` without forwarding),
     ``reset`` (forward ``after`` body bytes, then abort both connections), ``drop_response``
-    (forward the whole request, then reset the client instead of answering).
+    (forward the whole request, then reset the client instead of answering), ``corrupt``
+    (forward, then flip the bits of the response body's byte at offset ``after``: same length).
     ``times`` = None means forever. ``skip`` lets that many matching requests through first.
     """
 
@@ -386,15 +416,21 @@ class FaultProxy:
         h.send_response(resp.status, resp.reason)
         headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP]
         has_length = any(k.lower() == "content-length" for k, _ in headers)
+        flip = fault.after if fault is not None and fault.action == "corrupt" else None
         if method == "HEAD" or resp.status in (204, 304) or has_length:
             for k, v in headers:
                 h.send_header(k, v)
             h.end_headers()
             if method != "HEAD":
+                offset = 0
                 while True:
                     chunk = resp.read(1 << 16)
                     if not chunk:
                         break
+                    if flip is not None and offset <= flip < offset + len(chunk):
+                        chunk = chunk[:flip - offset] + bytes([chunk[flip - offset] ^ 0xFF]) + chunk[flip - offset + 1:]
+                        self.log.append((method, path, "corrupted"))
+                    offset += len(chunk)
                     h.wfile.write(chunk)
         else:
             body = resp.read()
@@ -442,6 +478,7 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]
     reg = start_registry(work, tls=(cert, key), auth={"htpasswd": {"realm": "test-realm", "path": str(htpasswd)}})
     yield reg
     stop_pid(reg.proc)
+    assert_log_has_no_credentials(reg.log)
 
 
 @pytest.fixture(scope="session")
@@ -458,6 +495,7 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[R
     yield reg, tokens
     stop_pid(reg.proc)
     tokens.stop()
+    assert_log_has_no_credentials(reg.log)
 
 
 @pytest.fixture
