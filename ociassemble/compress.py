@@ -35,6 +35,8 @@ COMPRESSIONS = ("auto", "gzip", "zstd", "none")
 #: gzip is written as independent deflate blocks of this many input bytes (as pigz
 #: does), so blocks compress on all cores and the output does not depend on how many.
 GZIP_BLOCK = 1 << 20
+#: Codec threads for gzip: see compress_stream (more than one is not deterministic).
+GZIP_WORKERS = 1
 #: ISA-L level 1: on float32 weights, 16x zlib's speed at zlib -6's ratio (measured).
 DEFAULT_GZIP_LEVEL = 1
 DEFAULT_ZSTD_LEVEL = 3
@@ -194,33 +196,19 @@ _GZIP_HEADER = bytes([0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 0xFF])  # no name, mtime 
 #: Ends the deflate stream after the last sync-flushed block: an empty final block
 #: with fixed Huffman codes (BFINAL=1, BTYPE=01, end-of-block), as zlib writes it.
 _DEFLATE_END = b"\x03\x00"
-_local = threading.local()
-
-
-def _compressor(level: int) -> "isal_zlib._ParallelCompress":
-    """This thread's reusable ISA-L stream for ``level``, its output buffer fit for any block.
-
-    ``_ParallelCompress`` is what isal's own threaded gzip writer uses (isal is pinned
-    exactly); it keeps one stream and buffer per thread and runs deflate and the CRC
-    outside the GIL, ~1.6x the speed of a fresh ``compressobj`` per block (measured).
-    """
-    cache = _local.__dict__.setdefault("by_level", {})
-    pc = cache.get(level)
-    if pc is None:
-        # deflate's worst case is stored blocks (+5 bytes per 64 KiB); ISA-L level 0's
-        # Huffman-only blocks can grow ~25 % on random bytes (isal allows 2x for it too)
-        bound = GZIP_BLOCK * (2 if level == 0 else 1) + GZIP_BLOCK // 10 + 1024
-        pc = cache[level] = isal_zlib._ParallelCompress(buffersize=bound, level=level)
-    return pc
 
 
 def _deflate_block(data: bytes, level: int) -> tuple[bytes, int]:
     """One block as raw deflate ending on a byte boundary (sync flush), and its CRC-32.
 
-    Its bytes depend only on the block and the level, so blocks compressed on any
-    thread concatenate into the same valid deflate stream.
+    A fresh ISA-L stream per block, so a block's bytes depend on nothing but the block.
+    ``_ParallelCompress`` is what isal's own threaded gzip writer uses (isal is pinned
+    exactly); it runs deflate and the CRC outside the GIL.
     """
-    return _compressor(level).compress_and_crc(data, b"")
+    # deflate's worst case is stored blocks (+5 bytes per 64 KiB); ISA-L level 0's
+    # Huffman-only blocks can grow ~25 % on random bytes (isal allows 2x for it too)
+    bound = len(data) * (2 if level == 0 else 1) + len(data) // 10 + 1024
+    return isal_zlib._ParallelCompress(buffersize=bound, level=level).compress_and_crc(data, b"")
 
 
 def _blocks(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
@@ -307,7 +295,12 @@ def compress_stream(
             sink.write(chunk)
         return
     if compression.codec == "gzip":
-        with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="gzip") as pool:
+        # ONE codec thread: two ISA-L deflates running at once in one process give
+        # different bytes for the same block now and then (seen: 1 run in 12 of a 73 MB
+        # tar, with fresh streams too; never with one thread in 16 runs). A digest must
+        # not depend on timing, so blocks are compressed one at a time, beside the
+        # diff_id hashing (this thread) and the blob writer (its own thread).
+        with ThreadPoolExecutor(max_workers=GZIP_WORKERS, thread_name_prefix="gzip") as pool:
             _gzip_stream(chunks, sink, compression.level or 0, on_raw, pool)
         return
     if compression.codec == "zstd":
