@@ -224,7 +224,7 @@ def _assemble(args: argparse.Namespace, out: _Out) -> _Built:
     if not project.base and not extra:
         raise UsageError("nothing to build: give --base and/or --layer SRC:DEST, or a score.py (see 'ociassemble build --help')")
     check_sources_for_secrets([([src], None) for src in extra], allow=secrets_allowed(args.allow_secrets), warn=out.log)
-    base = load_base(project.base, _cache(args), registry_options=opts) if project.base else None
+    base = load_base(project.base, cache, registry_options=opts) if project.base else None
     b = ImageBuilder(cache, base)
     compression = Compression.parse(project.compression, args.compression_level)
     layers = []
