@@ -10,7 +10,10 @@ The ordering contract, enforced here and only here:
    ``options.concurrency`` blobs at a time, each streamed from its cache file.
    A blob's source repository is ``Image.origin_of`` (a pulled base's repository, or
    the registry layer cache a layer was taken from).
-2. only when every blob is there, the manifest by each tag, then by digest.
+2. only when every blob is there, the manifest by each tag, then by digest. A
+   manifest PUT answered ``MANIFEST_BLOB_UNKNOWN`` (seen from distribution when another
+   pusher writes one of the same blobs into the repository at the same moment) goes
+   back to step 1 for that repository and tries again, a few times.
 
 So a failed push leaves at most some unreferenced blobs: a tag is never created or
 moved to a manifest whose blobs are missing. Re-running it is safe and skips what
@@ -28,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -42,6 +46,9 @@ from ..reference import Reference, parse_reference
 from .client import BlobSlice, RegistryClient, RegistryOptions, call_with_retry
 
 __all__ = ["PushResult", "push_image"]
+
+#: Times a manifest PUT answered MANIFEST_BLOB_UNKNOWN is met by checking the blobs again.
+BLOB_UNKNOWN_ROUNDS = 3
 
 log = logging.getLogger("ociassemble.registry")
 
@@ -261,13 +268,28 @@ def push_image(image: Image, cache: BlobCache, refs: Sequence[str], *,
                 if o != repo and o not in sources:
                     sources.insert(0, o)
             scopes = client.scopes(repo, push=True, mount_from=tuple(sources))
-            _push_blobs(client, repo, scopes, image, cache, options, tally, origins, done_repos.get(registry, []),
-                        on_bytes)
+            earlier = done_repos.get(registry, [])
+            _push_blobs(client, repo, scopes, image, cache, options, tally, origins, earlier, on_bytes)
             tags = list(dict.fromkeys(r.tag for r in group if r.tag))
             for ref in [*tags, image.digest]:
-                got = call_with_retry(options.retry, f"pushing manifest {ref} to {registry}/{repo}",
-                                      lambda _n, c=client, rp=repo, ref=ref, sc=scopes:
-                                      c.put_manifest(rp, ref, image.manifest_bytes, media_type, sc))
+                for round_ in range(BLOB_UNKNOWN_ROUNDS + 1):
+                    try:
+                        got = call_with_retry(options.retry, f"pushing manifest {ref} to {registry}/{repo}",
+                                              lambda _n, c=client, rp=repo, ref=ref, sc=scopes:
+                                              c.put_manifest(rp, ref, image.manifest_bytes, media_type, sc))
+                        break
+                    except RegistryError as exc:
+                        if "MANIFEST_BLOB_UNKNOWN" not in exc.codes or round_ == BLOB_UNKNOWN_ROUNDS:
+                            raise
+                        # Every blob answered present a moment ago: another pusher writing the
+                        # same blob into this repository raced us (distribution rewrites the
+                        # repository's link file in place). Check the blobs again, sending any
+                        # that really went missing, and try the manifest once more.
+                        log.warning("%s named a blob of manifest %s unknown although it was pushed; "
+                                    "checking the blobs again", registry, ref)
+                        time.sleep(0.2 * 2 ** round_)
+                        _push_blobs(client, repo, scopes, image, cache, options, tally, origins, earlier,
+                                    on_bytes)
                 if got and got != image.digest:
                     raise RegistryError(f"registry {registry} stored manifest {ref} of {repo} as {got}, not "
                                         f"{image.digest}: it rewrote the manifest", digest=image.digest)

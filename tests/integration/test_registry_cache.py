@@ -164,7 +164,7 @@ def test_concurrent_writers_keep_each_others_entries(registry: Registry, tmp_pat
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
         results[n] = json.loads(out)
-        assert results[n]["registry_cache"]["written"] == 2 and not results[n]["registry_cache"]["warnings"]
+        assert results[n]["registry_cache"]["written"] == 2 and not results[n]["registry_cache"]["warnings"], results[n]["registry_cache"]
     gzip_id = Compression.parse("gzip").id
     expected = {layer_tag(l["diffID"], gzip_id) for r in results.values() for l in r["layers"]}
     assert len(expected) == 3  # the shared layer is one key, written by both

@@ -151,3 +151,31 @@ def test_registry_connection_refused_is_retried_then_one_line(cache, big_image, 
         push_image(big_image, cache, [f"127.0.0.1:{port}/team/app:1"], options=replace(options, concurrency=1))
     assert "\n" not in str(info.value)
     assert "Connection refused" in str(info.value) and "gave up after 5 tries" in str(info.value)
+
+
+def test_manifest_blob_unknown_checks_the_blobs_again_and_resends_a_lost_one(proxy: FaultProxy, plain_registry: Registry,
+                                                                            cache, big_image, options):
+    # distribution answers this when a concurrent pusher is rewriting a blob's link in the
+    # repository; here the proxy also hides the model layer from the second look, as if it
+    # had really gone, so the client must send it again before the manifest.
+    layer = max(big_image.manifest.layers, key=lambda d: d.size)
+    put = proxy.add("PUT", r"/manifests/v1$", "status", status=400,
+                    body=_errors("MANIFEST_BLOB_UNKNOWN", "blob unknown to registry"))
+    head = proxy.add("HEAD", f"/blobs/{layer.digest}", "status", status=404, skip=1)
+    result = push_image(big_image, cache, [f"{proxy.host}/faults/racy:v1"], options=options)
+    assert put.hits == 1 and head.hits == 1
+    assert _manifest_digest(plain_registry, "faults/racy", "v1") == big_image.digest == result.digest
+    assert _all_blobs_present(plain_registry, "faults/racy", big_image)
+    first_put = next(i for i, (m, p, s) in enumerate(proxy.log) if m == "PUT" and "/manifests/" in p)
+    resent = [p for m, p, s in proxy.log[first_put:] if m == "PUT" and f"digest={layer.digest}" in p.replace("%3A", ":")]
+    assert resent, proxy.log
+
+
+def test_manifest_blob_unknown_for_good_is_one_line(proxy: FaultProxy, plain_registry: Registry, cache, big_image, options):
+    put = proxy.add("PUT", r"/manifests/", "status", status=400, times=None,
+                    body=_errors("MANIFEST_BLOB_UNKNOWN", "blob unknown to registry"))
+    with pytest.raises(RegistryError) as info:
+        push_image(big_image, cache, [f"{proxy.host}/faults/lost:v1"], options=options)
+    assert "\n" not in str(info.value) and "MANIFEST_BLOB_UNKNOWN" in str(info.value)
+    assert put.hits == 4  # the first try and three rounds of checking the blobs again
+    assert _manifest_digest(plain_registry, "faults/lost", "v1") is None
