@@ -28,6 +28,7 @@ from .errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_USER,
+    NotAnImageError,
     OciAssembleError,
     UsageError,
 )
@@ -411,7 +412,17 @@ def cmd_inspect(args: argparse.Namespace, out: _Out) -> int:
         raise UsageError("--list needs --layer N (the layer's index, from 'ociassemble inspect IMAGE')")
     cache = _cache(args)
     opts = _registry_options(args) if _needs_registry(args.image) else None
-    image = load_image(args.image, cache, registry_options=opts)
+    try:
+        image = load_image(args.image, cache, registry_options=opts)
+    except NotAnImageError as exc:
+        from .describe import describe_artifact, render_artifact
+
+        if args.layer is not None:
+            raise UsageError(f"{args.image} is an OCI artifact, not an image: it has blobs, not layers; "
+                             "drop --layer") from None
+        art = describe_artifact(exc.manifest, exc.manifest_bytes, name=args.image)  # type: ignore[arg-type]
+        out.result(art, render_artifact(art))
+        return 0
     doc = describe_image(image, name=args.image)
     if args.layer is None:
         out.result(doc, render_image(doc))

@@ -22,10 +22,13 @@ from typing import Any, BinaryIO
 from .cache import BlobCache
 from .errors import ArchiveError, UsageError
 from .image import Image
-from .oci import Descriptor, MediaType
+from .digest import Digest
+from .oci import Descriptor, Manifest, MediaType
 
 __all__ = [
     "INSPECT_SCHEMA_VERSION",
+    "describe_artifact",
+    "render_artifact",
     "describe_image",
     "layer_entries",
     "open_layer",
@@ -65,6 +68,7 @@ def describe_image(image: Image, *, name: str = "") -> dict[str, Any]:
         })
     return {
         "schemaVersion": INSPECT_SCHEMA_VERSION,
+        "kind": "image",
         "name": name,
         "digest": image.digest,
         "mediaType": image.manifest.media_type,
@@ -87,6 +91,56 @@ def describe_image(image: Image, *, name: str = "") -> dict[str, Any]:
         "layers": layers,
         "totalSize": sum(d.size for d in image.manifest.layers),
     }
+
+
+def describe_artifact(manifest: Manifest, manifest_bytes: bytes, *, name: str = "") -> dict[str, Any]:
+    """The ``inspect --json`` document of an OCI artifact (an SBOM, a signature, a cache entry).
+
+    An artifact has no runnable config, so this is the manifest itself: what it is
+    (``artifactType``), what it refers to (``subject``) and its blobs.
+    """
+    def desc(d: Descriptor) -> dict[str, Any]:
+        out: dict[str, Any] = {"digest": d.digest, "size": d.size, "mediaType": d.media_type}
+        if d.annotations:
+            out["annotations"] = dict(d.annotations)
+        return out
+
+    return {
+        "schemaVersion": INSPECT_SCHEMA_VERSION,
+        "kind": "artifact",
+        "name": name,
+        "digest": Digest.of_bytes(manifest_bytes).value,
+        "mediaType": manifest.media_type,
+        "manifestSize": len(manifest_bytes),
+        "artifactType": manifest.kind,
+        "subject": desc(manifest.subject) if manifest.subject else None,
+        "config": desc(manifest.config),
+        "annotations": dict(manifest.annotations or {}),
+        "blobs": [{"index": i, **desc(d)} for i, d in enumerate(manifest.layers)],
+        "totalSize": sum(d.size for d in manifest.layers),
+    }
+
+
+def render_artifact(doc: dict[str, Any]) -> str:
+    """The human form of ``describe_artifact``."""
+    from .progress import human_size
+
+    subject = doc["subject"]
+    lines = [
+        f"Name:         {doc['name']}",
+        f"Digest:       {doc['digest']}",
+        f"MediaType:    {doc['mediaType']}",
+        f"ArtifactType: {doc['artifactType']}",
+        f"Subject:      {subject['digest'] if subject else '(none)'}",
+        "Annotations:",
+    ]
+    lines += [f"  {k}={v}" for k, v in sorted(doc["annotations"].items())]
+    lines.append(f"Blobs ({len(doc['blobs'])}, {human_size(doc['totalSize'])}):")
+    lines.append(f"  {'#':>2}  {'DIGEST':<19}  {'SIZE':>10}  {'TYPE':<28}  TITLE")
+    for b in doc["blobs"]:
+        title = (b.get("annotations") or {}).get("org.opencontainers.image.title", "")
+        lines.append(f"  {b['index']:>2}  {b['digest'][:19]}  {human_size(b['size']):>10}  {b['mediaType']:<28}  {title}")
+    return "\n".join(lines)
 
 
 def _layer(image: Image, index: int) -> Descriptor:

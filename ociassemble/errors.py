@@ -15,6 +15,7 @@ __all__ = [
     "ImageReferenceError",
     "ArchiveError",
     "DigestMismatchError",
+    "NotAnImageError",
     "RegistryError",
     "AuthError",
     "RunError",
@@ -58,6 +59,20 @@ class ImageReferenceError(OciAssembleError, ValueError):
 
 class ArchiveError(OciAssembleError):
     """An image archive, layout or layer tarball is corrupt, unsafe or not what it claims."""
+
+
+class NotAnImageError(ArchiveError):
+    """A manifest is an OCI artifact (an SBOM, a signature, a cache entry), not a runnable image.
+
+    Carries the manifest so ``inspect`` can still describe it; anything that needs an
+    image shows the message.
+    """
+
+    def __init__(self, message: str, *, manifest: object, manifest_bytes: bytes, name: str) -> None:
+        super().__init__(message)
+        self.manifest = manifest
+        self.manifest_bytes = manifest_bytes
+        self.name = name
 
 
 class DigestMismatchError(ArchiveError):

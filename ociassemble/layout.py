@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .cache import BlobCache
 from .digest import Digest
-from .errors import ArchiveError, InputError
+from .errors import ArchiveError, InputError, NotAnImageError
 from .image import Image
 from .oci import Descriptor, Index, Manifest, MediaType, canonical_json
 
@@ -114,6 +114,10 @@ def resolve_image(read_blob, desc: Descriptor, where: str, ingest) -> Image:  # 
 
         return resolve_image(read_blob, pick_platform(index, where), where, ingest)
     manifest = Manifest.from_json(doc)
+    if manifest.kind is not None:
+        raise NotAnImageError(f"manifest {desc.digest} in {where} is an OCI artifact ({manifest.kind}), not a "
+                              "container image: 'ociassemble inspect' shows it; give an image here",
+                              manifest=manifest, manifest_bytes=data, name=where)
     config_bytes = read_blob(manifest.config)
     for layer in manifest.layers:
         ingest(layer)

@@ -44,6 +44,7 @@ class MediaType:
     DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 
     MANIFESTS = (MANIFEST, DOCKER_MANIFEST)
+    IMAGE_CONFIGS = (CONFIG, DOCKER_CONFIG)
     INDEXES = (INDEX, DOCKER_LIST)
 
     @staticmethod
@@ -142,6 +143,16 @@ class Manifest:
     subject: Descriptor | None = None
     artifact_type: str | None = None
     media_type: str = MediaType.MANIFEST
+
+    @property
+    def kind(self) -> str | None:
+        """None for a container image; else what the manifest is (its artifactType, or its
+        config's media type): an SBOM, a signature or a cache entry cannot be run or built on."""
+        if self.artifact_type:
+            return self.artifact_type
+        if self.config.media_type not in MediaType.IMAGE_CONFIGS:
+            return self.config.media_type
+        return None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

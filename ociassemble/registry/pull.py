@@ -19,7 +19,7 @@ import urllib3.exceptions
 
 from ..cache import BlobCache
 from ..digest import Digest
-from ..errors import ArchiveError, DigestMismatchError
+from ..errors import ArchiveError, DigestMismatchError, NotAnImageError
 from ..image import Image
 from ..layout import write_layout
 from ..oci import Descriptor, ImageConfig, Index, Manifest, MediaType, Platform
@@ -141,6 +141,10 @@ def pull_image(ref: str, cache: BlobCache, *, options: RegistryOptions | None = 
     manifest = Manifest.from_json(doc)
     if media:
         manifest = replace(manifest, media_type=media)
+    if manifest.kind is not None:
+        raise NotAnImageError(f"{r} is an OCI artifact ({manifest.kind}), not a container image: "
+                              "'ociassemble inspect' shows it; give an image reference here",
+                              manifest=manifest, manifest_bytes=data, name=str(r))
     config_desc = manifest.config
     if cache.has(config_desc.digest):
         with cache.open(config_desc.digest) as f:

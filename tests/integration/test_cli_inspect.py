@@ -224,6 +224,24 @@ def test_push_sbom_is_an_artifact_referring_to_the_image(plain_registry, tmp_pat
     image = requests.get(f"{base}/manifests/1", headers=accept, timeout=10)
     assert image.headers["Docker-Content-Digest"] == digest
 
+    # inspect shows the artifact for what it is; what needs an image says why it cannot use it
+    sbom_ref = result["sbom"]["refs"][0]
+    shown = run_cli("inspect", sbom_ref, "--json")
+    assert shown.returncode == 0, shown.stderr
+    art = json.loads(shown.stdout)
+    assert art["kind"] == "artifact" and art["artifactType"] == SPDX_MEDIA_TYPE
+    assert art["digest"] == result["sbom"]["digest"] and art["subject"]["digest"] == digest
+    assert [b["digest"] for b in art["blobs"]] == [layer["digest"]] and art["totalSize"] == layer["size"]
+    human = run_cli("inspect", sbom_ref)
+    assert f"ArtifactType: {SPDX_MEDIA_TYPE}" in human.stdout and f"Subject:      {digest}" in human.stdout
+    assert json.loads(run_cli("inspect", ref, "--json").stdout)["kind"] == "image"
+    for argv in (["inspect", sbom_ref, "--layer", "0"], ["build", "--plain", "--base", f"docker://{sbom_ref}",
+                                                         "-o", f"oci:{tmp_path / 'never'}"]):
+        refused = run_cli(*argv)
+        assert refused.returncode == 1 and "is an OCI artifact" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "never").exists()
+
 
 # -- what reaches a pipe, what reaches a terminal ----------------------------------------------
 

@@ -278,3 +278,17 @@ def test_inspect_json_matches_docs_json_md(tmp_path: Path, capsys: pytest.Captur
     listing = json.loads(capsys.readouterr().out)
     _same_shape(_shape(examples["inspect --layer N --list"]), _shape(listing))
     assert [e["path"] for e in listing["entries"]] == ["app", "app/a.txt"]
+
+    from ociassemble.describe import describe_artifact
+    from ociassemble.oci import Descriptor, Manifest
+    from ociassemble.sbom import SPDX_MEDIA_TYPE
+
+    blob = Descriptor(SPDX_MEDIA_TYPE, "sha256:" + "5" * 64, 10,
+                      annotations={"org.opencontainers.image.title": "sbom.spdx.json"})
+    config = Descriptor("application/vnd.oci.empty.v1+json", "sha256:" + "4" * 64, 2)
+    subject = Descriptor(image.manifest.media_type, image.digest, len(image.manifest_bytes))
+    sbom = Manifest(config, (blob,), annotations={"org.opencontainers.image.created": "1970-01-01T00:00:00Z"},
+                    subject=subject, artifact_type=SPDX_MEDIA_TYPE)
+    art = describe_artifact(sbom, sbom.to_bytes(), name="x")
+    _same_shape(_shape(examples["inspect (an artifact)"]), _shape(art))
+    assert art["kind"] == "artifact" and art["subject"]["digest"] == image.digest and art["totalSize"] == 10
