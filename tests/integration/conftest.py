@@ -7,6 +7,7 @@ from registry_fixtures import (  # noqa: F401  (fixtures are found by name)
     options,
     plain_registry,
     proxy,
+    pushed,
     tls_registry,
     token_registry,
 )

@@ -32,7 +32,7 @@ import pytest
 from ociassemble.cache import BlobCache
 from ociassemble.image import Image, ImageBuilder
 from ociassemble.layer import LayerSource, build_layer
-from ociassemble.registry import FAST_RETRY, RegistryOptions
+from ociassemble.registry import FAST_RETRY, RegistryOptions, push_image
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 LOOPBACK = "127.0.0.1"
@@ -533,6 +533,18 @@ def make_image(tmp_path: Path) -> Callable[..., Image]:
         return b.build(0)
 
     return make
+
+
+@pytest.fixture
+def pushed(request: pytest.FixtureRequest, plain_registry: Registry, cache: BlobCache,
+           make_image: Callable[..., Image], options: RegistryOptions) -> tuple[Image, str]:
+    """(image, reference) of a small image pushed to the plain registry, in a repository named
+    after the test module (so two modules' pushes never meet)."""
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").removeprefix("registry_")
+    image = make_image(cache, {"model.bin": os.urandom(300_000), "score.py": f"print({module!r})\n".encode()})
+    ref = f"{plain_registry.host}/{module.replace('_', '-')}/app:1"
+    push_image(image, cache, [ref], options=options)
+    return image, ref
 
 
 def skopeo(*args: str) -> str:

@@ -17,14 +17,6 @@ from ociassemble.registry import pull_image, pull_to_layout, push_image
 from ociassemble.registry.client import RegistryClient
 
 
-@pytest.fixture
-def pushed(plain_registry, cache, make_image, options):
-    image = make_image(cache, {"model.bin": os.urandom(400_000), "score.py": b"print('pull')\n"})
-    ref = f"{plain_registry.host}/pull/app:1"
-    push_image(image, cache, [ref], options=options)
-    return image, ref
-
-
 def test_registry_pull_round_trips_and_fetches_layers_lazily(pushed, proxy: FaultProxy, tmp_path, options):
     image, ref = pushed
     cache = BlobCache(tmp_path / "fresh")

@@ -17,14 +17,6 @@ from ociassemble.registry.pull import pull_to_layout
 from tests.conftest import run_cli
 
 
-@pytest.fixture
-def pushed(plain_registry, cache, make_image, options):
-    image = make_image(cache, {"model.bin": os.urandom(300_000), "score.py": b"print('verify')\n"})
-    ref = f"{plain_registry.host}/verify/app:1"
-    push_image(image, cache, [ref], options=options)
-    return image, ref
-
-
 def _via(proxy: FaultProxy, ref: str) -> str:
     return f"{proxy.host}/{ref.split('/', 1)[1]}"
 
@@ -45,7 +37,7 @@ def test_a_corrupt_layer_stops_the_pull_names_the_digest_and_caches_nothing(push
     with pytest.raises(DigestMismatchError) as info:
         pull_to_layout(_via(proxy, ref), cache, dest, options=options)
     assert layer.digest in str(info.value) and "\n" not in str(info.value)
-    assert ("GET", f"/v2/verify/app/blobs/{layer.digest}", "corrupted") in proxy.log
+    assert ("GET", f"/v2/pull-verify/app/blobs/{layer.digest}", "corrupted") in proxy.log
     _nothing_from(cache, layer.digest)
     assert not dest.exists() and not list(tmp_path.glob(".layout.tmp-*"))
 
