@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import pathspec
 
 from .errors import InputError
 
 if TYPE_CHECKING:
-    from .layer import Entry, LayerSource
+    from .layer import Entry
 
 __all__ = [
     "ignore_for",
@@ -29,7 +29,6 @@ __all__ = [
     "SecretsInContextError",
     "find_secrets",
     "check_secrets",
-    "check_sources_for_secrets",
     "secrets_allowed",
 ]
 
@@ -158,19 +157,3 @@ def check_secrets(entries: Iterable["Entry"], *, allow: bool = False,
         f"{IGNORE_FILE} in the source folder (or move them out of the model or --layer folder), "
         f"or pass --allow-secrets ({ENV_ALLOW_SECRETS}=1) to include them anyway")
 
-
-def check_sources_for_secrets(
-    layers: Sequence[tuple[Sequence["LayerSource"], Callable[[Path], bool] | None]], *,
-    allow: bool = False, warn: Callable[[str], None] | None = None,
-) -> list["Entry"]:
-    """``check_secrets`` over several layers at once, each given as (sources, ignore).
-
-    Scans only (one ``lstat`` per file, nothing read or written), so a build can run it
-    before its first write and refuse with every offending file in one line.
-    """
-    from .layer import scan_sources
-
-    entries: list[Entry] = []
-    for sources, ignore in layers:
-        entries += scan_sources(sources, ignore)
-    return check_secrets(entries, allow=allow, warn=warn)

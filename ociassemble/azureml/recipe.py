@@ -15,7 +15,7 @@ from typing import Any, Callable
 from ..base import load_base
 from ..cache import BlobCache
 from ..compress import Compression
-from ..context import check_sources_for_secrets, ignore_for
+from ..context import check_secrets, ignore_for
 from ..errors import BuildError, InputError
 from ..image import Image, ImageBuilder, rfc3339
 from ..layer import BuiltLayer, Entry, LayerSource, build_layer, scan_sources, source_date_epoch
@@ -92,13 +92,24 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     src_name = _source_name(src)
     outputs = [Path(o.split(":", 1)[1].split(":")[0]) for o in [project.output or ""] if ":" in o]
     source_ignore = ignore_for(src, also=[m.path for m in project.models] + outputs + [cache.root])
-    check_sources_for_secrets(
-        [([LayerSource(m.path, f"{MODELS_DIR}/{m.name}/{m.version}/")], None) for m in project.models]
-        + [([extra], None) for extra in extra_layers or []]
-        + [([LayerSource(src, f"{APP_ROOT}/{src_name}")], source_ignore)],
-        allow=allow_secrets, warn=log)
+    # (kind, sources, history line) of the user's layers; scanned once, here, and the same
+    # entries built below (tar_chunks re-checks each file's stat stamp as it reads it)
+    user_layers: list[tuple[str, list[LayerSource], str]] = []
+    for m in project.models:
+        dest = f"{MODELS_DIR}/{m.name}/{m.version}" + ("/" if m.path.is_file() else "")
+        user_layers.append((f"model {m.name}:{m.version}", [LayerSource(m.path, dest)],
+                            f"ociassemble: model {m.name} version {m.version}"))
+    for extra in extra_layers or []:
+        user_layers.append((f"extra {extra.dest}", [extra], f"ociassemble: layer {extra.src.name} -> {extra.dest}"))
+    user_layers.append(("source", [LayerSource(src, f"{APP_ROOT}/{src_name}")], f"ociassemble: source {src_name}"))
+    user_entries = [scan_sources(sources, source_ignore if kind == "source" else None)
+                    for kind, sources, _ in user_layers]
+    check_secrets([e for entries in user_entries for e in entries], allow=allow_secrets, warn=log)
 
     compression = Compression.parse(project.compression, project.compression_level)
+    if project.base == "scratch":
+        raise BuildError("base 'scratch' is empty: the scoring image needs python3, nginx and runit's runsvdir; "
+                         "use a base that has them (e.g. 'ociassemble make-base'), or --plain for an image of --layer only")
     base_spec = project.base or f"oci:{default_base_path(cache)}"
     if project.base is None and not (default_base_path(cache) / "index.json").is_file():
         raise InputError("no base image: run 'ociassemble make-base' once (Debian bookworm with python3, nginx, runit), or pass --base")
@@ -160,14 +171,8 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     add("azureml-app", [LayerSource(shipped / "azureml-app", "/")], "ociassemble: azureml-app scoring server",
         ignore=no_bytecode)
 
-    for m in project.models:
-        dest = f"{MODELS_DIR}/{m.name}/{m.version}" + ("/" if m.path.is_file() else "")
-        add(f"model {m.name}:{m.version}", [LayerSource(m.path, dest)], f"ociassemble: model {m.name} version {m.version}")
-    for extra in extra_layers or []:
-        add(f"extra {extra.dest}", [extra], f"ociassemble: layer {extra.src.name} -> {extra.dest}")
-
-    add("source", [LayerSource(src, f"{APP_ROOT}/{src_name}")], f"ociassemble: source {src_name}",
-        ignore=source_ignore)
+    for (kind, sources, created_by), entries in zip(user_layers, user_entries):
+        add(kind, sources, created_by, entries=entries)
 
     entry_rel = f"{src_name}/{entry.resolve().relative_to(src.resolve()).as_posix()}"
     if len(project.models) == 1:

@@ -11,7 +11,6 @@ from ociassemble import cli
 from ociassemble.context import (
     SecretsInContextError,
     check_secrets,
-    check_sources_for_secrets,
     find_secrets,
     secrets_allowed,
 )
@@ -68,7 +67,7 @@ def test_refusal_is_one_line_naming_the_files_and_the_fixes(tmp_path: Path, monk
 def test_a_long_list_is_cut_short(tmp_path: Path) -> None:
     _tree(tmp_path, [f"k{i:02}.pem" for i in range(20)])
     with pytest.raises(SecretsInContextError, match=r"20 file\(s\).* and 12 more;"):
-        check_sources_for_secrets([([LayerSource(tmp_path, "/k")], None)])
+        check_secrets(scan_sources([LayerSource(tmp_path, "/k")]))
 
 
 def test_the_environment_variable_allows_them(monkeypatch) -> None:
