@@ -199,9 +199,9 @@ class _Built:
 def _assemble(args: argparse.Namespace, out: _Out) -> _Built:
     """Build the image the flags describe (recipe or plain)."""
     from .compress import Compression
-    from .context import check_sources_for_secrets, secrets_allowed
+    from .context import check_secrets, secrets_allowed
     from .image import ImageBuilder
-    from .layer import LayerSource, build_layer, source_date_epoch
+    from .layer import LayerSource, build_layer, scan_sources, source_date_epoch
 
     cache = _cache(args)
     project = _project(args)
@@ -224,14 +224,17 @@ def _assemble(args: argparse.Namespace, out: _Out) -> _Built:
 
     if not project.base and not extra:
         raise UsageError("nothing to build: give --base and/or --layer SRC:DEST, or a score.py (see 'ociassemble build --help')")
-    check_sources_for_secrets([([src], None) for src in extra], allow=secrets_allowed(args.allow_secrets), warn=out.log)
-    base = load_base(project.base, cache, registry_options=opts) if project.base else None
+    scanned = [scan_sources([src]) for src in extra]  # once: checked here, built below
+    check_secrets([e for entries in scanned for e in entries], allow=secrets_allowed(args.allow_secrets), warn=out.log)
+    # "scratch" is the empty base, as in a Dockerfile's FROM scratch (never Docker Hub's library/scratch)
+    base = load_base(project.base, cache, registry_options=opts) if project.base not in (None, "", "scratch") else None
     b = ImageBuilder(cache, base)
     compression = Compression.parse(project.compression, args.compression_level)
     layers = []
-    for src in extra:
+    for src, entries in zip(extra, scanned):
         out.log(f"layer {src.src} -> {src.dest}")
-        layer = build_layer(cache, [src], compression=compression, on_bytes=out.reporter.layer_bytes, remote=lc)
+        layer = build_layer(cache, [src], compression=compression, entries=entries, on_bytes=out.reporter.layer_bytes,
+                            remote=lc)
         b.add_layer(layer, f"ociassemble: layer {src.src.name} -> {src.dest}")
         layers.append((f"{src.dest}", layer))
     cfg = b.config.with_env(project.env)
@@ -665,7 +668,7 @@ def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
     g.add_argument("--conda-file", metavar="FILE", help="conda environment .yml (its pip list and PyPI-available packages)")
     g.add_argument("--plain", action="store_true", help="ignore the recipe: assemble only --base and --layer")
     g2 = p.add_argument_group("image")
-    g2.add_argument("--base", metavar="IMAGE", help="base image: oci:DIR, oci-archive:FILE, docker-archive:FILE, a registry reference, or a rootfs tarball/folder")
+    g2.add_argument("--base", metavar="IMAGE", help="base image: oci:DIR, oci-archive:FILE, docker-archive:FILE, a registry reference, a rootfs tarball/folder, or scratch (empty; the default with --plain)")
     g2.add_argument("--layer", action="append", metavar="SRC:DEST", help="add a layer with SRC at in-image DEST (repeatable)")
     g2.add_argument("--cmd", help="image Cmd: a JSON array or a space-separated string")
     g2.add_argument("--entrypoint", help="image Entrypoint: a JSON array or a space-separated string")

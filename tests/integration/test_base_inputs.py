@@ -66,3 +66,23 @@ def test_generic_build_on_a_layout_base_keeps_its_layers(tmp_path: Path) -> None
     assert "A=1" in config["config"]["Env"] and "8080/tcp" in config["config"]["ExposedPorts"]
     assert config["config"]["Labels"]["team"] == "ml"
     assert len(config["rootfs"]["diff_ids"]) == 2
+
+
+def test_scratch_is_the_empty_base_never_a_registry_image(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text("print(1)\n")
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    digests = []
+    for base in (["--base", "scratch"], []):
+        # no network is touched: an unroutable proxy would fail any registry request
+        proc = run_cli("build", "--plain", *base, "--layer", f"{app}:/opt/app", "-o", f"oci:{tmp_path / 'o'}",
+                       "--json", *cache, env={"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"})
+        assert proc.returncode == 0, proc.stderr
+        digests.append(json.loads(proc.stdout)["digest"])
+    assert digests[0] == digests[1]
+    # the scoring image cannot stand on nothing: one line saying what it needs
+    (tmp_path / "score.py").write_text("def init():\n    pass\n\ndef run(data):\n    return data\n")
+    proc = run_cli("build", str(tmp_path), "--base", "scratch", "-o", f"oci:{tmp_path / 'never'}", *cache)
+    assert proc.returncode == 1 and "base 'scratch' is empty" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "never").exists()
