@@ -7,6 +7,9 @@ names a missing blob.
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import glob
 import json
 import os
 import shutil
@@ -26,19 +29,58 @@ _LAYOUT = canonical_json({"imageLayoutVersion": "1.0.0"})
 
 
 def temp_sibling(target: Path, directory: bool) -> Path:
-    """A fresh temp path next to ``target`` (same filesystem, so rename is atomic)."""
+    """A fresh temp path next to ``target`` (same filesystem, so rename is atomic).
+
+    Its name carries our pid (``.<name>.tmp-<pid>-…``), so the temps a killed run left
+    beside the same target are recognised and removed here; a live process's are kept.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{target.name}.tmp-"
+    for stale in target.parent.glob(glob.escape(prefix) + "*"):
+        pid = stale.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+    mine = f"{prefix}{os.getpid()}-"
     if directory:
-        return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.tmp-")
+        return Path(tempfile.mkdtemp(dir=target.parent, prefix=mine))
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=mine)
     os.close(fd)
     return Path(name)
 
 
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, f"cannot replace {b}: {os.strerror(err)}")
+
+
 def replace_path(tmp: Path, target: Path) -> None:
-    """Move a finished output into place, replacing what was there."""
+    """Move a finished output into place, replacing what was there.
+
+    A directory is swapped in one step (RENAME_EXCHANGE), so no moment exists without
+    an output at ``target``; the old one is then removed from where ``tmp`` was.
+    """
     if target.is_dir() and not target.is_symlink():
-        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+        if _exchange(tmp, target):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-{os.getpid()}-old-"))
         os.rename(target, old / "x")
         os.rename(tmp, target)
         shutil.rmtree(old, ignore_errors=True)

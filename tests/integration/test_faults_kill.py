@@ -165,6 +165,9 @@ def test_build_killed_at_random_points_then_rerun_gives_the_same_image(tree: Pat
 
         _assert_rerun_and_verify(cache, cmd, digest, where)
         assert _image_digest(kind, target, tmp_path / f"scratch2-{i}") == digest, where
+        # whatever a SIGKILL left beside the output, the rerun's write cleared it
+        siblings = [p.name for p in target.parent.iterdir() if p.name.startswith(f".{target.name}.tmp-")]
+        assert not siblings, f"{where}: {siblings} left beside the output after the rerun"
 
 
 def test_push_killed_at_random_points_then_rerun_pushes_the_same_image(tree: Path, tmp_path: Path,
