@@ -7,6 +7,7 @@ import argparse
 import io
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -136,6 +137,32 @@ def test_zsh_completion_reuses_the_bash_function_through_bashcompinit() -> None:
     script = cli.completion_script("zsh")
     assert script.startswith("#compdef ociassemble\n")
     assert "bashcompinit" in script and "complete -o default -F _ociassemble ociassemble" in script
+
+
+def _zsh_candidates(script: str, words: list[str]) -> list[str]:
+    """What the completion gives in a real zsh for ``words`` (the last being completed).
+
+    zsh calls the bash function through bashcompinit with ksharrays on; its compgen returns
+    every word of -W and zsh's own matcher then filters by the typed prefix, so this is the
+    candidate set before that filtering.
+    """
+    program = (f"autoload -U compinit && compinit -u -D\n{script}\n"
+               "[[ -n ${_comps[ociassemble]} ]] || { print -u2 'not registered'; exit 3 }\n"
+               "setopt ksharrays\nCOMP_WORDS=(" + " ".join(f"'{w}'" for w in words) + f")\nCOMP_CWORD={len(words) - 1}\n"
+               "_ociassemble\nprint -rl -- \"${COMPREPLY[@]}\"\n")
+    proc = subprocess.run(["zsh", "-f", "-c", program], capture_output=True, text=True, check=True)
+    return proc.stdout.split()
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed (scripts/setup installs it)")
+def test_zsh_completion_runs_in_zsh_and_completes_by_context() -> None:
+    script = cli.completion_script("zsh")
+    subprocess.run(["zsh", "-n", "-c", script], check=True)
+    assert {"build", "push", "inspect", "make-base"} <= set(_zsh_candidates(script, ["ociassemble", "pu"]))
+    assert _zsh_candidates(script, ["ociassemble", "build", "--compression", "z"]) == ["auto", "gzip", "zstd", "none"]
+    inspect_flags = _zsh_candidates(script, ["ociassemble", "inspect", "--l"])
+    assert {"--layer", "--list"} <= set(inspect_flags) and "--sbom" not in inspect_flags
+    assert _zsh_candidates(script, ["ociassemble", "completion", ""]) == ["bash", "zsh"]
 
 
 def test_completion_command_prints_the_script(capsys: pytest.CaptureFixture[str]) -> None:
