@@ -1,9 +1,11 @@
 """Layer compression: parallel gzip (ISA-L), zstd, or none, and the automatic choice.
 
-Every codec here is deterministic: the same uncompressed stream always gives the
-same compressed bytes, whatever the number of cores, because gzip's work is split in
-fixed-size blocks and zstd writes one single-threaded frame. The codecs come from
-wheels pinned in pyproject.toml, so a machine's system zlib cannot change a digest.
+The same uncompressed stream gives the same compressed bytes whatever the number of
+cores, because gzip's work is split in fixed-size blocks and zstd writes one
+single-threaded frame; the codecs come from wheels pinned in pyproject.toml, so a
+machine's system zlib cannot change a digest. One exception, measured and not yet
+explained: ISA-L gzip, rarely, per process (see compress_stream and
+docs/reproducibility.md); zstd and uncompressed layers are exact.
 
 The work is a pipeline of threads, so one layer uses every core: the tar stream is read
 on one thread (``layer.prefetch``), hashed for the diff_id on the caller's, compressed on
@@ -35,7 +37,7 @@ COMPRESSIONS = ("auto", "gzip", "zstd", "none")
 #: gzip is written as independent deflate blocks of this many input bytes (as pigz
 #: does), so blocks compress on all cores and the output does not depend on how many.
 GZIP_BLOCK = 1 << 20
-#: Codec threads for gzip: see compress_stream (more than one is not deterministic).
+#: Codec threads for gzip: see compress_stream.
 GZIP_WORKERS = 1
 #: ISA-L level 1: on float32 weights, 16x zlib's speed at zlib -6's ratio (measured).
 DEFAULT_GZIP_LEVEL = 1
@@ -295,14 +297,12 @@ def compress_stream(
             sink.write(chunk)
         return
     if compression.codec == "gzip":
-        # ONE codec thread: with two, this pipeline gives a block different (valid)
-        # deflate bytes about once in 3,800 blocks (a 475 MB tar: 4 runs in 75; the
-        # block's input checked unchanged; each such block compresses the same 3,000
-        # times alone). ISA-L itself, driven from C on two pthreads over the same data,
-        # gave 0 in 18,000, so the cause sits in the binding or its use from Python and
-        # is not found yet. A digest must not depend on timing, so blocks are compressed
-        # one at a time, beside the diff_id hashing (this thread) and the blob writer
-        # (its own thread): the second core hashes and writes.
+        # One codec thread: on 2 cores it was no slower than two (501 vs 446 MB/s on the
+        # bench's 1 GiB model), since the other core reads, hashes the diff_id and hashes
+        # and writes the blob. NOT for determinism, as first thought: ISA-L level 1 gives a
+        # 1 MiB block a different valid encoding about once in 18,000 blocks *per process*
+        # whatever the threads (one thread or two, or a C program: same rate; within one
+        # process always the same; 60/60 alike with ASLR off). docs/reproducibility.md.
         with ThreadPoolExecutor(max_workers=GZIP_WORKERS, thread_name_prefix="gzip") as pool:
             _gzip_stream(chunks, sink, compression.level or 0, on_raw, pool)
         return
