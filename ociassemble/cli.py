@@ -778,8 +778,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+#: Seconds the cleanup after Ctrl-C/SIGTERM may take before the process leaves anyway.
+INTERRUPT_GRACE = 15
+
+
+class _Interrupts:
+    """Ctrl-C and SIGTERM: the first raises KeyboardInterrupt, so the cleanup paths run
+    (temp files removed, the cache left consistent), and arms an alarm; when the cleanup
+    does not finish within ``grace`` seconds (a lock held by the interrupted code), or a
+    second signal comes, the process exits 130 at once. What that can leave (a temp file
+    in the cache's tmp/, a ``.<output>.tmp-<pid>-…`` beside the output) the next run or
+    ``cache verify --fix`` removes: outputs are only ever renamed into place whole."""
+
+    def __init__(self, grace: float = INTERRUPT_GRACE) -> None:
+        self.grace = grace
+        self.count = 0
+
+    def install(self) -> None:
+        self._previous = {sig: signal.signal(sig, handler) for sig, handler in
+                          ((signal.SIGINT, self.on_signal), (signal.SIGTERM, self.on_signal),
+                           (signal.SIGALRM, self.on_alarm))}
+
+    def uninstall(self) -> None:
+        """Disarm and put the previous handlers back (``main`` may run inside another program)."""
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for sig, handler in getattr(self, "_previous", {}).items():
+            signal.signal(sig, handler)
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        self.count += 1
+        if self.count > 1:
+            self._leave("interrupted again; leaving now")
+        signal.setitimer(signal.ITIMER_REAL, self.grace)
+        raise KeyboardInterrupt
+
+    def on_alarm(self, signum: int, frame: object) -> None:
+        self._leave(f"interrupted; the cleanup did not finish in {self.grace:g} s, leaving now "
+                    "(the next run removes what it left)")
+
+    @staticmethod
+    def _leave(message: str) -> None:
+        try:
+            os.write(2, f"{PROG}: {message}\n".encode())
+        finally:
+            os._exit(EXIT_INTERRUPTED)
 
 
 def _error_line(exc: BaseException) -> str:
@@ -794,8 +836,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER
     out = _Out(args.quiet or args.json, args.json)
-    # SIGTERM behaves like Ctrl-C: the same cleanup paths (temp files removed) run.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    # SIGTERM behaves like Ctrl-C: the same cleanup paths (temp files removed) run, in bounded time.
+    interrupts = _Interrupts()
+    interrupts.install()
     try:
         return args.func(args, out)
     except OciAssembleError as exc:
@@ -834,6 +877,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
     finally:
         out.reporter.close()
+        interrupts.uninstall()
 
 
 if __name__ == "__main__":
