@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from typing import Protocol
 import pytest
 
 from app_layer_paths import APP_ROOT_IN_LAYER, SCRIPTS_DIR
+
+from tests.conftest import free_port
 
 requests = pytest.importorskip("requests")
 
@@ -55,12 +56,6 @@ ORACLE_SHIMS = {
 # Headers of the contract whose values must be equal on both sides.
 COMPARED_HEADERS = ("x-ms-run-function-failed", "x-ms-client-request-id", "content-type", "traceid", "x-multi", "allow")
 EXEC_MS = re.compile(r"^\d+\.\d{3}$")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def oracle_python() -> Path:

@@ -32,6 +32,7 @@ import pytest
 from ociassemble.cache import BlobCache
 from ociassemble.image import Image, ImageBuilder
 from ociassemble.layer import LayerSource, build_layer
+from tests.conftest import free_port  # noqa: F401 (also imported from here by the tests)
 from ociassemble.registry import FAST_RETRY, RegistryOptions, push_image
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
@@ -68,12 +69,6 @@ def assert_log_has_no_credentials(log: Path) -> None:
     found = credential_leaks(log.read_text(errors="replace")) if log.exists() else []
     assert not found, f"the registry log {log} holds {', '.join(found)}"
 
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> None:
