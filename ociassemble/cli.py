@@ -800,7 +800,13 @@ class _Interrupts:
                            (signal.SIGALRM, self.on_alarm))}
 
     def uninstall(self) -> None:
-        """Disarm and put the previous handlers back (``main`` may run inside another program)."""
+        """Disarm and put the previous handlers back (``main`` may run inside another program).
+
+        After an interrupt they stay: the deadline must also cover the interpreter's exit,
+        which joins the worker threads (concurrent.futures) and could wait there.
+        """
+        if self.count:
+            return
         signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, handler in getattr(self, "_previous", {}).items():
             signal.signal(sig, handler)
