@@ -423,7 +423,7 @@ def cmd_inspect(args: argparse.Namespace, out: _Out) -> int:
         if args.layer is not None:
             raise UsageError(f"{args.image} is an OCI artifact, not an image: it has blobs, not layers; "
                              "drop --layer") from None
-        art = describe_artifact(exc.manifest, exc.manifest_bytes, name=args.image)  # type: ignore[arg-type]
+        art = describe_artifact(exc.manifest, exc.manifest_bytes, name=args.image)
         out.result(art, render_artifact(art))
         return 0
     doc = describe_image(image, name=args.image)

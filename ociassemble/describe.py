@@ -99,12 +99,6 @@ def describe_artifact(manifest: Manifest, manifest_bytes: bytes, *, name: str = 
     An artifact has no runnable config, so this is the manifest itself: what it is
     (``artifactType``), what it refers to (``subject``) and its blobs.
     """
-    def desc(d: Descriptor) -> dict[str, Any]:
-        out: dict[str, Any] = {"digest": d.digest, "size": d.size, "mediaType": d.media_type}
-        if d.annotations:
-            out["annotations"] = dict(d.annotations)
-        return out
-
     return {
         "schemaVersion": INSPECT_SCHEMA_VERSION,
         "kind": "artifact",
@@ -113,10 +107,10 @@ def describe_artifact(manifest: Manifest, manifest_bytes: bytes, *, name: str = 
         "mediaType": manifest.media_type,
         "manifestSize": len(manifest_bytes),
         "artifactType": manifest.kind,
-        "subject": desc(manifest.subject) if manifest.subject else None,
-        "config": desc(manifest.config),
+        "subject": manifest.subject.to_json() if manifest.subject else None,
+        "config": manifest.config.to_json(),
         "annotations": dict(manifest.annotations or {}),
-        "blobs": [{"index": i, **desc(d)} for i, d in enumerate(manifest.layers)],
+        "blobs": [{"index": i, **d.to_json()} for i, d in enumerate(manifest.layers)],
         "totalSize": sum(d.size for d in manifest.layers),
     }
 

@@ -7,6 +7,8 @@ Anything that is not an ``OciAssembleError`` is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "OciAssembleError",
     "UsageError",
@@ -68,8 +70,9 @@ class NotAnImageError(ArchiveError):
     image shows the message.
     """
 
-    def __init__(self, message: str, *, manifest: object, manifest_bytes: bytes, name: str) -> None:
-        super().__init__(message)
+    def __init__(self, manifest: Any, manifest_bytes: bytes, name: str) -> None:
+        super().__init__(f"{name} is an OCI artifact ({manifest.kind}), not a container image: "
+                         "'ociassemble inspect' shows it; give an image here")
         self.manifest = manifest
         self.manifest_bytes = manifest_bytes
         self.name = name

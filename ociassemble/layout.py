@@ -157,9 +157,7 @@ def resolve_image(read_blob, desc: Descriptor, where: str, ingest) -> Image:  # 
         return resolve_image(read_blob, pick_platform(index, where), where, ingest)
     manifest = Manifest.from_json(doc)
     if manifest.kind is not None:
-        raise NotAnImageError(f"manifest {desc.digest} in {where} is an OCI artifact ({manifest.kind}), not a "
-                              "container image: 'ociassemble inspect' shows it; give an image here",
-                              manifest=manifest, manifest_bytes=data, name=where)
+        raise NotAnImageError(manifest, data, f"manifest {desc.digest} in {where}")
     config_bytes = read_blob(manifest.config)
     for layer in manifest.layers:
         ingest(layer)

@@ -142,9 +142,7 @@ def pull_image(ref: str, cache: BlobCache, *, options: RegistryOptions | None = 
     if media:
         manifest = replace(manifest, media_type=media)
     if manifest.kind is not None:
-        raise NotAnImageError(f"{r} is an OCI artifact ({manifest.kind}), not a container image: "
-                              "'ociassemble inspect' shows it; give an image reference here",
-                              manifest=manifest, manifest_bytes=data, name=str(r))
+        raise NotAnImageError(manifest, data, str(r))
     config_desc = manifest.config
     if cache.has(config_desc.digest):
         with cache.open(config_desc.digest) as f:
