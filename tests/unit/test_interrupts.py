@@ -17,8 +17,8 @@ from ociassemble import cli
 cli._Interrupts(grace=float(sys.argv[1])).install()
 lock = threading.Lock()
 lock.acquire()
-print("ready", flush=True)
 try:
+    print("ready", flush=True)  # inside the try: the signal may come as soon as it is read
     threading.Event().wait(60)
 except KeyboardInterrupt:
     print("cleaning up", flush=True)
