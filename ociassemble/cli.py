@@ -680,7 +680,7 @@ def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
     g2.add_argument("--revision", help="org.opencontainers.image.revision label (e.g. the git commit)")
     g2.add_argument("--compression", choices=("auto", "gzip", "zstd", "none"),
                     help="layer compression (default auto: gzip, or none where content barely compresses)")
-    g2.add_argument("--compression-level", type=int, metavar="N", help="gzip 0-3 (ISA-L), zstd 1-19")
+    g2.add_argument("--compression-level", type=int, metavar="N", help="gzip 0-12 (libdeflate; default 1, 6 = gzip -6's size), zstd 1-19 (default 3)")
     g2.add_argument("--allow-secrets", action="store_true",
                     help="include files named like secrets (.env, *.pem, id_rsa, .netrc, …) instead of refusing "
                          "them, with a warning (or $OCIASSEMBLE_ALLOW_SECRETS=1)")

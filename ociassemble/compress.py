@@ -1,16 +1,19 @@
-"""Layer compression: parallel gzip (ISA-L), zstd, or none, and the automatic choice.
+"""Layer compression: parallel gzip (libdeflate), zstd, or none, and the automatic choice.
 
-The same uncompressed stream gives the same compressed bytes whatever the number of
-cores, because gzip's work is split in fixed-size blocks and zstd writes one
-single-threaded frame; the codecs come from wheels pinned in pyproject.toml, so a
-machine's system zlib cannot change a digest. One exception, measured and not yet
-explained: ISA-L gzip, rarely, per process (see compress_stream and
-docs/reproducibility.md); zstd and uncompressed layers are exact.
+A layer's compressed bytes are a function of its uncompressed stream and the pinned
+codec wheels alone: the same in every process, with any number of cores, on x86-64 at
+any SIMD level and on aarch64. gzip is cut in fixed 1 MiB blocks, each a gzip member
+compressed by libdeflate (stateless, documented to give the same output on every
+CPU); zstd writes one single-threaded frame. The codecs come from wheels pinned in
+pyproject.toml, so a machine's system zlib plays no part. (ISA-L, used before, failed
+this twice: its x86 level-1/2 body hashed an address into one slot per block, so a
+block rarely compressed differently per process, and its aarch64 deflate is another
+algorithm; docs/reproducibility.md.)
 
 The work is a pipeline of threads, so one layer uses every core: the tar stream is read
 on one thread (``layer.prefetch``), hashed for the diff_id on the caller's, compressed on
 a pool (gzip) or its own thread (zstd), and hashed for the digest and written on another
-(``ThreadedSink``); hashlib, ISA-L, zstd and file I/O all release the GIL.
+(``ThreadedSink``); hashlib, libdeflate, zstd and file I/O all release the GIL.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Protocol
 
-from isal import isal_zlib
+import deflate
 import zstandard
 
 from .errors import UsageError
@@ -37,10 +40,11 @@ COMPRESSIONS = ("auto", "gzip", "zstd", "none")
 #: gzip is written as independent deflate blocks of this many input bytes (as pigz
 #: does), so blocks compress on all cores and the output does not depend on how many.
 GZIP_BLOCK = 1 << 20
-#: Codec threads for gzip: see compress_stream.
-GZIP_WORKERS = 1
-#: ISA-L level 1: on float32 weights, 16x zlib's speed at zlib -6's ratio (measured).
+#: libdeflate level 1: on float32 weights 4x zlib -6's speed per core at a smaller size
+#: (0.9245 vs 0.9262); on Python sources 0.253 vs zlib -6's 0.2225 at 6x the speed
+#: (docs/performance.md). Levels 0-12; 6 gives zlib -6's ratio, 9-12 better.
 DEFAULT_GZIP_LEVEL = 1
+GZIP_LEVELS = range(0, 13)
 DEFAULT_ZSTD_LEVEL = 3
 #: zstd runs single-threaded (one frame, on its own thread, beside the hashing): on
 #: float32 weights zstd's multi-thread mode spent twice the CPU for the same output size
@@ -68,8 +72,8 @@ class Compression:
             raise UsageError(f"unknown compression {codec!r}: use one of {', '.join(COMPRESSIONS)}")
         if codec == "gzip":
             lvl = DEFAULT_GZIP_LEVEL if level is None else level
-            if not 0 <= lvl <= 3:
-                raise UsageError(f"gzip level {lvl} out of range: ISA-L levels are 0 to 3 (1 matches gzip -6's ratio)")
+            if lvl not in GZIP_LEVELS:
+                raise UsageError(f"gzip level {lvl} out of range: libdeflate levels are 0 to 12 (default 1; 6 matches gzip -6's size)")
             return cls("gzip", lvl)
         if codec == "zstd":
             lvl = DEFAULT_ZSTD_LEVEL if level is None else level
@@ -87,16 +91,10 @@ class Compression:
     @property
     def id(self) -> str:
         if self.codec == "gzip":
-            return f"gzip{self.level}-b{GZIP_BLOCK}-isal-{_isal_version()}"
+            return f"gzip{self.level}-m{GZIP_BLOCK}-libdeflate-py{deflate.__version__}"
         if self.codec == "zstd":
             return f"zstd{self.level}-st-{'.'.join(map(str, zstandard.ZSTD_VERSION))}"
         return self.codec
-
-
-def _isal_version() -> str:
-    import isal
-
-    return getattr(isal, "__version__", "?")
 
 
 #: glibc malloc settings for the pipeline's ~1 MiB buffers (mallopt's M_MMAP_THRESHOLD,
@@ -193,24 +191,16 @@ class _Aborted(Exception):
     pass
 
 
-_GZIP_HEADER = bytes([0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 0xFF])  # no name, mtime 0, OS unknown
+def _gzip_member(data: bytes, level: int) -> bytes:
+    """One block as a whole gzip member (header, raw deflate, CRC-32, size), by libdeflate.
 
-#: Ends the deflate stream after the last sync-flushed block: an empty final block
-#: with fixed Huffman codes (BFINAL=1, BTYPE=01, end-of-block), as zlib writes it.
-_DEFLATE_END = b"\x03\x00"
-
-
-def _deflate_block(data: bytes, level: int) -> tuple[bytes, int]:
-    """One block as raw deflate ending on a byte boundary (sync flush), and its CRC-32.
-
-    A fresh ISA-L stream per block, so a block's bytes depend on nothing but the block.
-    ``_ParallelCompress`` is what isal's own threaded gzip writer uses (isal is pinned
-    exactly); it runs deflate and the CRC outside the GIL.
+    libdeflate compresses a buffer in one call, with no state kept between calls and no
+    CPU-specific choices in its output (its README: the same output on all CPU
+    architectures since v0.8; its vector code only speeds up the search): the member's
+    bytes depend on ``data`` and ``level`` alone. It releases the GIL, so blocks compress
+    on every core. The header it writes carries no name and mtime 0.
     """
-    # deflate's worst case is stored blocks (+5 bytes per 64 KiB); ISA-L level 0's
-    # Huffman-only blocks can grow ~25 % on random bytes (isal allows 2x for it too)
-    bound = len(data) * (2 if level == 0 else 1) + len(data) // 10 + 1024
-    return isal_zlib._ParallelCompress(buffersize=bound, level=level).compress_and_crc(data, b"")
+    return deflate.gzip_compress(data, level)
 
 
 def _blocks(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
@@ -231,34 +221,39 @@ def _blocks(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
         yield bytes(buf)
 
 
+def gzip_workers() -> int:
+    """Codec threads for gzip: one per core (the codec is the slowest stage), at most 8."""
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
 def _gzip_stream(chunks: Iterable[bytes], sink: Sink, level: int, on_raw: Callable[[bytes], None], pool: ThreadPoolExecutor) -> None:
-    sink.write(_GZIP_HEADER)
-    crc = 0
-    total = 0
-    pending: deque[tuple[Future[tuple[bytes, int]], int]] = deque()
-    max_pending = 2 * (os.cpu_count() or 2)
+    """A multi-member gzip stream: one member per ``GZIP_BLOCK`` of input, in order.
+
+    RFC 1952 (2.2): "A gzip file consists of a series of "members"", and every gzip
+    reader that unpacks layers (Go's compress/gzip, pigz, gzip, zlib's gunzip, Python's
+    gzip and isal) reads them all. Independent members are what makes the output the
+    same whatever the number of threads; an empty stream is one empty member.
+    """
+    pending: deque[Future[bytes]] = deque()
+    max_pending = 2 * gzip_workers()
+    wrote = False
 
     def drain(keep: int) -> None:
-        nonlocal crc
         while len(pending) > keep:
-            fut, n = pending.popleft()
-            data, block_crc = fut.result()
-            crc = isal_zlib.crc32_combine(crc, block_crc, n)
-            sink.write(data)
+            sink.write(pending.popleft().result())
 
     def raw() -> Iterator[bytes]:
-        nonlocal total
         for chunk in chunks:
             on_raw(chunk)
-            total += len(chunk)
             yield chunk
 
     for block in _blocks(raw(), GZIP_BLOCK):
-        pending.append((pool.submit(_deflate_block, block, level), len(block)))
+        pending.append(pool.submit(_gzip_member, block, level))
+        wrote = True
         drain(max_pending)
     drain(0)
-    sink.write(_DEFLATE_END)
-    sink.write(struct.pack("<II", crc & 0xFFFFFFFF, total & 0xFFFFFFFF))
+    if not wrote:
+        sink.write(_gzip_member(b"", level))
 
 
 def _zstd_stream(chunks: Iterable[bytes], sink: Sink, level: int, on_raw: Callable[[bytes], None]) -> None:
@@ -297,14 +292,11 @@ def compress_stream(
             sink.write(chunk)
         return
     if compression.codec == "gzip":
-        # One codec thread: on 2 cores it was no slower than two (501 vs 446 MB/s on the
-        # bench's 1 GiB model), since the other core reads, hashes the diff_id and hashes
-        # and writes the blob. NOT for determinism, as first thought: ISA-L level 1 gives a
-        # 1 MiB block a different valid encoding about once in 18,000 blocks *per process*
-        # whatever the threads (one thread or two, or a C program: same rate; within one
-        # process always the same; 60/60 alike with ASLR off). docs/reproducibility.md.
-        with ThreadPoolExecutor(max_workers=GZIP_WORKERS, thread_name_prefix="gzip") as pool:
-            _gzip_stream(chunks, sink, compression.level or 0, on_raw, pool)
+        # a codec thread per core: libdeflate is the pipeline's slowest stage, and the
+        # members are independent, so the thread count cannot change a byte
+        level = DEFAULT_GZIP_LEVEL if compression.level is None else compression.level
+        with ThreadPoolExecutor(max_workers=gzip_workers(), thread_name_prefix="gzip") as pool:
+            _gzip_stream(chunks, sink, level, on_raw, pool)
         return
     if compression.codec == "zstd":
         _zstd_stream(chunks, sink, compression.level or DEFAULT_ZSTD_LEVEL, on_raw)
@@ -330,7 +322,8 @@ def choose_compression(samples: Iterable[bytes], total_size: int, requested: Com
     """Resolve ``auto``: gzip unless a sample of the content shows it barely compresses.
 
     ``samples`` are a few slices of the layer's biggest files; compressing them with
-    ISA-L level 1 costs milliseconds and predicts the whole layer's ratio well for
+    libdeflate level 1 (the same bytes on every machine, so the choice is too) costs
+    milliseconds and predicts the whole layer's ratio well for
     the homogeneous data (weights, arrays) that dominates big layers.
     """
     if requested.codec != "auto":
@@ -341,7 +334,7 @@ def choose_compression(samples: Iterable[bytes], total_size: int, requested: Com
     raw = comp = 0
     for s in samples:
         raw += len(s)
-        comp += len(isal_zlib.compress(s, 1))
+        comp += len(deflate.deflate_compress(s, 1))
     if raw and 1 - comp / raw < AUTO_MIN_SAVING:
         return Compression("none")
     return gz

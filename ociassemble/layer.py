@@ -45,10 +45,10 @@ __all__ = [
     "source_date_epoch",
 ]
 
-#: 2: gzip blocks from ISA-L's reusable per-thread stream, all sync-flushed, then an empty
-#: final block (was: a fresh compressobj per block, the last one finished); zstd in one
-#: single-threaded frame (was: zstd's multi-thread format). The tar bytes are unchanged.
-LAYER_FORMAT = "ociassemble-layer-2"
+#: 3: gzip as one libdeflate gzip member per 1 MiB block (was 2: ISA-L raw deflate blocks,
+#: sync-flushed, in one member; 1: a fresh zlib compressobj per block); zstd in one
+#: single-threaded frame. The tar bytes have not changed since 1.
+LAYER_FORMAT = "ociassemble-layer-3"
 #: How many chunks the file-reading thread may run ahead of the hasher/compressor.
 PREFETCH_DEPTH = 4
 #: auto compression samples this many bytes from each of a layer's biggest files.

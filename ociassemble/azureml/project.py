@@ -59,7 +59,7 @@ class Project:
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     compression: str = "auto"
-    #: gzip 0-3 (ISA-L), zstd 1-19; None: the codec's default (checked by Compression.parse)
+    #: gzip 0-12 (libdeflate), zstd 1-19; None: the codec's default (checked by Compression.parse)
     compression_level: int | None = None
     source_url: str | None = None
     revision: str | None = None

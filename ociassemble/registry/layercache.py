@@ -108,7 +108,7 @@ def _compressions_for(media_type: str) -> list[Compression]:
     if media_type == MediaType.LAYER_TAR:
         return [Compression.parse("none")]
     if media_type == MediaType.LAYER_GZIP:
-        return [Compression.parse("gzip", lvl) for lvl in range(0, 4)]
+        return [Compression.parse("gzip", lvl) for lvl in GZIP_LEVELS]
     if media_type == MediaType.LAYER_ZSTD:
         return [Compression.parse("zstd", lvl) for lvl in range(1, 20)]
     return []
@@ -319,7 +319,7 @@ class RegistryLayerCache:
         """The Python deps layer recorded for pex's inputs ``deps_key``, verified, or None.
 
         With ``auto`` compression the entry's own codec is used, if this machine makes
-        the very same bytes with it (the same ISA-L or zstd version).
+        the very same bytes with it (the same libdeflate or zstd version).
         """
         tag = deps_tag(deps_key, compression, epoch)
         manifest = self._get_entry(tag, ARTIFACT_TYPE)
