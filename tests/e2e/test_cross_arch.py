@@ -5,9 +5,13 @@ checkout's wheels in it, the builds); this runs it once and holds its results to
 per codec: arm64 == amd64, and both == the golden digest below.
 
 To regenerate GOLDEN (after a deliberate change to the layer format, a codec or its pinned
-version, or scripts/cross-arch's make_tree): run ``scripts/cross-arch`` and, if amd64 and
-arm64 agree for every codec, copy its amd64 digests here. Never copy a digest from a run where
-the two architectures disagree: that is the bug this test is for.
+version, or scripts/cross-arch's make_tree), run as root on an x86-64 Debian machine::
+
+    scripts/cross-arch --json | .venv/bin/python -c 'import json, sys
+    for c, r in json.load(sys.stdin)["codecs"].items(): print(c, r["same"], r["amd64"]["manifest"])'
+
+and copy each digest whose line says True. Never pin a digest of a codec whose two
+architectures disagree (False): that disagreement is the bug this test is for.
 """
 
 from __future__ import annotations
