@@ -155,6 +155,8 @@ def _project(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         project.entry_script = cwd / args.entry_script
     if args.source_dir:
         project.source_dir = cwd / args.source_dir
+    if args.source_name is not None:
+        project.source_name = args.source_name
     if args.model:
         project.models = [ModelSpec.parse(m, cwd) for m in args.model]
     if args.requirements:
@@ -235,7 +237,7 @@ def _assemble(args: argparse.Namespace, out: _Out) -> _Built:
         out.log(f"layer {src.src} -> {src.dest}")
         layer = build_layer(cache, [src], compression=compression, entries=entries, on_bytes=out.reporter.layer_bytes,
                             remote=lc)
-        b.add_layer(layer, f"ociassemble: layer {src.src.name} -> {src.dest}")
+        b.add_layer(layer, src.created_by())
         layers.append((f"{src.dest}", layer))
     cfg = b.config.with_env(project.env)
     if project.labels:
@@ -336,7 +338,9 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
         target = parse_spec(spec, for_output=True).path
         assert target is not None
         path = sbom_path(target)
-        path.write_bytes(_sbom(image, cache, out, name=spec, site=built.deps_site, scan=built.scan_layers))
+        # the SBOM names the output by its file name only: a folder (the checkout's) is not the image's
+        named = f"{parse_spec(spec, for_output=True).kind}:{target.name}"
+        path.write_bytes(_sbom(image, cache, out, name=named, site=built.deps_site, scan=built.scan_layers))
         data["sbom"] = str(path)
         out.log(f"wrote {path}")
     out.result(data, image.digest)
@@ -663,6 +667,9 @@ def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
     g = p.add_argument_group("scoring image (the AzureML recipe)")
     g.add_argument("--entry-script", metavar="FILE", help="the script with init() and run() (default: score.py)")
     g.add_argument("--source-dir", metavar="DIR", help="folder shipped with it (default: the entry script's folder)")
+    g.add_argument("--source-name", metavar="NAME",
+                   help="its folder's name in the image, /var/azureml-app/NAME (default: src, whatever the checkout's "
+                        "folder is called)")
     g.add_argument("-m", "--model", action="append", metavar="PATH[:NAME[:VERSION]]", help="model file or folder (repeatable)")
     g.add_argument("-r", "--requirements", metavar="FILE", help="requirements.txt for run()'s Python packages")
     g.add_argument("--conda-file", metavar="FILE", help="conda environment .yml (its pip list and PyPI-available packages)")

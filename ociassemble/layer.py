@@ -95,6 +95,14 @@ class LayerSource:
             raise UsageError(f"--layer {spec!r}: DEST {dest!r} must be an absolute in-image path, e.g. /opt/app")
         return cls(Path(src), dest)
 
+    def created_by(self) -> str:
+        """The image history line of a ``--layer`` source: its in-image destination only.
+
+        Not the host path, nor its folder's name: ``--layer $PWD:/app`` would put the
+        checkout's own name into the config, and two checkouts would build two digests.
+        """
+        return f"ociassemble: layer {self.dest}"
+
 
 @dataclass(frozen=True)
 class Entry:

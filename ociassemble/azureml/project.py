@@ -50,6 +50,9 @@ class Project:
     root: Path = field(default_factory=Path.cwd)
     entry_script: Path | None = None
     source_dir: Path | None = None
+    #: the source folder's name under the app root; None: ``DEFAULT_SOURCE_NAME`` (never the
+    #: checkout folder's own name, which would make the digest depend on where it sits)
+    source_name: str | None = None
     models: list[ModelSpec] = field(default_factory=list)
     requirements: Path | None = None
     conda_file: Path | None = None
@@ -75,7 +78,7 @@ class Project:
 
 
 _PATH_KEYS = {"entry_script", "source_dir", "requirements", "conda_file"}
-_STR_KEYS = {"base", "image", "output", "compression", "source_url", "revision"}
+_STR_KEYS = {"base", "image", "output", "compression", "source_url", "revision", "source_name"}
 
 
 def _apply(project: Project, data: dict[str, Any], root: Path, where: str) -> None:
@@ -141,6 +144,10 @@ entry_script = "score.py"
 # The folder shipped with it (its sibling modules import normally). Default: the
 # entry script's folder.
 # source_dir = "src"
+
+# Its folder in the image: /var/azureml-app/<source_name>/ (AZUREML_ENTRY_SCRIPT is
+# <source_name>/<entry script>). Default: "src", wherever this checkout sits.
+# source_name = "src"
 
 # Model files or folders, served at /var/azureml-app/azureml-models/<name>/<version>/
 # and found through AZUREML_MODEL_DIR. "PATH[:NAME[:VERSION]]" or a table.

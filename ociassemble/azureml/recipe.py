@@ -16,7 +16,7 @@ from ..base import load_base
 from ..cache import BlobCache
 from ..compress import Compression
 from ..context import check_secrets, ignore_for
-from ..errors import BuildError, InputError
+from ..errors import BuildError, InputError, UsageError
 from ..image import Image, ImageBuilder, rfc3339
 from ..layer import BuiltLayer, Entry, LayerSource, build_layer, scan_sources, source_date_epoch
 from ..resources import layer_symlinks, layers_dir
@@ -27,12 +27,16 @@ from .project import Project
 from .script import check_entry_script
 from .userenv import read_user_env
 
-__all__ = ["build_azureml_image", "APP_ROOT", "RecipeResult"]
+__all__ = ["build_azureml_image", "APP_ROOT", "DEFAULT_SOURCE_NAME", "RecipeResult", "source_name"]
 
 APP_ROOT = "/var/azureml-app"
 MODELS_DIR = f"{APP_ROOT}/azureml-models"
 #: names in the app root that belong to the server, not to a user source folder
 _RESERVED = {"azureml", "aml_server", "azureml-models", "create_app.py", "wsgi.py", "gunicorn_conf.py", "__pycache__"}
+#: the source folder's in-image name when the config gives none (``source_name``)
+DEFAULT_SOURCE_NAME = "src"
+#: one path component, no leading dot (no hidden folder, no "." or "..")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 @dataclass
@@ -47,9 +51,22 @@ class RecipeResult:
     pex_ran: bool = False
 
 
-def _source_name(src: Path) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", src.resolve().name) or "src"
-    return "src" if name in _RESERVED or name.startswith(".") else name
+def source_name(project: Project) -> str:
+    """The source folder's name under the app root: the project's ``source_name``, or ``src``.
+
+    Never derived from the checkout's own folder name: the same project checked out as
+    ``myproj`` and as ``job@2`` must give one digest. Raises UsageError for a name that is
+    not one safe path component, or that the scoring server's own files already use.
+    """
+    name = DEFAULT_SOURCE_NAME if project.source_name is None else project.source_name
+    if not _SAFE_NAME.fullmatch(name):
+        raise UsageError(f"source_name {name!r}: give one folder name of letters, digits, '.', '_' and '-', "
+                         f"not starting with '.' (e.g. source_name = \"{DEFAULT_SOURCE_NAME}\" or --source-name "
+                         f"{DEFAULT_SOURCE_NAME})")
+    if name in _RESERVED:
+        raise UsageError(f"source_name {name!r} is taken by the scoring server in {APP_ROOT} "
+                         f"({', '.join(sorted(_RESERVED))}); choose another, e.g. {DEFAULT_SOURCE_NAME!r}")
+    return name
 
 
 def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: list[LayerSource] | None = None,
@@ -65,6 +82,7 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     anything is written, unless ``allow_secrets`` (then ``log`` warns).
     Raises InputError/BuildError with one line naming the problem and the fix.
     """
+    src_name = source_name(project)
     entry = project.entry
     check_entry_script(entry)
     src = project.src
@@ -89,7 +107,6 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
         log(note)
 
     # the user's files, scanned (not read) before anything is written: no secrets in a layer
-    src_name = _source_name(src)
     outputs = [Path(o.split(":", 1)[1].split(":")[0]) for o in [project.output or ""] if ":" in o]
     source_ignore = ignore_for(src, also=[m.path for m in project.models] + outputs + [cache.root])
     # (kind, sources, history line) of the user's layers; scanned once, here, and the same
@@ -100,7 +117,7 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
         user_layers.append((f"model {m.name}:{m.version}", [LayerSource(m.path, dest)],
                             f"ociassemble: model {m.name} version {m.version}"))
     for extra in extra_layers or []:
-        user_layers.append((f"extra {extra.dest}", [extra], f"ociassemble: layer {extra.src.name} -> {extra.dest}"))
+        user_layers.append((f"extra {extra.dest}", [extra], extra.created_by()))
     user_layers.append(("source", [LayerSource(src, f"{APP_ROOT}/{src_name}")], f"ociassemble: source {src_name}"))
     user_entries = [scan_sources(sources, source_ignore if kind == "source" else None)
                     for kind, sources, _ in user_layers]
