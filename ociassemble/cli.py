@@ -395,6 +395,34 @@ def cmd_push(args: argparse.Namespace, out: _Out) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace, out: _Out) -> int:
+    """Rebuild from the inputs (as ``build`` would, writing no output) and compare with ``--against``:
+    0 and the digest when they are the same image, 1 and the first difference otherwise."""
+    from .base import load_image
+    from .transport import parse_spec
+    from .verify import compare_images
+
+    if args.sbom:
+        raise UsageError("verify writes nothing: drop --sbom (build and push make SBOMs)")
+    spec = parse_spec(args.against)  # a bad --against fails before any work
+    if spec.kind == "rootfs":
+        raise UsageError(f"--against {args.against}: a rootfs is not an image; give a registry reference, "
+                         "oci:DIR, oci-archive:FILE or docker-archive:FILE")
+    args.output = None
+    built = _assemble(args, out)
+    opts = _registry_options(args) if spec.kind == "docker" else None
+    out.log(f"comparing with {args.against}")
+    given = load_image(spec, built.cache, registry_options=opts)
+    report = compare_images(built.image, given, built.cache, name=args.against,
+                            compressed_comparable=spec.kind != "docker-archive")
+    if report.equal:
+        out.log(f"{args.against} is the image these inputs build"
+                + (" (compared by config: a docker-archive keeps no compressed layers)"
+                   if report.compared_by == "config" else ""))
+    out.result(report.to_json(), report.render())
+    return 0 if report.equal else EXIT_USER
+
+
 def cmd_pull(args: argparse.Namespace, out: _Out) -> int:
     from .registry.pull import pull_image
 
@@ -732,6 +760,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--digest-file", metavar="FILE", help="write the pushed manifest digest here")
     _build_flags(p, with_output=False)
     p.set_defaults(path=".")
+    _registry_flags(p)
+
+    p = add("verify", cmd_verify, "Rebuild the project from its inputs and compare with an image: exit 0 and its "
+            "digest when they are the same, 1 and the first difference (a layer's file, only its compression, the "
+            "config key) when not.",
+            "ociassemble verify . --against registry.example.com/team/model:1.0")
+    p.add_argument("--against", required=True, metavar="IMAGE",
+                   help="the image to check: a registry reference (docker://REF), oci:DIR[:TAG], oci-archive:FILE[:TAG] "
+                        "or docker-archive:FILE[:NAME:TAG]")
+    _build_flags(p, with_output=False)
     _registry_flags(p)
 
     p = add("pull", cmd_pull, "Pull an image from a registry into an OCI layout or archive.",

@@ -41,10 +41,20 @@ class QuickRecipe:
             (p / "ociassemble.toml").write_text(config)
         return p
 
+    def inputs(self, project: Path, cache: Path | None = None) -> list[str]:
+        """The flags that build ``project``: ``PROJECT --model PROJECT/model.bin --base … --cache-dir …``."""
+        return [str(project), "--model", str(project / "model.bin"), "--base", self.base,
+                "--cache-dir", str(cache or self.cache)]
+
+    def fresh_cache(self, path: Path) -> Path:
+        """An empty cache at ``path`` but for the resolved deps (pex need not run again)."""
+        path.mkdir(parents=True)
+        shutil.copytree(self.cache / "deps", path / "deps", symlinks=True)
+        return path
+
     def build(self, project: Path, *args: str, cache: Path | None = None) -> dict:
         """``ociassemble build PROJECT --model PROJECT/model.bin --base … ARGS --json``: its result."""
-        proc = run_cli("build", str(project), "--model", str(project / "model.bin"), "--base", self.base,
-                       "--cache-dir", str(cache or self.cache), "--json", *args)
+        proc = run_cli("build", *self.inputs(project, cache), "--json", *args)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 

@@ -61,8 +61,7 @@ def test_two_checkouts_and_a_non_root_user_build_one_digest(quick_recipe: QuickR
     nobody = work / "nobody"
     third = nobody / "builds/job@2"
     shutil.copytree(first, third)
-    (nobody / "cache").mkdir()
-    shutil.copytree(quick_recipe.cache / "deps", nobody / "cache" / "deps", symlinks=True)
+    quick_recipe.fresh_cache(nobody / "cache")
     subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(nobody)], check=True)
     proc = _as_nobody("build", str(third), "--model", str(third / "model.bin"), "--base", quick_recipe.base,
                       "-o", f"oci:{nobody / 'out'}", "--cache-dir", str(nobody / "cache"), "--json", home=nobody)
