@@ -260,7 +260,7 @@ class _Entry:
     xattrs: tuple[tuple[str, str], ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "type": self.type, "mode": f"{self.mode:04o}", "uid": self.uid, "gid": self.gid,
+        return {"path": self.path, "type": self.type, "mode": self.mode, "uid": self.uid, "gid": self.gid,
                 "size": self.size, "mtime": self.mtime, "linkname": self.linkname or None, "sha256": self.sha256,
                 "xattrs": dict(self.xattrs)}
 
