@@ -66,7 +66,8 @@ class Difference:
 @dataclass(frozen=True)
 class VerifyReport:
     """The outcome: ``equal`` when the given image is the rebuilt one (for a docker-archive,
-    which keeps no compressed layers: the same config, so the same layers uncompressed).
+    which keeps no compressed layers, when the manifests differ: the same config, so the same
+    layers uncompressed; ``compared_by`` says which).
     ``differences`` are in the order they matter, the first being *the* reason."""
 
     rebuilt: Image

@@ -133,13 +133,24 @@ def test_archives_written_by_skopeo(quick_recipe: QuickRecipe, pushed_recipe: tu
     code, doc, _ = _verify(*quick_recipe.inputs(project), "--env", "WORKER_COUNT=2",
                            "--against", f"oci-archive:{tmp_path / 'image.tar'}")
     assert code == 0 and doc["digest"] == digest
-    # a docker-archive keeps only uncompressed layers: the same config is the same image
-    code, doc, err = _verify(*quick_recipe.inputs(project), "--env", "WORKER_COUNT=2",
-                             "--against", f"docker-archive:{tmp_path / 'docker.tar'}")
-    assert code == 0 and doc["comparedBy"] == "config" and doc["digest"] == digest
-    assert doc["against"]["config"] == doc["rebuilt"]["config"]
+    # a docker-archive keeps only uncompressed layers; read, they are gzipped as a build does,
+    # so the default build's image comes back with its very digest
+    code, doc, _ = _verify(*quick_recipe.inputs(project), "--env", "WORKER_COUNT=2",
+                           "--against", f"docker-archive:{tmp_path / 'docker.tar'}")
+    assert code == 0 and doc["digest"] == doc["against"]["digest"] == digest
     code, doc, _ = _verify(*quick_recipe.inputs(project), "--against", f"docker-archive:{tmp_path / 'docker.tar'}")
     assert code == 1 and doc["difference"]["key"] == "config.Env"
+
+    # gzip level 6: its docker-archive's layers come back gzipped at the default level, other
+    # bytes, so the same config (every layer's uncompressed diff_id) is what makes it the same image
+    level6 = tmp_path / "level6-image"
+    quick_recipe.build(project, "--compression", "gzip", "--compression-level", "6", "-o", f"oci:{level6}")
+    skopeo("copy", "-q", f"oci:{level6}", f"docker-archive:{tmp_path / 'level6.tar'}:team/app:2")
+    code, doc, err = _verify(*quick_recipe.inputs(project), "--compression", "gzip", "--compression-level", "6",
+                             "--against", f"docker-archive:{tmp_path / 'level6.tar'}")
+    assert code == 0 and doc["equal"] and doc["comparedBy"] == "config", doc["differences"]
+    assert doc["digest"] != doc["against"]["digest"] and doc["against"]["config"] == doc["rebuilt"]["config"]
+    assert "compression" in {layer["status"] for layer in doc["layers"]}
 
 
 # -- the plain build (--plain --base … --layer SRC:DEST) -------------------------------------
