@@ -116,3 +116,13 @@ def test_a_bad_source_name_is_refused_in_one_line(quick_recipe: QuickRecipe, nam
         assert len(lines) == 1 and lines[0].startswith(f"ociassemble: error: source_name {name!r}"), proc.stderr
         assert pattern in lines[0]
         assert not (p / "image").exists()
+
+
+def test_init_writes_source_name_into_its_template(tmp_path: Path) -> None:
+    from ociassemble.azureml.project import load_project
+
+    assert run_cli("init", str(tmp_path)).returncode == 0
+    text = (tmp_path / "ociassemble.toml").read_text()
+    assert '# source_name = "src"' in text
+    (tmp_path / "ociassemble.toml").write_text(text.replace('# source_name = "src"', 'source_name = "serving"'))
+    assert load_project(tmp_path).source_name == "serving"
