@@ -23,7 +23,7 @@ from ..resources import layer_symlinks, layers_dir
 from .baseinfo import inspect_base
 from .debianbase import default_base_path
 from .deps import DEPS_DIR, deps_cached, deps_key, resolve_deps
-from .project import Project
+from .project import ModelSpec, Project
 from .script import check_entry_script
 from .userenv import read_user_env
 
@@ -49,6 +49,16 @@ class RecipeResult:
     deps_site: Path | None = None
     #: whether this build ran pex (False: its deps were cached locally or in the registry)
     pex_ran: bool = False
+
+
+def model_dest(model: ModelSpec) -> str:
+    """Where a registered model lands: as in Azure ML, under ``<name>/<version>/`` with its own name.
+
+    A file ``model.pkl`` becomes ``<name>/<version>/model.pkl``; a folder ``outputs/model``
+    becomes ``<name>/<version>/model/...`` (its contents are not spread into the version folder),
+    so score.py reads ``os.path.join(AZUREML_MODEL_DIR, "model", "model.pkl")`` as in Azure ML.
+    """
+    return f"{MODELS_DIR}/{model.name}/{model.version}/{model.path.resolve().name}"
 
 
 def source_name(project: Project) -> str:
@@ -113,8 +123,7 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     # entries built below (tar_chunks re-checks each file's stat stamp as it reads it)
     user_layers: list[tuple[str, list[LayerSource], str]] = []
     for m in project.models:
-        dest = f"{MODELS_DIR}/{m.name}/{m.version}" + ("/" if m.path.is_file() else "")
-        user_layers.append((f"model {m.name}:{m.version}", [LayerSource(m.path, dest)],
+        user_layers.append((f"model {m.name}:{m.version}", [LayerSource(m.path, model_dest(m))],
                             f"ociassemble: model {m.name} version {m.version}"))
     for extra in extra_layers or []:
         user_layers.append((f"extra {extra.dest}", [extra], extra.created_by()))
