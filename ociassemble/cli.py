@@ -167,6 +167,8 @@ def _project(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         default = project.root / "requirements.txt"
         if default.is_file() and project.config_file is None:
             project.requirements = default
+    if getattr(args, "install_serving_stack", None):
+        project.install_serving_stack = True
     if args.base:
         project.base = args.base
     if args.output:
@@ -215,7 +217,7 @@ def _assemble(args: argparse.Namespace, out: _Out) -> _Built:
 
         res = build_azureml_image(project, cache, extra_layers=extra, log=out.log, registry_options=opts,
                                   on_bytes=out.reporter.layer_bytes, allow_secrets=secrets_allowed(args.allow_secrets),
-                                  layer_cache=lc)
+                                  layer_cache=lc, debug=args.debug)
         image, layers = res.image, res.layers
         base_count = len(image.manifest.layers) - len(layers)
         scan = list(image.manifest.layers[:base_count])
@@ -701,6 +703,9 @@ def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
     g.add_argument("-m", "--model", action="append", metavar="PATH[:NAME[:VERSION]]", help="model file or folder (repeatable)")
     g.add_argument("-r", "--requirements", metavar="FILE", help="requirements.txt for run()'s Python packages")
     g.add_argument("--conda-file", metavar="FILE", help="conda environment .yml (its pip list and PyPI-available packages)")
+    g.add_argument("--install-serving-stack", action="store_true", default=None,
+                   help="install azureml-defaults, azureml-inference-server-http and azureml-contrib-services when "
+                        "the environment lists them (default: the image provides them; not installed)")
     g.add_argument("--plain", action="store_true", help="ignore the recipe: assemble only --base and --layer")
     g2 = p.add_argument_group("image")
     g2.add_argument("--base", metavar="IMAGE", help="base image: oci:DIR, oci-archive:FILE, docker-archive:FILE, a registry reference, a rootfs tarball/folder, or scratch (empty; the default with --plain)")

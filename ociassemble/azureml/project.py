@@ -66,6 +66,8 @@ class Project:
     compression_level: int | None = None
     source_url: str | None = None
     revision: str | None = None
+    #: install azureml-defaults and the other serving-stack packages the image already provides
+    install_serving_stack: bool = False
     config_file: Path | None = None
 
     @property
@@ -98,6 +100,10 @@ def _apply(project: Project, data: dict[str, Any], root: Path, where: str) -> No
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise UsageError(f"{where}: compression_level must be a whole number, e.g. compression_level = 1")
             project.compression_level = value
+        elif k == "install_serving_stack":
+            if not isinstance(value, bool):
+                raise UsageError(f"{where}: install_serving_stack must be true or false")
+            project.install_serving_stack = value
         elif k in ("env", "labels"):
             if not isinstance(value, dict):
                 raise UsageError(f"{where}: {key} must be a table of strings, e.g. {key} = {{ KEY = \"value\" }}")
@@ -160,6 +166,9 @@ models = [
 # the conda packages PyPI also has).
 requirements = "requirements.txt"
 # conda_file = "myenv.yml"
+# azureml-defaults, azureml-inference-server-http and azureml-contrib-services are
+# provided by the image and not installed; true installs them anyway.
+# install_serving_stack = false
 
 # The base image: a Debian-like image with python3, nginx and runit.
 # `ociassemble make-base` builds one; default: that one.

@@ -7,7 +7,9 @@ one layer per model · the user's source folder with score.py.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +26,7 @@ from .baseinfo import inspect_base
 from .debianbase import default_base_path
 from .deps import DEPS_DIR, deps_cached, deps_key, resolve_deps
 from .project import ModelSpec, Project
+from .requirements import merge_requirements, read_app_pins
 from .script import check_entry_script
 from .userenv import read_user_env
 
@@ -82,14 +85,15 @@ def source_name(project: Project) -> str:
 def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: list[LayerSource] | None = None,
                         log: Callable[[str], None] = print, registry_options: object = None,
                         on_bytes: Callable[[int], None] | None = None, layer_cache: Any = None,
-                        allow_secrets: bool = False) -> RecipeResult:
+                        allow_secrets: bool = False, debug: bool = False) -> RecipeResult:
     """Check the inputs, then assemble the scoring image (nothing is written outside the cache).
 
     ``on_bytes`` is passed to every ``build_layer`` (progress display). ``layer_cache``
     (a ``registry.layercache.RegistryLayerCache``) is asked for layers, the deps layer
     and the base's info before any is made, and told what this build made.
     Files named like secrets in the source, model or extra layers are refused before
-    anything is written, unless ``allow_secrets`` (then ``log`` warns).
+    anything is written, unless ``allow_secrets`` (then ``log`` warns). ``debug`` logs
+    pex's whole output when it fails.
     Raises InputError/BuildError with one line naming the problem and the fix.
     """
     src_name = source_name(project)
@@ -112,7 +116,8 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
         raise InputError("two models have the same name and version; give each a NAME or VERSION (PATH:NAME:VERSION)")
     if project.requirements and project.conda_file:
         raise InputError("give either requirements or a conda file, not both")
-    user_env = read_user_env(project.conda_file or project.requirements)
+    env_file = project.conda_file or project.requirements
+    user_env = read_user_env(env_file)
     for note in user_env.notes:
         log(note)
 
@@ -166,11 +171,16 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     runit_entries = sorted([*scan_sources(runit, no_bytecode), *links], key=lambda e: e.name.encode())
     add("runit-nginx", runit, "ociassemble: runit + nginx configs", entries=runit_entries)
 
-    req_files = [shipped / "app-requirements.txt"]
-    if user_env.requirements:
-        user_req = cache.tmp_dir / f"user-requirements-{abs(hash(tuple(user_env.requirements)))}.txt"
-        user_req.write_text("\n".join(user_env.requirements) + "\n")
-        req_files.append(user_req)
+    # one requirement set: the server's pins and the user's, merged by project name
+    merged = merge_requirements(read_app_pins(shipped / "app-requirements.txt"), user_env.requirements,
+                                source=env_file.name if env_file else "your environment",
+                                install_serving_stack=project.install_serving_stack)
+    for note in merged.notes:
+        log(note)
+    fd, merged_name = tempfile.mkstemp(dir=cache.tmp_dir, prefix="requirements-", suffix=".txt")
+    os.close(fd)
+    req_files = [Path(merged_name)]
+    req_files[0].write_text(merged.text())
     site: Path | None = None
     cached_deps: BuiltLayer | None = None
     try:
@@ -179,10 +189,10 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
             cached_deps = layer_cache.find_deps(key_src, compression, epoch)
         if cached_deps is None:
             result.pex_ran = not deps_cached(cache, key_src)
-            site = resolve_deps(cache, req_files, info, log=log)
+            site = resolve_deps(cache, req_files, info, log=log, debug=debug,
+                                source=f"{env_file.name} with the scoring server's" if env_file else "the scoring server's")
     finally:
-        if len(req_files) > 1:
-            req_files[1].unlink(missing_ok=True)
+        req_files[0].unlink(missing_ok=True)
     result.deps_site = site
     if cached_deps is not None:
         log("layer python-deps")
