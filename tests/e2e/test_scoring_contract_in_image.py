@@ -118,7 +118,8 @@ def scoring_image(debian_base: str, shared_cache: BlobCache, tmp_path_factory: p
     (project / "requirements.txt").write_text(REQUIREMENTS)
     out = project.parent / "contract-image"
     proc = run_cli("build", str(project), "--entry-script", str(source / "undecorated_echo.py"),
-                   "--source-dir", str(source), "--source-name", SOURCE_FOLDER, "-r", str(project / "requirements.txt"), "--base", debian_base,
+                   "--source-dir", str(source), "--source-name", SOURCE_FOLDER, "-r", str(project / "requirements.txt"),
+                   *diff.model_build_flags(project.parent / "contract-models"), "--base", debian_base,
                    "-o", f"oci:{out}", "--json", "--cache-dir", str(shared_cache.root))
     assert proc.returncode == 0, proc.stderr
     return load_image(f"oci:{out}", shared_cache)
