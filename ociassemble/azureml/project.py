@@ -19,7 +19,7 @@ __all__ = ["Project", "ModelSpec", "load_project", "STARTER_CONFIG"]
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model file or folder, served at ``azureml-models/<name>/<version>/``."""
+    """A model file or folder, served at ``azureml-models/<name>/<version>/<its own name>``."""
 
     path: Path
     name: str
@@ -155,15 +155,17 @@ entry_script = "score.py"
 # <source_name>/<entry script>). Default: "src", wherever this checkout sits.
 # source_name = "src"
 
-# Model files or folders, served at /var/azureml-app/azureml-models/<name>/<version>/
-# and found through AZUREML_MODEL_DIR. "PATH[:NAME[:VERSION]]" or a table.
+# Model files or folders, each kept under its own name in
+# /var/azureml-app/azureml-models/<name>/<version>/ (as Azure ML does): with one model,
+# score.py reads os.path.join(os.getenv("AZUREML_MODEL_DIR"), "model.pkl").
+# "PATH[:NAME[:VERSION]]" or a table.
 models = [
     "model.pkl",
     # { path = "models/encoder", name = "encoder", version = "2" },
 ]
 
 # Python packages for run(): a requirements.txt, or a conda file (its pip list and
-# the conda packages PyPI also has).
+# the conda packages PyPI also has), merged with the scoring server's own.
 requirements = "requirements.txt"
 # conda_file = "myenv.yml"
 # azureml-defaults, azureml-inference-server-http and azureml-contrib-services are
