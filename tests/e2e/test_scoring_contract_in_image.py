@@ -1,7 +1,8 @@
 """The differential suite once more, through nginx in a running image.
 
 One image is built from the Debian base with every script of ``tests/app/scripts``
-in its source folder (``scoring/``) and numpy + pandas in its deps layer; it is then
+in its source folder (``scoring/``), numpy + pandas in its deps layer and the suite's two
+models (``differential.MODEL_FILES``, registered as Azure ML lays them out); it is then
 run once per script with ``AZUREML_ENTRY_SCRIPT=scoring/<script>.py`` (all runs at
 once, each in its own namespaces, so every one listens on its own 5001), and
 ``tests/app/differential.py``'s ``CALLS`` go to the published port, through nginx,
