@@ -120,6 +120,13 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     user_env = read_user_env(env_file)
     for note in user_env.notes:
         log(note)
+    # one requirement set, the server's pins and the user's merged by project name (a conflict stops
+    # the build here, before anything is written)
+    merged = merge_requirements(read_app_pins(layers_dir() / "app-requirements.txt"), user_env.requirements,
+                                source=env_file.name if env_file else "your environment",
+                                install_serving_stack=project.install_serving_stack)
+    for note in merged.notes:
+        log(note)
 
     # the user's files, scanned (not read) before anything is written: no secrets in a layer
     outputs = [Path(o.split(":", 1)[1].split(":")[0]) for o in [project.output or ""] if ":" in o]
@@ -171,19 +178,13 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     runit_entries = sorted([*scan_sources(runit, no_bytecode), *links], key=lambda e: e.name.encode())
     add("runit-nginx", runit, "ociassemble: runit + nginx configs", entries=runit_entries)
 
-    # one requirement set: the server's pins and the user's, merged by project name
-    merged = merge_requirements(read_app_pins(shipped / "app-requirements.txt"), user_env.requirements,
-                                source=env_file.name if env_file else "your environment",
-                                install_serving_stack=project.install_serving_stack)
-    for note in merged.notes:
-        log(note)
     fd, merged_name = tempfile.mkstemp(dir=cache.tmp_dir, prefix="requirements-", suffix=".txt")
     os.close(fd)
     req_files = [Path(merged_name)]
-    req_files[0].write_text(merged.text())
     site: Path | None = None
     cached_deps: BuiltLayer | None = None
     try:
+        req_files[0].write_text(merged.text())
         key_src = deps_key(req_files, info)
         if layer_cache is not None and not deps_cached(cache, key_src):
             cached_deps = layer_cache.find_deps(key_src, compression, epoch)

@@ -105,6 +105,15 @@ def test_unresolvable_requirement_is_one_line_from_pex(tmp_path: Path) -> None:
     assert debug.stderr.strip().splitlines()[-1].startswith("ociassemble: error: cannot install")
 
 
+def test_a_pin_the_scoring_server_cannot_run_with_is_one_line_before_anything_is_built(tmp_path: Path) -> None:
+    p = project(tmp_path)
+    (p / "requirements.txt").write_text("azureml-defaults\ngunicorn==19.9.0\n")
+    proc = run_cli("build", str(p), "--model", str(p / "model.pkl"), "--base", f"rootfs:{tmp_path / 'no-such-base'}",
+                   "-o", f"oci-archive:{p / 'image.tar'}", "--cache-dir", str(tmp_path / "cache"), cwd=p)
+    assert_one_line_error(proc, r"requirements\.txt asks for gunicorn==19\.9\.0, but the scoring server needs "
+                                r"gunicorn<28,>=20\.1 .*: pin a version in <28,>=20\.1, or drop the pin", p)
+
+
 def test_conda_only_packages_are_named(tmp_path: Path) -> None:
     env = tmp_path / "myenv.yml"
     env.write_text("name: x\nchannels: [conda-forge]\ndependencies:\n  - python=3.11\n  - numpy=1.26\n  - mkl\n"
