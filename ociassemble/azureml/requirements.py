@@ -19,7 +19,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from ..errors import BuildError
 
@@ -83,7 +83,10 @@ def _exact_pins(spec: SpecifierSet) -> list[str]:
 
 
 def _contains(spec: SpecifierSet, version: str) -> bool:
-    return spec.contains(Version(version), prereleases=True)
+    try:
+        return spec.contains(Version(version), prereleases=True)
+    except InvalidVersion:  # an '===' pin of no PEP 440 version: no range holds it
+        return False
 
 
 def _merge_with_app(pin: AppPin, user: list[Requirement], source: str) -> tuple[str, str | None]:
@@ -103,7 +106,9 @@ def _merge_with_app(pin: AppPin, user: list[Requirement], source: str) -> tuple[
         return _format(name, extras, f"=={pin.version}"), None
     fix = (f"pin a version in {pin.works_with}, or drop the pin to take {pin.version}"
            f" (the scoring server in /var/azureml-app needs {name})")
-    for version in _exact_pins(spec):
+    exact = _exact_pins(spec)
+    if exact:
+        version = exact[0]
         if not _contains(pin.works_with, version) or not _contains(spec, version):
             raise BuildError(f"{source} asks for {shown}, but the scoring server needs {name}{pin.works_with} "
                              f"(it ships {pin.requirement}): {fix}")
