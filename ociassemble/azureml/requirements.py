@@ -112,9 +112,18 @@ def _merge_with_app(pin: AppPin, user: list[Requirement], source: str) -> tuple[
         if not _contains(pin.works_with, version) or not _contains(spec, version):
             raise BuildError(f"{source} asks for {shown}, but the scoring server needs {name}{pin.works_with} "
                              f"(it ships {pin.requirement}): {fix}")
-        return _format(name, extras, f"=={version}"), f"{name}=={version}: {source}'s pin replaces the scoring server's {pin.version}"
+        note = f"{name}=={version}: {source}'s pin replaces the scoring server's {pin.version}"
+        return _format(name, extras, f"=={version}"), note
     merged = spec & pin.works_with
-    return _format(name, extras, merged), f"{name}: {source}'s {spec} and the scoring server's {pin.works_with} give {name}{merged}"
+    note = f"{name}: {source}'s {spec} and the scoring server's {pin.works_with} give {name}{merged}"
+    return _format(name, extras, merged), note
+
+
+def _serving_stack_note(names: list[str]) -> str:
+    why = "; ".join(f"{n}: {SERVING_STACK[canonicalize_name(n)]}" for n in names)
+    they, provide = ("them", "they provide") if len(names) > 1 else ("it", "it provides")
+    return (f"{', '.join(names)} not installed: the image already has what {provide} ({why}); "
+            f"set install_serving_stack = true (or --install-serving-stack) if score.py imports from {they}")
 
 
 def merge_requirements(app: dict[NormalizedName, AppPin], user_lines: list[str], *, source: str = "your environment",
@@ -150,9 +159,7 @@ def merge_requirements(app: dict[NormalizedName, AppPin], user_lines: list[str],
             order.append(("req", key))
         grouped[key].append(req)
     if skipped:
-        why = "; ".join(f"{n}: {SERVING_STACK[canonicalize_name(n)]}" for n in skipped)
-        result.notes.append(f"{', '.join(skipped)} not installed: the image already has what {'they provide' if len(skipped) > 1 else 'it provides'} "
-                            f"({why}); set install_serving_stack = true (or --install-serving-stack) if score.py imports from {'them' if len(skipped) > 1 else 'it'}")
+        result.notes.append(_serving_stack_note(skipped))
     shared: list[str] = []
     for key, pin in app.items():
         if key in grouped:
