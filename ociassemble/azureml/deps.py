@@ -95,7 +95,12 @@ def _summarise_pex_error(stderr: str) -> str:
             versions = [v.strip() for v in (listed.group(1) if listed else "").split(",") if v.strip() not in ("", "none")]
             known = f" (newest available: {', '.join(versions[-5:])})" if versions else " (no version at all: check the name)"
             return f"nothing matches {m.group(1)}{known}"
-    for pattern in (r"No pre-built wheel was available for .*", r"No matching distribution found for \S+",
+    for l in lines:
+        m = re.match(r"No pre-built wheel was available for (.+?)\.?$", l)
+        if m:
+            return (f"no wheel of {m.group(1)} is published for this platform, and pex builds a wheel from the "
+                    "source distribution only for the build machine")
+    for pattern in (r"No matching distribution found for \S+",
                     r"ResolutionImpossible.*", r"Cannot install .*"):
         for l in lines:
             m = re.search(pattern, l, re.I)

@@ -105,6 +105,15 @@ PEX_FAILURES = {
         "(from versions: 0.2.0, 2.31.0, 2.32.0, 2.32.1, 2.32.2, 2.32.3)\n"
         "pip: ERROR: No matching distribution found for requests==0.0.999 (from -r r.txt (line 1))\n",
         "nothing matches requests==0.0.999 (newest available: 2.31.0, 2.32.0, 2.32.1, 2.32.2, 2.32.3)"),
+    "a source distribution only, for another architecture": (
+        "No pre-built wheel was available for python-Levenshtein 0.12.2.\n"
+        "Successfully built the wheel python_Levenshtein-0.12.2-cp311-cp311-linux_x86_64.whl from the sdist "
+        "python-Levenshtein-0.12.2.tar.gz but it is not compatible with the requested foreign target complete "
+        "platform cp311-cp311-manylinux_2_36_aarch64.\n"
+        "You'll need to build a wheel from python-Levenshtein-0.12.2.tar.gz on the foreign target platform and make "
+        "it available to Pex via a `--find-links` repo or a custom `--index`.\n",
+        "no wheel of python-Levenshtein 0.12.2 is published for this platform, and pex builds a wheel from the source "
+        "distribution only for the build machine"),
 }
 
 
