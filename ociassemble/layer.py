@@ -22,15 +22,20 @@ import queue
 import stat
 import tarfile
 import threading
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
+
+import zstandard
+from isal import isal_zlib
 
 from .cache import BlobCache
 from .compress import Compression, ThreadedSink, choose_compression, compress_stream
 from .digest import CHUNK, Digest
 from .errors import ArchiveError, InputError, UsageError
 from .oci import Descriptor, canonical_json
+from .tarcheck import TarballChecker
 
 __all__ = [
     "LAYER_FORMAT",
@@ -49,6 +54,9 @@ __all__ = [
 #: sync-flushed, in one member; 1: a fresh zlib compressobj per block); zstd in one
 #: single-threaded frame. The tar bytes have not changed since 1.
 LAYER_FORMAT = "ociassemble-layer-3"
+#: Names the rules a base tarball was checked by (``tarcheck``) in its layer-index key:
+#: a tarball accepted before the checks existed is checked again, not reused unchecked.
+TARBALL_CHECK = "tarcheck-1"
 #: How many chunks the file-reading thread may run ahead of the hasher/compressor.
 PREFETCH_DEPTH = 4
 #: auto compression samples this many bytes from each of a layer's biggest files.
@@ -566,8 +574,15 @@ def _reported(chunks: Iterator[bytes], on_bytes: Callable[[int], None]) -> Itera
         yield chunk
 
 
+#: What a corrupt compressed tarball raises while it is read (the codecs share no base class).
+_TARBALL_ERRORS = (EOFError, OSError, ValueError, zlib.error, isal_zlib.error, zstandard.ZstdError)
+
+
 def _tarball_chunks(path: Path) -> Iterator[bytes]:
-    """The uncompressed bytes of a tarball that may be gzip-, zstd- or not compressed."""
+    """The uncompressed bytes of a tarball that may be gzip-, zstd- or not compressed.
+
+    Raises ArchiveError, naming the file, when it cannot be decompressed.
+    """
     with open(path, "rb") as raw:
         magic = raw.read(4)
         raw.seek(0)
@@ -576,14 +591,17 @@ def _tarball_chunks(path: Path) -> Iterator[bytes]:
 
             stream = igzip_threaded.open(raw, "rb")
         elif magic == b"\x28\xb5\x2f\xfd":
-            import zstandard
-
-            stream = zstandard.ZstdDecompressor().stream_reader(raw)
+            stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
         else:
             stream = raw
         with stream:
             while True:
-                data = stream.read(CHUNK)
+                try:
+                    data = stream.read(CHUNK)
+                except _TARBALL_ERRORS as exc:
+                    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise ArchiveError(f"{path} is not a readable tar archive ({reason}); "
+                                       "give a rootfs .tar, .tar.gz or .tar.zst") from None
                 if not data:
                     return
                 yield data
@@ -592,28 +610,25 @@ def _tarball_chunks(path: Path) -> Iterator[bytes]:
 def layer_from_tarball(cache: BlobCache, path: Path, *, compression: Compression = Compression("gzip")) -> BuiltLayer:
     """A base rootfs tarball as one layer, its tar bytes kept exactly as they are.
 
-    The tarball is checked to be a readable tar first (a corrupt or non-tar file fails
-    here, naming the file), then hashed and compressed in one pass.
+    Every header is checked (``tarcheck.TarballChecker``: names, links, symlinks) on
+    the reader thread as the bytes stream to the hasher and compressor, so the check
+    costs no extra read; a refused or corrupt tarball leaves nothing in the cache.
+
+    Raises ArchiveError naming the tarball and the refused entry; InputError if missing.
     """
     try:
         st = path.stat()
     except FileNotFoundError:
         raise InputError(f"{path}: no such base tarball; check the path") from None
-    key = hashlib.sha256(canonical_json({"format": LAYER_FORMAT, "tarball": [str(path.resolve()), st.st_size,
-                                         st.st_mtime_ns, st.st_ctime_ns, st.st_ino],
+    key = hashlib.sha256(canonical_json({"format": LAYER_FORMAT, "check": TARBALL_CHECK,
+                                         "tarball": [str(path.resolve()), st.st_size,
+                                                     st.st_mtime_ns, st.st_ctime_ns, st.st_ino],
                                          "compression": [compression.codec, compression.level]})).hexdigest()
     record = cache.get_layer(key)
     if record is not None:
         return BuiltLayer.from_record(record)
-    try:
-        with tarfile.open(path, "r:*") as tf:
-            count = sum(1 for _ in tf)
-    except Exception as exc:  # noqa: BLE001 - tarfile, zlib and zstd each raise their own kinds
-        reason = "not a tar archive" if isinstance(exc, tarfile.ReadError) else str(exc).splitlines()[0]
-        raise ArchiveError(f"{path} is not a readable tar archive ({reason}); give a rootfs .tar, .tar.gz or .tar.zst") from None
-    if count == 0:
-        raise ArchiveError(f"{path} is an empty tar archive; give a rootfs tarball")
     resolved = choose_compression(iter(()), 0, compression) if compression.codec == "auto" else compression
-    built = _write_layer(cache, prefetch(_tarball_chunks(path)), resolved)
+    checker = TarballChecker(f"base tarball {path}")
+    built = _write_layer(cache, prefetch(checker.checked(_tarball_chunks(path))), resolved)
     cache.put_layer(key, built.to_record())
     return built
