@@ -5,6 +5,7 @@ Layout under the cache root (``--cache-dir``, ``$OCIASSEMBLE_CACHE``, else
 
     blobs/sha256/<hex>    one file per blob, named by its digest
     layers/<key>.json     layer index: a tree's fingerprint -> the layer built from it
+    diff_ids/<hex>        a layer blob's verified diff_id (its uncompressed tar's digest)
     tmp/                  blobs being written; renamed into blobs/ only once verified
 
 A blob appears under its digest only complete and verified (temp file + rename on
@@ -165,7 +166,7 @@ class BlobCache:
 
     def __post_init__(self) -> None:
         try:
-            for sub in ("blobs/sha256", "layers", "tmp"):
+            for sub in ("blobs/sha256", "layers", "tmp", "diff_ids"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"cannot create the cache at {self.root}: {exc.strerror}; pass --cache-dir or set OCIASSEMBLE_CACHE to a writable place") from exc
@@ -258,6 +259,29 @@ class BlobCache:
             if isinstance(exc, OSError):
                 _raise_os_error(exc, self.root)
             raise
+
+    # -- verified diff_ids ---------------------------------------------------
+    def verified_diff_id(self, digest: Digest | str) -> str | None:
+        """The diff_id a layer blob was verified to unpack to (by decompressing it once), if known."""
+        d = digest if isinstance(digest, Digest) else Digest(digest)
+        try:
+            value = (self.root / "diff_ids" / d.hex).read_text().strip()
+            return str(Digest(value))
+        except (OSError, ValueError, OciAssembleError):
+            return None
+
+    def remember_diff_id(self, digest: Digest | str, diff_id: str) -> None:
+        """Record that blob ``digest`` decompresses to ``diff_id`` (verified by the caller)."""
+        d = digest if isinstance(digest, Digest) else Digest(digest)
+        folder = self.root / "diff_ids"
+        try:
+            folder.mkdir(exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix="diffid-")
+            with os.fdopen(fd, "w") as f:
+                f.write(str(Digest(diff_id)) + "\n")
+            os.replace(name, folder / d.hex)
+        except OSError as exc:
+            _raise_os_error(exc, self.root)
 
     def iter_blobs(self) -> Iterator[Path]:
         yield from sorted((self.root / "blobs" / "sha256").iterdir())

@@ -454,7 +454,16 @@ class _DirectSink:
         pass
 
 
-def _write_layer(cache: BlobCache, chunks: Iterator[bytes], compression: Compression) -> BuiltLayer:
+class DiffIdMismatch(Exception):
+    """``_write_layer``'s stream did not hash to the expected diff_id (nothing was kept)."""
+
+    def __init__(self, actual: str) -> None:
+        super().__init__(actual)
+        self.actual = actual
+
+
+def _write_layer(cache: BlobCache, chunks: Iterator[bytes], compression: Compression,
+                 expect_diff_id: str | None = None) -> BuiltLayer:
     """Hash (diff_id), compress, hash again (digest) and write a tar stream, all at once.
 
     The diff_id is hashed on this thread, the codec works on its own threads and the
@@ -462,6 +471,8 @@ def _write_layer(cache: BlobCache, chunks: Iterator[bytes], compression: Compres
     layer's digest is its diff_id, so its bytes are hashed once, not twice, and written
     from this thread (a writer thread gained nothing there: the buffers freed on another
     thread cost more page faults than the write it overlapped, measured).
+    With ``expect_diff_id``, a stream hashing to anything else raises ``DiffIdMismatch``
+    before the blob is committed.
     """
     diff = hashlib.sha256()
     raw_size = 0
@@ -481,8 +492,11 @@ def _write_layer(cache: BlobCache, chunks: Iterator[bytes], compression: Compres
             sink.abort()
             raise
         diff_id = Digest("sha256:" + diff.hexdigest())
+        if expect_diff_id is not None and str(diff_id) != expect_diff_id:
+            raise DiffIdMismatch(str(diff_id))
         digest = w.commit(diff_id if stored_raw else None)
         size = w.size
+    cache.remember_diff_id(digest, str(diff_id))
     return BuiltLayer(Descriptor(compression.media_type, str(digest), size), str(diff_id),
                       False, compression.id, raw_size)
 
