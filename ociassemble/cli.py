@@ -368,7 +368,8 @@ def cmd_push(args: argparse.Namespace, out: _Out) -> int:
     if not args.refs:
         raise UsageError("push needs a destination, e.g. 'ociassemble push registry.example.com/team/model:1.0'")
     out.log(f"pushing {image.digest} to {', '.join(args.refs)}")
-    options = _registry_options(args)
+    options = replace(_registry_options(args), on_wait=lambda registry, seconds: out.log(
+        f"registry {registry} asked to slow down: waiting {seconds:.1f} s before any request to it"))
     res = push_image(image, cache, list(args.refs), options=options, on_bytes=out.reporter.blob_bytes)
     if args.digest_file:
         Path(args.digest_file).write_text(res.digest + "\n")
