@@ -264,7 +264,37 @@ def scan_sources(sources: Sequence[LayerSource], ignore: Callable[[Path], bool] 
         _scan_one(source, out, links, ignore)
     out.pop("", None)
     out.pop(".", None)
-    return [out[k] for k in sorted(out, key=lambda n: n.encode("utf-8", "surrogateescape"))]
+    _first_link_carries_content(out)
+    return [out[k] for k in sorted(out, key=_tar_order)]
+
+
+def _tar_order(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _first_link_carries_content(out: dict[str, Entry]) -> None:
+    """Make the first of each group of hard links, in tar order, the one with the content.
+
+    The scan meets the files of a group in walk order, which is not the tar's sorted
+    order (``zz`` at the top is walked before ``a/b``): a link written before its target
+    is refused by every unpacker (found by the base-tarball property test).
+    """
+    groups: dict[str, list[str]] = {}
+    for name, e in out.items():
+        if e.kind == "hardlink":
+            groups.setdefault(e.linkname, []).append(name)
+    for target, links in groups.items():
+        first = min([target, *links], key=_tar_order)
+        if first == target or target not in out:
+            continue
+        content = out[target]
+        out[first] = Entry(first, "file", content.mode, content.size, content.source, "", content.uid,
+                           content.gid, stamp=content.stamp)
+        for name in (target, *links):
+            if name != first:
+                old = out[name]
+                out[name] = Entry(name, "hardlink", old.mode, linkname=first, uid=old.uid, gid=old.gid,
+                                  stamp=old.stamp)
 
 
 _TYPES = {
