@@ -63,15 +63,18 @@ def entry_parts(name: str) -> list[str]:
         raise UnsafeEntry("the name contains a NUL byte")
     if name.startswith("/"):
         raise UnsafeEntry("an absolute name (entries are paths relative to the image's root)")
-    parts = name.split("/")
+    if name.startswith("./"):
+        name = name[2:]  # mmdebstrap's and GNU tar's form: every name
+    parts = name.rstrip("/").split("/")
     if "" in parts or "." in parts:
         parts = [p for p in parts if p not in ("", ".")]
     if ".." in parts:
         raise UnsafeEntry("path traversal ('..' in the name)")
-    for p in parts:
-        if len(p) > NAME_MAX // 4 and len(p.encode("utf-8", "surrogateescape")) > NAME_MAX:
-            size = len(p.encode("utf-8", "surrogateescape"))
-            raise UnsafeEntry(f"a name component of {size} bytes (filesystems take at most {NAME_MAX})")
+    if len(name) > NAME_MAX // 4:  # no component can be longer than NAME_MAX bytes otherwise
+        for p in parts:
+            if len(p) > NAME_MAX // 4 and len(p.encode("utf-8", "surrogateescape")) > NAME_MAX:
+                size = len(p.encode("utf-8", "surrogateescape"))
+                raise UnsafeEntry(f"a name component of {size} bytes (filesystems take at most {NAME_MAX})")
     return parts
 
 
@@ -359,11 +362,12 @@ class TarballChecker:
         self._files.add(path)
 
     def _through_symlink(self, parts: list[str]) -> None:
-        if not self._symlinks:
+        symlinks = self._symlinks
+        if not symlinks or len(parts) < 2:
             return
-        prefix = ""
-        for comp in parts[:-1]:
-            prefix = f"{prefix}/{comp}" if prefix else comp
-            if prefix in self._symlinks:
+        prefix = parts[0]
+        for comp in parts[1:]:
+            if prefix in symlinks:
                 raise UnsafeEntry(f"is written through the symlink {prefix!r} (an earlier entry), "
                                   "which can point anywhere")
+            prefix = f"{prefix}/{comp}"
