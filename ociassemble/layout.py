@@ -190,8 +190,17 @@ def open_in_layout(root: Path, parts: tuple[str, ...], where: str, what: str):  
     the ``blobs`` folder) that is a symlink could name any file on this machine, whose
     content would then go into the image and wherever it is pushed.
 
-    Raises ArchiveError for a symlink or a non-regular file; FileNotFoundError if missing.
+    Raises ArchiveError for a symlink or a non-regular file, InputError for a file that
+    cannot be read; FileNotFoundError if missing.
     """
+    try:
+        return _open_in_layout(root, parts, where, what)
+    except PermissionError:
+        raise InputError(f"{where}: {what} ({'/'.join(parts)}) cannot be read: permission denied; "
+                         "make the layout readable") from None
+
+
+def _open_in_layout(root: Path, parts: tuple[str, ...], where: str, what: str):  # type: ignore[no-untyped-def]
     fd = os.open(root, _NOFOLLOW_DIR & ~os.O_NOFOLLOW)  # the layout folder itself is the user's choice
     try:
         for i, comp in enumerate(parts):
