@@ -259,7 +259,8 @@ def _sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def make_layout(root: Path, layers: list[bytes], diff_ids: list[str] | None = None) -> dict[str, str]:
+def make_layout(root: Path, layers: list[bytes], diff_ids: list[str] | None = None,
+                cmd: list[str] | None = None) -> dict[str, str]:
     """An OCI layout holding one image of gzip ``layers`` (raw tars); returns name -> digest
     (``config``, ``manifest``, ``layer0``…)."""
     blobs = root / "blobs" / "sha256"
@@ -271,7 +272,7 @@ def make_layout(root: Path, layers: list[bytes], diff_ids: list[str] | None = No
         (blobs / _sha(blob)[7:]).write_bytes(blob)
         names[f"layer{i}"] = _sha(blob)
         descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": _sha(blob), "size": len(blob)})
-    config = canonical_json({"architecture": "amd64", "os": "linux", "config": {},
+    config = canonical_json({"architecture": "amd64", "os": "linux", "config": {"Cmd": cmd} if cmd else {},
                              "rootfs": {"type": "layers", "diff_ids": diff_ids or [_sha(r) for r in layers]}})
     (blobs / _sha(config)[7:]).write_bytes(config)
     names["config"] = _sha(config)
@@ -454,3 +455,22 @@ def test_docker_archive_with_lying_diff_id_is_refused(work: Path) -> None:
 def test_docker_archive_with_member_named_outside_is_refused(work: Path) -> None:
     _docker_archive(work / "base.tar", [tar_bytes(ROOT)], extra=[f("../../canary", b"x")])
     assert_refused(work, f"docker-archive:{work / 'base.tar'}", "member '../../canary'", "path traversal")
+
+
+# -- ociassemble run ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["/etc/cron.d/evil", "ABS_CANARY", "/.wh.etc", "/etc/.wh..wh..opq"])
+def test_run_refuses_absolute_entry_and_whiteout_names(work: Path, name: str) -> None:
+    """``run`` unpacks into the cache: an absolute entry or whiteout is refused naming the
+    layer and the entry, before anything is started, and no rootfs is kept."""
+    name = _canary_abs(work) if name == "ABS_CANARY" else name
+    layout = work / "image"
+    names = make_layout(layout, [tar_bytes(ROOT), tar_bytes([f(name, b"pwned")])], cmd=["/bin/true"])
+    proc = run_cli("run", f"oci:{layout}", "--cache-dir", str(work / "cache"), cwd=work)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("ociassemble: error: "), proc.stderr
+    assert f"layer {names['layer1']}" in line and f"entry {name!r}" in line and "an absolute name" in line, line
+    assert not [p for p in (work / "cache" / "rootfs").rglob("*") if p.is_dir() and p.parent.name == "sha256"]
+    assert (work.parent / "canary").read_bytes() == CANARY
