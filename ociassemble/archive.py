@@ -334,21 +334,29 @@ def read_docker_archive(path: Path, name: str | None, cache: BlobCache) -> Image
                 raise ArchiveError(f"{where} is missing layer {layer_name}")
             members.append(m)
         layers = []
-        for layer_name, m, diff_id in zip(layer_names, members, diff_ids):
-            f = tf.extractfile(m)
-            assert f is not None
-            magic = f.read(2)
-            f.seek(0)
-            if magic == b"\x1f\x8b":
-                raise ArchiveError(f"{where}: layer {layer_name} is gzip-compressed; ociassemble reads uncompressed docker-archive layers (as docker save writes them)")
-            try:
-                built = _write_layer(cache, iter(lambda: f.read(CHUNK), b""), Compression.parse("gzip"),
-                                     expect_diff_id=str(diff_id))
-            except DiffIdMismatch as exc:
-                raise ArchiveError(f"{where}: layer {layer_name} unpacks to diff_id {exc.actual}, but the image "
-                                   f"config says {diff_id}: the config does not describe its layers; "
-                                   "re-create the archive") from None
-            layers.append(built.descriptor)
+        staged: list[StagedBlob] = []  # every layer verified before any is kept
+        try:
+            for layer_name, m, diff_id in zip(layer_names, members, diff_ids):
+                f = tf.extractfile(m)
+                assert f is not None
+                magic = f.read(2)
+                f.seek(0)
+                if magic == b"\x1f\x8b":
+                    raise ArchiveError(f"{where}: layer {layer_name} is gzip-compressed; ociassemble reads uncompressed docker-archive layers (as docker save writes them)")
+                try:
+                    built = _write_layer(cache, iter(lambda: f.read(CHUNK), b""), Compression.parse("gzip"),
+                                         expect_diff_id=str(diff_id), staged=staged)
+                except DiffIdMismatch as exc:
+                    raise ArchiveError(f"{where}: layer {layer_name} unpacks to diff_id {exc.actual}, but the image "
+                                       f"config says {diff_id}: the config does not describe its layers; "
+                                       "re-create the archive") from None
+                layers.append(built.descriptor)
+            for s in staged:
+                s.commit()
+        except BaseException:
+            for s in staged:
+                s.abort()
+            raise
         manifest = Manifest(Descriptor(MediaType.CONFIG, str(cache.put_bytes(config_bytes)), len(config_bytes)),
                             tuple(layers))
         return Image.from_parts(manifest, config_bytes)

@@ -32,6 +32,7 @@ from isal import isal_zlib
 
 from .cache import BlobCache
 from .compress import Compression, ThreadedSink, choose_compression, compress_stream
+from .diffid import StagedBlob
 from .digest import CHUNK, Digest
 from .errors import ArchiveError, InputError, UsageError
 from .oci import Descriptor, canonical_json
@@ -493,7 +494,7 @@ class DiffIdMismatch(Exception):
 
 
 def _write_layer(cache: BlobCache, chunks: Iterator[bytes], compression: Compression,
-                 expect_diff_id: str | None = None) -> BuiltLayer:
+                 expect_diff_id: str | None = None, staged: list[StagedBlob] | None = None) -> BuiltLayer:
     """Hash (diff_id), compress, hash again (digest) and write a tar stream, all at once.
 
     The diff_id is hashed on this thread, the codec works on its own threads and the
@@ -502,7 +503,8 @@ def _write_layer(cache: BlobCache, chunks: Iterator[bytes], compression: Compres
     from this thread (a writer thread gained nothing there: the buffers freed on another
     thread cost more page faults than the write it overlapped, measured).
     With ``expect_diff_id``, a stream hashing to anything else raises ``DiffIdMismatch``
-    before the blob is committed.
+    before the blob is committed. With ``staged``, the blob is not committed but added
+    there (a ``diffid.StagedBlob``): the caller commits it once a whole image is verified.
     """
     diff = hashlib.sha256()
     raw_size = 0
@@ -513,7 +515,8 @@ def _write_layer(cache: BlobCache, chunks: Iterator[bytes], compression: Compres
         raw_size += len(chunk)
 
     stored_raw = compression.codec == "none"
-    with cache.writer(hashed=not stored_raw) as w:
+    w = cache.writer(hashed=not stored_raw)
+    try:
         sink = _DirectSink(w.write) if stored_raw else ThreadedSink(w.write)
         try:
             compress_stream(chunks, sink, compression, on_raw)
@@ -524,11 +527,18 @@ def _write_layer(cache: BlobCache, chunks: Iterator[bytes], compression: Compres
         diff_id = Digest("sha256:" + diff.hexdigest())
         if expect_diff_id is not None and str(diff_id) != expect_diff_id:
             raise DiffIdMismatch(str(diff_id))
-        digest = w.commit(diff_id if stored_raw else None)
+        digest = diff_id if stored_raw else w.digest
         size = w.size
-    cache.remember_diff_id(digest, str(diff_id))
-    return BuiltLayer(Descriptor(compression.media_type, str(digest), size), str(diff_id),
-                      False, compression.id, raw_size)
+        desc = Descriptor(compression.media_type, str(digest), size)
+        if staged is not None:
+            staged.append(StagedBlob(cache, w, desc, str(diff_id)))
+        else:
+            w.commit(digest)
+            cache.remember_diff_id(digest, str(diff_id))
+    except BaseException:
+        w.abort()
+        raise
+    return BuiltLayer(desc, str(diff_id), False, compression.id, raw_size)
 
 
 def build_layer(

@@ -446,8 +446,9 @@ def test_docker_archive_with_link_layer_is_refused(work: Path, tmp_path: Path, k
 
 
 def test_docker_archive_with_lying_diff_id_is_refused(work: Path) -> None:
-    raw = tar_bytes(ROOT)
-    _docker_archive(work / "base.tar", [raw], diff_ids=[_sha(b"not it")])
+    """The second layer lies: the first, honest one is not kept either."""
+    first, raw = tar_bytes(ROOT), tar_bytes([f("etc/motd", b"hi")])
+    _docker_archive(work / "base.tar", [first, raw], diff_ids=[_sha(first), _sha(b"not it")])
     assert_refused(work, f"docker-archive:{work / 'base.tar'}", f"unpacks to diff_id {_sha(raw)}",
                    f"config says {_sha(b'not it')}")
 
