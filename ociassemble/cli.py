@@ -358,7 +358,7 @@ def cmd_push(args: argparse.Namespace, out: _Out) -> int:
         from .base import load_image
 
         opts = _registry_options(args) if _needs_registry(args.source) else None
-        image = load_image(args.source, cache, registry_options=opts)
+        image = load_image(args.source, cache, registry_options=opts, verify_diff_ids=True)
     else:
         args.output = None
         built = _assemble(args, out)

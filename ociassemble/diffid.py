@@ -120,8 +120,9 @@ def _hash_uncompressed(raw: BinaryIO, desc: Descriptor, where: str) -> str | Non
     return "sha256:" + h.hexdigest()
 
 
-def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: str, where: str) -> StagedBlob:
-    """Copy a layer blob from ``stream`` to a staged cache entry, verifying digest, size and diff_id.
+def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: str | None, where: str) -> StagedBlob:
+    """Copy a layer blob from ``stream`` to a staged cache entry, verifying digest, size and diff_id
+    (with ``diff_id`` None: digest and size only, nothing decompressed).
 
     Example::
 
@@ -133,6 +134,18 @@ def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: s
     does not match, a corrupt stream); the staged copy is removed on any error.
     """
     known = cache.verified_diff_id(desc.digest)
+    if diff_id is None:
+        if cache.has(desc.digest):
+            return StagedBlob(cache, None, desc, None)
+        writer = cache.writer()
+        try:
+            tee = _Tee(VerifyingReader(stream, Digest(desc.digest), desc.size, where), writer)
+            while tee.read(CHUNK):
+                pass
+        except BaseException:
+            writer.abort()
+            raise
+        return StagedBlob(cache, writer, desc, None)
     if known is not None and known != diff_id:
         raise _mismatch(desc, where, diff_id, known)
     if cache.has(desc.digest):

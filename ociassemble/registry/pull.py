@@ -117,12 +117,13 @@ def _get_manifest(client: RegistryClient, ref: Reference, reference: str, scopes
 
 
 def pull_image(ref: str, cache: BlobCache, *, options: RegistryOptions | None = None,
-               platform: Platform | None = None) -> Image:
+               platform: Platform | None = None, verify_diff_ids: bool = True) -> Image:
     """Resolve ``ref`` to an image: manifest (exact bytes) and config; layers stay remote.
 
     An index (OCI or docker manifest list) is resolved to ``platform`` (default: this
     machine's linux platform). The returned image's ``fetch`` downloads layers into
-    ``cache`` when an output needs them; ``origin`` is ``registry/repository`` and
+    ``cache`` when an output needs them (checked against the config's diff_ids with
+    ``verify_diff_ids``); ``origin`` is ``registry/repository`` and
     ``origin_digests`` its layer digests, so a push to the same registry mounts them.
 
     Example::
@@ -173,7 +174,8 @@ def pull_image(ref: str, cache: BlobCache, *, options: RegistryOptions | None = 
         raise ArchiveError(f"image {r}: {len(manifest.layers)} layers but {len(config.diff_ids)} diff_ids in its config")
     return Image(manifest, data, config, config_bytes,
                  fetch=RegistryBlobFetcher(client, r.repository,
-                                           dict(zip((d.digest for d in manifest.layers), config.diff_ids))),
+                                           dict(zip((d.digest for d in manifest.layers), config.diff_ids))
+                                           if verify_diff_ids else {}),
                  origin=r.name,
                  origin_digests=frozenset(layer.digest for layer in manifest.layers))
 

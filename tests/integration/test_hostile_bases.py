@@ -475,3 +475,24 @@ def test_run_refuses_absolute_entry_and_whiteout_names(work: Path, name: str) ->
     assert f"layer {names['layer1']}" in line and f"entry {name!r}" in line and "an absolute name" in line, line
     assert not [p for p in (work / "cache" / "rootfs").rglob("*") if p.is_dir() and p.parent.name == "sha256"]
     assert (work.parent / "canary").read_bytes() == CANARY
+
+
+def test_push_from_a_layout_whose_config_lies_is_refused(work: Path, plain_registry) -> None:  # type: ignore[no-untyped-def]
+    """``push --from`` checks the diff_ids as a base does: a lying image never reaches a registry;
+    ``inspect`` (which reports, not uses) still reads it."""
+    import requests
+
+    layout = work / "lying"
+    raw = tar_bytes(ROOT)
+    names = make_layout(layout, [raw], diff_ids=[_sha(b"not it")])
+    ref = f"{plain_registry.host}/hostile/lying:1"
+    proc = run_cli("push", "--from", f"oci:{layout}", ref, "--cache-dir", str(work / "cache"),
+                   env={"DOCKER_CONFIG": str(work / "docker-config")})
+    assert proc.returncode == 1, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert f"layer {names['layer0']} unpacks to diff_id {_sha(raw)}" in line and "Traceback" not in proc.stderr, line
+    r = requests.get(f"{plain_registry.url}/v2/hostile/lying/manifests/1", timeout=10)
+    assert r.status_code == 404
+    assert cache_entries(work / "cache") == []
+    proc = run_cli("inspect", f"oci:{layout}", "--cache-dir", str(work / "cache2"))
+    assert proc.returncode == 0, proc.stderr
