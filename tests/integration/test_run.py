@@ -55,7 +55,12 @@ def debian_base_tarball() -> Path:
         return target
     if shutil.which("mmdebstrap") is None:
         pytest.skip("no Debian base: /tmp/base/base.tar is missing and mmdebstrap is not installed")
-    tmp = target.with_suffix(".tar.tmp")
+    # mmdebstrap picks its output format from the name: the temp name must end in .tar, or
+    # it writes a directory (which a rename then put at base.tar, found by no later run)
+    for stale in (target, target.with_suffix(".tar.tmp")):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+    tmp = target.with_name(f"base.tmp-{os.getpid()}.tar")
     with open("/etc/apt/sources.list.d/debian.sources", "rb") as sources:
         subprocess.run(["mmdebstrap", "--variant=minbase", "--include=python3,nginx-light,runit,ca-certificates",
                         "bookworm", str(tmp), "-"], stdin=sources, check=True, capture_output=True,
