@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from .cache import BlobCache
-from .digest import Digest
+from .digest import CHUNK, Digest
 from .errors import ArchiveError, InputError, NotAnImageError
 from .image import Image
 from .oci import Descriptor, Index, Manifest, MediaType, canonical_json
@@ -95,6 +95,17 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+def _put_blob(cache: BlobCache, digest: str, dst: Path) -> None:
+    """A blob into the layout: linked from the cache, or, held by reference (an uncompressed
+    layer of the user's files, which a tar interleaves with headers, so no link can share
+    them), written once from its files, here only: never also into the cache."""
+    if cache.stored(digest):
+        _link_or_copy(cache.path(digest), dst)
+        return
+    with cache.open(digest) as src, open(dst, "wb") as out:
+        shutil.copyfileobj(src, out, CHUNK)
+
+
 def write_layout(image: Image, cache: BlobCache, path: Path, tag: str | None = None) -> None:
     """Write ``image`` as an OCI layout at ``path`` (replacing it), tagged ``tag`` if given."""
     image.ensure_blobs(cache)
@@ -103,7 +114,7 @@ def write_layout(image: Image, cache: BlobCache, path: Path, tag: str | None = N
         blobs = tmp / "blobs" / "sha256"
         blobs.mkdir(parents=True)
         for d in image.blobs():
-            _link_or_copy(cache.path(d.digest), blobs / Digest(d.digest).hex)
+            _put_blob(cache, d.digest, blobs / Digest(d.digest).hex)
         (blobs / image.digest.split(":")[1]).write_bytes(image.manifest_bytes)
         (tmp / "oci-layout").write_bytes(_LAYOUT)
         desc = Descriptor(image.manifest.media_type, image.digest, len(image.manifest_bytes),

@@ -138,7 +138,9 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     runit = [LayerSource(shipped / "runit-nginx", "/")]
     links = [Entry(path, "symlink", 0o777, linkname=target) for path, target in layer_symlinks("runit-nginx")]
     runit_entries = sorted([*scan_sources(runit, no_bytecode), *links], key=lambda e: e.name.encode())
-    add("runit-nginx", runit, "ociassemble: runit + nginx configs", entries=runit_entries)
+    # our own and generated trees are cached as bytes; the user's (model, source, extra
+    # layers) are held by reference when uncompressed (layer.build_layer)
+    add("runit-nginx", runit, "ociassemble: runit + nginx configs", entries=runit_entries, by_reference=False)
 
     req_files = [shipped / "app-requirements.txt"]
     if user_env.requirements:
@@ -165,11 +167,11 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
         result.layers.append(("python-deps", cached_deps))
     else:
         assert site is not None
-        add("python-deps", [LayerSource(site, DEPS_DIR)], "ociassemble: python dependencies (pex)")
+        add("python-deps", [LayerSource(site, DEPS_DIR)], "ociassemble: python dependencies (pex)", by_reference=False)
         if layer_cache is not None:
             layer_cache.note_deps(key_src, compression, epoch, result.layers[-1][1])
     add("azureml-app", [LayerSource(shipped / "azureml-app", "/")], "ociassemble: azureml-app scoring server",
-        ignore=no_bytecode)
+        ignore=no_bytecode, by_reference=False)
 
     for (kind, sources, created_by), entries in zip(user_layers, user_entries):
         add(kind, sources, created_by, entries=entries)
