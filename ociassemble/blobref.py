@@ -75,6 +75,17 @@ class RefRecord:
     def files(self) -> list[FilePart]:
         return [p for p in self.parts if isinstance(p, FilePart)]
 
+    def fresh(self) -> bool:
+        """Every file still has the fingerprint it was hashed with (stat only, nothing read)."""
+        for p in self.files:
+            try:
+                st = os.stat(p.path)
+            except OSError:
+                return False
+            if st.st_size != p.size or stamp_of(st) != p.stamp:
+                return False
+        return True
+
     def to_bytes(self) -> bytes:
         return json.dumps({"format": REF_FORMAT, "digest": self.digest, "size": self.size,
                            "inline": base64.b64encode(zlib.compress(self.inline, 6)).decode(),

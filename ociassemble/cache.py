@@ -267,8 +267,15 @@ class BlobCache:
         return digest
 
     def ingest(self, stream: BinaryIO, expected: Digest, size: int | None, where: str = "") -> Digest:
-        """Copy a blob from ``stream`` into the store, verifying digest and size as it streams."""
-        if self.has(expected):
+        """Copy a blob from ``stream`` into the store, verifying digest and size as it streams.
+
+        A blob held by reference whose files changed since (see ``RefRecord.fresh``) is
+        stored from ``stream`` instead: the copy at hand (a layout's, an archive's) is sound.
+        """
+        if self.stored(expected):
+            return expected
+        ref = self.ref(expected)
+        if ref is not None and ref.fresh():
             return expected
         reader = VerifyingReader(stream, expected, size, where)
         with self.writer() as w:

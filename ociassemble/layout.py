@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -95,13 +96,24 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _put_blob(cache: BlobCache, digest: str, dst: Path) -> None:
+def _put_blob(cache: BlobCache, digest: str, size: int, dst: Path, previous: Path) -> None:
     """A blob into the layout: linked from the cache, or, held by reference (an uncompressed
     layer of the user's files, which a tar interleaves with headers, so no link can share
-    them), written once from its files, here only: never also into the cache."""
+    them), written once from its files, here only: never also into the cache. A rewrite of
+    the same layout links the copy its previous version holds (``previous``: the layout
+    being replaced), so an unchanged rebuild writes nothing again."""
     if cache.stored(digest):
         _link_or_copy(cache.path(digest), dst)
         return
+    old = previous / "blobs" / "sha256" / Digest(digest).hex
+    try:
+        st = os.lstat(old)
+        if stat.S_ISREG(st.st_mode) and st.st_size == size and (ref := cache.ref(digest)) is not None \
+                and ref.fresh() and st.st_mtime_ns >= max((p.stamp[0] for p in ref.files), default=0):
+            os.link(old, dst)  # written from these very files, after their last change
+            return
+    except OSError:
+        pass
     with cache.open(digest) as src, open(dst, "wb") as out:
         shutil.copyfileobj(src, out, CHUNK)
 
@@ -114,7 +126,7 @@ def write_layout(image: Image, cache: BlobCache, path: Path, tag: str | None = N
         blobs = tmp / "blobs" / "sha256"
         blobs.mkdir(parents=True)
         for d in image.blobs():
-            _put_blob(cache, d.digest, blobs / Digest(d.digest).hex)
+            _put_blob(cache, d.digest, d.size, blobs / Digest(d.digest).hex, path)
         (blobs / image.digest.split(":")[1]).write_bytes(image.manifest_bytes)
         (tmp / "oci-layout").write_bytes(_LAYOUT)
         desc = Descriptor(image.manifest.media_type, image.digest, len(image.manifest_bytes),
