@@ -114,8 +114,12 @@ def _put_blob(cache: BlobCache, digest: str, size: int, dst: Path, previous: Pat
             return
     except OSError:
         pass
+    from .layer import prefetch
+
     with cache.open(digest) as src, open(dst, "wb") as out:
-        shutil.copyfileobj(src, out, CHUNK)
+        # files read and hashed on a reader thread while this one writes (both release the GIL)
+        for chunk in prefetch(iter(lambda: src.read(CHUNK), b"")):
+            out.write(chunk)
 
 
 def write_layout(image: Image, cache: BlobCache, path: Path, tag: str | None = None) -> None:

@@ -163,3 +163,33 @@ def test_archive_of_a_deleted_model_fails_naming_it_and_leaves_no_file(tmp_path:
         write_oci_archive(image, cache, tmp_path / "o.tar")
     assert not (tmp_path / "o.tar").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.tar")]
+
+
+def test_rewriting_a_layout_links_the_held_layer_of_the_one_it_replaces(tmp_path: Path, cache: BlobCache,
+                                                                        model_dir: Path, image: Image) -> None:
+    layout = tmp_path / "layout"
+    blob = layout / "blobs" / "sha256" / image.manifest.layers[0].digest[7:]
+    write_layout(image, cache, layout, "v1")
+    first = blob.stat().st_ino
+    write_layout(image, cache, layout, "v1")  # an unchanged rebuild writes nothing again
+    assert blob.stat().st_ino == first
+    with open(model_dir / "weights.bin", "r+b") as f:  # changed: the old copy is not taken
+        f.write(b"\0")
+    with pytest.raises(SourceChangedError):
+        write_layout(image, cache, layout, "v1")
+    assert blob.stat().st_ino == first  # the old layout is still there, whole
+
+
+def test_push_from_a_layout_uses_its_copy_once_the_files_changed(tmp_path: Path, plain_registry: Registry,
+                                                                  cache: BlobCache, model_dir: Path, image: Image,
+                                                                  options) -> None:
+    from ociassemble.layout import read_layout
+
+    layout = tmp_path / "layout"
+    write_layout(image, cache, layout, "v1")
+    (model_dir / "weights.bin").unlink()
+    again = read_layout(layout, "v1", cache)  # the layout's copy is sound: it goes into the cache
+    layer = again.manifest.layers[0]
+    assert cache.stored(layer.digest)
+    push_image(again, cache, [f"{plain_registry.host}/byref/from-layout:v1"], options=options)
+    assert _blob_digest(plain_registry, "byref/from-layout", layer.digest) == layer.digest
