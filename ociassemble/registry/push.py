@@ -40,6 +40,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from ..blobref import SourceChangedError
 from ..cache import BlobCache
 from ..errors import ArchiveError, ImageReferenceError, RegistryError
 from ..image import Image
@@ -133,8 +134,10 @@ class _BlobPusher:
         what = f"pushing blob {desc.digest} to {self.client.registry}/{self.repo}"
         try:
             return call_with_retry(self.options.retry, what, lambda attempt: self._attempt(desc, mount_from, state, attempt))
-        except BaseException:
+        except BaseException as exc:
             self.stop.set()  # the push has failed: the other blobs stop at their next request
+            if state.location is not None and isinstance(exc, SourceChangedError):
+                self.client.cancel_upload(state.location, self.scopes)  # our bytes went wrong: drop them
             raise
         finally:
             if state.reader is not None:
