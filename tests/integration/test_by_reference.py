@@ -193,3 +193,18 @@ def test_push_from_a_layout_uses_its_copy_once_the_files_changed(tmp_path: Path,
     assert cache.stored(layer.digest)
     push_image(again, cache, [f"{plain_registry.host}/byref/from-layout:v1"], options=options)
     assert _blob_digest(plain_registry, "byref/from-layout", layer.digest) == layer.digest
+
+
+def test_unpack_for_run_reads_the_held_layer_from_the_files(tmp_path: Path, cache: BlobCache, model_dir: Path,
+                                                            image: Image) -> None:
+    from ociassemble.unpack import unpack_layers
+
+    layer = image.manifest.layers[0]
+    (tmp_path / "root").mkdir()
+    (tmp_path / "again").mkdir()
+    unpack_layers(cache, [layer], tmp_path / "root")
+    got = tmp_path / "root" / "var" / "models" / "m" / "1" / "weights.bin"
+    assert got.read_bytes() == (model_dir / "weights.bin").read_bytes()
+    (model_dir / "weights.bin").unlink()
+    with pytest.raises(SourceChangedError, match="weights.bin was deleted"):
+        unpack_layers(cache, [layer], tmp_path / "again")
