@@ -14,15 +14,18 @@ import io
 import json
 import os
 import tarfile
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
 from .cache import BlobCache
+from .diffid import StagedBlob, stage_layer
 from .digest import CHUNK, Digest, HashingWriter
 from .errors import ArchiveError, DigestMismatchError, InputError
 from .image import Image
 from .layout import REF_NAME, _LAYOUT, _load_json, replace_path, resolve_image, select_manifest, temp_sibling
 from .oci import Descriptor, Index, Manifest, MediaType, canonical_json
+from .tarcheck import UnsafeEntry, entry_parts
 
 __all__ = ["write_oci_archive", "read_oci_archive", "write_docker_archive", "read_docker_archive"]
 
@@ -140,44 +143,101 @@ def _open_tar(path: Path, what: str) -> tarfile.TarFile:
         raise ArchiveError(f"{path} is not a readable {what} ({exc})") from None
 
 
-def _member_bytes(tf: tarfile.TarFile, name: str, where: str) -> bytes:
+_FIX = "re-create the archive (skopeo copy, ociassemble build -o)"
+
+
+def _members(tf: tarfile.TarFile, where: str) -> dict[str, tarfile.TarInfo]:
+    """Every member by its normalised name (``./a`` is ``a``); unsafe names are refused.
+
+    An archive is only read, never extracted, but a member named ``../x`` or ``/x`` has
+    no place in an image archive and says the file was made to attack an extractor.
+    """
     try:
-        f = tf.extractfile(name)
-    except KeyError:
-        f = None
-    if f is None:
+        members = tf.getmembers()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise ArchiveError(f"{where} is truncated or corrupt ({exc}); {_FIX}") from None
+    out: dict[str, tarfile.TarInfo] = {}
+    for m in members:
+        try:
+            parts = entry_parts(m.name)
+        except UnsafeEntry as exc:
+            raise ArchiveError(f"{where}: member {m.name!r}: {exc}; {_FIX}") from None
+        out["/".join(parts)] = m
+    return out
+
+
+def _member(names: dict[str, tarfile.TarInfo], name: object, where: str, what: str) -> tarfile.TarInfo | None:
+    """The regular member ``name`` names (None if absent), refusing links and unsafe names.
+
+    tarfile would resolve a symlink or hard link member to another member, or fail with
+    a KeyError when it names a file outside the archive: an image archive's blobs and
+    layers are regular files, so a link is refused rather than followed.
+    """
+    if not isinstance(name, str) or not name:
+        raise ArchiveError(f"{where}: the {what} is named {name!r}, not a file name; {_FIX}")
+    try:
+        parts = entry_parts(name)
+    except UnsafeEntry as exc:
+        raise ArchiveError(f"{where}: the {what} {name!r} is not a path inside the archive ({exc}); {_FIX}") from None
+    m = names.get("/".join(parts))
+    if m is None:
+        return None
+    if not m.isreg():
+        kind = "a symlink" if m.issym() else "a hard link" if m.islnk() else "a directory" if m.isdir() else "a special file"
+        raise ArchiveError(f"{where}: the {what} {name!r} is {kind}, not a regular member: ociassemble reads "
+                           f"no links in an image archive; {_FIX}")
+    return m
+
+
+def _read_member(tf: tarfile.TarFile, m: tarfile.TarInfo, where: str, limit: int | None = None) -> bytes:
+    f = tf.extractfile(m)
+    assert f is not None  # a regular member (see _member)
+    try:
+        return f.read() if limit is None else f.read(limit)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise ArchiveError(f"{where}: member {m.name!r} is truncated or corrupt ({exc}); {_FIX}") from None
+
+
+def _member_bytes(tf: tarfile.TarFile, names: dict[str, tarfile.TarInfo], name: object, where: str,
+                  what: str = "") -> bytes:
+    m = _member(names, name, where, what or str(name))
+    if m is None:
         raise ArchiveError(f"{where} has no {name}")
-    return f.read()
+    return _read_member(tf, m, where)
 
 
-def read_oci_archive(path: Path, tag: str | None, cache: BlobCache) -> Image:
-    """Read an oci-archive, copying its blobs into the cache verified."""
+def read_oci_archive(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_ids: bool = True) -> Image:
+    """Read an oci-archive, copying its blobs into the cache verified (digest; diff_id
+    with ``verify_diff_ids``).
+
+    Members must be regular files with relative names (no links, no ``..``).
+    """
     where = f"oci-archive {path}"
     with _open_tar(path, "oci-archive") as tf:
-        names = {m.name.lstrip("./"): m for m in tf.getmembers()}
+        names = _members(tf, where)
         if "index.json" not in names:
             raise ArchiveError(f"{where} has no index.json: not an OCI archive (a docker-archive? use docker-archive:{path})")
 
         def member(d: Descriptor) -> tarfile.TarInfo:
             algo, _, hexd = d.digest.partition(":")
-            m = names.get(f"blobs/{algo}/{hexd}")
+            m = _member(names, f"blobs/{algo}/{hexd}", where, f"blob {d.digest}")
             if m is None:
                 raise ArchiveError(f"{where} is missing blob {d.digest}")
             return m
 
         def read_blob(d: Descriptor) -> bytes:
-            data = tf.extractfile(member(d)).read()  # type: ignore[union-attr]
+            data = _read_member(tf, member(d), where, d.size + 1)
             actual = Digest.of_bytes(data).value
             if actual != d.digest:
                 raise DigestMismatchError(d.digest, actual, where)
             return data
 
-        def ingest(d: Descriptor) -> None:
+        def ingest(d: Descriptor, diff_id: str) -> StagedBlob:
             f = tf.extractfile(member(d))
             assert f is not None
-            cache.ingest(f, Digest(d.digest), d.size, where)
+            return stage_layer(cache, f, d, diff_id if verify_diff_ids else None, where)
 
-        index = Index.from_json(_load_json(_member_bytes(tf, names["index.json"].name, where), f"{where}/index.json"))
+        index = Index.from_json(_load_json(_member_bytes(tf, names, "index.json", where), f"{where}/index.json"))
         return resolve_image(read_blob, select_manifest(index, tag, where), where, ingest)
 
 
@@ -244,14 +304,15 @@ def read_docker_archive(path: Path, name: str | None, cache: BlobCache) -> Image
     """
     where = f"docker-archive {path}"
     from .compress import Compression
-    from .layer import _write_layer  # the same one-pass hash+compress writer as built layers
+    from .layer import DiffIdMismatch, _write_layer  # the same one-pass hash+compress writer as built layers
 
     with _open_tar(path, "docker-archive") as tf:
+        names = _members(tf, where)
         try:
-            entries = json.loads(_member_bytes(tf, "manifest.json", where))
+            entries = json.loads(_member_bytes(tf, names, "manifest.json", where))
         except ValueError as exc:
             raise ArchiveError(f"{where}/manifest.json is not JSON ({exc})") from None
-        if not isinstance(entries, list) or not entries:
+        if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
             raise ArchiveError(f"{where}/manifest.json lists no image")
         entry = entries[0]
         if name:
@@ -259,24 +320,44 @@ def read_docker_archive(path: Path, name: str | None, cache: BlobCache) -> Image
             if not hits:
                 raise InputError(f"{where} has no image named {name!r}")
             entry = hits[0]
-        config_bytes = _member_bytes(tf, entry["Config"], where)
+        layer_names = entry.get("Layers", [])
+        if not isinstance(layer_names, list):
+            raise ArchiveError(f"{where}/manifest.json: Layers is not a list; {_FIX}")
+        config_bytes = _member_bytes(tf, names, entry.get("Config"), where, "config")
         config = _load_json(config_bytes, f"{where}/{entry['Config']}")
         diff_ids = config.get("rootfs", {}).get("diff_ids", [])
-        if len(diff_ids) != len(entry.get("Layers", [])):
-            raise ArchiveError(f"{where}: {len(entry.get('Layers', []))} layers but {len(diff_ids)} diff_ids in its config")
-        layers = []
-        for layer_name, diff_id in zip(entry["Layers"], diff_ids):
-            f = tf.extractfile(layer_name)
-            if f is None:
+        if len(diff_ids) != len(layer_names):
+            raise ArchiveError(f"{where}: {len(layer_names)} layers but {len(diff_ids)} diff_ids in its config")
+        members = []
+        for layer_name in layer_names:  # every name checked before any layer is read
+            m = _member(names, layer_name, where, "layer")
+            if m is None:
                 raise ArchiveError(f"{where} is missing layer {layer_name}")
-            magic = f.read(2)
-            f.seek(0)
-            if magic == b"\x1f\x8b":
-                raise ArchiveError(f"{where}: layer {layer_name} is gzip-compressed; ociassemble reads uncompressed docker-archive layers (as docker save writes them)")
-            built = _write_layer(cache, iter(lambda: f.read(CHUNK), b""), Compression.parse("gzip"))
-            if built.diff_id != diff_id:
-                raise DigestMismatchError(diff_id, built.diff_id, f"{where} layer {layer_name}")
-            layers.append(built.descriptor)
+            members.append(m)
+        layers = []
+        staged: list[StagedBlob] = []  # every layer verified before any is kept
+        try:
+            for layer_name, m, diff_id in zip(layer_names, members, diff_ids):
+                f = tf.extractfile(m)
+                assert f is not None
+                magic = f.read(2)
+                f.seek(0)
+                if magic == b"\x1f\x8b":
+                    raise ArchiveError(f"{where}: layer {layer_name} is gzip-compressed; ociassemble reads uncompressed docker-archive layers (as docker save writes them)")
+                try:
+                    built = _write_layer(cache, iter(lambda: f.read(CHUNK), b""), Compression.parse("gzip"),
+                                         expect_diff_id=str(diff_id), staged=staged)
+                except DiffIdMismatch as exc:
+                    raise ArchiveError(f"{where}: layer {layer_name} unpacks to diff_id {exc.actual}, but the image "
+                                       f"config says {diff_id}: the config does not describe its layers; "
+                                       "re-create the archive") from None
+                layers.append(built.descriptor)
+            for s in staged:
+                s.commit()
+        except BaseException:
+            for s in staged:
+                s.abort()
+            raise
         manifest = Manifest(Descriptor(MediaType.CONFIG, str(cache.put_bytes(config_bytes)), len(config_bytes)),
                             tuple(layers))
         return Image.from_parts(manifest, config_bytes)

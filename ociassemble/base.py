@@ -22,16 +22,23 @@ from .transport import ImageSpec, parse_spec
 __all__ = ["load_image", "load_base"]
 
 
-def load_image(spec: ImageSpec | str, cache: BlobCache, *, registry_options: object = None) -> Image:
-    """Read an image from any transport (not ``rootfs:``)."""
+def load_image(spec: ImageSpec | str, cache: BlobCache, *, registry_options: object = None,
+               verify_diff_ids: bool = False) -> Image:
+    """Read an image from any transport (not ``rootfs:``).
+
+    With ``verify_diff_ids`` each layer is checked against its config's diff_id as it is
+    copied into the cache (``diffid``; bases and ``push --from`` ask for it). Without, an
+    image whose config lies is still read, for a caller that reports on it (``verify``,
+    ``inspect``); a docker-archive's layers are always checked (they are read uncompressed).
+    """
     if isinstance(spec, str):
         spec = parse_spec(spec)
     if spec.kind == "oci":
         assert spec.path
-        return read_layout(spec.path, spec.tag, cache)
+        return read_layout(spec.path, spec.tag, cache, verify_diff_ids=verify_diff_ids)
     if spec.kind == "oci-archive":
         assert spec.path
-        return read_oci_archive(spec.path, spec.tag, cache)
+        return read_oci_archive(spec.path, spec.tag, cache, verify_diff_ids=verify_diff_ids)
     if spec.kind == "docker-archive":
         assert spec.path
         return read_docker_archive(spec.path, spec.tag, cache)
@@ -39,17 +46,21 @@ def load_image(spec: ImageSpec | str, cache: BlobCache, *, registry_options: obj
         from .registry.pull import pull_image
 
         assert spec.tag
-        return pull_image(spec.tag, cache, options=registry_options)
+        return pull_image(spec.tag, cache, options=registry_options, verify_diff_ids=verify_diff_ids)
     raise InputError(f"{spec}: a rootfs is not an image; use it as --base")
 
 
 def load_base(spec: ImageSpec | str, cache: BlobCache, *, platform: Platform | None = None,
               compression: Compression = Compression("gzip"), registry_options: object = None) -> Image:
-    """The base image for a build, from any transport including a rootfs tarball/directory."""
+    """The base image for a build, from any transport including a rootfs tarball/directory.
+
+    A base's layers are checked against its config's diff_ids (``load_image``), and a
+    rootfs tarball's entries against ``tarcheck``'s rules.
+    """
     if isinstance(spec, str):
         spec = parse_spec(spec)
     if spec.kind != "rootfs":
-        return load_image(spec, cache, registry_options=registry_options)
+        return load_image(spec, cache, registry_options=registry_options, verify_diff_ids=True)
     assert spec.path
     path = spec.path
     if not path.exists():

@@ -7,6 +7,7 @@ Layout under the cache root (``--cache-dir``, ``$OCIASSEMBLE_CACHE``, else
     refs/sha256/<hex>     a blob held by reference: an uncompressed layer's tar headers plus
                           the paths, fingerprints and digests of the user's files (``blobref``)
     layers/<key>.json     layer index: a tree's fingerprint -> the layer built from it
+    diff_ids/<hex>        a layer blob's verified diff_id (its uncompressed tar's digest)
     tmp/                  blobs being written; renamed into blobs/ only once verified
 
 A blob appears under its digest only complete and verified (temp file + rename on
@@ -168,7 +169,7 @@ class BlobCache:
 
     def __post_init__(self) -> None:
         try:
-            for sub in ("blobs/sha256", "refs/sha256", "layers", "tmp"):
+            for sub in ("blobs/sha256", "refs/sha256", "layers", "tmp", "diff_ids"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"cannot create the cache at {self.root}: {exc.strerror}; pass --cache-dir or set OCIASSEMBLE_CACHE to a writable place") from exc
@@ -192,6 +193,14 @@ class BlobCache:
     def stored(self, digest: Digest | str) -> bool:
         """The blob is a file of the cache (``path`` can be linked or read), not a reference."""
         return self.path(digest).is_file()
+
+    def has_current(self, digest: Digest | str) -> bool:
+        """Held as a file, or by reference to files that still have the fingerprints they were
+        hashed with (stat only): a copy at hand (a layout's, an archive's) need not be taken."""
+        if self.stored(digest):
+            return True
+        ref = self.ref(digest)
+        return ref is not None and ref.fresh()
 
     def ref(self, digest: Digest | str) -> RefRecord | None:
         """The by-reference record of ``digest``, or None (absent, or not a sound record)."""
@@ -272,10 +281,7 @@ class BlobCache:
         A blob held by reference whose files changed since (see ``RefRecord.fresh``) is
         stored from ``stream`` instead: the copy at hand (a layout's, an archive's) is sound.
         """
-        if self.stored(expected):
-            return expected
-        ref = self.ref(expected)
-        if ref is not None and ref.fresh():
+        if self.has_current(expected):
             return expected
         reader = VerifyingReader(stream, expected, size, where)
         with self.writer() as w:
@@ -325,6 +331,29 @@ class BlobCache:
             if isinstance(exc, OSError):
                 _raise_os_error(exc, self.root)
             raise
+
+    # -- verified diff_ids ---------------------------------------------------
+    def verified_diff_id(self, digest: Digest | str) -> str | None:
+        """The diff_id a layer blob was verified to unpack to (by decompressing it once), if known."""
+        d = digest if isinstance(digest, Digest) else Digest(digest)
+        try:
+            value = (self.root / "diff_ids" / d.hex).read_text().strip()
+            return str(Digest(value))
+        except (OSError, ValueError, OciAssembleError):
+            return None
+
+    def remember_diff_id(self, digest: Digest | str, diff_id: str) -> None:
+        """Record that blob ``digest`` decompresses to ``diff_id`` (verified by the caller)."""
+        d = digest if isinstance(digest, Digest) else Digest(digest)
+        folder = self.root / "diff_ids"
+        try:
+            folder.mkdir(exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix="diffid-")
+            with os.fdopen(fd, "w") as f:
+                f.write(str(Digest(diff_id)) + "\n")
+            os.replace(name, folder / d.hex)
+        except OSError as exc:
+            _raise_os_error(exc, self.root)
 
     def iter_blobs(self) -> Iterator[Path]:
         yield from sorted((self.root / "blobs" / "sha256").iterdir())

@@ -155,6 +155,8 @@ def _project(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         project.entry_script = cwd / args.entry_script
     if args.source_dir:
         project.source_dir = cwd / args.source_dir
+    if args.source_name is not None:
+        project.source_name = args.source_name
     if args.model:
         project.models = [ModelSpec.parse(m, cwd) for m in args.model]
     if args.requirements:
@@ -165,6 +167,8 @@ def _project(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         default = project.root / "requirements.txt"
         if default.is_file() and project.config_file is None:
             project.requirements = default
+    if getattr(args, "install_serving_stack", None):
+        project.install_serving_stack = True
     if args.base:
         project.base = args.base
     if args.output:
@@ -213,7 +217,7 @@ def _assemble(args: argparse.Namespace, out: _Out) -> _Built:
 
         res = build_azureml_image(project, cache, extra_layers=extra, log=out.log, registry_options=opts,
                                   on_bytes=out.reporter.layer_bytes, allow_secrets=secrets_allowed(args.allow_secrets),
-                                  layer_cache=lc)
+                                  layer_cache=lc, debug=args.debug)
         image, layers = res.image, res.layers
         base_count = len(image.manifest.layers) - len(layers)
         scan = list(image.manifest.layers[:base_count])
@@ -235,7 +239,7 @@ def _assemble(args: argparse.Namespace, out: _Out) -> _Built:
         out.log(f"layer {src.src} -> {src.dest}")
         layer = build_layer(cache, [src], compression=compression, entries=entries, on_bytes=out.reporter.layer_bytes,
                             remote=lc)
-        b.add_layer(layer, f"ociassemble: layer {src.src.name} -> {src.dest}")
+        b.add_layer(layer, src.created_by())
         layers.append((f"{src.dest}", layer))
     cfg = b.config.with_env(project.env)
     if project.labels:
@@ -336,7 +340,9 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
         target = parse_spec(spec, for_output=True).path
         assert target is not None
         path = sbom_path(target)
-        path.write_bytes(_sbom(image, cache, out, name=spec, site=built.deps_site, scan=built.scan_layers))
+        # the SBOM names the output by its file name only: a folder (the checkout's) is not the image's
+        named = f"{parse_spec(spec, for_output=True).kind}:{target.name}"
+        path.write_bytes(_sbom(image, cache, out, name=named, site=built.deps_site, scan=built.scan_layers))
         data["sbom"] = str(path)
         out.log(f"wrote {path}")
     out.result(data, image.digest)
@@ -352,7 +358,7 @@ def cmd_push(args: argparse.Namespace, out: _Out) -> int:
         from .base import load_image
 
         opts = _registry_options(args) if _needs_registry(args.source) else None
-        image = load_image(args.source, cache, registry_options=opts)
+        image = load_image(args.source, cache, registry_options=opts, verify_diff_ids=True)
     else:
         args.output = None
         built = _assemble(args, out)
@@ -362,7 +368,8 @@ def cmd_push(args: argparse.Namespace, out: _Out) -> int:
     if not args.refs:
         raise UsageError("push needs a destination, e.g. 'ociassemble push registry.example.com/team/model:1.0'")
     out.log(f"pushing {image.digest} to {', '.join(args.refs)}")
-    options = _registry_options(args)
+    options = replace(_registry_options(args), on_wait=lambda registry, seconds: out.log(
+        f"registry {registry} asked to slow down: waiting {seconds:.1f} s before any request to it"))
     res = push_image(image, cache, list(args.refs), options=options, on_bytes=out.reporter.blob_bytes)
     if args.digest_file:
         Path(args.digest_file).write_text(res.digest + "\n")
@@ -389,6 +396,34 @@ def cmd_push(args: argparse.Namespace, out: _Out) -> int:
         out.log(f"pushed the SBOM {artifact.digest[:19]} as {', '.join(refs)}")
     out.result(data, res.digest)
     return 0
+
+
+def cmd_verify(args: argparse.Namespace, out: _Out) -> int:
+    """Rebuild from the inputs (as ``build`` would, writing no output) and compare with ``--against``:
+    0 and the digest when they are the same image, 1 and the first difference otherwise."""
+    from .base import load_image
+    from .transport import parse_spec
+    from .verify import compare_images
+
+    if args.sbom:
+        raise UsageError("verify writes nothing: drop --sbom (build and push make SBOMs)")
+    spec = parse_spec(args.against)  # a bad --against fails before any work
+    if spec.kind == "rootfs":
+        raise UsageError(f"--against {args.against}: a rootfs is not an image; give a registry reference, "
+                         "oci:DIR, oci-archive:FILE or docker-archive:FILE")
+    args.output = None
+    built = _assemble(args, out)
+    opts = _registry_options(args) if spec.kind == "docker" else None
+    out.log(f"comparing with {args.against}")
+    given = load_image(spec, built.cache, registry_options=opts)
+    report = compare_images(built.image, given, built.cache, name=args.against,
+                            compressed_comparable=spec.kind != "docker-archive")
+    if report.equal:
+        out.log(f"{args.against} is the image these inputs build"
+                + (" (compared by config: a docker-archive keeps no compressed layers)"
+                   if report.compared_by == "config" else ""))
+    out.result(report.to_json(), report.render())
+    return 0 if report.equal else EXIT_USER
 
 
 def cmd_pull(args: argparse.Namespace, out: _Out) -> int:
@@ -663,9 +698,15 @@ def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
     g = p.add_argument_group("scoring image (the AzureML recipe)")
     g.add_argument("--entry-script", metavar="FILE", help="the script with init() and run() (default: score.py)")
     g.add_argument("--source-dir", metavar="DIR", help="folder shipped with it (default: the entry script's folder)")
+    g.add_argument("--source-name", metavar="NAME",
+                   help="its folder's name in the image, /var/azureml-app/NAME (default: src, whatever the checkout's "
+                        "folder is called)")
     g.add_argument("-m", "--model", action="append", metavar="PATH[:NAME[:VERSION]]", help="model file or folder (repeatable)")
     g.add_argument("-r", "--requirements", metavar="FILE", help="requirements.txt for run()'s Python packages")
     g.add_argument("--conda-file", metavar="FILE", help="conda environment .yml (its pip list and PyPI-available packages)")
+    g.add_argument("--install-serving-stack", action="store_true", default=None,
+                   help="install azureml-defaults, azureml-inference-server-http and azureml-contrib-services when "
+                        "the environment lists them (default: the image provides them; not installed)")
     g.add_argument("--plain", action="store_true", help="ignore the recipe: assemble only --base and --layer")
     g2 = p.add_argument_group("image")
     g2.add_argument("--base", metavar="IMAGE", help="base image: oci:DIR, oci-archive:FILE, docker-archive:FILE, a registry reference, a rootfs tarball/folder, or scratch (empty; the default with --plain)")
@@ -725,6 +766,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--digest-file", metavar="FILE", help="write the pushed manifest digest here")
     _build_flags(p, with_output=False)
     p.set_defaults(path=".")
+    _registry_flags(p)
+
+    p = add("verify", cmd_verify, "Rebuild the project from its inputs and compare with an image: exit 0 and its "
+            "digest when they are the same, 1 and the first difference (a layer's file, only its compression, the "
+            "config key) when not.",
+            "ociassemble verify . --against registry.example.com/team/model:1.0")
+    p.add_argument("--against", required=True, metavar="IMAGE",
+                   help="the image to check: a registry reference (docker://REF), oci:DIR[:TAG], oci-archive:FILE[:TAG] "
+                        "or docker-archive:FILE[:NAME:TAG]")
+    _build_flags(p, with_output=False)
     _registry_flags(p)
 
     p = add("pull", cmd_pull, "Pull an image from a registry into an OCI layout or archive.",

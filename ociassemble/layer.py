@@ -27,16 +27,22 @@ import queue
 import stat
 import tarfile
 import threading
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
+import zstandard
+from isal import isal_zlib
+
 from .blobref import FilePart, RefRecord, stamp_of
 from .cache import BlobCache
 from .compress import Compression, ThreadedSink, choose_compression, compress_stream
+from .diffid import StagedBlob
 from .digest import CHUNK, Digest
 from .errors import ArchiveError, InputError, UsageError
 from .oci import Descriptor, canonical_json
+from .tarcheck import TarballChecker
 
 __all__ = [
     "LAYER_FORMAT",
@@ -55,6 +61,9 @@ __all__ = [
 #: sync-flushed, in one member; 1: a fresh zlib compressobj per block); zstd in one
 #: single-threaded frame. The tar bytes have not changed since 1.
 LAYER_FORMAT = "ociassemble-layer-3"
+#: Names the rules a base tarball was checked by (``tarcheck``) in its layer-index key:
+#: a tarball accepted before the checks existed is checked again, not reused unchecked.
+TARBALL_CHECK = "tarcheck-1"
 #: How many chunks the file-reading thread may run ahead of the hasher/compressor.
 PREFETCH_DEPTH = 4
 #: auto compression samples this many bytes from each of a layer's biggest files.
@@ -100,6 +109,14 @@ class LayerSource:
         if not dest.startswith("/"):
             raise UsageError(f"--layer {spec!r}: DEST {dest!r} must be an absolute in-image path, e.g. /opt/app")
         return cls(Path(src), dest)
+
+    def created_by(self) -> str:
+        """The image history line of a ``--layer`` source: its in-image destination only.
+
+        Not the host path, nor its folder's name: ``--layer $PWD:/app`` would put the
+        checkout's own name into the config, and two checkouts would build two digests.
+        """
+        return f"ociassemble: layer {self.dest}"
 
 
 @dataclass(frozen=True)
@@ -254,7 +271,37 @@ def scan_sources(sources: Sequence[LayerSource], ignore: Callable[[Path], bool] 
         _scan_one(source, out, links, ignore)
     out.pop("", None)
     out.pop(".", None)
-    return [out[k] for k in sorted(out, key=lambda n: n.encode("utf-8", "surrogateescape"))]
+    _first_link_carries_content(out)
+    return [out[k] for k in sorted(out, key=_tar_order)]
+
+
+def _tar_order(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _first_link_carries_content(out: dict[str, Entry]) -> None:
+    """Make the first of each group of hard links, in tar order, the one with the content.
+
+    The scan meets the files of a group in walk order, which is not the tar's sorted
+    order (``zz`` at the top is walked before ``a/b``): a link written before its target
+    is refused by every unpacker (found by the base-tarball property test).
+    """
+    groups: dict[str, list[str]] = {}
+    for name, e in out.items():
+        if e.kind == "hardlink":
+            groups.setdefault(e.linkname, []).append(name)
+    for target, links in groups.items():
+        first = min([target, *links], key=_tar_order)
+        if first == target or target not in out:
+            continue
+        content = out[target]
+        out[first] = Entry(first, "file", content.mode, content.size, content.source, "", content.uid,
+                           content.gid, stamp=content.stamp)
+        for name in (target, *links):
+            if name != first:
+                old = out[name]
+                out[name] = Entry(name, "hardlink", old.mode, linkname=first, uid=old.uid, gid=old.gid,
+                                  stamp=old.stamp)
 
 
 _TYPES = {
@@ -454,7 +501,16 @@ class _DirectSink:
         pass
 
 
-def _write_layer(cache: BlobCache, chunks: Iterator[bytes], compression: Compression) -> BuiltLayer:
+class DiffIdMismatch(Exception):
+    """``_write_layer``'s stream did not hash to the expected diff_id (nothing was kept)."""
+
+    def __init__(self, actual: str) -> None:
+        super().__init__(actual)
+        self.actual = actual
+
+
+def _write_layer(cache: BlobCache, chunks: Iterator[bytes], compression: Compression,
+                 expect_diff_id: str | None = None, staged: list[StagedBlob] | None = None) -> BuiltLayer:
     """Hash (diff_id), compress, hash again (digest) and write a tar stream, all at once.
 
     The diff_id is hashed on this thread, the codec works on its own threads and the
@@ -462,6 +518,9 @@ def _write_layer(cache: BlobCache, chunks: Iterator[bytes], compression: Compres
     layer's digest is its diff_id, so its bytes are hashed once, not twice, and written
     from this thread (a writer thread gained nothing there: the buffers freed on another
     thread cost more page faults than the write it overlapped, measured).
+    With ``expect_diff_id``, a stream hashing to anything else raises ``DiffIdMismatch``
+    before the blob is committed. With ``staged``, the blob is not committed but added
+    there (a ``diffid.StagedBlob``): the caller commits it once a whole image is verified.
     """
     diff = hashlib.sha256()
     raw_size = 0
@@ -472,7 +531,8 @@ def _write_layer(cache: BlobCache, chunks: Iterator[bytes], compression: Compres
         raw_size += len(chunk)
 
     stored_raw = compression.codec == "none"
-    with cache.writer(hashed=not stored_raw) as w:
+    w = cache.writer(hashed=not stored_raw)
+    try:
         sink = _DirectSink(w.write) if stored_raw else ThreadedSink(w.write)
         try:
             compress_stream(chunks, sink, compression, on_raw)
@@ -481,10 +541,20 @@ def _write_layer(cache: BlobCache, chunks: Iterator[bytes], compression: Compres
             sink.abort()
             raise
         diff_id = Digest("sha256:" + diff.hexdigest())
-        digest = w.commit(diff_id if stored_raw else None)
+        if expect_diff_id is not None and str(diff_id) != expect_diff_id:
+            raise DiffIdMismatch(str(diff_id))
+        digest = diff_id if stored_raw else w.digest
         size = w.size
-    return BuiltLayer(Descriptor(compression.media_type, str(digest), size), str(diff_id),
-                      False, compression.id, raw_size)
+        desc = Descriptor(compression.media_type, str(digest), size)
+        if staged is not None:
+            staged.append(StagedBlob(cache, w, desc, str(diff_id)))
+        else:
+            w.commit(digest)
+            cache.remember_diff_id(digest, str(diff_id))
+    except BaseException:
+        w.abort()
+        raise
+    return BuiltLayer(desc, str(diff_id), False, compression.id, raw_size)
 
 
 def build_layer(
@@ -607,8 +677,15 @@ def _reported(chunks: Iterator[bytes], on_bytes: Callable[[int], None]) -> Itera
         yield chunk
 
 
+#: What a corrupt compressed tarball raises while it is read (the codecs share no base class).
+_TARBALL_ERRORS = (EOFError, OSError, ValueError, zlib.error, isal_zlib.error, zstandard.ZstdError)
+
+
 def _tarball_chunks(path: Path) -> Iterator[bytes]:
-    """The uncompressed bytes of a tarball that may be gzip-, zstd- or not compressed."""
+    """The uncompressed bytes of a tarball that may be gzip-, zstd- or not compressed.
+
+    Raises ArchiveError, naming the file, when it cannot be decompressed.
+    """
     with open(path, "rb") as raw:
         magic = raw.read(4)
         raw.seek(0)
@@ -617,14 +694,17 @@ def _tarball_chunks(path: Path) -> Iterator[bytes]:
 
             stream = igzip_threaded.open(raw, "rb")
         elif magic == b"\x28\xb5\x2f\xfd":
-            import zstandard
-
-            stream = zstandard.ZstdDecompressor().stream_reader(raw)
+            stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
         else:
             stream = raw
         with stream:
             while True:
-                data = stream.read(CHUNK)
+                try:
+                    data = stream.read(CHUNK)
+                except _TARBALL_ERRORS as exc:
+                    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise ArchiveError(f"{path} is not a readable tar archive ({reason}); "
+                                       "give a rootfs .tar, .tar.gz or .tar.zst") from None
                 if not data:
                     return
                 yield data
@@ -633,28 +713,25 @@ def _tarball_chunks(path: Path) -> Iterator[bytes]:
 def layer_from_tarball(cache: BlobCache, path: Path, *, compression: Compression = Compression("gzip")) -> BuiltLayer:
     """A base rootfs tarball as one layer, its tar bytes kept exactly as they are.
 
-    The tarball is checked to be a readable tar first (a corrupt or non-tar file fails
-    here, naming the file), then hashed and compressed in one pass.
+    Every header is checked (``tarcheck.TarballChecker``: names, links, symlinks) on
+    the reader thread as the bytes stream to the hasher and compressor, so the check
+    costs no extra read; a refused or corrupt tarball leaves nothing in the cache.
+
+    Raises ArchiveError naming the tarball and the refused entry; InputError if missing.
     """
     try:
         st = path.stat()
     except FileNotFoundError:
         raise InputError(f"{path}: no such base tarball; check the path") from None
-    key = hashlib.sha256(canonical_json({"format": LAYER_FORMAT, "tarball": [str(path.resolve()), st.st_size,
-                                         st.st_mtime_ns, st.st_ctime_ns, st.st_ino],
+    key = hashlib.sha256(canonical_json({"format": LAYER_FORMAT, "check": TARBALL_CHECK,
+                                         "tarball": [str(path.resolve()), st.st_size,
+                                                     st.st_mtime_ns, st.st_ctime_ns, st.st_ino],
                                          "compression": [compression.codec, compression.level]})).hexdigest()
     record = cache.get_layer(key)
     if record is not None:
         return BuiltLayer.from_record(record)
-    try:
-        with tarfile.open(path, "r:*") as tf:
-            count = sum(1 for _ in tf)
-    except Exception as exc:  # noqa: BLE001 - tarfile, zlib and zstd each raise their own kinds
-        reason = "not a tar archive" if isinstance(exc, tarfile.ReadError) else str(exc).splitlines()[0]
-        raise ArchiveError(f"{path} is not a readable tar archive ({reason}); give a rootfs .tar, .tar.gz or .tar.zst") from None
-    if count == 0:
-        raise ArchiveError(f"{path} is an empty tar archive; give a rootfs tarball")
     resolved = choose_compression(iter(()), 0, compression) if compression.codec == "auto" else compression
-    built = _write_layer(cache, prefetch(_tarball_chunks(path)), resolved)
+    checker = TarballChecker(f"base tarball {path}")
+    built = _write_layer(cache, prefetch(checker.checked(_tarball_chunks(path))), resolved)
     cache.put_layer(key, built.to_record())
     return built

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from .cache import BlobCache
+from .diffid import StagedBlob, stage_layer
 from .digest import CHUNK, Digest
 from .errors import ArchiveError, InputError, NotAnImageError
 from .image import Image
@@ -171,8 +172,10 @@ def _load_json(data: bytes, what: str) -> dict:
 def resolve_image(read_blob, desc: Descriptor, where: str, ingest) -> Image:  # type: ignore[no-untyped-def]
     """Follow ``desc`` (a manifest, or an index holding linux/amd64) to an ``Image``.
 
-    ``read_blob(desc) -> bytes`` reads small JSON blobs verified; ``ingest(desc)``
-    copies a layer into the cache verified.
+    ``read_blob(desc) -> bytes`` reads small JSON blobs verified; ``ingest(desc, diff_id)``
+    copies a layer, verified against its digest and its config's diff_id, into a
+    ``StagedBlob``. Every layer is staged before any is committed: a refused image
+    leaves nothing in the cache.
     """
     data = read_blob(desc)
     doc = _load_json(data, f"manifest {desc.digest} in {where}")
@@ -186,28 +189,96 @@ def resolve_image(read_blob, desc: Descriptor, where: str, ingest) -> Image:  # 
     if manifest.kind is not None:
         raise NotAnImageError(manifest, data, f"manifest {desc.digest} in {where}")
     config_bytes = read_blob(manifest.config)
-    for layer in manifest.layers:
-        ingest(layer)
     image = Image.from_parts(manifest, config_bytes)
+    staged: list[StagedBlob] = []
+    try:
+        for layer, diff_id in zip(manifest.layers, image.config.diff_ids):
+            staged.append(ingest(layer, diff_id))
+        for s in staged:
+            s.commit()
+    except BaseException:
+        for s in staged:
+            s.abort()
+        raise
     # keep the original manifest bytes: its digest must not change on the way through
     return Image(manifest, data, image.config, config_bytes)
 
 
-def read_layout(path: Path, tag: str | None, cache: BlobCache) -> Image:
-    """Read an image from an OCI layout, copying its blobs into the cache verified."""
+_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: O_NONBLOCK: a FIFO planted as a blob must not hang the read; it is refused as not regular.
+_NOFOLLOW_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def open_in_layout(root: Path, parts: tuple[str, ...], where: str, what: str):  # type: ignore[no-untyped-def]
+    """A regular file inside the layout at ``root``, opened without following any symlink.
+
+    Each component is opened from the layout's folder with ``O_NOFOLLOW``: a blob (or
+    the ``blobs`` folder) that is a symlink could name any file on this machine, whose
+    content would then go into the image and wherever it is pushed.
+
+    Raises ArchiveError for a symlink or a non-regular file, InputError for a file that
+    cannot be read; FileNotFoundError if missing.
+    """
+    try:
+        return _open_in_layout(root, parts, where, what)
+    except PermissionError:
+        raise InputError(f"{where}: {what} ({'/'.join(parts)}) cannot be read: permission denied; "
+                         "make the layout readable") from None
+
+
+def _open_in_layout(root: Path, parts: tuple[str, ...], where: str, what: str):  # type: ignore[no-untyped-def]
+    fd = os.open(root, _NOFOLLOW_DIR & ~os.O_NOFOLLOW)  # the layout folder itself is the user's choice
+    try:
+        for i, comp in enumerate(parts):
+            last = i == len(parts) - 1
+            try:
+                nfd = os.open(comp, _NOFOLLOW_FILE if last else _NOFOLLOW_DIR, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                rel = "/".join(parts[: i + 1])
+                raise ArchiveError(_not_regular(where, what, rel, os.lstat(comp, dir_fd=fd).st_mode)) from None
+            os.close(fd)
+            fd = nfd
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ArchiveError(_not_regular(where, what, "/".join(parts), mode))
+        os.set_blocking(fd, True)
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    return f
+
+
+def _not_regular(where: str, what: str, rel: str, mode: int) -> str:
+    kind = ("a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket")
+    return (f"{where}: {what} ({rel}) is {kind}, not a regular file inside the layout: a link could copy "
+            "any file of this machine into the image; re-create the layout (skopeo copy, ociassemble pull), "
+            "or copy it with its links resolved (cp -rL) if the files they name are meant to be in it")
+
+
+def read_layout(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_ids: bool = True) -> Image:
+    """Read an image from an OCI layout, copying its blobs into the cache verified.
+
+    Blobs and ``index.json`` must be regular files inside the layout (``open_in_layout``);
+    with ``verify_diff_ids`` each layer is checked against its config's diff_id too.
+    """
     where = f"OCI layout {path}"
-    if not (path / "index.json").is_file():
+    if not (path / "index.json").exists() and not (path / "index.json").is_symlink():
         raise InputError(f"{path} is not an OCI layout (no index.json); give a directory written by ociassemble, skopeo or umoci")
 
-    def blob_path(d: Descriptor) -> Path:
+    def open_blob(d: Descriptor):  # type: ignore[no-untyped-def]
         algo, _, hexd = d.digest.partition(":")
-        return path / "blobs" / algo / hexd
-
-    def read_blob(d: Descriptor) -> bytes:
         try:
-            data = blob_path(d).read_bytes()
+            return open_in_layout(path, ("blobs", algo, hexd), where, f"blob {d.digest}")
         except FileNotFoundError:
             raise ArchiveError(f"{where} is missing blob {d.digest}") from None
+
+    def read_blob(d: Descriptor) -> bytes:
+        with open_blob(d) as f:
+            data = f.read(d.size + 1)
         actual = Digest.of_bytes(data)
         if actual.value != d.digest:
             from .errors import DigestMismatchError
@@ -215,13 +286,14 @@ def read_layout(path: Path, tag: str | None, cache: BlobCache) -> Image:
             raise DigestMismatchError(d.digest, actual.value, where)
         return data
 
-    def ingest(d: Descriptor) -> None:
-        try:
-            f = open(blob_path(d), "rb")
-        except FileNotFoundError:
-            raise ArchiveError(f"{where} is missing blob {d.digest}") from None
-        with f:
-            cache.ingest(f, Digest(d.digest), d.size, where)
+    def ingest(d: Descriptor, diff_id: str) -> StagedBlob:
+        with open_blob(d) as f:
+            return stage_layer(cache, f, d, diff_id if verify_diff_ids else None, where)
 
-    index = Index.from_json(_load_json((path / "index.json").read_bytes(), f"{where}/index.json"))
+    try:
+        with open_in_layout(path, ("index.json",), where, "index.json") as f:
+            index_bytes = f.read()
+    except FileNotFoundError:
+        raise InputError(f"{path} is not an OCI layout (no index.json); give a directory written by ociassemble, skopeo or umoci") from None
+    index = Index.from_json(_load_json(index_bytes, f"{where}/index.json"))
     return resolve_image(read_blob, select_manifest(index, tag, where), where, ingest)

@@ -3,8 +3,9 @@
 Rules (what ``ociassemble run`` relies on; each refusal is an ``ArchiveError`` naming
 the layer digest and the entry):
 
-* Names: a leading ``/`` is dropped (absolute names are relative to the root); a
-  ``..`` component, an empty or NUL-bearing name is refused.
+* Names (``tarcheck.entry_parts``, the rule a base tarball is checked by too): an
+  absolute name (entry or whiteout), a ``..`` component, a NUL byte or a component
+  longer than 255 bytes is refused; an image carrying one is malformed.
 * Parents: every parent component is opened one at a time from the root with
   ``O_NOFOLLOW``; a parent that is a symlink (placed by this or an earlier layer)
   is refused, so nothing is ever written through a symlink. Missing parents are
@@ -15,8 +16,9 @@ the layer digest and the entry):
   containerd does.
 * Symlinks: a relative target that climbs above the root (``a/b -> ../../x``
   lexically) is refused; absolute targets are in-image paths and are kept.
-* Hard links: the target must already exist inside the root (this or a lower
-  layer), reached without symlinks, and must not be a directory.
+* Hard links: the target (a relative name, as entries are) must already exist
+  inside the root (this or a lower layer), reached without symlinks, and must not
+  be a directory.
 * Whiteouts (OCI image spec, "Representing Changes"): ``D/.wh.NAME`` removes
   ``D/NAME`` from the lower layers, ``D/.wh..wh..opq`` removes every lower entry
   of ``D``; entries of the same layer are kept whatever the order in the tar.
@@ -43,7 +45,6 @@ import hashlib
 import io
 import logging
 import os
-import posixpath
 import shutil
 import stat
 import tarfile
@@ -60,6 +61,7 @@ from .digest import CHUNK, Digest, VerifyingReader
 from .errors import ArchiveError, OciAssembleError
 from .image import Image
 from .oci import Descriptor, MediaType
+from .tarcheck import UnsafeEntry, entry_parts, symlink_leaves_root
 
 __all__ = ["UnpackLimits", "DEFAULT_LIMITS", "unpack_image", "unpack_layers", "rootfs_path", "chain_id"]
 
@@ -175,12 +177,10 @@ def _decompressed(raw: VerifyingReader, media_type: str) -> BinaryIO:
 
 def _clean(name: str) -> list[str]:
     """The components of an entry name inside the root (``[]`` is the root itself)."""
-    if "\0" in name:
-        raise _Unsafe("the name contains a NUL byte")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise _Unsafe("path traversal ('..' in the name)")
-    return parts
+    try:
+        return entry_parts(name)
+    except UnsafeEntry as exc:
+        raise _Unsafe(str(exc)) from None
 
 
 @dataclass
@@ -393,10 +393,8 @@ class _Layer:
         target = m.linkname
         if not target or "\0" in target:
             raise _Unsafe("a symlink with an empty or NUL-bearing target")
-        if not target.startswith("/"):
-            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
-            if resolved == ".." or resolved.startswith("../"):
-                raise _Unsafe(f"symlink to {target!r} leads outside the root")
+        if symlink_leaves_root(rel, target):
+            raise _Unsafe(f"symlink to {target!r} leads outside the root")
         self.clear(dfd, base, keep_dir=False)
         os.symlink(target, base, dir_fd=dfd)
         if self.owners:

@@ -31,6 +31,9 @@ DEPS_DIR = "/var/azureml-deps"
 #: manylinux_2_17 is manylinux2014's glibc; a base with an unknown glibc is assumed
 #: that old, so chosen wheels run on any glibc Linux.
 _MIN_GLIBC = (2, 17)
+#: pip's backtracking resolver: the legacy one (pex's default with its vendored pip) takes the
+#: newest version of a shared dependency and then fails (azureml-core and python-dateutil 4)
+RESOLVER_ARGS = ("--resolver-version", "pip-2020-resolver")
 
 
 def complete_platform(info: BaseInfo) -> dict[str, object]:
@@ -64,15 +67,47 @@ def complete_platform(info: BaseInfo) -> dict[str, object]:
 
 
 def _summarise_pex_error(stderr: str) -> str:
-    lines = [l.strip() for l in stderr.splitlines() if l.strip()]
-    for pattern in (r"No matching distribution found for .*", r"Could not find a version that satisfies the requirement .*",
-                    r"ResolutionImpossible.*", r"Cannot install .*", r"conflict.*"):
+    """pex's (or its pip's) own explanation in one line: the requirement and what stands against it."""
+    lines = [re.sub(r"^pip:\s*(ERROR:\s*)?", "", l).strip() for l in stderr.splitlines()]
+    lines = [l for l in lines if l]
+    # pip's resolver: "The conflict is caused by:" then one line per side
+    for i, l in enumerate(lines):
+        if l.startswith("The conflict is caused by"):
+            sides = []
+            for side in lines[i + 1:]:
+                if side.startswith(("To fix", "Additionally")) or side.endswith(":"):
+                    break
+                sides.append(side.replace("The user requested", "you asked for"))
+            if sides:
+                return "; ".join(sides)
+    # pex's own check of what was resolved: "X requires Y but 1 incompatible dist was resolved:" + the dist
+    for i, l in enumerate(lines):
+        m = re.match(r"(.+ requires .+?) but \d+ incompatible dists? (?:was|were) resolved:?", l)
+        if m:
+            dist = lines[i + 1] if i + 1 < len(lines) else ""
+            others = sum(1 for x in lines[i + 1:] if " incompatible dist" in x)
+            more = f" (and {others} more conflicts; --debug shows them)" if others else ""
+            return f"{m.group(1)}, but {dist or 'another version'} was chosen{more}"
+    for l in lines:
+        m = re.search(r"Could not find a version that satisfies the requirement (\S+)", l)
+        if m:
+            listed = re.search(r"\(from versions: ([^)]*)\)", l)
+            versions = [v.strip() for v in (listed.group(1) if listed else "").split(",") if v.strip() not in ("", "none")]
+            known = f" (newest available: {', '.join(versions[-5:])})" if versions else " (no version at all: check the name)"
+            return f"nothing matches {m.group(1)}{known}"
+    for l in lines:
+        m = re.match(r"No pre-built wheel was available for (.+?)\.?$", l)
+        if m:
+            return (f"no wheel of {m.group(1)} is published for this platform, and pex builds a wheel from the "
+                    "source distribution only for the build machine")
+    for pattern in (r"No matching distribution found for \S+",
+                    r"ResolutionImpossible.*", r"Cannot install .*"):
         for l in lines:
             m = re.search(pattern, l, re.I)
             if m:
                 return m.group(0)
     for l in reversed(lines):
-        if l.startswith(("ERROR", "pid ")) or "error" in l.lower():
+        if l.startswith("ERROR") or "error" in l.lower():
             return l[:300]
     return lines[-1][:300] if lines else "pex failed without a message"
 
@@ -81,7 +116,7 @@ def deps_key(requirement_files: list[Path], info: BaseInfo, extra_args: list[str
     """What decides the resolved deps: the requirements' texts, the complete platform, pex's version, pex's args."""
     import pex.version
 
-    return {"platform": complete_platform(info), "pex": pex.version.__version__, "args": extra_args or [],
+    return {"platform": complete_platform(info), "pex": pex.version.__version__, "args": [*RESOLVER_ARGS, *(extra_args or [])],
             "reqs": [p.read_text() for p in requirement_files]}
 
 
@@ -95,11 +130,13 @@ def deps_cached(cache: BlobCache, key_src: dict[str, object]) -> bool:
 
 
 def resolve_deps(cache: BlobCache, requirement_files: list[Path], info: BaseInfo, *,
-                 extra_args: list[str] | None = None, log=print) -> Path:  # type: ignore[no-untyped-def]
+                 extra_args: list[str] | None = None, log=print, source: str | None = None,
+                 debug: bool = False) -> Path:  # type: ignore[no-untyped-def]
     """A directory holding the installed requirements for the image, built once.
 
     Raises BuildError with pex's reason in one line when the requirements cannot be
-    resolved for the image's platform (e.g. a package with no wheel for it).
+    resolved for the image's platform (e.g. a package with no wheel for it); ``source``
+    names the user's file in it.  With ``debug``, pex's whole output is logged first.
     """
     platform = complete_platform(info)
     key_src = deps_key(requirement_files, info, extra_args)
@@ -112,17 +149,19 @@ def resolve_deps(cache: BlobCache, requirement_files: list[Path], info: BaseInfo
         plat_file = tmp / "platform.json"
         plat_file.write_text(json.dumps(platform))
         cmd = [sys.executable, "-m", "pex.cli", "venv", "create", "--layout", "flat", "-d", str(tmp / "site"),
-               "--complete-platform", str(plat_file)]
+               "--complete-platform", str(plat_file), *RESOLVER_ARGS]
         for r in requirement_files:
             cmd += ["-r", str(r)]
         cmd += extra_args or []
         log(f"resolving Python dependencies for cp{info.python.replace('.', '')} linux/{info.architecture} with pex")
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PEX_VERBOSE": "0"})
         if proc.returncode != 0:
-            names = ", ".join(p.name for p in requirement_files)
+            if debug:
+                log("pex's output:\n" + proc.stderr.rstrip())
+            names = source or ", ".join(p.name for p in requirement_files)
             raise BuildError(f"cannot install the Python requirements ({names}) for Python {info.python} "
                              f"linux/{info.architecture}: {_summarise_pex_error(proc.stderr)}; fix the requirement "
-                             "or pin a version that has a wheel for that platform")
+                             "or pin a version that has a wheel for that platform (--debug shows pex's output)")
         # pex leaves helper scripts whose shebang is '#!python': harmless, kept for `python3 -m`-less tools
         # a token naming this resolution: the deps layer's index key (recipe) changes when
         # the folder is made again (pex may pick other versions of unpinned requirements)

@@ -19,7 +19,7 @@ __all__ = ["Project", "ModelSpec", "load_project", "STARTER_CONFIG"]
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model file or folder, served at ``azureml-models/<name>/<version>/``."""
+    """A model file or folder, served at ``azureml-models/<name>/<version>/<its own name>``."""
 
     path: Path
     name: str
@@ -50,6 +50,9 @@ class Project:
     root: Path = field(default_factory=Path.cwd)
     entry_script: Path | None = None
     source_dir: Path | None = None
+    #: the source folder's name under the app root; None: ``DEFAULT_SOURCE_NAME`` (never the
+    #: checkout folder's own name, which would make the digest depend on where it sits)
+    source_name: str | None = None
     models: list[ModelSpec] = field(default_factory=list)
     requirements: Path | None = None
     conda_file: Path | None = None
@@ -63,6 +66,8 @@ class Project:
     compression_level: int | None = None
     source_url: str | None = None
     revision: str | None = None
+    #: install azureml-defaults and the other serving-stack packages the image already provides
+    install_serving_stack: bool = False
     config_file: Path | None = None
 
     @property
@@ -75,7 +80,7 @@ class Project:
 
 
 _PATH_KEYS = {"entry_script", "source_dir", "requirements", "conda_file"}
-_STR_KEYS = {"base", "image", "output", "compression", "source_url", "revision"}
+_STR_KEYS = {"base", "image", "output", "compression", "source_url", "revision", "source_name"}
 
 
 def _apply(project: Project, data: dict[str, Any], root: Path, where: str) -> None:
@@ -95,6 +100,10 @@ def _apply(project: Project, data: dict[str, Any], root: Path, where: str) -> No
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise UsageError(f"{where}: compression_level must be a whole number, e.g. compression_level = 1")
             project.compression_level = value
+        elif k == "install_serving_stack":
+            if not isinstance(value, bool):
+                raise UsageError(f"{where}: install_serving_stack must be true or false")
+            project.install_serving_stack = value
         elif k in ("env", "labels"):
             if not isinstance(value, dict):
                 raise UsageError(f"{where}: {key} must be a table of strings, e.g. {key} = {{ KEY = \"value\" }}")
@@ -142,17 +151,26 @@ entry_script = "score.py"
 # entry script's folder.
 # source_dir = "src"
 
-# Model files or folders, served at /var/azureml-app/azureml-models/<name>/<version>/
-# and found through AZUREML_MODEL_DIR. "PATH[:NAME[:VERSION]]" or a table.
+# Its folder in the image: /var/azureml-app/<source_name>/ (AZUREML_ENTRY_SCRIPT is
+# <source_name>/<entry script>). Default: "src", wherever this checkout sits.
+# source_name = "src"
+
+# Model files or folders, each kept under its own name in
+# /var/azureml-app/azureml-models/<name>/<version>/ (as Azure ML does): with one model,
+# score.py reads os.path.join(os.getenv("AZUREML_MODEL_DIR"), "model.pkl").
+# "PATH[:NAME[:VERSION]]" or a table.
 models = [
     "model.pkl",
     # { path = "models/encoder", name = "encoder", version = "2" },
 ]
 
 # Python packages for run(): a requirements.txt, or a conda file (its pip list and
-# the conda packages PyPI also has).
+# the conda packages PyPI also has), merged with the scoring server's own.
 requirements = "requirements.txt"
 # conda_file = "myenv.yml"
+# azureml-defaults, azureml-inference-server-http and azureml-contrib-services are
+# provided by the image and not installed; true installs them anyway.
+# install_serving_stack = false
 
 # The base image: a Debian-like image with python3, nginx and runit.
 # `ociassemble make-base` builds one; default: that one.

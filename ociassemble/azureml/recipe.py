@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +19,7 @@ from ..base import load_base
 from ..cache import BlobCache
 from ..compress import Compression
 from ..context import check_secrets, ignore_for
-from ..errors import BuildError, InputError
+from ..errors import BuildError, InputError, UsageError
 from ..image import Image, ImageBuilder, rfc3339
 from ..layer import LAYER_FORMAT, BuiltLayer, Entry, LayerSource, build_layer, scan_sources, source_date_epoch
 from ..oci import canonical_json
@@ -26,16 +27,21 @@ from ..resources import layer_symlinks, layers_dir
 from .baseinfo import inspect_base
 from .debianbase import default_base_path
 from .deps import DEPS_DIR, deps_cached, deps_key, resolve_deps
-from .project import Project
+from .project import ModelSpec, Project
+from .requirements import merge_requirements, read_app_pins
 from .script import check_entry_script
 from .userenv import read_user_env
 
-__all__ = ["build_azureml_image", "APP_ROOT", "RecipeResult"]
+__all__ = ["build_azureml_image", "APP_ROOT", "DEFAULT_SOURCE_NAME", "RecipeResult", "source_name"]
 
 APP_ROOT = "/var/azureml-app"
 MODELS_DIR = f"{APP_ROOT}/azureml-models"
 #: names in the app root that belong to the server, not to a user source folder
 _RESERVED = {"azureml", "aml_server", "azureml-models", "create_app.py", "wsgi.py", "gunicorn_conf.py", "__pycache__"}
+#: the source folder's in-image name when the config gives none (``source_name``)
+DEFAULT_SOURCE_NAME = "src"
+#: one path component, no leading dot (no hidden folder, no "." or "..")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 @dataclass
@@ -50,24 +56,49 @@ class RecipeResult:
     pex_ran: bool = False
 
 
-def _source_name(src: Path) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", src.resolve().name) or "src"
-    return "src" if name in _RESERVED or name.startswith(".") else name
+def model_dest(model: ModelSpec) -> str:
+    """Where a registered model lands: as in Azure ML, under ``<name>/<version>/`` with its own name.
+
+    A file ``model.pkl`` becomes ``<name>/<version>/model.pkl``; a folder ``outputs/model``
+    becomes ``<name>/<version>/model/...`` (its contents are not spread into the version folder),
+    so score.py reads ``os.path.join(AZUREML_MODEL_DIR, "model", "model.pkl")`` as in Azure ML.
+    """
+    return f"{MODELS_DIR}/{model.name}/{model.version}/{model.path.resolve().name}"
+
+
+def source_name(project: Project) -> str:
+    """The source folder's name under the app root: the project's ``source_name``, or ``src``.
+
+    Never derived from the checkout's own folder name: the same project checked out as
+    ``myproj`` and as ``job@2`` must give one digest. Raises UsageError for a name that is
+    not one safe path component, or that the scoring server's own files already use.
+    """
+    name = DEFAULT_SOURCE_NAME if project.source_name is None else project.source_name
+    if not _SAFE_NAME.fullmatch(name):
+        raise UsageError(f"source_name {name!r}: give one folder name of letters, digits, '.', '_' and '-', "
+                         f"not starting with '.' (e.g. source_name = \"{DEFAULT_SOURCE_NAME}\" or --source-name "
+                         f"{DEFAULT_SOURCE_NAME})")
+    if name in _RESERVED:
+        raise UsageError(f"source_name {name!r} is taken by the scoring server in {APP_ROOT} "
+                         f"({', '.join(sorted(_RESERVED))}); choose another, e.g. {DEFAULT_SOURCE_NAME!r}")
+    return name
 
 
 def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: list[LayerSource] | None = None,
                         log: Callable[[str], None] = print, registry_options: object = None,
                         on_bytes: Callable[[int], None] | None = None, layer_cache: Any = None,
-                        allow_secrets: bool = False) -> RecipeResult:
+                        allow_secrets: bool = False, debug: bool = False) -> RecipeResult:
     """Check the inputs, then assemble the scoring image (nothing is written outside the cache).
 
     ``on_bytes`` is passed to every ``build_layer`` (progress display). ``layer_cache``
     (a ``registry.layercache.RegistryLayerCache``) is asked for layers, the deps layer
     and the base's info before any is made, and told what this build made.
     Files named like secrets in the source, model or extra layers are refused before
-    anything is written, unless ``allow_secrets`` (then ``log`` warns).
+    anything is written, unless ``allow_secrets`` (then ``log`` warns). ``debug`` logs
+    pex's whole output when it fails.
     Raises InputError/BuildError with one line naming the problem and the fix.
     """
+    src_name = source_name(project)
     entry = project.entry
     check_entry_script(entry)
     src = project.src
@@ -87,23 +118,29 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
         raise InputError("two models have the same name and version; give each a NAME or VERSION (PATH:NAME:VERSION)")
     if project.requirements and project.conda_file:
         raise InputError("give either requirements or a conda file, not both")
-    user_env = read_user_env(project.conda_file or project.requirements)
+    env_file = project.conda_file or project.requirements
+    user_env = read_user_env(env_file)
     for note in user_env.notes:
+        log(note)
+    # one requirement set, the server's pins and the user's merged by project name (a conflict stops
+    # the build here, before anything is written)
+    merged = merge_requirements(read_app_pins(layers_dir() / "app-requirements.txt"), user_env.requirements,
+                                source=env_file.name if env_file else "your environment",
+                                install_serving_stack=project.install_serving_stack)
+    for note in merged.notes:
         log(note)
 
     # the user's files, scanned (not read) before anything is written: no secrets in a layer
-    src_name = _source_name(src)
     outputs = [Path(o.split(":", 1)[1].split(":")[0]) for o in [project.output or ""] if ":" in o]
     source_ignore = ignore_for(src, also=[m.path for m in project.models] + outputs + [cache.root])
     # (kind, sources, history line) of the user's layers; scanned once, here, and the same
     # entries built below (tar_chunks re-checks each file's stat stamp as it reads it)
     user_layers: list[tuple[str, list[LayerSource], str]] = []
     for m in project.models:
-        dest = f"{MODELS_DIR}/{m.name}/{m.version}" + ("/" if m.path.is_file() else "")
-        user_layers.append((f"model {m.name}:{m.version}", [LayerSource(m.path, dest)],
+        user_layers.append((f"model {m.name}:{m.version}", [LayerSource(m.path, model_dest(m))],
                             f"ociassemble: model {m.name} version {m.version}"))
     for extra in extra_layers or []:
-        user_layers.append((f"extra {extra.dest}", [extra], f"ociassemble: layer {extra.src.name} -> {extra.dest}"))
+        user_layers.append((f"extra {extra.dest}", [extra], extra.created_by()))
     user_layers.append(("source", [LayerSource(src, f"{APP_ROOT}/{src_name}")], f"ociassemble: source {src_name}"))
     user_entries = [scan_sources(sources, source_ignore if kind == "source" else None)
                     for kind, sources, _ in user_layers]
@@ -145,23 +182,22 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     # layers) are held by reference when uncompressed (layer.build_layer)
     add("runit-nginx", runit, "ociassemble: runit + nginx configs", entries=runit_entries, by_reference=False)
 
-    req_files = [shipped / "app-requirements.txt"]
-    if user_env.requirements:
-        user_req = cache.tmp_dir / f"user-requirements-{abs(hash(tuple(user_env.requirements)))}.txt"
-        user_req.write_text("\n".join(user_env.requirements) + "\n")
-        req_files.append(user_req)
+    fd, merged_name = tempfile.mkstemp(dir=cache.tmp_dir, prefix="requirements-", suffix=".txt")
+    os.close(fd)
+    req_files = [Path(merged_name)]
     site: Path | None = None
     cached_deps: BuiltLayer | None = None
     try:
+        req_files[0].write_text(merged.text())
         key_src = deps_key(req_files, info)
         if layer_cache is not None and not deps_cached(cache, key_src):
             cached_deps = layer_cache.find_deps(key_src, compression, epoch)
         if cached_deps is None:
             result.pex_ran = not deps_cached(cache, key_src)
-            site = resolve_deps(cache, req_files, info, log=log)
+            site = resolve_deps(cache, req_files, info, log=log, debug=debug,
+                                source=f"{env_file.name} with the scoring server's" if env_file else "the scoring server's")
     finally:
-        if len(req_files) > 1:
-            req_files[1].unlink(missing_ok=True)
+        req_files[0].unlink(missing_ok=True)
     result.deps_site = site
     if cached_deps is not None:
         log("layer python-deps")

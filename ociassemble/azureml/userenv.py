@@ -59,6 +59,32 @@ def _conda_spec_to_pip(spec: str) -> tuple[str, str]:
     return name, name + rest
 
 
+def _requirement_lines(path: Path, seen: set[Path]) -> list[str]:
+    """A requirements.txt's requirement and option lines, comments and continuations resolved.
+
+    ``-r FILE`` is read in place (the lines are merged with the server's, and are written to
+    another folder for pex, where a relative path would not be found); ``-c FILE`` is made absolute.
+    """
+    if path.resolve() in seen:
+        return []
+    seen.add(path.resolve())
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(f"cannot read requirements file {path}: {exc.strerror}; check -r and the files it includes") from None
+    lines: list[str] = []
+    for line in re.sub(r"\\\n", "", text).splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", line).strip()
+        m = re.match(r"^(-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+)(\S+)$", line)
+        if m and m.group(1) in ("-r", "--requirement"):
+            lines += _requirement_lines(path.parent / m.group(2), seen)
+        elif m:
+            lines.append(f"{m.group(1)} {(path.parent / m.group(2)).resolve()}")
+        elif line:
+            lines.append(line)
+    return lines
+
+
 def read_user_env(path: Path | None) -> UserEnv:
     """Read a requirements.txt or a conda environment file (``.yml``/``.yaml``)."""
     if path is None:
@@ -66,7 +92,7 @@ def read_user_env(path: Path | None) -> UserEnv:
     if not path.is_file():
         raise InputError(f"environment file {path} does not exist; give a requirements.txt or conda .yml")
     if path.suffix not in (".yml", ".yaml"):
-        return UserEnv(requirements=[l for l in path.read_text().splitlines() if l.strip() and not l.lstrip().startswith("#")])
+        return UserEnv(requirements=_requirement_lines(path, set()))
     import yaml
 
     try:

@@ -9,6 +9,10 @@ each outcome into a return value or one of two errors: ``TransientRegistryError`
 
 Retrying is not done here but by ``call_with_retry`` around a whole operation (one
 HEAD, one manifest PUT, one blob upload attempt), so there is exactly one retry layer.
+Waiting is shared, though: after a 429 (or a 503 with ``Retry-After``) no request to
+that registry starts, from any thread or client of this process, before the time it
+asked for has passed (``RegistryGate``); a rate-limited registry otherwise keeps getting
+the other parallel uploads' requests during the pause it asked for.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ __all__ = [
     "MANIFEST_ACCEPT",
     "BlobSlice",
     "RegistryClient",
+    "RegistryGate",
     "RegistryOptions",
     "RetryPolicy",
     "TransientRegistryError",
@@ -127,6 +132,9 @@ class RegistryOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     monolithic_max: int = DEFAULT_MONOLITHIC_MAX
     timeout: tuple[float, float] = DEFAULT_TIMEOUT
+    #: Told ``(registry, seconds)`` when a registry asks us to wait and every request to
+    #: it pauses (the CLI prints it as a progress line). Called from upload threads.
+    on_wait: Callable[[str, float], None] | None = field(default=None, compare=False)
 
     def __repr__(self) -> str:
         hidden = "<hidden>" if self.password else None
@@ -195,6 +203,58 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+#: A pause shorter than this added to one under way is not announced again (the other
+#: parallel requests' 429s arrive within milliseconds of the first).
+_ANNOUNCE_MIN = 0.5
+#: The gate re-checks its deadline this often while waiting (it may be lengthened).
+_GATE_TICK = 0.25
+
+
+class RegistryGate:
+    """When the next request to one registry may start: after the wait it asked for.
+
+    Shared by every thread and client talking to the same registry in this process.
+    Requests already under way go on; only new ones wait.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until = 0.0
+
+    def hold(self, seconds: float) -> bool:
+        """No request starts for ``seconds`` from now; True if this begins or noticeably lengthens a pause."""
+        with self._lock:
+            now = time.monotonic()
+            until = now + seconds
+            if until <= self._until:
+                return False
+            announce = self._until <= now or until - self._until >= _ANNOUNCE_MIN
+            self._until = until
+            return announce
+
+    def remaining(self) -> float:
+        with self._lock:
+            return max(0.0, self._until - time.monotonic())
+
+    def wait(self) -> None:
+        """Block until the registry may be sent a request."""
+        while True:
+            left = self.remaining()
+            if left <= 0:
+                return
+            time.sleep(min(left, _GATE_TICK))
+
+
+_GATES: dict[str, RegistryGate] = {}
+_GATES_LOCK = threading.Lock()
+
+
+def registry_gate(registry: str) -> RegistryGate:
+    """The process-wide gate of ``registry`` (a host[:port] as in references)."""
+    with _GATES_LOCK:
+        return _GATES.setdefault(registry, RegistryGate())
 
 
 def call_with_retry(policy: RetryPolicy, what: str, op: Callable[[int], T]) -> T:
@@ -322,6 +382,7 @@ class RegistryClient:
         self._plain_ok = hostname in LOOPBACK_HOSTS or self._explicit_insecure
         self._base: str | None = None
         self._ping_lock = threading.Lock()
+        self.gate = registry_gate(registry)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"ociassemble/{__version__}"
         pool = max(self.options.concurrency, 1) + 2
@@ -361,7 +422,12 @@ class RegistryClient:
     def _raw(self, method: str, url: str, *, headers: dict[str, str] | None = None, data: Any = None,
              params: Any = None, auth: str | None = None, stream: bool = False, what: str = "",
              allow_redirects: bool = True) -> requests.Response:
-        """One HTTP exchange; network failures become (Transient)RegistryError."""
+        """One HTTP exchange; network failures become (Transient)RegistryError.
+
+        Starts only once the registry's gate is open, and closes the gate for as long
+        as a 429 (or a 503 with ``Retry-After``) asks.
+        """
+        self.gate.wait()
         try:
             resp = self.session.request(method, url, headers=headers, data=data, params=params,
                                         auth=_HeaderAuth(auth), stream=stream, timeout=self.options.timeout,
@@ -379,7 +445,23 @@ class RegistryClient:
         except requests.exceptions.RequestException as exc:
             raise RegistryError(f"{what or method} at {self.registry}: {type(exc).__name__} ({_short(exc)})") from exc
         log.debug("%s %s -> %d", method, url.split("?", 1)[0], resp.status_code)
+        if resp.status_code in (429, 503):
+            self._slow_down(resp)
         return resp
+
+    def _slow_down(self, resp: requests.Response) -> None:
+        """Close the gate after a 429, or a 503 that says how long to wait."""
+        after = _retry_after(resp.headers.get("Retry-After"))
+        if after is None:
+            if resp.status_code != 429:
+                return
+            after = self.options.retry.delay(1)  # no time given: our first backoff step
+        seconds = min(after, self.options.retry.max_retry_after)
+        if seconds <= 0 or not self.gate.hold(seconds):
+            return
+        log.info("registry %s answered HTTP %d: no request to it for %.1f s", self.registry, resp.status_code, seconds)
+        if self.options.on_wait is not None:
+            self.options.on_wait(self.registry, seconds)
 
     def _tls_error(self, exc: BaseException) -> RegistryError:
         text = _short(exc)

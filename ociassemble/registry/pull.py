@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import requests
 import urllib3.exceptions
 
 from ..cache import BlobCache
+from ..diffid import stage_layer, verify_cached_diff_id
 from ..digest import Digest
 from ..errors import ArchiveError, DigestMismatchError, NotAnImageError
 from ..image import Image
@@ -59,25 +60,34 @@ class _ResponseReader:
 class RegistryBlobFetcher:
     """``Image.fetch`` for a pulled image: downloads one blob into the cache, verified.
 
-    Thread-safe; retried per the client's policy; a blob already cached is free.
+    Thread-safe; retried per the client's policy; a blob already cached is free. A
+    layer named in ``diff_ids`` (digest -> its config's diff_id) is verified against it
+    while it streams in (``diffid.stage_layer``), once per blob.
     """
 
     client: RegistryClient
     repo: str
+    diff_ids: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __call__(self, desc: Descriptor, cache: BlobCache) -> None:
+        diff_id = self.diff_ids.get(desc.digest)
+        where = f"{self.client.registry}/{self.repo}"
         if cache.has(desc.digest):
+            if diff_id is not None:
+                verify_cached_diff_id(cache, desc, diff_id, f"image {where}")
             return
         scopes = self.client.scopes(self.repo)
-        where = f"{self.client.registry}/{self.repo}"
 
         def attempt(_n: int) -> None:
             if cache.has(desc.digest):
                 return
             resp = self.client.open_blob(self.repo, desc.digest, scopes)
             try:
-                cache.ingest(_ResponseReader(resp, f"downloading blob {desc.digest} from {where}"),  # type: ignore[arg-type]
-                             Digest(desc.digest), desc.size, where)
+                body = _ResponseReader(resp, f"downloading blob {desc.digest} from {where}")
+                if diff_id is None:
+                    cache.ingest(body, Digest(desc.digest), desc.size, where)  # type: ignore[arg-type]
+                else:
+                    stage_layer(cache, body, desc, diff_id, f"image {where}").commit()  # type: ignore[arg-type]
             finally:
                 resp.close()
 
@@ -107,12 +117,13 @@ def _get_manifest(client: RegistryClient, ref: Reference, reference: str, scopes
 
 
 def pull_image(ref: str, cache: BlobCache, *, options: RegistryOptions | None = None,
-               platform: Platform | None = None) -> Image:
+               platform: Platform | None = None, verify_diff_ids: bool = True) -> Image:
     """Resolve ``ref`` to an image: manifest (exact bytes) and config; layers stay remote.
 
     An index (OCI or docker manifest list) is resolved to ``platform`` (default: this
     machine's linux platform). The returned image's ``fetch`` downloads layers into
-    ``cache`` when an output needs them; ``origin`` is ``registry/repository`` and
+    ``cache`` when an output needs them (checked against the config's diff_ids with
+    ``verify_diff_ids``); ``origin`` is ``registry/repository`` and
     ``origin_digests`` its layer digests, so a push to the same registry mounts them.
 
     Example::
@@ -162,7 +173,9 @@ def pull_image(ref: str, cache: BlobCache, *, options: RegistryOptions | None = 
     if len(config.diff_ids) != len(manifest.layers):
         raise ArchiveError(f"image {r}: {len(manifest.layers)} layers but {len(config.diff_ids)} diff_ids in its config")
     return Image(manifest, data, config, config_bytes,
-                 fetch=RegistryBlobFetcher(client, r.repository),
+                 fetch=RegistryBlobFetcher(client, r.repository,
+                                           dict(zip((d.digest for d in manifest.layers), config.diff_ids))
+                                           if verify_diff_ids else {}),
                  origin=r.name,
                  origin_digests=frozenset(layer.digest for layer in manifest.layers))
 

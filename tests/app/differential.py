@@ -30,8 +30,8 @@ from tests.conftest import free_port
 requests = pytest.importorskip("requests")
 
 __all__ = ["BOOT_TIMEOUT_S", "CALLS", "COMPARED_HEADERS", "Call", "EXTRA_ENV", "FAILING_SCRIPTS", "HasURL", "JSON",
-           "REQUEST_TIMEOUT_S", "SCORING_TIMEOUT_MS", "Server", "TEXT", "assert_same_answer", "free_port",
-           "oracle_python", "start_server", "wait_until_up"]
+           "MODEL_FILES", "REQUEST_TIMEOUT_S", "SCORING_TIMEOUT_MS", "Server", "TEXT", "assert_same_answer", "free_port",
+           "model_build_flags", "oracle_python", "start_server", "wait_until_up", "write_models"]
 
 ORACLE_VERSION = "1.5.1"
 ORACLE_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ociassemble-test" / "oracle-venv"
@@ -52,6 +52,30 @@ ORACLE_SHIMS = {
         "from azureml_inference_server_http.api.aml_response import AMLResponse  # noqa: F401\n"
     ),
 }
+
+# Registered models as Azure ML lays them out (each file or folder under <name>/<version>/ with its
+# own name), given to both servers, and built into the contract image with the same names:
+# AZUREML_MODEL_DIR is the models folder, as with several models.
+MODEL_FILES = {
+    "greeting/1/greeting.txt": "hello from a file model\n",
+    "lookup/2/lookup/table.json": '{"a": 1, "b": [2, 3]}',
+    "lookup/2/lookup/MLmodel": "flavors: {}\n",
+}
+
+
+def write_models(models_dir: Path) -> None:
+    """``MODEL_FILES`` under ``models_dir`` (an ``azureml-models`` folder)."""
+    for relative, text in MODEL_FILES.items():
+        (models_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        (models_dir / relative).write_text(text)
+
+
+def model_build_flags(folder: Path) -> list[str]:
+    """``ociassemble build`` flags registering ``MODEL_FILES``' models from copies written in ``folder``."""
+    staged = folder / "staged-models"
+    write_models(staged)
+    return ["--model", f"{staged / 'greeting/1/greeting.txt'}:greeting:1", "--model", f"{staged / 'lookup/2/lookup'}:lookup:2"]
+
 
 # Headers of the contract whose values must be equal on both sides.
 COMPARED_HEADERS = ("x-ms-run-function-failed", "x-ms-client-request-id", "content-type", "traceid", "x-multi", "allow")
@@ -112,6 +136,7 @@ def _app_root(base: Path, script: str, ours: bool) -> Path:
         for relative, text in ORACLE_SHIMS.items():
             (root / relative).parent.mkdir(parents=True, exist_ok=True)
             (root / relative).write_text(text)
+    write_models(root / "azureml-models")
     source = root / "src"
     source.mkdir()
     shutil.copy(SCRIPTS_DIR / f"{script}.py", source / "score.py")
@@ -130,7 +155,7 @@ def start_server(script: str, ours: bool, base: Path, oracle_python: Path) -> Se
         # How Azure ML tells the oracle where the source tree is (it appends it to
         # sys.path); ours puts the entry script's folder first on sys.path anyway.
         AZUREML_SOURCE_DIRECTORY="src",
-        AZUREML_MODEL_DIR=str(root),
+        AZUREML_MODEL_DIR=str(root / "azureml-models"),
         WORKER_TIMEOUT="60",
         PYTHONUNBUFFERED="1",
         **EXTRA_ENV.get(script, {}),
@@ -305,6 +330,7 @@ CALLS: dict[str, list[Call]] = {
         Call("GET", "/score?q=1", headers={"X-Custom": "get"}),
     ],
     "sibling_import": [Call("POST", "/score", b"ab", TEXT)],
+    "model_files": [Call("POST", "/score", b'{"key": "b"}', JSON), Call("POST", "/score", b'{"key": "zz"}', JSON)],
     # Its one AMLResponse is difference 4; the routes around it still agree.
     "rawhttp_content_type": [Call("GET", "/"), Call("GET", "/swagger.json"), Call("PUT", "/score")],
     "slow_run": [

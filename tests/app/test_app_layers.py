@@ -125,7 +125,21 @@ def _app_env(root: Path, state_dir: Path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.skipif(shutil.which("python3") is None, reason="the run script calls python3")
+def _python3_on_path(bin_dir: Path) -> str:
+    """A PATH whose ``python3`` is this test run's interpreter (the venv with gunicorn and flask).
+
+    The run script calls ``python3`` as the image does (its deps are on PYTHONPATH there); here
+    the first python3 on the caller's PATH may be any interpreter (a fresh machine's has no
+    gunicorn), so the test puts its own first.  A wrapper, not a symlink: a symlinked venv
+    interpreter outside the venv's bin/ does not find the venv's packages.
+    """
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    wrapper = bin_dir / "python3"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    return f"{bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
+
+
 def test_gunicorn_run_script_reports_failed_init(tmp_path: Path) -> None:
     """The real run script, with a score.py whose init() raises: one headline, a traceback, gunicorn exit 3."""
     if not _port_free(9090):
@@ -133,7 +147,7 @@ def test_gunicorn_run_script_reports_failed_init(tmp_path: Path) -> None:
     root = _copy_app_root(tmp_path, "init_raises")
     done = subprocess.run(
         ["sh", str(RUNIT_LAYER / "var/runit/gunicorn/run")],
-        env=_app_env(root, tmp_path),
+        env={**_app_env(root, tmp_path), "PATH": _python3_on_path(tmp_path / "bin")},
         capture_output=True,
         text=True,
         timeout=60,

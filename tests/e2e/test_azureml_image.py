@@ -80,7 +80,7 @@ def test_run_serves_health_score_and_swagger(example_build: dict, trained_exampl
 def test_same_inputs_in_another_folder_give_the_same_digest(example_build: dict, trained_example: Path,
                                                           debian_base: str, shared_cache: BlobCache,
                                                           tmp_path: Path) -> None:
-    copy = tmp_path / "elsewhere" / "sklearn-diabetes"
+    copy = tmp_path / "elsewhere" / "job@2"  # another folder name: the image must not depend on it
     shutil.copytree(trained_example, copy)
     for p in copy.rglob("*"):
         os.utime(p, (1_600_000_000, 1_600_000_000))

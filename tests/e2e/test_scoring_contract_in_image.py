@@ -1,7 +1,8 @@
 """The differential suite once more, through nginx in a running image.
 
 One image is built from the Debian base with every script of ``tests/app/scripts``
-in its source folder (``scoring/``) and numpy + pandas in its deps layer; it is then
+in its source folder (``scoring/``), numpy + pandas in its deps layer and the suite's two
+models (``differential.MODEL_FILES``, registered as Azure ML lays them out); it is then
 run once per script with ``AZUREML_ENTRY_SCRIPT=scoring/<script>.py`` (all runs at
 once, each in its own namespaces, so every one listens on its own 5001), and
 ``tests/app/differential.py``'s ``CALLS`` go to the published port, through nginx,
@@ -118,7 +119,8 @@ def scoring_image(debian_base: str, shared_cache: BlobCache, tmp_path_factory: p
     (project / "requirements.txt").write_text(REQUIREMENTS)
     out = project.parent / "contract-image"
     proc = run_cli("build", str(project), "--entry-script", str(source / "undecorated_echo.py"),
-                   "--source-dir", str(source), "-r", str(project / "requirements.txt"), "--base", debian_base,
+                   "--source-dir", str(source), "--source-name", SOURCE_FOLDER, "-r", str(project / "requirements.txt"),
+                   *diff.model_build_flags(project.parent / "contract-models"), "--base", debian_base,
                    "-o", f"oci:{out}", "--json", "--cache-dir", str(shared_cache.root))
     assert proc.returncode == 0, proc.stderr
     return load_image(f"oci:{out}", shared_cache)

@@ -1,4 +1,5 @@
-"""Fixtures for the integration tests; the registry ones live in registry_fixtures.py."""
+"""Fixtures for the integration tests: the registry ones live in registry_fixtures.py, the quick
+scoring-image recipe (a fake base, deps resolved once) in recipe_fixtures.py."""
 
 from registry_fixtures import (  # noqa: F401  (fixtures are found by name)
     _isolated_docker_config,
@@ -11,3 +12,4 @@ from registry_fixtures import (  # noqa: F401  (fixtures are found by name)
     tls_registry,
     token_registry,
 )
+from recipe_fixtures import quick_recipe  # noqa: F401

@@ -80,3 +80,36 @@ def test_cli_pull_of_a_corrupt_layer_is_one_line_and_writes_nothing(pushed, prox
     assert len(lines) == 1 and layer.digest in lines[0] and "corrupt" in lines[0], proc.stderr
     assert not out.exists() and not list(tmp_path.glob(".image.tar.tmp-*"))
     _nothing_from(BlobCache(cache), layer.digest)
+
+
+def test_a_registry_base_whose_config_lies_about_diff_ids_is_refused(plain_registry, cache: BlobCache, make_image,
+                                                                     options, tmp_path: Path) -> None:
+    """The layer is decompressed as it downloads; a diff_id its config gets wrong stops the
+    build naming the layer, and the layer is not kept."""
+    from ociassemble.image import ImageBuilder
+    from ociassemble.layer import BuiltLayer
+
+    honest = make_image(cache, {"model.bin": os.urandom(50_000)})
+    layer = honest.manifest.layers[0]
+    lie = "sha256:" + "ab" * 32
+    b = ImageBuilder(cache, None)
+    b.add_layer(BuiltLayer(layer, lie), "COPY /app")
+    lying = b.build(0)
+    ref = f"{plain_registry.host}/pull-verify/lying:1"
+    push_image(lying, cache, [ref], options=options)
+    fresh = tmp_path / "fresh"
+    proc = run_cli("build", "--plain", "--base", ref, "-o", f"oci:{tmp_path / 'out'}", "--cache-dir", str(fresh))
+    assert proc.returncode == 1, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in proc.stderr
+    assert line.startswith("ociassemble: error: ") and f"layer {layer.digest} unpacks to diff_id {honest.config.diff_ids[0]}" in line, line
+    assert f"config says {lie}" in line, line
+    assert not (tmp_path / "out").exists()
+    assert not BlobCache(fresh).has(layer.digest)
+    assert not list((fresh / "diff_ids").iterdir())
+    # the honest image from the same registry builds, and its verified pair is remembered
+    good = f"{plain_registry.host}/pull-verify/honest:1"
+    push_image(honest, cache, [good], options=options)
+    proc = run_cli("build", "--plain", "--base", good, "-o", f"oci:{tmp_path / 'out'}", "--cache-dir", str(fresh))
+    assert proc.returncode == 0, proc.stderr
+    assert BlobCache(fresh).verified_diff_id(layer.digest) == honest.config.diff_ids[0]

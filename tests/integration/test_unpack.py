@@ -126,13 +126,27 @@ def test_path_traversal_is_refused(cache: BlobCache, box: Path, name: str) -> No
     refused(cache, box, [layer(cache, [f(name, b"pwned")])], repr(name), "path traversal")
 
 
-def test_absolute_names_land_inside_the_root(cache: BlobCache, box: Path) -> None:
+@pytest.mark.parametrize("absolute", [True, False])
+def test_absolute_names_are_refused(cache: BlobCache, box: Path, absolute: bool) -> None:
     outside = str(box / "outside" / "canary")
-    unpack_layers(cache, [layer(cache, [f(outside, b"inside"), f("/etc/absolute-test", b"abs")])], box / "root")
-    assert (box / "root" / outside.lstrip("/")).read_bytes() == b"inside"
-    assert (box / "root" / "etc" / "absolute-test").read_bytes() == b"abs"
+    name = outside if absolute else "/etc/absolute-test"
+    msg = refused(cache, box, [layer(cache, [d("etc"), f(name, b"pwned")])], repr(name), "an absolute name")
+    assert msg.endswith("refusing to unpack an unsafe image")
     assert not Path("/etc/absolute-test").exists()
-    assert_host_untouched(box)
+    assert not (box / "root" / outside.lstrip("/")).exists()
+
+
+@pytest.mark.parametrize("name", ["/.wh.canary", "/etc/.wh.passwd", "/.wh..wh..opq", "//etc/.wh..wh..opq"])
+def test_absolute_whiteouts_are_refused(cache: BlobCache, box: Path, name: str) -> None:
+    lower = layer(cache, [d("etc"), f("etc/passwd", b"root"), f("canary", b"keep")])
+    refused(cache, box, [lower, layer(cache, [f(name, b"")])], repr(name), "an absolute name")
+    assert (box / "root" / "etc" / "passwd").read_bytes() == b"root"
+    assert (box / "root" / "canary").read_bytes() == b"keep"
+
+
+def test_over_long_name_component_is_refused(cache: BlobCache, box: Path) -> None:
+    name = "etc/" + "x" * 256
+    refused(cache, box, [layer(cache, [f(name, b"long")])], "256 bytes")
 
 
 def test_symlink_leading_out_of_the_root_is_refused(cache: BlobCache, box: Path) -> None:
@@ -163,7 +177,7 @@ def test_an_entry_replaces_a_symlink_instead_of_following_it(cache: BlobCache, b
 
 @pytest.mark.parametrize("target, words", [
     ("../canary", ["path traversal"]),
-    ("/etc/passwd", ["not already inside the root"]),
+    ("/etc/passwd", ["an absolute name"]),
     ("missing", ["not already inside the root"]),
 ])
 def test_hard_link_escapes_are_refused(cache: BlobCache, box: Path, target: str, words: list[str]) -> None:
@@ -177,7 +191,7 @@ def test_hard_link_through_a_symlink_is_refused(cache: BlobCache, box: Path) -> 
 
 def test_hard_link_to_an_entry_inside_works(cache: BlobCache, box: Path) -> None:
     lower = layer(cache, [f("a", b"shared")])
-    upper = layer(cache, [d("b"), hard("b/a2", "a"), hard("/b/a3", "/a")])
+    upper = layer(cache, [d("b"), hard("b/a2", "a"), hard("./b/a3", "./a")])
     unpack_layers(cache, [lower, upper], box / "root")
     st = (box / "root" / "a").stat()
     assert st.st_nlink == 3

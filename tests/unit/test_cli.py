@@ -25,7 +25,7 @@ from ociassemble.oci import Descriptor, MediaType
 from ociassemble.progress import LiveReporter, PlainReporter, Reporter, make_reporter
 
 REPO = Path(__file__).resolve().parents[2]
-COMMANDS = ("build", "push", "pull", "inspect", "run", "make-base", "init", "login", "cache", "completion")
+COMMANDS = ("build", "push", "pull", "inspect", "run", "make-base", "init", "login", "cache", "completion", "verify")
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

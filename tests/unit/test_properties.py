@@ -1,5 +1,5 @@
-"""Property-based tests (hypothesis): the reference parser, the layer writer and the
-unpacker, over generated inputs rather than hand-picked ones."""
+"""Property-based tests (hypothesis): the reference parser, the layer writer, the unpacker
+and the base-tarball checker, over generated inputs rather than hand-picked ones."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from ociassemble.cache import BlobCache
 from ociassemble.compress import Compression
 from ociassemble.errors import ArchiveError, ImageReferenceError
-from ociassemble.layer import LayerSource, build_layer
+from ociassemble.layer import LayerSource, build_layer, scan_sources, tar_chunks
 from ociassemble.oci import Descriptor, MediaType
 from ociassemble.reference import parse_reference
+from ociassemble.tarcheck import TarballChecker
 from ociassemble.unpack import unpack_layers
 
 component = st.from_regex(r"[a-z0-9]{1,8}(?:[._-][a-z0-9]{1,8})?", fullmatch=True)
@@ -159,3 +160,110 @@ def test_unpacker_fuzz_hostile_member_lists_stay_inside(members: list[tuple[str,
             if p.is_symlink():
                 continue
             assert os.path.realpath(p).startswith(str(root))
+
+
+# -- the base-tarball checker (tarcheck) -------------------------------------------------------
+
+def _writer_tarball(t: Path, top: dict, with_links: bool) -> bytes:  # type: ignore[type-arg]
+    """The tar stream our layer writer makes of a generated tree (with symlinks and hard links)."""
+    src = t / "src"
+    _materialise(src, ("dir", top))
+    if with_links:
+        os.symlink("some/where", src / "zz-link")
+        os.symlink("/usr/lib", src / "zz-abs-link")
+        files = sorted(p for p in src.rglob("*") if p.is_file() and not p.is_symlink())
+        if files:
+            os.link(files[0], src / "zz-hard")
+    return b"".join(tar_chunks(scan_sources([LayerSource(src, "/", preserve=True)]), 0))
+
+
+def _check(data: bytes, split: int = 4096) -> int:
+    checker = TarballChecker("base tarball t.tar")
+    for i in range(0, len(data), split):
+        checker.feed(data[i:i + split])
+    checker.finish()
+    return checker.entries
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(names, trees, min_size=1, max_size=5), st.booleans(), st.sampled_from([512, 700, 4096, 1 << 20]))
+def test_any_tarball_our_writer_makes_passes_the_base_check(top: dict, with_links: bool, split: int) -> None:  # type: ignore[type-arg]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = _writer_tarball(Path(tmp), top, with_links)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+            count = len(tf.getmembers())
+        assert _check(data, split) == count
+
+
+def _single(info: tarfile.TarInfo, data: bytes = b"") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data) if data else None)
+    raw = buf.getvalue()
+    while raw.endswith(bytes(512)):
+        raw = raw[:-512]
+    return raw
+
+
+def _hostile(kind: str, name: str, last_file: str) -> tuple[tarfile.TarInfo, bytes, str]:
+    """One hostile entry: (header, data, the name the refusal must quote)."""
+    info = tarfile.TarInfo()
+    if kind == "dotdot":
+        info.name = f"{name}/../../{name}"
+    elif kind == "usr-lib-dotdot":
+        info.name = "usr/lib/../../../" + name
+    elif kind == "absolute":
+        info.name = "/" + name
+    elif kind == "long":
+        info.name = f"{name}/" + "n" * 256
+    elif kind == "hard-outside":
+        info.name, info.type, info.linkname = f"{name}-h", tarfile.LNKTYPE, "../" + name
+    elif kind == "hard-absolute":
+        info.name, info.type, info.linkname = f"{name}-h", tarfile.LNKTYPE, "/etc/shadow"
+    elif kind == "hard-missing":
+        info.name, info.type, info.linkname = f"{name}-h", tarfile.LNKTYPE, f"no/such/{name}"
+    elif kind == "hard-later":  # spliced first: its target comes later
+        info.name, info.type, info.linkname = f"aaa-{name}-h", tarfile.LNKTYPE, last_file
+    elif kind == "symlink-out":
+        info.name, info.type, info.linkname = f"{name}-up", tarfile.SYMTYPE, "../../../" + name
+    else:  # through-symlink: spliced last, after the tree's zz-link
+        info.name = f"zz-link/{name}"
+    return info, b"pwned" if info.type == tarfile.REGTYPE else b"", info.name
+
+
+HOSTILE_KINDS = ["dotdot", "usr-lib-dotdot", "absolute", "long", "hard-outside", "hard-absolute", "hard-missing",
+                 "hard-later", "symlink-out", "through-symlink"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(names, trees, min_size=1, max_size=4), st.sampled_from(HOSTILE_KINDS), names,
+       st.integers(min_value=0), st.sampled_from([512, 1000, 1 << 20]))
+def test_any_single_hostile_entry_spliced_in_is_refused(top: dict, kind: str, name: str, where: int,  # type: ignore[type-arg]
+                                                        split: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = _writer_tarball(Path(tmp), top, with_links=True)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+            members = tf.getmembers()
+        files = [m.name for m in members if m.isreg()]
+        end = len(data)
+        while data[end - 512:end] == bytes(512):
+            end -= 512
+        offsets = [m.offset for m in members] + [end]
+        if kind == "hard-later":
+            if not files:
+                return
+            at = 0
+        elif kind == "through-symlink":
+            at = end
+        else:
+            at = offsets[where % len(offsets)]
+        info, payload, quoted = _hostile(kind, name, files[-1] if files else "")
+        spliced = data[:at] + _single(info, payload) + data[at:]
+        try:
+            _check(spliced, split)
+        except ArchiveError as exc:
+            assert f"entry {quoted!r}" in str(exc), str(exc)
+            assert "\n" not in str(exc)
+        else:
+            raise AssertionError(f"{kind} entry {quoted!r} spliced at {at} was accepted")

@@ -95,7 +95,23 @@ def test_unresolvable_requirement_is_one_line_from_pex(tmp_path: Path) -> None:
     proc = run_cli("build", str(p), "--model", str(p / "model.pkl"), "-r", str(p / "requirements.txt"),
                    "--base", f"rootfs:{fake_base(tmp_path / 'b')}", "-o", f"oci-archive:{p / 'image.tar'}",
                    "--cache-dir", str(tmp_path / "cache"), cwd=p)
-    assert_one_line_error(proc, r"cannot install the Python requirements .*this-package-does-not-exist-ociassemble", p)
+    assert_one_line_error(proc, r"cannot install the Python requirements \(requirements\.txt with the scoring server's\)"
+                                r".*: nothing matches this-package-does-not-exist-ociassemble==0\.0\.1 \(no version at all", p)
+    assert "pip:" not in proc.stderr  # pex's own output only with --debug
+    debug = run_cli("build", str(p), "--model", str(p / "model.pkl"), "-r", str(p / "requirements.txt"), "--debug",
+                    "--base", f"rootfs:{fake_base(tmp_path / 'b2')}", "-o", f"oci-archive:{p / 'image.tar'}",
+                    "--cache-dir", str(tmp_path / "cache"), cwd=p)
+    assert "pex's output:" in debug.stderr and "pip: ERROR: No matching distribution found" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1].startswith("ociassemble: error: cannot install")
+
+
+def test_a_pin_the_scoring_server_cannot_run_with_is_one_line_before_anything_is_built(tmp_path: Path) -> None:
+    p = project(tmp_path)
+    (p / "requirements.txt").write_text("azureml-defaults\ngunicorn==19.9.0\n")
+    proc = run_cli("build", str(p), "--model", str(p / "model.pkl"), "--base", f"rootfs:{tmp_path / 'no-such-base'}",
+                   "-o", f"oci-archive:{p / 'image.tar'}", "--cache-dir", str(tmp_path / "cache"), cwd=p)
+    assert_one_line_error(proc, r"requirements\.txt asks for gunicorn==19\.9\.0, but the scoring server needs "
+                                r"gunicorn<28,>=20\.1 .*: pin a version in <28,>=20\.1, or drop the pin", p)
 
 
 def test_conda_only_packages_are_named(tmp_path: Path) -> None:

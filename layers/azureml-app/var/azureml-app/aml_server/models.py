@@ -1,9 +1,12 @@
-"""resolve_model_path: find a registered model's files under the image's models folder.
+"""resolve_model_path: find a registered model in the image as Azure ML SDK v1 finds it.
 
-Layout: ``<AML_APP_ROOT>/azureml-models/<name>/<version>/...``.  As in Azure
-ML SDK v1, a version folder holding exactly one entry resolves to that entry
-(``Model.get_model_path("mnist")`` gives ``.../mnist/1/model.pkl``), and no
-version means the highest one.
+Layout, as Azure ML lays registered models out: ``<AML_APP_ROOT>/azureml-models/<name>/<version>/``
+holding exactly one entry, the file or folder the model was registered from, under its own
+name (``model.pkl``, or a folder ``model/`` with ``model/model.pkl`` and ``model/MLmodel``).
+As v1's ``Model._get_model_path_local`` does, the result is that one entry (no version: the
+highest numeric one), and a name that is no registered model is tried as a path relative
+to the working folder before giving up.  v1 only looks under ``AML_APP_ROOT``, never at
+``AZUREML_MODEL_DIR``; so does this.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-__all__ = ["ModelNotFoundError", "resolve_model_path", "models_roots", "MODELS_FOLDER"]
+__all__ = ["ModelNotFoundError", "resolve_model_path", "models_root", "MODELS_FOLDER"]
 
 MODELS_FOLDER = "azureml-models"
 
@@ -20,30 +23,10 @@ class ModelNotFoundError(LookupError):
     """No model of that name (or version) is in the image; the message lists the known ones."""
 
 
-def models_roots(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Folders that may hold ``<name>/<version>`` model folders, most specific first.
-
-    AZUREML_MODEL_DIR is the models folder itself when there are several models,
-    or ``<models>/<name>/<version>`` when there is one; the app root's
-    ``azureml-models`` is the fixed place the image copies them to.
-    """
+def models_root(environ: Mapping[str, str] | None = None) -> str:
+    """The folder holding ``<name>/<version>/`` (v1: ``$AML_APP_ROOT/azureml-models``)."""
     env = os.environ if environ is None else environ
-    roots: list[str] = []
-    model_dir = env.get("AZUREML_MODEL_DIR", "")
-    if model_dir:
-        model_dir = os.path.normpath(model_dir)
-        roots += [model_dir, os.path.dirname(os.path.dirname(model_dir))]
-    roots.append(os.path.join(env.get("AML_APP_ROOT", "/var/azureml-app"), MODELS_FOLDER))
-    unique: list[str] = []
-    for root in roots:
-        if root and root not in unique:
-            unique.append(root)
-    return unique
-
-
-def _version_key(version: str) -> tuple[int, int, str]:
-    # Numeric versions sort numerically ("10" after "9"); any other name sorts before them.
-    return (1, int(version), "") if version.isdigit() else (0, 0, version)
+    return os.path.join(env.get("AML_APP_ROOT", ""), MODELS_FOLDER)
 
 
 def _listdir(path: str) -> list[str]:
@@ -53,8 +36,8 @@ def _listdir(path: str) -> list[str]:
         return []
 
 
-def _has_version_folders(path: str) -> bool:
-    return any(os.path.isdir(os.path.join(path, entry)) for entry in _listdir(path))
+def _numeric(versions: list[str]) -> list[int]:
+    return [int(v) for v in versions if v.isdigit()]
 
 
 def resolve_model_path(name: str, version: int | str | None = None, environ: Mapping[str, str] | None = None) -> str:
@@ -62,31 +45,37 @@ def resolve_model_path(name: str, version: int | str | None = None, environ: Map
 
     Example::
 
-        path = resolve_model_path("sklearn_mnist")  # /var/azureml-app/azureml-models/sklearn_mnist/1/model.pkl
+        path = resolve_model_path("sklearn_mnist")  # .../azureml-models/sklearn_mnist/1/sklearn_mnist_model.pkl
+
+    ``version`` may be an int (as v1 requires) or a string of digits.
 
     Raises:
-        ModelNotFoundError: no such model, or no such version of it.
+        ModelNotFoundError: no such model or version, or a version folder that does not hold
+            exactly one file or folder (v1 refuses that too).
     """
-    roots = models_roots(environ)
-    for root in roots:
-        model_folder = os.path.join(root, name)
-        versions = [v for v in _listdir(model_folder) if os.path.isdir(os.path.join(model_folder, v))]
-        if not versions:
-            continue
-        if version is None:
-            chosen = max(versions, key=_version_key)
-        elif str(version) in versions:
-            chosen = str(version)
-        else:
-            raise ModelNotFoundError(
-                f"Model {name!r} has no version {version} in {model_folder}; known versions: {', '.join(versions)}"
-            )
-        version_folder = os.path.join(model_folder, chosen)
-        entries = _listdir(version_folder)
-        return os.path.join(version_folder, entries[0]) if len(entries) == 1 else version_folder
-
-    known = sorted({m for root in roots for m in _listdir(root) if _has_version_folders(os.path.join(root, m))})
+    if name is None:
+        raise ModelNotFoundError("model_name is None")
+    root = models_root(environ)
+    model_folder = os.path.join(root, name)
+    versions = _numeric(_listdir(model_folder))
+    if versions:
+        chosen = max(versions) if version is None else int(str(version)) if str(version).isdigit() else None
+        version_folder = os.path.join(model_folder, str(chosen))
+        if chosen in versions:
+            entries = _listdir(version_folder)
+            if len(entries) != 1:
+                raise ModelNotFoundError(f"Dir {version_folder} can contain only 1 file or folder. Found {entries}")
+            return os.path.join(version_folder, entries[0])
+    if os.path.exists(name):  # v1: a model not in the models folder may be a path from the working folder
+        return name
+    if versions:
+        raise ModelNotFoundError(
+            f"Model {name!r} has no version {version} in {model_folder}; known versions: "
+            f"{', '.join(map(str, sorted(versions)))}"
+        )
+    known = [m for m in _listdir(root) if _numeric(_listdir(os.path.join(root, m)))]
     raise ModelNotFoundError(
-        f"Model {name!r} not found in {' or '.join(roots)}; known models: {', '.join(known) or 'none'}. "
-        "Register it with the deployment (it is copied to azureml-models/<name>/<version>/)."
+        f"Model {name!r} not found in {root} or in the working folder {os.getcwd()}; known models: "
+        f"{', '.join(known) or 'none'}. Build the image with it (--model PATH:{name}), which copies it to "
+        f"azureml-models/{name}/<version>/."
     )

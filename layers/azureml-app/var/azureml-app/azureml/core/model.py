@@ -22,7 +22,7 @@ class Model:
 
         Example::
 
-            model = joblib.load(Model.get_model_path("sklearn_mnist"))
+            model = joblib.load(Model.get_model_path("sklearn_mnist"))  # .../sklearn_mnist/1/sklearn_mnist_model.pkl
 
         Raises:
             ModelNotFoundError: the name (or version) is not in the image; the message lists the known ones.

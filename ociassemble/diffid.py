@@ -1,0 +1,193 @@
+"""A base layer's diff_id, verified while its compressed bytes are copied into the cache.
+
+An image config's ``rootfs.diff_ids`` name the layers' uncompressed tars; runtimes
+key unpacked layers by them and our own outputs (docker-archive, the layer cache)
+trust them. A base whose config lies about them is refused here, naming the layer.
+The check decompresses the blob on the copy that verifies its compressed digest (no
+extra read of the source) and is done once per blob: the verified pair is remembered
+in the cache (``BlobCache.remember_diff_id``), so later builds do not pay again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import zstandard
+from isal import igzip_threaded, isal_zlib
+
+from .cache import BlobCache, BlobWriter
+from .digest import CHUNK, Digest, VerifyingReader
+from .errors import ArchiveError
+from .oci import Descriptor, MediaType
+
+__all__ = ["StagedBlob", "stage_layer", "verify_cached_diff_id"]
+
+_CODEC_ERRORS = (EOFError, OSError, ValueError, zlib.error, isal_zlib.error, zstandard.ZstdError)
+
+
+def _mismatch(desc: Descriptor, where: str, claimed: str, actual: str) -> ArchiveError:
+    return ArchiveError(f"{where}: layer {desc.digest} unpacks to diff_id {actual}, but the image config says "
+                        f"{claimed}: the config does not describe its layers; re-create the base image")
+
+
+class _CorruptStream(ArchiveError):
+    """A layer blob cannot be decompressed."""
+
+
+@dataclass
+class StagedBlob:
+    """A layer copied and verified but not yet in the cache: ``commit`` puts it there.
+
+    Staging lets a reader verify every layer of an image before keeping any of them,
+    so a refused image leaves nothing in the cache.
+    """
+
+    cache: BlobCache
+    writer: BlobWriter | None
+    desc: Descriptor
+    diff_id: str | None
+
+    def commit(self) -> None:
+        if self.writer is not None:
+            self.writer.commit(Digest(self.desc.digest))
+        if self.diff_id is not None:
+            self.cache.remember_diff_id(self.desc.digest, self.diff_id)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+class _Tee(io.RawIOBase):
+    """Reads the verified source and writes every byte read to the blob writer."""
+
+    def __init__(self, src: VerifyingReader, writer: BlobWriter) -> None:
+        self._src = src
+        self._writer = writer
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+        data = self._src.read(len(b))
+        self._writer.write(data)
+        b[: len(data)] = data
+        return len(data)
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        data = self._src.read(n)
+        self._writer.write(data)
+        return data
+
+
+def _decompressor(raw: BinaryIO, media_type: str) -> BinaryIO | None:
+    media = MediaType.to_oci(media_type)
+    if media == MediaType.LAYER_GZIP:
+        return igzip_threaded.open(raw, "rb")  # type: ignore[return-value]
+    if media == MediaType.LAYER_ZSTD:
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)  # type: ignore[return-value]
+    return None
+
+
+def _hash_uncompressed(raw: BinaryIO, desc: Descriptor, where: str) -> str | None:
+    """The diff_id of the blob read from ``raw`` (None: a media type we cannot decompress)."""
+    media = MediaType.to_oci(desc.media_type)
+    h = hashlib.sha256()
+    if media == MediaType.LAYER_TAR or desc.media_type == "application/vnd.docker.image.rootfs.diff.tar":
+        while data := raw.read(CHUNK):
+            h.update(data)
+        return "sha256:" + h.hexdigest()
+    stream = _decompressor(raw, desc.media_type)
+    if stream is None:
+        while raw.read(CHUNK):
+            pass
+        return None
+    try:
+        with stream:
+            while data := stream.read(CHUNK):
+                h.update(data)
+    except ArchiveError:
+        raise
+    except _CODEC_ERRORS as exc:
+        raise _CorruptStream(f"{where}: layer {desc.digest} is not a valid {desc.media_type} stream "
+                           f"({str(exc) or type(exc).__name__}); re-create the base image") from None
+    while raw.read(CHUNK):  # anything after the compressed stream still counts for the digest
+        pass
+    return "sha256:" + h.hexdigest()
+
+
+def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: str | None, where: str) -> StagedBlob:
+    """Copy a layer blob from ``stream`` to a staged cache entry, verifying digest, size and diff_id
+    (with ``diff_id`` None: digest and size only, nothing decompressed).
+
+    Example::
+
+        staged = [stage_layer(cache, open_blob(d), d, diff_id, where) for d, diff_id in pairs]
+        for s in staged: s.commit()
+
+    A blob already cached costs nothing when its pair was verified before, else one
+    read of the cached copy. Raises DigestMismatchError, ArchiveError (a diff_id that
+    does not match, a corrupt stream); the staged copy is removed on any error.
+    """
+    known = cache.verified_diff_id(desc.digest)
+    if diff_id is None:
+        if cache.has_current(desc.digest):  # a held blob whose files changed: take this copy
+            return StagedBlob(cache, None, desc, None)
+        writer = cache.writer()
+        try:
+            tee = _Tee(VerifyingReader(stream, Digest(desc.digest), desc.size, where), writer)
+            while tee.read(CHUNK):
+                pass
+        except BaseException:
+            writer.abort()
+            raise
+        return StagedBlob(cache, writer, desc, None)
+    if known is not None and known != diff_id:
+        raise _mismatch(desc, where, diff_id, known)
+    if cache.has_current(desc.digest):  # a held blob whose files changed: take this copy
+        if known is None:
+            verify_cached_diff_id(cache, desc, diff_id, where)
+        return StagedBlob(cache, None, desc, None)
+    reader = VerifyingReader(stream, Digest(desc.digest), desc.size, where)
+    writer = cache.writer()
+    try:
+        tee = _Tee(reader, writer)
+        if known is not None:
+            while tee.read(CHUNK):
+                pass
+            actual: str | None = known
+        else:
+            try:
+                actual = _hash_uncompressed(tee, desc, where)  # type: ignore[arg-type]
+            except _CorruptStream:
+                while tee.read(CHUNK):  # a blob that is not what its digest names is the first thing to say
+                    pass
+                reader.verify()
+                raise
+        reader.verify()
+        if actual is not None and actual != diff_id:
+            raise _mismatch(desc, where, diff_id, actual)
+    except BaseException:
+        writer.abort()
+        raise
+    return StagedBlob(cache, writer, desc, actual)
+
+
+def verify_cached_diff_id(cache: BlobCache, desc: Descriptor, diff_id: str, where: str) -> None:
+    """Check a cached layer blob against ``diff_id`` once, remembering the verified pair."""
+    known = cache.verified_diff_id(desc.digest)
+    if known is not None:
+        if known != diff_id:
+            raise _mismatch(desc, where, diff_id, known)
+        return
+    with cache.open(desc.digest) as f:
+        actual = _hash_uncompressed(f, desc, where)
+    if actual is None:
+        return
+    if actual != diff_id:
+        raise _mismatch(desc, where, diff_id, actual)
+    cache.remember_diff_id(desc.digest, actual)
