@@ -66,7 +66,8 @@ def load_base(spec: ImageSpec | str, cache: BlobCache, *, platform: Platform | N
     if not path.exists():
         raise InputError(f"base {path}: no such file or directory; give a rootfs tarball or directory, or an image (oci:DIR)")
     if path.is_dir():
-        layer = build_layer(cache, [LayerSource(path, "/", preserve=True)], compression=compression)
+        layer = build_layer(cache, [LayerSource(path, "/", preserve=True)], compression=compression,
+                            by_reference=False)  # a rootfs folder: its bytes are cached
         created_by = f"rootfs directory {path.name}"
     else:
         layer = layer_from_tarball(cache, path, compression=compression)

@@ -4,6 +4,8 @@ Layout under the cache root (``--cache-dir``, ``$OCIASSEMBLE_CACHE``, else
 ``$XDG_CACHE_HOME/ociassemble`` or ``~/.cache/ociassemble``)::
 
     blobs/sha256/<hex>    one file per blob, named by its digest
+    refs/sha256/<hex>     a blob held by reference: an uncompressed layer's tar headers plus
+                          the paths, fingerprints and digests of the user's files (``blobref``)
     layers/<key>.json     layer index: a tree's fingerprint -> the layer built from it
     diff_ids/<hex>        a layer blob's verified diff_id (its uncompressed tar's digest)
     tmp/                  blobs being written; renamed into blobs/ only once verified
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
+from .blobref import RefReader, RefRecord, verify_record
 from .digest import CHUNK, Digest, HashingWriter, VerifyingReader, sha256_file
 from .errors import ArchiveError, DigestMismatchError, InputError, OciAssembleError
 
@@ -41,7 +44,7 @@ __all__ = ["BlobCache", "BlobWriter", "CacheReport", "PruneReport", "default_cac
 #: take minutes), and a concurrent build's files are never removed under it.
 TMP_MAX_AGE = 3600.0
 #: Temp files written under an exclusive flock (see ``_locked_temp``): free lock = dead writer.
-_LOCKED_PREFIXES = ("blob-", "layer-")
+_LOCKED_PREFIXES = ("blob-", "layer-", "ref-")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -166,7 +169,7 @@ class BlobCache:
 
     def __post_init__(self) -> None:
         try:
-            for sub in ("blobs/sha256", "layers", "tmp", "diff_ids"):
+            for sub in ("blobs/sha256", "refs/sha256", "layers", "tmp", "diff_ids"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"cannot create the cache at {self.root}: {exc.strerror}; pass --cache-dir or set OCIASSEMBLE_CACHE to a writable place") from exc
@@ -179,17 +182,82 @@ class BlobCache:
         d = digest if isinstance(digest, Digest) else Digest(digest)
         return self.root / "blobs" / "sha256" / d.hex
 
+    def ref_path(self, digest: Digest | str) -> Path:
+        d = digest if isinstance(digest, Digest) else Digest(digest)
+        return self.root / "refs" / "sha256" / d.hex
+
     def has(self, digest: Digest | str) -> bool:
+        """The blob is here, as a file or held by reference."""
+        return self.path(digest).is_file() or self.ref_path(digest).is_file()
+
+    def stored(self, digest: Digest | str) -> bool:
+        """The blob is a file of the cache (``path`` can be linked or read), not a reference."""
         return self.path(digest).is_file()
 
+    def has_current(self, digest: Digest | str) -> bool:
+        """Held as a file, or by reference to files that still have the fingerprints they were
+        hashed with (stat only): a copy at hand (a layout's, an archive's) need not be taken."""
+        if self.stored(digest):
+            return True
+        ref = self.ref(digest)
+        return ref is not None and ref.fresh()
+
+    def ref(self, digest: Digest | str) -> RefRecord | None:
+        """The by-reference record of ``digest``, or None (absent, or not a sound record)."""
+        try:
+            record = RefRecord.from_bytes(self.ref_path(digest).read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, IndexError, OciAssembleError):
+            return None
+        return record if record.digest == str(digest) else None
+
     def open(self, digest: Digest | str) -> BinaryIO:
+        """The blob's bytes, whatever its kind: every reader of a blob comes through here.
+
+        A by-reference blob streams from the user's files, checked as it goes
+        (``blobref.RefReader``: a file changed since the build is an error naming it).
+        """
         try:
             return open(self.path(digest), "rb")
         except FileNotFoundError:
+            record = self.ref(digest)
+            if record is not None:
+                return RefReader(record)  # type: ignore[return-value]
             raise ArchiveError(f"blob {digest} is not in the cache at {self.root}: rebuild, or pull the image again") from None
 
     def size(self, digest: Digest | str) -> int:
-        return self.path(digest).stat().st_size
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            record = self.ref(digest)
+            if record is None:
+                raise
+            return record.size
+
+    def put_ref(self, record: RefRecord) -> Digest:
+        """Record a blob by reference (atomically), unless the blob is already a file here."""
+        digest = Digest(record.digest)
+        if self.stored(digest):
+            return digest
+        final = self.ref_path(digest)
+        try:
+            fd, name = _locked_temp(self.tmp_dir, "ref-")
+        except OSError as exc:
+            _raise_os_error(exc, self.root)
+            raise
+        try:
+            with os.fdopen(fd, "wb") as f:  # closed (lock dropped) only once renamed into place
+                f.write(record.to_bytes())
+                f.flush()
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(name, final)
+        except BaseException as exc:
+            name.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                _raise_os_error(exc, self.root)
+            raise
+        return digest
 
     def writer(self, hashed: bool = True) -> BlobWriter:
         """A new blob; see ``BlobWriter`` for ``hashed=False``."""
@@ -208,8 +276,12 @@ class BlobCache:
         return digest
 
     def ingest(self, stream: BinaryIO, expected: Digest, size: int | None, where: str = "") -> Digest:
-        """Copy a blob from ``stream`` into the store, verifying digest and size as it streams."""
-        if self.has(expected):
+        """Copy a blob from ``stream`` into the store, verifying digest and size as it streams.
+
+        A blob held by reference whose files changed since (see ``RefRecord.fresh``) is
+        stored from ``stream`` instead: the copy at hand (a layout's, an archive's) is sound.
+        """
+        if self.has_current(expected):
             return expected
         reader = VerifyingReader(stream, expected, size, where)
         with self.writer() as w:
@@ -286,12 +358,17 @@ class BlobCache:
     def iter_blobs(self) -> Iterator[Path]:
         yield from sorted((self.root / "blobs" / "sha256").iterdir())
 
+    def iter_refs(self) -> Iterator[Path]:
+        yield from sorted((self.root / "refs" / "sha256").iterdir())
+
     # -- upkeep ------------------------------------------------------------
     def verify(self, *, fix: bool = False, tmp_max_age: float = TMP_MAX_AGE) -> "CacheReport":
         """Re-hash every blob and check the layer index and ``tmp/``; with ``fix``, remove what is unsound.
 
         Unsound: a blob whose content does not hash to its name (or a file in
-        ``blobs/sha256`` not named by a digest); a temp file whose writer is gone (its
+        ``blobs/sha256`` not named by a digest); a blob held by reference whose files no
+        longer read back to its digest (changed or deleted since the build: each is read
+        and hashed again); a temp file whose writer is gone (its
         lock is free), or any other ``tmp/`` entry older than ``tmp_max_age`` seconds; a
         layer-index record that is unreadable or names a missing blob or a wrong size.
         Safe beside running builds: a blob is removed only if its content is wrong, and a
@@ -303,7 +380,6 @@ class BlobCache:
             print(report.summary())
         """
         report = CacheReport(fixed=fix)
-        blob_dir = self.root / "blobs" / "sha256"
         for path in self.iter_blobs():
             if not _HEX.match(path.name) or not path.is_file() or path.is_symlink():
                 report.stray.append(path.name)
@@ -320,6 +396,22 @@ class BlobCache:
                 report.corrupt.append(f"sha256:{path.name}")
                 if fix:
                     _remove(path, report, self.root)
+        for path in self.iter_refs():
+            record = self.ref("sha256:" + path.name) if _HEX.match(path.name) and not path.is_symlink() else None
+            if record is None:
+                if not path.exists():
+                    continue  # removed by a concurrent verify
+                report.stray.append(f"refs/{path.name}")
+                if fix:
+                    _remove(path, report, self.root)
+                continue
+            report.refs += 1
+            report.ref_bytes += record.size
+            problem = verify_record(record)
+            if problem:
+                report.changed.append(f"{record.digest}: {problem}")
+                if fix:
+                    _remove(path, report, self.root)
         now = time.time()
         for entry in sorted(self.tmp_dir.iterdir()):
             state = _tmp_state(entry, now, tmp_max_age, remove=fix)
@@ -333,7 +425,7 @@ class BlobCache:
             else:
                 report.busy_tmp.append(entry.name)
         for record_path in sorted((self.root / "layers").glob("*.json")):
-            problem = _index_problem(record_path, blob_dir)
+            problem = _index_problem(record_path, self)
             if problem:
                 report.broken_index.append(f"{record_path.stem}: {problem}")
                 if fix:
@@ -344,7 +436,8 @@ class BlobCache:
         """Remove blobs no layer-index record names and not modified for ``older_than_days`` days.
 
         Such blobs are bases, pulled layers and configs: fetched or rebuilt again when a
-        build needs them. Layers the index names stay (they make rebuilds free).
+        build needs them. Layers the index names stay (they make rebuilds free). A blob
+        held by reference goes by the same rule (removing one frees only its record).
         """
         cutoff = time.time() - older_than_days * 86400
         keep: set[str] = set()
@@ -355,6 +448,18 @@ class BlobCache:
                 continue
         report = PruneReport(dry_run=dry_run)
         for path in self.iter_blobs():
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                continue
+            if path.name in keep or st.st_mtime > cutoff:
+                report.kept += 1
+                continue
+            report.removed.append(f"sha256:{path.name}")
+            report.bytes += st.st_size
+            if not dry_run:
+                path.unlink(missing_ok=True)
+        for path in self.iter_refs():
             try:
                 st = path.lstat()
             except FileNotFoundError:
@@ -409,7 +514,7 @@ def _tmp_state(entry: Path, now: float, max_age: float, *, remove: bool) -> str:
     return "stale" if now - st.st_mtime > max_age else "busy"
 
 
-def _index_problem(record_path: Path, blob_dir: Path) -> str:
+def _index_problem(record_path: Path, cache: BlobCache) -> str:
     """What is wrong with one layer-index record ('' if nothing)."""
     try:
         record = json.loads(record_path.read_text())
@@ -420,9 +525,12 @@ def _index_problem(record_path: Path, blob_dir: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError, OciAssembleError):
         return "unreadable record"
     try:
-        actual = (blob_dir / digest.hex).stat().st_size
+        actual = cache.path(digest).stat().st_size
     except FileNotFoundError:
-        return f"blob {digest} is missing"
+        ref = cache.ref(digest)
+        if ref is None:
+            return f"blob {digest} is missing"
+        actual = ref.size
     if actual != size:
         return f"blob {digest} is {actual} bytes, the record says {size}"
     return ""
@@ -435,6 +543,9 @@ class CacheReport:
     fixed: bool = False
     blobs: int = 0
     bytes: int = 0
+    refs: int = 0  # blobs held by reference, read back from their files
+    ref_bytes: int = 0
+    changed: list[str] = field(default_factory=list)  # "digest: reason" of references whose files changed
     corrupt: list[str] = field(default_factory=list)  # digests whose content does not match
     stray: list[str] = field(default_factory=list)  # files in blobs/sha256 not named by a digest
     stale_tmp: list[str] = field(default_factory=list)  # tmp/ entries of writers that are gone
@@ -444,7 +555,7 @@ class CacheReport:
 
     @property
     def problems(self) -> int:
-        return len(self.corrupt) + len(self.stray) + len(self.stale_tmp) + len(self.broken_index)
+        return len(self.corrupt) + len(self.stray) + len(self.stale_tmp) + len(self.broken_index) + len(self.changed)
 
     @property
     def clean(self) -> bool:
@@ -453,15 +564,19 @@ class CacheReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"clean": self.clean, "fixed": self.fixed, "blobs": self.blobs, "bytes": self.bytes,
+                "refs": self.refs, "refBytes": self.ref_bytes, "changed": self.changed,
                 "corrupt": self.corrupt, "stray": self.stray, "staleTmp": self.stale_tmp,
                 "busyTmp": self.busy_tmp, "brokenIndex": self.broken_index, "removed": self.removed}
 
     def summary(self) -> str:
         head = f"{self.blobs} blobs ({self.bytes} bytes) re-hashed"
+        if self.refs:
+            head += f", {self.refs} held by reference ({self.ref_bytes} bytes) read back from their files"
         if self.clean:
             return f"{head}: the cache is clean"
         parts = []
-        for label, items in (("corrupt blobs", self.corrupt), ("stray files in blobs/", self.stray),
+        for label, items in (("corrupt blobs", self.corrupt),
+                             ("references to files changed since the build", self.changed), ("stray files in blobs/", self.stray),
                              ("abandoned temp files", self.stale_tmp),
                              ("layer-index records", self.broken_index)):
             if items:

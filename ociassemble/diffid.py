@@ -135,7 +135,7 @@ def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: s
     """
     known = cache.verified_diff_id(desc.digest)
     if diff_id is None:
-        if cache.has(desc.digest):
+        if cache.has_current(desc.digest):  # a held blob whose files changed: take this copy
             return StagedBlob(cache, None, desc, None)
         writer = cache.writer()
         try:
@@ -148,7 +148,7 @@ def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: s
         return StagedBlob(cache, writer, desc, None)
     if known is not None and known != diff_id:
         raise _mismatch(desc, where, diff_id, known)
-    if cache.has(desc.digest):
+    if cache.has_current(desc.digest):  # a held blob whose files changed: take this copy
         if known is None:
             verify_cached_diff_id(cache, desc, diff_id, where)
         return StagedBlob(cache, None, desc, None)

@@ -12,6 +12,11 @@ sockets, devices and FIFOs refused (a base rootfs directory may keep them).
 
 The tar stream is hashed (diff_id) and compressed (digest) in one pass, with file
 reads running ahead on a separate thread; a layer is never held in memory.
+
+An uncompressed layer (``none``, or ``auto`` when it picks none) of the user's files is
+not copied into the cache: it is recorded by reference (``blobref``), our headers plus
+each file's path, fingerprint and content digest, and read back from the files when an
+output or a push needs its bytes.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 import zstandard
 from isal import isal_zlib
 
+from .blobref import FilePart, RefRecord, stamp_of
 from .cache import BlobCache
 from .compress import Compression, ThreadedSink, choose_compression, compress_stream
 from .diffid import StagedBlob
@@ -326,8 +332,13 @@ def _changed(path: str) -> InputError:
     return InputError(f"{path} changed while it was being read; build again once it is stable")
 
 
-def tar_chunks(entries: Iterable[Entry], epoch: int) -> Iterator[bytes]:
+def tar_chunks(entries: Iterable[Entry], epoch: int, files: dict[str, FilePart] | None = None) -> Iterator[bytes]:
     """The layer's tar stream in chunks of exactly ``CHUNK`` bytes (the last one shorter).
+
+    With ``files``, each file's content is also hashed on its own as it is read and
+    ``files[entry name]`` records it (absolute path, stat fingerprint, sha256): what a
+    by-reference blob needs. This runs on the reader thread (``prefetch``), beside the
+    stream's hash on the consumer's.
 
     File contents are read straight into the chunk being filled (``readinto``), so a
     byte is copied once from the page cache and never again; fixed-size chunks are
@@ -367,11 +378,14 @@ def tar_chunks(entries: Iterable[Entry], epoch: int) -> Iterator[bytes]:
             st = os.fstat(f.fileno())
             if st.st_size != e.size or (e.stamp and st.st_mtime_ns != e.stamp[0]):
                 raise _changed(e.source)
+            own = hashlib.sha256() if files is not None else None
             remaining = e.size
             while remaining:
                 n = f.readinto(view[pos:pos + min(CHUNK - pos, remaining)])
                 if not n:
                     raise _changed(e.source)
+                if own is not None:
+                    own.update(view[pos:pos + n])
                 remaining -= n
                 pos += n
                 if pos == CHUNK:
@@ -381,6 +395,8 @@ def tar_chunks(entries: Iterable[Entry], epoch: int) -> Iterator[bytes]:
                     pos = 0
             if f.read(1) or os.fstat(f.fileno()).st_mtime_ns != st.st_mtime_ns:
                 raise _changed(e.source)
+            if files is not None and own is not None:
+                files[e.name] = FilePart(os.path.abspath(e.source), e.size, stamp_of(st), own.hexdigest())
         yield from put(b"\0" * (-e.size % tarfile.BLOCKSIZE))
     yield from put(b"\0" * (2 * tarfile.BLOCKSIZE))
     if pos:
@@ -551,6 +567,7 @@ def build_layer(
     entries: Sequence[Entry] | None = None,
     on_bytes: Callable[[int], None] | None = None,
     remote: "RemoteLayerIndex | None" = None,
+    by_reference: bool = True,
 ) -> BuiltLayer:
     """The layer for ``sources``: from the layer index if nothing changed, else written once.
 
@@ -563,6 +580,10 @@ def build_layer(
     first only hashed (its diff_id: no compression, nothing written) and looked up
     there; a verified hit is returned as living in the registry (``BuiltLayer.origin``),
     anything else is built as usual (a miss costs that one extra read of the tree).
+
+    An uncompressed layer is recorded by reference (no copy of the files written;
+    see the module docs) unless ``by_reference`` is False: for trees that may not
+    outlive the build (generated files, a base's rootfs folder), whose bytes are cached.
 
     Raises InputError for missing, unreadable, special or escaping inputs.
     """
@@ -579,20 +600,48 @@ def build_layer(
         return BuiltLayer.from_record(record)
     total = sum(e.size for e in entries)
     resolved = choose_compression(_samples(entries), total, requested)
-    if remote is not None and remote.reading:
+    by_ref = by_reference and resolved.codec == "none"
+    files: dict[str, FilePart] | None = {} if by_ref else None
+    hashed: tuple[str, int] | None = None
+    if by_ref or (remote is not None and remote.reading):
+        chunks = prefetch(tar_chunks(entries, epoch, files))
+        if on_bytes is not None:
+            chunks = _reported(chunks, on_bytes)
+        hashed = _hash_stream(chunks)
+        if remote is not None and remote.reading:
+            found = remote.find_layer(hashed[0], hashed[1], resolved)
+            if found is not None:
+                return found
+    if by_ref:
+        assert hashed is not None and files is not None
+        built = _record_by_reference(cache, entries, epoch, files, hashed, resolved)
+    else:
         chunks = prefetch(tar_chunks(entries, epoch))
         if on_bytes is not None:
             chunks = _reported(chunks, on_bytes)
-        diff_id, raw_size = _hash_stream(chunks)
-        found = remote.find_layer(diff_id, raw_size, resolved)
-        if found is not None:
-            return found
-    chunks = prefetch(tar_chunks(entries, epoch))
-    if on_bytes is not None:
-        chunks = _reported(chunks, on_bytes)
-    built = _write_layer(cache, chunks, resolved)
+        built = _write_layer(cache, chunks, resolved)
     cache.put_layer(key, built.to_record())
     return built
+
+
+def _record_by_reference(cache: BlobCache, entries: Sequence[Entry], epoch: int, files: dict[str, FilePart],
+                         hashed: tuple[str, int], compression: Compression) -> BuiltLayer:
+    """The uncompressed layer just hashed, recorded as its headers and files (nothing copied)."""
+    diff_id, raw_size = hashed
+
+    def pieces() -> Iterator[bytes | FilePart]:
+        for e in entries:
+            yield _header(e, epoch)
+            if e.kind == "file":
+                yield files[e.name]
+                yield b"\0" * (-e.size % tarfile.BLOCKSIZE)
+        yield b"\0" * (2 * tarfile.BLOCKSIZE)
+
+    record = RefRecord.build(diff_id, pieces())
+    if record.size != raw_size:  # the headers are a pure function of the entries: cannot happen
+        raise ArchiveError(f"layer {diff_id}: its recorded parts add up to {record.size} bytes, not {raw_size}")
+    cache.put_ref(record)
+    return BuiltLayer(Descriptor(compression.media_type, diff_id, raw_size), diff_id, False, compression.id, raw_size)
 
 
 class RemoteLayerIndex(Protocol):

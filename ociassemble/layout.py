@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .cache import BlobCache
 from .diffid import StagedBlob, stage_layer
-from .digest import Digest
+from .digest import CHUNK, Digest
 from .errors import ArchiveError, InputError, NotAnImageError
 from .image import Image
 from .oci import Descriptor, Index, Manifest, MediaType, canonical_json
@@ -97,6 +97,32 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+def _put_blob(cache: BlobCache, digest: str, size: int, dst: Path, previous: Path) -> None:
+    """A blob into the layout: linked from the cache, or, held by reference (an uncompressed
+    layer of the user's files, which a tar interleaves with headers, so no link can share
+    them), written once from its files, here only: never also into the cache. A rewrite of
+    the same layout links the copy its previous version holds (``previous``: the layout
+    being replaced), so an unchanged rebuild writes nothing again."""
+    if cache.stored(digest):
+        _link_or_copy(cache.path(digest), dst)
+        return
+    old = previous / "blobs" / "sha256" / Digest(digest).hex
+    try:
+        st = os.lstat(old)
+        if stat.S_ISREG(st.st_mode) and st.st_size == size and (ref := cache.ref(digest)) is not None \
+                and ref.fresh() and st.st_mtime_ns >= max((p.stamp[0] for p in ref.files), default=0):
+            os.link(old, dst)  # written from these very files, after their last change
+            return
+    except OSError:
+        pass
+    from .layer import prefetch
+
+    with cache.open(digest) as src, open(dst, "wb") as out:
+        # files read and hashed on a reader thread while this one writes (both release the GIL)
+        for chunk in prefetch(iter(lambda: src.read(CHUNK), b"")):
+            out.write(chunk)
+
+
 def write_layout(image: Image, cache: BlobCache, path: Path, tag: str | None = None) -> None:
     """Write ``image`` as an OCI layout at ``path`` (replacing it), tagged ``tag`` if given."""
     image.ensure_blobs(cache)
@@ -105,7 +131,7 @@ def write_layout(image: Image, cache: BlobCache, path: Path, tag: str | None = N
         blobs = tmp / "blobs" / "sha256"
         blobs.mkdir(parents=True)
         for d in image.blobs():
-            _link_or_copy(cache.path(d.digest), blobs / Digest(d.digest).hex)
+            _put_blob(cache, d.digest, d.size, blobs / Digest(d.digest).hex, path)
         (blobs / image.digest.split(":")[1]).write_bytes(image.manifest_bytes)
         (tmp / "oci-layout").write_bytes(_LAYOUT)
         desc = Descriptor(image.manifest.media_type, image.digest, len(image.manifest_bytes),

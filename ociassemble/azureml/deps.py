@@ -163,7 +163,9 @@ def resolve_deps(cache: BlobCache, requirement_files: list[Path], info: BaseInfo
                              f"linux/{info.architecture}: {_summarise_pex_error(proc.stderr)}; fix the requirement "
                              "or pin a version that has a wheel for that platform (--debug shows pex's output)")
         # pex leaves helper scripts whose shebang is '#!python': harmless, kept for `python3 -m`-less tools
-        (tmp / ".complete").write_text("ok")
+        # a token naming this resolution: the deps layer's index key (recipe) changes when
+        # the folder is made again (pex may pick other versions of unpinned requirements)
+        (tmp / ".complete").write_text(os.urandom(16).hex())
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)

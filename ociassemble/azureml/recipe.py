@@ -7,6 +7,7 @@ one layer per model · the user's source folder with score.py.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -20,7 +21,8 @@ from ..compress import Compression
 from ..context import check_secrets, ignore_for
 from ..errors import BuildError, InputError, UsageError
 from ..image import Image, ImageBuilder, rfc3339
-from ..layer import BuiltLayer, Entry, LayerSource, build_layer, scan_sources, source_date_epoch
+from ..layer import LAYER_FORMAT, BuiltLayer, Entry, LayerSource, build_layer, scan_sources, source_date_epoch
+from ..oci import canonical_json
 from ..resources import layer_symlinks, layers_dir
 from .baseinfo import inspect_base
 from .debianbase import default_base_path
@@ -176,7 +178,9 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     runit = [LayerSource(shipped / "runit-nginx", "/")]
     links = [Entry(path, "symlink", 0o777, linkname=target) for path, target in layer_symlinks("runit-nginx")]
     runit_entries = sorted([*scan_sources(runit, no_bytecode), *links], key=lambda e: e.name.encode())
-    add("runit-nginx", runit, "ociassemble: runit + nginx configs", entries=runit_entries)
+    # our own and generated trees are cached as bytes; the user's (model, source, extra
+    # layers) are held by reference when uncompressed (layer.build_layer)
+    add("runit-nginx", runit, "ociassemble: runit + nginx configs", entries=runit_entries, by_reference=False)
 
     fd, merged_name = tempfile.mkstemp(dir=cache.tmp_dir, prefix="requirements-", suffix=".txt")
     os.close(fd)
@@ -202,11 +206,25 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
         result.layers.append(("python-deps", cached_deps))
     else:
         assert site is not None
-        add("python-deps", [LayerSource(site, DEPS_DIR)], "ociassemble: python dependencies (pex)")
+        # The deps folder never changes once made, so its layer is indexed by what made it
+        # (plus the folder's own token: a folder resolved again gets a new one), not by its
+        # files' stat stamps: a cache copied or restored (new inodes and ctimes, as CI cache
+        # actions give) then reuses the layer instead of re-tarring ~6000 files.
+        deps_index = _deps_layer_key(site, key_src, compression, epoch)
+        record = cache.get_layer(deps_index) if deps_index else None
+        if record is not None:
+            log("layer python-deps")
+            b.add_layer(BuiltLayer.from_record(record), "ociassemble: python dependencies (pex)")
+            result.layers.append(("python-deps", BuiltLayer.from_record(record)))
+        else:
+            add("python-deps", [LayerSource(site, DEPS_DIR)], "ociassemble: python dependencies (pex)",
+                by_reference=False)
+            if deps_index:
+                cache.put_layer(deps_index, result.layers[-1][1].to_record())
         if layer_cache is not None:
             layer_cache.note_deps(key_src, compression, epoch, result.layers[-1][1])
     add("azureml-app", [LayerSource(shipped / "azureml-app", "/")], "ociassemble: azureml-app scoring server",
-        ignore=no_bytecode)
+        ignore=no_bytecode, by_reference=False)
 
     for (kind, sources, created_by), entries in zip(user_layers, user_entries):
         add(kind, sources, created_by, entries=entries)
@@ -243,3 +261,20 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     )
     result.image = b.build(created=epoch)
     return result
+
+
+def _deps_layer_key(site: Path, key_src: dict[str, object], compression: Compression, epoch: int) -> str:
+    """The layer index key of the deps layer made from ``site`` ('' when the folder has no token)."""
+    marker = site.parent / ".complete"
+    try:
+        token = marker.read_text().strip()
+        if token == "ok":  # a folder made before tokens: give it one (it never changes again)
+            token = os.urandom(16).hex()
+            tmp = marker.with_name(f".complete.tmp-{os.getpid()}")
+            tmp.write_text(token)
+            os.replace(tmp, marker)
+    except OSError:
+        return ""
+    return hashlib.sha256(canonical_json({"format": LAYER_FORMAT, "deps": key_src, "token": token, "dest": DEPS_DIR,
+                                          "epoch": epoch, "compression": [compression.codec, compression.level]})
+                          ).hexdigest()

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -153,32 +153,43 @@ class TransientRegistryError(RegistryError):
 
 @dataclass
 class BlobSlice:
-    """``length`` bytes of a file from ``offset``, as a re-iterable request body.
+    """``length`` bytes of a blob from ``offset``, as a re-iterable request body.
 
-    Each iteration opens the file afresh and yields CHUNK-sized pieces, so a resent
-    request streams again with flat memory; ``sent`` counts bytes handed to the socket.
+    Each iteration opens the file afresh (or asks ``reader`` for a stream positioned at
+    ``offset``: a blob that is not one file, such as one held by reference, which the
+    caller keeps open across slices and does not get closed here) and yields
+    CHUNK-sized pieces, so a resent request streams again with flat memory;
+    ``on_bytes`` counts bytes handed to the socket.
     """
 
-    path: Path
+    path: Path | None
     offset: int
     length: int
     on_bytes: Callable[[int], None] | None = None
+    reader: Callable[[int], BinaryIO] | None = None
 
     def __len__(self) -> int:
         return self.length
 
     def __iter__(self) -> Iterator[bytes]:
-        left = self.length
+        if self.reader is not None:
+            yield from self._pieces(self.reader(self.offset))
+            return
+        assert self.path is not None
         with open(self.path, "rb") as f:
             f.seek(self.offset)
-            while left > 0:
-                data = f.read(min(CHUNK, left))
-                if not data:
-                    raise RegistryError(f"{self.path} shrank while being uploaded: the cache was changed under us")
-                left -= len(data)
-                if self.on_bytes:
-                    self.on_bytes(len(data))
-                yield data
+            yield from self._pieces(f)
+
+    def _pieces(self, f: BinaryIO) -> Iterator[bytes]:
+        left = self.length
+        while left > 0:
+            data = f.read(min(CHUNK, left))
+            if not data:
+                raise RegistryError(f"{self.path or 'a blob'} shrank while being uploaded: the cache was changed under us")
+            left -= len(data)
+            if self.on_bytes:
+                self.on_bytes(len(data))
+            yield data
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
 from ..cache import BlobCache
-from ..compress import Compression
+from ..compress import GZIP_LEVELS, Compression
 from ..errors import ImageReferenceError, OciAssembleError, RegistryError, UsageError
 from ..image import Image
 from ..layer import LAYER_FORMAT, BuiltLayer

@@ -7,7 +7,10 @@ The ordering contract, enforced here and only here:
    known to live in another repository of the same registry (201: done; 202: the
    registry opened an upload instead, which we continue), else an upload — one PUT
    for small blobs, POST + PATCH chunks + PUT ?digest= for big ones. Up to
-   ``options.concurrency`` blobs at a time, each streamed from its cache file.
+   ``options.concurrency`` blobs at a time, each streamed from its cache file, or, for a
+   blob held by reference (an uncompressed layer of the user's files), straight from
+   those files, checked and hashed as they go (``blobref``): a file changed since the
+   build stops the push with an error naming it before the blob's last byte is sent.
    A blob's source repository is ``Image.origin_of`` (a pulled base's repository, or
    the registry layer cache a layer was taken from).
 2. only when every blob is there, the manifest by each tag, then by digest. A
@@ -35,9 +38,9 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from ..blobref import SourceChangedError
 from ..cache import BlobCache
 from ..errors import ArchiveError, ImageReferenceError, RegistryError
 from ..image import Image
@@ -98,6 +101,7 @@ class _Upload:
     offset: int = 0
     mount_tried: bool = False
     started: bool = False
+    reader: BinaryIO | None = None  # the blob's bytes, kept open across PATCHes
 
 
 class _BlobPusher:
@@ -130,9 +134,29 @@ class _BlobPusher:
         what = f"pushing blob {desc.digest} to {self.client.registry}/{self.repo}"
         try:
             return call_with_retry(self.options.retry, what, lambda attempt: self._attempt(desc, mount_from, state, attempt))
-        except BaseException:
+        except BaseException as exc:
             self.stop.set()  # the push has failed: the other blobs stop at their next request
+            if state.location is not None and isinstance(exc, SourceChangedError):
+                self.client.cancel_upload(state.location, self.scopes)  # our bytes went wrong: drop them
             raise
+        finally:
+            if state.reader is not None:
+                state.reader.close()
+
+    def _reader(self, desc: Descriptor, state: _Upload) -> Callable[[int], BinaryIO]:
+        """The blob's stream positioned at an offset: the open one when it is there already
+        (the next PATCH), else opened again and read up to it (a retry re-reads from the
+        start, so a by-reference blob is still hashed whole before its last byte goes)."""
+        def at(offset: int) -> BinaryIO:
+            r = state.reader
+            if r is None or r.tell() != offset:
+                if r is not None:
+                    r.close()
+                r = state.reader = self.cache.open(desc.digest)
+                if offset:
+                    r.seek(offset)
+            return r
+        return at
 
     def _check_stop(self) -> None:
         if self.stop.is_set():
@@ -151,7 +175,8 @@ class _BlobPusher:
                 return "mounted"
             log.info("blob %s could not be mounted from %s; uploading it", digest, mount_from)
             state.location, state.offset = location, 0
-        path = self._local(desc)
+        self._local(desc)
+        reader = self._reader(desc, state)
         state.started = True
         if attempt > 0 and state.location is not None:
             where = self.client.upload_offset(state.location, digest, self.scopes)
@@ -166,20 +191,20 @@ class _BlobPusher:
         if desc.size == 0:
             self.client.finish_upload(state.location, digest, None, self.scopes)
         elif desc.size <= self.options.monolithic_max and state.offset == 0:
-            self.client.finish_upload(state.location, digest, BlobSlice(path, 0, desc.size, self._sent(desc)),
+            self.client.finish_upload(state.location, digest, BlobSlice(None, 0, desc.size, self._sent(desc), reader),
                                       self.scopes)
         else:
             while state.offset < desc.size:
                 self._check_stop()
                 n = min(self.options.chunk_size, desc.size - state.offset)
-                body = BlobSlice(path, state.offset, n, self._sent(desc))
+                body = BlobSlice(None, state.offset, n, self._sent(desc), reader)
                 state.location = self.client.patch_upload(state.location, body, digest, self.scopes)
                 state.offset += n
             self.client.finish_upload(state.location, digest, None, self.scopes)
         return "uploaded"
 
-    def _local(self, desc: Descriptor) -> Path:
-        """The cache file holding ``desc``, fetched from the image's source if need be."""
+    def _local(self, desc: Descriptor) -> None:
+        """Make sure the cache holds ``desc`` (a file or a reference), fetched from the image's source if need be."""
         if not self.cache.has(desc.digest):
             if desc.digest == self.image.manifest.config.digest:
                 self.cache.put_bytes(self.image.config_bytes)
@@ -188,12 +213,11 @@ class _BlobPusher:
             else:
                 raise ArchiveError(f"blob {desc.digest} of image {self.image.digest} is not in the cache at "
                                    f"{self.cache.root} and the image has no source: rebuild the image")
-        path = self.cache.path(desc.digest)
-        size = path.stat().st_size
+        size = self.cache.size(desc.digest)
         if size != desc.size:
+            where = self.cache.path(desc.digest) if self.cache.stored(desc.digest) else self.cache.ref_path(desc.digest)
             raise ArchiveError(f"blob {desc.digest} in the cache is {size} bytes, the manifest says {desc.size}: "
-                               f"delete {path} and rebuild")
-        return path
+                               f"delete {where} and rebuild")
 
 
 def _manifest_media_type(image: Image) -> str:

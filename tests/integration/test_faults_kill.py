@@ -283,7 +283,20 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_a_cache_too_small_for_the_tree_still_holds_an_uncompressed_layer(small_tmpfs: Path, big_tree: Path,
+                                                                          tmp_path: Path) -> None:
+    """An uncompressed layer is held by reference: the cache never holds a copy of the files."""
+    cache = small_tmpfs / "cache"
+    out = tmp_path / "image.tar"
+    code, _, err, _ = _run(_cli("build", "--plain", "--layer", f"{big_tree}:/data", "--compression", "none",
+                                "-o", f"oci-archive:{out}", "-q", "--cache-dir", str(cache)))
+    assert code == 0, err
+    assert out.stat().st_size > 4_000_000
+    assert sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) < 100_000
+    assert BlobCache(cache).verify().clean
+
+
+@pytest.mark.parametrize("compression", ["gzip"])
 def test_full_disk_under_the_cache_is_one_line_and_leaves_nothing_half_written(small_tmpfs: Path, big_tree: Path,
                                                                                tmp_path: Path, compression: str) -> None:
     cache = small_tmpfs / "cache"

@@ -1,0 +1,298 @@
+"""Blobs held by reference: an uncompressed layer kept as our tar headers plus the user's files.
+
+An uncompressed layer of a file tree is fully described by the tar headers we generate
+and the files' own bytes, so the cache keeps only that description (``refs/sha256/<hex>``
+beside ``blobs/sha256/<hex>``): the header and padding bytes (zlib-compressed: they
+are mostly zeros), and for each file its path, the stat fingerprint and the sha256 of
+its content seen when the layer was hashed. No copy of the weights is written, so a
+model costs the disk once.
+
+Reading such a blob (``RefReader``) streams headers and files in order. Each file's
+fingerprint (size, mtime, ctime, inode) is checked when it is opened; a file whose
+fingerprint moved but whose size did not is hashed again and accepted if its content
+is the same (a ``touch``, a copy back). The whole stream is hashed as it goes and the
+last bytes are only handed out once the digest matched, so a reader never gets a blob
+whose bytes differ from its digest: a file changed or deleted since the build is a
+``SourceChangedError`` naming it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import zlib
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .digest import CHUNK, Digest
+from .errors import InputError
+
+__all__ = ["FilePart", "RefRecord", "RefReader", "SourceChangedError", "REF_FORMAT"]
+
+#: The record's own format; a record of another format is treated as absent.
+REF_FORMAT = 1
+
+
+class SourceChangedError(InputError):
+    """A file an image's layer is made of changed or went away after the build."""
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """One file of a by-reference blob: where it is and what it was when hashed."""
+
+    path: str
+    size: int
+    stamp: tuple[int, int, int]  # (mtime_ns, ctime_ns, ino)
+    sha256: str  # hex digest of the file's content
+
+    def to_json(self) -> list[Any]:
+        return [self.path, self.size, list(self.stamp), self.sha256]
+
+    @classmethod
+    def from_json(cls, raw: list[Any]) -> "FilePart":
+        path, size, stamp, sha = raw
+        return cls(str(path), int(size), (int(stamp[0]), int(stamp[1]), int(stamp[2])), str(sha))
+
+
+@dataclass(frozen=True)
+class RefRecord:
+    """A blob as a sequence of inline byte runs and files.
+
+    ``parts`` alternates: an int is that many bytes taken next from ``inline`` (our tar
+    headers and padding), a ``FilePart`` is a file's whole content.
+    """
+
+    digest: str
+    size: int
+    inline: bytes
+    parts: tuple[int | FilePart, ...]
+
+    @property
+    def files(self) -> list[FilePart]:
+        return [p for p in self.parts if isinstance(p, FilePart)]
+
+    def fresh(self) -> bool:
+        """Every file still has the fingerprint it was hashed with (stat only, nothing read)."""
+        for p in self.files:
+            try:
+                st = os.stat(p.path)
+            except OSError:
+                return False
+            if st.st_size != p.size or stamp_of(st) != p.stamp:
+                return False
+        return True
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"format": REF_FORMAT, "digest": self.digest, "size": self.size,
+                           "inline": base64.b64encode(zlib.compress(self.inline, 6)).decode(),
+                           "parts": [p if isinstance(p, int) else p.to_json() for p in self.parts]},
+                          sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "RefRecord":
+        """Raises ValueError (or KeyError/TypeError) for a record that is not sound."""
+        raw = json.loads(data)
+        if raw.get("format") != REF_FORMAT:
+            raise ValueError(f"record format {raw.get('format')!r}")
+        inline = zlib.decompress(base64.b64decode(raw["inline"]))
+        parts = tuple(p if isinstance(p, int) else FilePart.from_json(p) for p in raw["parts"])
+        rec = cls(str(Digest(raw["digest"])), int(raw["size"]), inline, parts)
+        if sum(p if isinstance(p, int) else p.size for p in parts) != rec.size or \
+                sum(p for p in parts if isinstance(p, int)) != len(inline):
+            raise ValueError("parts do not add up to the size")
+        return rec
+
+    @classmethod
+    def build(cls, digest: str, pieces: Iterable[bytes | FilePart]) -> "RefRecord":
+        """A record from the stream's pieces in order (adjacent byte runs merged)."""
+        inline = bytearray()
+        parts: list[int | FilePart] = []
+        size = 0
+        for piece in pieces:
+            if isinstance(piece, FilePart):
+                parts.append(piece)
+                size += piece.size
+                continue
+            if not piece:
+                continue
+            inline += piece
+            size += len(piece)
+            if parts and isinstance(parts[-1], int):
+                parts[-1] += len(piece)
+            else:
+                parts.append(len(piece))
+        return cls(digest, size, bytes(inline), tuple(parts))
+
+
+def stamp_of(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _gone(path: str, digest: str) -> SourceChangedError:
+    return SourceChangedError(f"{path} was deleted after the image was built (it is part of layer {digest[:19]}): "
+                              "put it back or build the image again")
+
+
+def _changed(path: str, digest: str) -> SourceChangedError:
+    return SourceChangedError(f"{path} changed after the image was built (it is part of layer {digest[:19]}): "
+                              "build the image again")
+
+
+def _open_checked(part: FilePart, digest: str) -> io.FileIO:
+    """The part's file, opened, once its fingerprint (or, failing that, its content) matches."""
+    try:
+        f = io.FileIO(part.path, "rb")
+    except FileNotFoundError:
+        raise _gone(part.path, digest) from None
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        raise SourceChangedError(f"{part.path} cannot be read any more ({exc.strerror}; it is part of layer "
+                                 f"{digest[:19]}): make it readable or build the image again") from None
+    try:
+        st = os.fstat(f.fileno())
+        if st.st_size != part.size:
+            raise _changed(part.path, digest)
+        if stamp_of(st) != part.stamp:
+            h = hashlib.sha256()
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            while True:
+                n = f.readinto(view)
+                if not n:
+                    break
+                h.update(view[:n])
+            if h.hexdigest() != part.sha256:
+                raise _changed(part.path, digest)
+            f.seek(0)
+        return f
+    except BaseException:
+        f.close()
+        raise
+
+
+class RefReader(io.RawIOBase):
+    """A by-reference blob as a readable stream, verified as it goes (see the module docs).
+
+    Seeking is supported (``seek(n)`` re-reads and hashes from the start, or from where it
+    is, up to ``n``) so a resumed upload can go on from the registry's offset; bytes are
+    only ever handed out from a stream that is being hashed from byte 0.
+    """
+
+    def __init__(self, record: RefRecord) -> None:
+        super().__init__()
+        self.record = record
+        self._restart()
+
+    def _restart(self) -> None:
+        self._pos = 0
+        self._part = 0  # index into record.parts
+        self._in_part = 0  # bytes of the current part already read
+        self._inline_at = 0  # offset in record.inline of the current inline run
+        self._file: io.FileIO | None = None
+        self._hash = hashlib.sha256()
+
+    @property
+    def size(self) -> int:
+        return self.record.size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._pos
+        elif whence == io.SEEK_END:
+            offset += self.record.size
+        offset = max(0, min(offset, self.record.size))
+        if offset < self._pos:
+            self._close_file()
+            self._restart()
+        buf = bytearray(min(CHUNK, max(1, offset - self._pos)))
+        while self._pos < offset:
+            n = self.readinto(memoryview(buf)[:min(len(buf), offset - self._pos)])
+            if not n:
+                break
+        return self._pos
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        want = min(len(view), self.record.size - self._pos)
+        if want <= 0:
+            return 0
+        got = 0
+        parts = self.record.parts
+        while got < want:
+            part = parts[self._part]
+            if isinstance(part, int):
+                n = min(part - self._in_part, want - got)
+                start = self._inline_at + self._in_part
+                view[got:got + n] = self.record.inline[start:start + n]
+            else:
+                if self._file is None:
+                    self._file = _open_checked(part, self.record.digest)
+                n = self._file.readinto(view[got:got + min(part.size - self._in_part, want - got)]) or 0
+                if n == 0:
+                    raise _changed(part.path, self.record.digest)  # shrank while read
+            got += n
+            self._in_part += n
+            size = part if isinstance(part, int) else part.size
+            if self._in_part == size:
+                if isinstance(part, int):
+                    self._inline_at += part
+                else:
+                    self._close_file()
+                self._part += 1
+                self._in_part = 0
+        self._hash.update(view[:got])
+        self._pos += got
+        if self._pos == self.record.size:
+            actual = "sha256:" + self._hash.hexdigest()
+            if actual != self.record.digest:
+                self._pos -= got  # nothing of the last read goes out
+                changed = [p.path for p in self.record.files if _differs(p)]
+                raise (_changed(changed[0], self.record.digest) if changed else SourceChangedError(
+                    f"layer {self.record.digest[:19]} no longer hashes to its digest (a file of it was changed "
+                    "while being read): build the image again"))
+        return got
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def close(self) -> None:
+        self._close_file()
+        super().close()
+
+
+def _differs(part: FilePart) -> bool:
+    """Whether the file's content no longer hashes to what the record says (best effort)."""
+    try:
+        h = hashlib.sha256()
+        with open(part.path, "rb") as f:
+            while data := f.read(CHUNK):
+                h.update(data)
+        return h.hexdigest() != part.sha256
+    except OSError:
+        return True
+
+
+def verify_record(record: RefRecord) -> str:
+    """'' when the blob still reads back to its digest, else the one-line reason."""
+    try:
+        with RefReader(record) as r:
+            buf = bytearray(CHUNK)
+            while r.readinto(buf):
+                pass
+    except SourceChangedError as exc:
+        return str(exc)
+    return ""
