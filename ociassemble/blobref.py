@@ -114,6 +114,8 @@ class RefRecord:
         size = 0
         for piece in pieces:
             if isinstance(piece, FilePart):
+                if not piece.size:
+                    continue  # an empty file adds no byte to the blob: nothing to read back
                 parts.append(piece)
                 size += piece.size
                 continue
@@ -236,6 +238,9 @@ class RefReader(io.RawIOBase):
                 n = min(part - self._in_part, want - got)
                 start = self._inline_at + self._in_part
                 view[got:got + n] = self.record.inline[start:start + n]
+            elif not part.size:  # (records before empty files were left out)
+                self._part += 1
+                continue
             else:
                 if self._file is None:
                     self._file = _open_checked(part, self.record.digest)

@@ -57,3 +57,20 @@ def test_a_change_while_reading_stops_before_the_last_byte(tmp_path: Path) -> No
             got += data
     assert len(got) < r.size  # the bytes that would complete a wrong blob never came out
     r.close()
+
+
+def test_empty_files_read_back(tmp_path: Path) -> None:
+    """An empty file (first, between two others, last) adds headers only; the blob reads
+    back whole (a zero-byte read of it was once taken for a file that shrank)."""
+    src = tmp_path / "t"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "0-empty").write_bytes(b"")
+    (src / "a" / "1-data").write_bytes(b"x" * 5000)
+    (src / "a" / "2-empty").write_bytes(b"")
+    (src / "z-empty").write_bytes(b"")
+    cache = BlobCache(tmp_path / "c")
+    layer = build_layer(cache, [LayerSource(src, "/t")], compression=Compression("none"), epoch=0)
+    with cache.open(layer.descriptor.digest) as f:
+        whole = f.read()
+    assert "sha256:" + hashlib.sha256(whole).hexdigest() == layer.descriptor.digest
+    assert len(whole) == layer.descriptor.size
