@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .cache import BlobCache
-from .diffid import StagedBlob, stage_layer
+from .diffid import StagedBlob, all_or_nothing, stage_layer
 from .digest import CHUNK, Digest, HashingWriter
 from .errors import ArchiveError, DigestMismatchError, InputError
 from .image import Image
@@ -335,8 +335,7 @@ def read_docker_archive(path: Path, name: str | None, cache: BlobCache) -> Image
                 raise ArchiveError(f"{where} is missing layer {layer_name}")
             members.append(m)
         layers = []
-        staged: list[StagedBlob] = []  # every layer verified before any is kept
-        try:
+        with all_or_nothing() as staged:  # every layer verified before any is kept
             for layer_name, m, diff_id in zip(layer_names, members, diff_ids):
                 f = tf.extractfile(m)
                 assert f is not None
@@ -352,12 +351,6 @@ def read_docker_archive(path: Path, name: str | None, cache: BlobCache) -> Image
                                        f"config says {diff_id}: the config does not describe its layers; "
                                        "re-create the archive") from None
                 layers.append(built.descriptor)
-            for s in staged:
-                s.commit()
-        except BaseException:
-            for s in staged:
-                s.abort()
-            raise
         manifest = Manifest(Descriptor(MediaType.CONFIG, str(cache.put_bytes(config_bytes)), len(config_bytes)),
                             tuple(layers))
         return Image.from_parts(manifest, config_bytes)

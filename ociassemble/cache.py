@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import json
 import os
 import re
@@ -447,19 +448,7 @@ class BlobCache:
             except (OSError, ValueError, KeyError, TypeError, OciAssembleError):
                 continue
         report = PruneReport(dry_run=dry_run)
-        for path in self.iter_blobs():
-            try:
-                st = path.lstat()
-            except FileNotFoundError:
-                continue
-            if path.name in keep or st.st_mtime > cutoff:
-                report.kept += 1
-                continue
-            report.removed.append(f"sha256:{path.name}")
-            report.bytes += st.st_size
-            if not dry_run:
-                path.unlink(missing_ok=True)
-        for path in self.iter_refs():
+        for path in itertools.chain(self.iter_blobs(), self.iter_refs()):
             try:
                 st = path.lstat()
             except FileNotFoundError:

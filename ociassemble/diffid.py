@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import io
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import zstandard
 from isal import igzip_threaded, isal_zlib
@@ -24,7 +25,7 @@ from .digest import CHUNK, Digest, VerifyingReader
 from .errors import ArchiveError
 from .oci import Descriptor, MediaType
 
-__all__ = ["StagedBlob", "stage_layer", "verify_cached_diff_id"]
+__all__ = ["StagedBlob", "all_or_nothing", "stage_layer", "verify_cached_diff_id"]
 
 _CODEC_ERRORS = (EOFError, OSError, ValueError, zlib.error, isal_zlib.error, zstandard.ZstdError)
 
@@ -60,6 +61,20 @@ class StagedBlob:
     def abort(self) -> None:
         if self.writer is not None:
             self.writer.abort()
+
+
+@contextmanager
+def all_or_nothing() -> Iterator[list[StagedBlob]]:
+    """A list to stage an image's layers in: all kept when the block ends, none if it raises."""
+    staged: list[StagedBlob] = []
+    try:
+        yield staged
+        for s in staged:
+            s.commit()
+    except BaseException:
+        for s in staged:
+            s.abort()
+        raise
 
 
 class _Tee(io.RawIOBase):

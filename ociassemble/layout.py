@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from .cache import BlobCache
-from .diffid import StagedBlob, stage_layer
+from .diffid import StagedBlob, all_or_nothing, stage_layer
 from .digest import CHUNK, Digest
 from .errors import ArchiveError, InputError, NotAnImageError
 from .image import Image
@@ -190,16 +190,9 @@ def resolve_image(read_blob, desc: Descriptor, where: str, ingest) -> Image:  # 
         raise NotAnImageError(manifest, data, f"manifest {desc.digest} in {where}")
     config_bytes = read_blob(manifest.config)
     image = Image.from_parts(manifest, config_bytes)
-    staged: list[StagedBlob] = []
-    try:
+    with all_or_nothing() as staged:
         for layer, diff_id in zip(manifest.layers, image.config.diff_ids):
             staged.append(ingest(layer, diff_id))
-        for s in staged:
-            s.commit()
-    except BaseException:
-        for s in staged:
-            s.abort()
-        raise
     # keep the original manifest bytes: its digest must not change on the way through
     return Image(manifest, data, image.config, config_bytes)
 
