@@ -937,5 +937,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         interrupts.uninstall()
 
 
+def entry() -> None:
+    """The console script: ``main``, then leave with its exit code.
+
+    After an interrupt (exit 130) the cleanup has already run, and the process leaves at
+    once: the interpreter's own exit (joining worker threads) is where a signal that came
+    in during the cleanup was seen to surface as a second KeyboardInterrupt, ending the
+    process by SIGINT (exit -2, about one run in 100 with SIGTERM at a random early point).
+    """
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
