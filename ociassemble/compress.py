@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import queue
-import struct
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
