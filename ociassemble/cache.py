@@ -241,15 +241,19 @@ class BlobCache:
         digest = Digest(record.digest)
         if self.stored(digest):
             return digest
-        final = self.ref_path(digest)
+        self._put_record(self.ref_path(digest), "ref-", record.to_bytes())
+        return digest
+
+    def _put_record(self, final: Path, prefix: str, data: bytes) -> None:
+        """Write a small record file atomically: a locked temp file renamed into place."""
         try:
-            fd, name = _locked_temp(self.tmp_dir, "ref-")
+            fd, name = _locked_temp(self.tmp_dir, prefix)
         except OSError as exc:
             _raise_os_error(exc, self.root)
             raise
         try:
             with os.fdopen(fd, "wb") as f:  # closed (lock dropped) only once renamed into place
-                f.write(record.to_bytes())
+                f.write(data)
                 f.flush()
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(name, final)
@@ -258,7 +262,6 @@ class BlobCache:
             if isinstance(exc, OSError):
                 _raise_os_error(exc, self.root)
             raise
-        return digest
 
     def writer(self, hashed: bool = True) -> BlobWriter:
         """A new blob; see ``BlobWriter`` for ``hashed=False``."""
@@ -316,22 +319,8 @@ class BlobCache:
         return record
 
     def put_layer(self, key: str, record: dict[str, Any]) -> None:
-        final = self.root / "layers" / f"{key}.json"
-        try:
-            fd, name = _locked_temp(self.tmp_dir, "layer-")
-        except OSError as exc:
-            _raise_os_error(exc, self.root)
-            raise
-        try:
-            with os.fdopen(fd, "w") as f:  # closed (lock dropped) only once renamed into place
-                json.dump(record, f, sort_keys=True)
-                f.flush()
-                os.replace(name, final)
-        except BaseException as exc:
-            name.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                _raise_os_error(exc, self.root)
-            raise
+        self._put_record(self.root / "layers" / f"{key}.json", "layer-",
+                         json.dumps(record, sort_keys=True).encode())
 
     # -- verified diff_ids ---------------------------------------------------
     def verified_diff_id(self, digest: Digest | str) -> str | None:

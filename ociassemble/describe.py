@@ -39,14 +39,16 @@ __all__ = [
 #: ``schemaVersion`` of ``inspect --json`` and ``inspect --layer N --list --json`` documents.
 INSPECT_SCHEMA_VERSION = 1
 
-_TYPES = {
+#: a tar member's type as inspect and verify name it
+TAR_TYPES = {
     tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.CONTTYPE: "file", tarfile.DIRTYPE: "dir",
     tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink", tarfile.CHRTYPE: "chr", tarfile.BLKTYPE: "blk",
     tarfile.FIFOTYPE: "fifo",
 }
 
 
-_SHORT_MEDIA = {MediaType.LAYER_GZIP: "tar+gzip", MediaType.LAYER_ZSTD: "tar+zstd", MediaType.LAYER_TAR: "tar"}
+#: layer media types as inspect and verify print them
+SHORT_MEDIA = {MediaType.LAYER_GZIP: "tar+gzip", MediaType.LAYER_ZSTD: "tar+zstd", MediaType.LAYER_TAR: "tar"}
 
 
 def describe_image(image: Image, *, name: str = "") -> dict[str, Any]:
@@ -183,7 +185,7 @@ def layer_entries(image: Image, cache: BlobCache, index: int) -> Iterator[dict[s
                 for m in tf:
                     path = m.name[2:] if m.name.startswith("./") else m.name.lstrip("/")
                     path = path.rstrip("/")
-                    kind = _TYPES.get(m.type, "other")
+                    kind = TAR_TYPES.get(m.type, "other")
                     if path.rsplit("/", 1)[-1].startswith(".wh."):
                         kind = "whiteout"
                     yield {"path": path, "type": kind, "size": m.size if m.isreg() else 0,
@@ -220,7 +222,7 @@ def render_image(doc: dict[str, Any]) -> str:
     lines.append(f"Layers ({len(doc['layers'])}, {human_size(doc['totalSize'])}):")
     lines.append(f"  {'#':>2}  {'DIGEST':<19}  {'SIZE':>10}  {'TYPE':<8}  CREATED BY")
     for layer in doc["layers"]:
-        media = _SHORT_MEDIA.get(MediaType.to_oci(layer["mediaType"]), "other")
+        media = SHORT_MEDIA.get(MediaType.to_oci(layer["mediaType"]), "other")
         lines.append(f"  {layer['index']:>2}  {layer['digest'][:19]}  {human_size(layer['size']):>10}  "
                      f"{media:<8}  {layer['createdBy']}")
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from .cache import BlobCache
-from .describe import open_layer
+from .describe import SHORT_MEDIA, TAR_TYPES, open_layer
 from .digest import CHUNK
 from .errors import ArchiveError
 from .image import Image
@@ -38,13 +38,6 @@ VERIFY_SCHEMA_VERSION = 1
 
 #: how much of a differing value a message quotes
 _QUOTE = 80
-
-_KINDS = {
-    tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.CONTTYPE: "file", tarfile.DIRTYPE: "dir",
-    tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink", tarfile.CHRTYPE: "chr", tarfile.BLKTYPE: "blk",
-    tarfile.FIFOTYPE: "fifo",
-}
-_SHORT_MEDIA = {MediaType.LAYER_GZIP: "tar+gzip", MediaType.LAYER_ZSTD: "tar+zstd", MediaType.LAYER_TAR: "tar"}
 
 
 @dataclass(frozen=True)
@@ -204,7 +197,7 @@ def _created_by(image: Image) -> list[str]:
 def _blob(d: Descriptor) -> str:
     from .progress import human_size
 
-    media = _SHORT_MEDIA.get(MediaType.to_oci(d.media_type), d.media_type)
+    media = SHORT_MEDIA.get(MediaType.to_oci(d.media_type), d.media_type)
     return f"{d.digest[:19]} ({media}, {human_size(d.size)})"
 
 
@@ -289,7 +282,7 @@ def _entries(raw: BinaryIO, where: str) -> Iterator[_Entry]:
                     h.update(chunk)
                 digest = "sha256:" + h.hexdigest()
             xattrs = tuple(sorted((k, v) for k, v in m.pax_headers.items() if k.startswith("SCHILY.xattr.")))
-            yield _Entry(path, _KINDS.get(m.type, "other"), stat.S_IMODE(m.mode), m.uid, m.gid,
+            yield _Entry(path, TAR_TYPES.get(m.type, "other"), stat.S_IMODE(m.mode), m.uid, m.gid,
                          m.size if m.isreg() else 0, int(m.mtime), m.linkname, digest, xattrs)
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise ArchiveError(f"{where} is not a readable tar layer: {exc}") from None
