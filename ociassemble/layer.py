@@ -603,11 +603,13 @@ def build_layer(
     by_ref = by_reference and resolved.codec == "none"
     files: dict[str, FilePart] | None = {} if by_ref else None
     hashed: tuple[str, int] | None = None
-    if by_ref or (remote is not None and remote.reading):
+
+    def stream(files: dict[str, FilePart] | None = None) -> Iterator[bytes]:
         chunks = prefetch(tar_chunks(entries, epoch, files))
-        if on_bytes is not None:
-            chunks = _reported(chunks, on_bytes)
-        hashed = _hash_stream(chunks)
+        return chunks if on_bytes is None else _reported(chunks, on_bytes)
+
+    if by_ref or (remote is not None and remote.reading):
+        hashed = _hash_stream(stream(files))
         if remote is not None and remote.reading:
             found = remote.find_layer(hashed[0], hashed[1], resolved)
             if found is not None:
@@ -616,10 +618,7 @@ def build_layer(
         assert hashed is not None and files is not None
         built = _record_by_reference(cache, entries, epoch, files, hashed, resolved)
     else:
-        chunks = prefetch(tar_chunks(entries, epoch))
-        if on_bytes is not None:
-            chunks = _reported(chunks, on_bytes)
-        built = _write_layer(cache, chunks, resolved)
+        built = _write_layer(cache, stream(), resolved)
     cache.put_layer(key, built.to_record())
     return built
 
