@@ -19,6 +19,7 @@ from ociassemble.compress import Compression
 from ociassemble.errors import InputError
 from ociassemble.layer import ALIGN, ALIGN_MIN_SIZE, LayerSource, build_layer, scan_sources
 from ociassemble.tarcheck import TarballChecker
+from ociassemble.unpack import unpack_layers
 
 GZIP = Compression.parse("gzip")
 
@@ -126,8 +127,11 @@ def test_big_files_data_is_aligned_in_the_tar_for_every_codec(tmp_path: Path, co
     out.mkdir()
     proc = subprocess.run(["tar", "-xf", "-", "-C", str(out)], input=raw, capture_output=True, check=True)
     assert proc.stderr == b""  # no "unknown keyword" warning: comment is a standard one
+    ours = tmp_path / "ours"  # and ociassemble's own unpacker (run, inspect) takes it, diff_id checked
+    ours.mkdir()
+    unpack_layers(cache, [layer.descriptor], ours, diff_ids=[layer.diff_id])
     for name in members:
-        assert (out / name).read_bytes() == (src / name).read_bytes()
+        assert (out / name).read_bytes() == (src / name).read_bytes() == (ours / name).read_bytes()
 
 
 def test_tar_rules_and_roundtrip_through_gnu_tar(tmp_path: Path) -> None:
