@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .cache import BlobCache
 from .diffid import StagedBlob, all_or_nothing, stage_layer
-from .digest import CHUNK, Digest
+from .digest import Digest
 from .errors import ArchiveError, InputError, NotAnImageError
 from .image import Image
 from .oci import Descriptor, Index, Manifest, MediaType, canonical_json
@@ -99,28 +99,33 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def _put_blob(cache: BlobCache, digest: str, size: int, dst: Path, previous: Path) -> None:
     """A blob into the layout: linked from the cache, or, held by reference (an uncompressed
-    layer of the user's files, which a tar interleaves with headers, so no link can share
-    them), written once from its files, here only: never also into the cache. A rewrite of
-    the same layout links the copy its previous version holds (``previous``: the layout
+    layer of the user's files), written once from its files, here only: never also into the
+    cache. Where the filesystem has reflinks the big files' data is not even written but
+    shared with the user's files (``clone``: the layer format aligns it for that). A rewrite
+    of the same layout links the copy its previous version holds (``previous``: the layout
     being replaced), so an unchanged rebuild writes nothing again."""
     if cache.stored(digest):
         _link_or_copy(cache.path(digest), dst)
         return
+    ref = cache.ref(digest)
     old = previous / "blobs" / "sha256" / Digest(digest).hex
     try:
         st = os.lstat(old)
-        if stat.S_ISREG(st.st_mode) and st.st_size == size and (ref := cache.ref(digest)) is not None \
+        if stat.S_ISREG(st.st_mode) and st.st_size == size and ref is not None \
                 and ref.fresh() and st.st_mtime_ns >= max((p.stamp[0] for p in ref.files), default=0):
             os.link(old, dst)  # written from these very files, after their last change
             return
     except OSError:
         pass
-    from .layer import prefetch
+    if ref is None:
+        raise ArchiveError(f"blob {digest} is not in the cache at {cache.root}: rebuild, or pull the image again")
+    from .clone import write_record
 
-    with cache.open(digest) as src, open(dst, "wb") as out:
-        # files read and hashed on a reader thread while this one writes (both release the GIL)
-        for chunk in prefetch(iter(lambda: src.read(CHUNK), b"")):
-            out.write(chunk)
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        write_record(ref, fd)
+    finally:
+        os.close(fd)
 
 
 def write_layout(image: Image, cache: BlobCache, path: Path, tag: str | None = None) -> None:

@@ -12,11 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from ociassemble.cache import BlobCache
 from ociassemble.compress import Compression
 from ociassemble.errors import InputError
-from ociassemble.layer import LayerSource, build_layer, scan_sources
+from ociassemble.layer import ALIGN, ALIGN_MIN_SIZE, LayerSource, build_layer, scan_sources
+from ociassemble.tarcheck import TarballChecker
+from ociassemble.unpack import unpack_layers
 
 GZIP = Compression.parse("gzip")
 
@@ -77,6 +80,58 @@ def test_golden_digest_for_a_fixed_tiny_tree(tmp_path: Path, codec: str) -> None
                         compression=Compression.parse(codec), epoch=0)
     assert layer.diff_id == "sha256:915abbaec382c7fb3d5e2f3062b5b5a33019072dab79ee2a0e624a79533ea4af"
     assert layer.descriptor.digest == GOLDEN_TINY_TREE[codec]
+
+
+#: The diff_id of the tree of big files below, which pins where the alignment puts their data
+#: (the tiny tree above has no file of ALIGN_MIN_SIZE, so its tar is the same as before it).
+GOLDEN_ALIGNED_TREE = "sha256:35ced752e9d0bbe5e269fe4499c8f8bf86313e2f58a6b569f594efcc4daf7103"
+
+
+def make_big_tree(src: Path) -> Path:
+    """Files at, above and below ALIGN_MIN_SIZE, one behind a path too long for a ustar header."""
+    (src / "m" / ("deep-" * 30)).mkdir(parents=True)
+    block = bytes(range(256)) * 16  # 4 KiB
+    (src / "m" / "a.bin").write_bytes(block * 256)  # exactly ALIGN_MIN_SIZE
+    (src / "m" / "b.txt").write_text("between\n")
+    (src / "m" / "c.bin").write_bytes(block * 300 + b"tail")
+    (src / "m" / ("deep-" * 30) / "w.bin").write_bytes(block * 257 + b"x" * 700)
+    (src / "m" / "small.bin").write_bytes(block * 255)  # under the threshold: not aligned
+    return src
+
+
+@pytest.mark.parametrize("codec", sorted(GOLDEN_TINY_TREE))
+def test_big_files_data_is_aligned_in_the_tar_for_every_codec(tmp_path: Path, codec: str) -> None:
+    """Each file of ALIGN_MIN_SIZE or more has its data at a multiple of ALIGN of the tar (what
+    a reflink needs), padded by a PAX comment that Python's tarfile, GNU tar and our own
+    base-tarball check all take; the tar is the same whatever the codec."""
+    src = make_big_tree(tmp_path / "t")
+    cache = BlobCache(tmp_path / "c")
+    layer = build_layer(cache, [LayerSource(src, "/")], compression=Compression.parse(codec), epoch=0)
+    assert layer.diff_id == GOLDEN_ALIGNED_TREE
+    raw = layer_bytes(cache, layer.descriptor.digest)
+    raw = {"gzip": gzip.decompress, "zstd": lambda b: zstandard.ZstdDecompressor().decompressobj().decompress(b),
+           "none": bytes}[codec](raw)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        members = {m.name: m for m in tf.getmembers() if m.isfile()}
+        for name, m in members.items():
+            data = tf.extractfile(m).read()  # type: ignore[union-attr]
+            assert data == (src / name).read_bytes()
+            assert m.offset_data % ALIGN == 0 or m.size < ALIGN_MIN_SIZE, name
+    assert members["m/small.bin"].offset_data % ALIGN != 0  # below the threshold: as before
+    assert all(members[n].offset_data % ALIGN == 0 for n in members if members[n].size >= ALIGN_MIN_SIZE)
+    assert len([n for n in members if members[n].size >= ALIGN_MIN_SIZE]) == 3
+    checker = TarballChecker("the layer")
+    checker.feed(raw)
+    checker.finish()
+    out = tmp_path / "x"
+    out.mkdir()
+    proc = subprocess.run(["tar", "-xf", "-", "-C", str(out)], input=raw, capture_output=True, check=True)
+    assert proc.stderr == b""  # no "unknown keyword" warning: comment is a standard one
+    ours = tmp_path / "ours"  # and ociassemble's own unpacker (run, inspect) takes it, diff_id checked
+    ours.mkdir()
+    unpack_layers(cache, [layer.descriptor], ours, diff_ids=[layer.diff_id])
+    for name in members:
+        assert (out / name).read_bytes() == (src / name).read_bytes() == (ours / name).read_bytes()
 
 
 def test_tar_rules_and_roundtrip_through_gnu_tar(tmp_path: Path) -> None:
