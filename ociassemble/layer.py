@@ -60,7 +60,9 @@ __all__ = [
 #: 3: gzip as one libdeflate gzip member per 1 MiB block (was 2: ISA-L raw deflate blocks,
 #: sync-flushed, in one member; 1: a fresh zlib compressobj per block); zstd in one
 #: single-threaded frame. The tar bytes have not changed since 1.
-LAYER_FORMAT = "ociassemble-layer-3"
+#: 4: forced gzip of a layer whose sample barely compresses is Huffman-only (zlib-ng); the
+#: bytes of every other layer are as in 3.
+LAYER_FORMAT = "ociassemble-layer-4"
 #: Names the rules a base tarball was checked by (``tarcheck``) in its layer-index key:
 #: a tarball accepted before the checks existed is checked again, not reused unchecked.
 TARBALL_CHECK = "tarcheck-1"

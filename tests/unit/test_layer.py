@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import stat
@@ -11,6 +12,7 @@ import tarfile
 import time
 from pathlib import Path
 
+import deflate
 import pytest
 
 from ociassemble.cache import BlobCache
@@ -77,6 +79,50 @@ def test_golden_digest_for_a_fixed_tiny_tree(tmp_path: Path, codec: str) -> None
                         compression=Compression.parse(codec), epoch=0)
     assert layer.diff_id == "sha256:915abbaec382c7fb3d5e2f3062b5b5a33019072dab79ee2a0e624a79533ea4af"
     assert layer.descriptor.digest == GOLDEN_TINY_TREE[codec]
+
+
+def weights_like(n: int) -> bytes:
+    """``n`` bytes that barely compress, as float32 weights: each bit 1 with p = 5/8
+    ((x & y) | z of SHAKE-256 streams, fixed by this code alone), so Huffman coding saves
+    ~4 % and LZ77 matches next to nothing."""
+    x, y, z = (int.from_bytes(hashlib.shake_256(b"weights %s" % k).digest(n), "big") for k in (b"x", b"y", b"z"))
+    return ((x & y) | z).to_bytes(n, "big")
+
+
+#: Blob digest of a 17 MiB ``weights_like`` file as /m/w.bin, gzip forced: written
+#: Huffman-only by zlib-ng. tests/e2e/test_cross_arch.py checks the same case on arm64.
+GOLDEN_WEIGHTS_GZIP = "sha256:3744a6de166cdc12d5fbd267085f5020b2aae808e49513c66d594649388b183a"
+
+
+def test_forced_gzip_of_weights_is_huffman_only_and_golden(tmp_path: Path) -> None:
+    """A layer whose sample barely compresses is gzipped Huffman-only: no bigger than
+    libdeflate level 1 would make it, readable by any gunzip, and pinned."""
+    src = tmp_path / "m"
+    src.mkdir()
+    data = weights_like(17 << 20)
+    (src / "w.bin").write_bytes(data)
+    cache = BlobCache(tmp_path / "c")
+    layer = build_layer(cache, [LayerSource(src, "/m")], compression=Compression.parse("gzip"), epoch=0)
+    assert layer.compression.startswith("gzip-huffman-")
+    blob = layer_bytes(cache, layer.descriptor.digest)
+    raw = gzip.decompress(blob)
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == layer.diff_id
+    libdeflate = sum(len(deflate.gzip_compress(raw[i:i + (1 << 20)], 1)) for i in range(0, len(raw), 1 << 20))
+    assert len(blob) <= libdeflate * 1.001
+    assert len(blob) < 0.97 * len(raw)  # Huffman-coded, not stored
+    assert layer.descriptor.digest == GOLDEN_WEIGHTS_GZIP
+
+
+def test_gzip_keeps_libdeflate_for_content_that_compresses_or_another_level(tmp_path: Path) -> None:
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "w.bin").write_bytes(weights_like(17 << 20))
+    (src / "t.txt").write_bytes(b"text that compresses well " * (700 << 10))  # 18 MiB: the biggest file
+    layer = build_layer(BlobCache(tmp_path / "c"), [LayerSource(src, "/m")], compression=Compression.parse("gzip"), epoch=0)
+    assert layer.compression.startswith("gzip1-") and "libdeflate" in layer.compression
+    (src / "t.txt").unlink()
+    layer6 = build_layer(BlobCache(tmp_path / "c6"), [LayerSource(src, "/m")], compression=Compression.parse("gzip", 6), epoch=0)
+    assert layer6.compression.startswith("gzip6-")
 
 
 def test_tar_rules_and_roundtrip_through_gnu_tar(tmp_path: Path) -> None:
