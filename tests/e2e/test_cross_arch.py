@@ -25,12 +25,15 @@ import pytest
 from tests.conftest import REPO, test_cache_root
 
 #: Manifest digest of scripts/cross-arch's fixed tree built with --plain --base scratch
-#: --layer TREE:/data --compression CODEC (SOURCE_DATE_EPOCH=0), on every architecture.
+#: --layer TREE:/data --compression CODEC (SOURCE_DATE_EPOCH=0), on every architecture;
+#: for "gzip-weights", its weights tree with --compression gzip.
 GOLDEN = {
     # gzip by libdeflate; the history line of --layer names its destination only (issue 13)
     "gzip": "sha256:23584ce1316bc6a40d47d41bc9240139c30ade19ec06bea8fdcc1d52badc098a",
     "zstd": "sha256:d50f842c711da211c99e993efa0758c4f8217cf305eafcfe9569cd94afe0c53b",
     "none": "sha256:11e31d1f27221d505c0839f55071ecbf67f4c29316eb7524028d56f9dbe2f7e4",
+    # the 17 MiB weights-like tree, gzip forced: Huffman-only by zlib-ng (LAYER_FORMAT 4)
+    "gzip-weights": "sha256:9bb378268ea68e98f6c94bb47e041044f779e5e4e417648ea5276e5288ee4dd2",
 }
 
 pytestmark = pytest.mark.slow
