@@ -231,6 +231,22 @@ def _huffman_member(data: bytes, level: int) -> bytes:
     return c.compress(data) + c.flush()
 
 
+def _weights_member(data: bytes, level: int) -> bytes:
+    """A block of a layer that barely compresses: Huffman-only, unless Huffman coding saves
+    ``AUTO_MIN_SAVING`` or more (text, a run of zeros: where LZ77 may find much more), then
+    the smaller of that and libdeflate's member (Huffman's on a tie).
+
+    So a layer of weights plus some text is no bigger than libdeflate would make it for the
+    text, and weights cost one Huffman pass. The rule reads only the sizes of two members
+    that are themselves the same everywhere, so its choice is too.
+    """
+    huff = _huffman_member(data, level)
+    if len(huff) > (1 - AUTO_MIN_SAVING) * len(data):
+        return huff
+    lz = _gzip_member(data, level)
+    return lz if len(lz) < len(huff) else huff
+
+
 def _blocks(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
     """The stream cut in blocks of exactly ``size`` bytes (the last one shorter).
 
@@ -325,7 +341,7 @@ def compress_stream(
         # members are independent, so the thread count cannot change a byte
         level = DEFAULT_GZIP_LEVEL if compression.level is None else compression.level
         with ThreadPoolExecutor(max_workers=gzip_workers(), thread_name_prefix="gzip") as pool:
-            _gzip_stream(chunks, sink, level, on_raw, pool, _huffman_member if compression.huffman else _gzip_member)
+            _gzip_stream(chunks, sink, level, on_raw, pool, _weights_member if compression.huffman else _gzip_member)
         return
     if compression.codec == "zstd":
         _zstd_stream(chunks, sink, compression.level or DEFAULT_ZSTD_LEVEL, on_raw)
