@@ -222,7 +222,7 @@ def _huffman_member(data: bytes, level: int) -> bytes:
     A fresh stream per block, so nothing carries over between blocks. Huffman-only
     deflate uses none of zlib-ng's CPU-dispatched match finders or hashes: the symbol
     counts, the code lengths (zlib's tree builder, plain C) and the block boundaries
-    (every ``2**(memLevel+6)`` symbols) depend on ``data`` alone, so the bytes are the
+    (where the symbol buffer, sized by memLevel, fills) depend on ``data`` alone, so the bytes are the
     same at every x86 SIMD level and on aarch64 (tests/unit/test_codec_determinism.py,
     tests/e2e/test_cross_arch.py). The header: no name, mtime 0, OS 3 (Unix) everywhere.
     The stdlib-style ``compress`` releases the GIL.
