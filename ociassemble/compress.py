@@ -1,10 +1,11 @@
-"""Layer compression: parallel gzip (libdeflate), zstd, or none, and the automatic choice.
+"""Layer compression: parallel gzip (libdeflate, or zlib-ng Huffman-only), zstd, or none, and the automatic choice.
 
 A layer's compressed bytes are a function of its uncompressed stream and the pinned
 codec wheels alone: the same in every process, with any number of cores, on x86-64 at
 any SIMD level and on aarch64. gzip is cut in fixed 1 MiB blocks, each a gzip member
 compressed by libdeflate (stateless, documented to give the same output on every
-CPU); zstd writes one single-threaded frame. The codecs come from wheels pinned in
+CPU), or, for a layer whose sample barely compresses, Huffman-coded by zlib-ng (no
+match search at all, so nothing CPU-specific); zstd writes one single-threaded frame. The codecs come from wheels pinned in
 pyproject.toml, so a machine's system zlib plays no part. (ISA-L, used before, failed
 this twice: its x86 level-1/2 body hashed an address into one slot per block, so a
 block rarely compressed differently per process, and its aarch64 deflate is another
@@ -28,6 +29,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 import deflate
 import zstandard
+from zlib_ng import zlib_ng
 
 from .errors import UsageError
 from .oci import MediaType
@@ -44,6 +46,12 @@ GZIP_BLOCK = 1 << 20
 #: (docs/performance.md). Levels 0-12; 6 gives zlib -6's ratio, 9-12 better.
 DEFAULT_GZIP_LEVEL = 1
 GZIP_LEVELS = range(0, 13)
+#: Huffman-only gzip (zlib-ng, ``Z_HUFFMAN_ONLY``): each byte coded alone, no match search.
+#: On float32 weights the same size as libdeflate level 1 (0.9245 of the input, pigz -6's
+#: 0.9262) at 1.4x its speed per core; on text far worse, so only picked for layers whose
+#: sample saves under ``AUTO_MIN_SAVING``. memLevel 9: the biggest symbol buffer, so the
+#: fewest Huffman tables (each one costs ~100 bytes). Level 1 only sets the header's XFL.
+HUFFMAN_MEM_LEVEL = 9
 DEFAULT_ZSTD_LEVEL = 3
 #: zstd runs single-threaded (one frame, on its own thread, beside the hashing): on
 #: float32 weights zstd's multi-thread mode spent twice the CPU for the same output size
@@ -64,6 +72,10 @@ class Compression:
 
     codec: str  # "gzip" | "zstd" | "none"
     level: int | None = None
+    #: gzip only: members written Huffman-only by zlib-ng instead of by libdeflate. Never
+    #: asked for: ``choose_compression`` picks it for a gzip layer at the default level
+    #: whose sample barely compresses (weights), where LZ matches buy nothing.
+    huffman: bool = False
 
     @classmethod
     def parse(cls, codec: str, level: int | None = None) -> "Compression":
@@ -89,6 +101,8 @@ class Compression:
 
     @property
     def id(self) -> str:
+        if self.codec == "gzip" and self.huffman:
+            return f"gzip-huffman-m{GZIP_BLOCK}-mem{HUFFMAN_MEM_LEVEL}-zlibng-{zlib_ng.ZLIBNG_VERSION}"
         if self.codec == "gzip":
             return f"gzip{self.level}-m{GZIP_BLOCK}-libdeflate-py{deflate.__version__}"
         if self.codec == "zstd":
@@ -202,6 +216,37 @@ def _gzip_member(data: bytes, level: int) -> bytes:
     return deflate.gzip_compress(data, level)
 
 
+def _huffman_member(data: bytes, level: int) -> bytes:
+    """One block as a whole gzip member, Huffman-coded by zlib-ng (no LZ77 matches).
+
+    A fresh stream per block, so nothing carries over between blocks. Huffman-only
+    deflate uses none of zlib-ng's CPU-dispatched match finders or hashes: the symbol
+    counts, the code lengths (zlib's tree builder, plain C) and the block boundaries
+    (where the symbol buffer, sized by memLevel, fills) depend on ``data`` alone, so the bytes are the
+    same at every x86 SIMD level and on aarch64 (tests/unit/test_codec_determinism.py,
+    tests/e2e/test_cross_arch.py). The header: no name, mtime 0, OS 3 (Unix) everywhere.
+    The stdlib-style ``compress`` releases the GIL.
+    """
+    c = zlib_ng.compressobj(1, zlib_ng.DEFLATED, 31, HUFFMAN_MEM_LEVEL, zlib_ng.Z_HUFFMAN_ONLY)
+    return c.compress(data) + c.flush()
+
+
+def _weights_member(data: bytes, level: int) -> bytes:
+    """A block of a layer that barely compresses: Huffman-only, unless Huffman coding saves
+    ``AUTO_MIN_SAVING`` or more (text, a run of zeros: where LZ77 may find much more), then
+    the smaller of that and libdeflate's member (Huffman's on a tie).
+
+    So a layer of weights plus some text is no bigger than libdeflate would make it for the
+    text, and weights cost one Huffman pass. The rule reads only the sizes of two members
+    that are themselves the same everywhere, so its choice is too.
+    """
+    huff = _huffman_member(data, level)
+    if len(huff) > (1 - AUTO_MIN_SAVING) * len(data):
+        return huff
+    lz = _gzip_member(data, level)
+    return lz if len(lz) < len(huff) else huff
+
+
 def _blocks(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
     """The stream cut in blocks of exactly ``size`` bytes (the last one shorter).
 
@@ -225,7 +270,8 @@ def gzip_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-def _gzip_stream(chunks: Iterable[bytes], sink: Sink, level: int, on_raw: Callable[[bytes], None], pool: ThreadPoolExecutor) -> None:
+def _gzip_stream(chunks: Iterable[bytes], sink: Sink, level: int, on_raw: Callable[[bytes], None], pool: ThreadPoolExecutor,
+                 member: Callable[[bytes, int], bytes] = _gzip_member) -> None:
     """A multi-member gzip stream: one member per ``GZIP_BLOCK`` of input, in order.
 
     RFC 1952 (2.2): "A gzip file consists of a series of "members"", and every gzip
@@ -247,12 +293,12 @@ def _gzip_stream(chunks: Iterable[bytes], sink: Sink, level: int, on_raw: Callab
             yield chunk
 
     for block in _blocks(raw(), GZIP_BLOCK):
-        pending.append(pool.submit(_gzip_member, block, level))
+        pending.append(pool.submit(member, block, level))
         wrote = True
         drain(max_pending)
     drain(0)
     if not wrote:
-        sink.write(_gzip_member(b"", level))
+        sink.write(member(b"", level))
 
 
 def _zstd_stream(chunks: Iterable[bytes], sink: Sink, level: int, on_raw: Callable[[bytes], None]) -> None:
@@ -295,7 +341,7 @@ def compress_stream(
         # members are independent, so the thread count cannot change a byte
         level = DEFAULT_GZIP_LEVEL if compression.level is None else compression.level
         with ThreadPoolExecutor(max_workers=gzip_workers(), thread_name_prefix="gzip") as pool:
-            _gzip_stream(chunks, sink, level, on_raw, pool)
+            _gzip_stream(chunks, sink, level, on_raw, pool, _weights_member if compression.huffman else _gzip_member)
         return
     if compression.codec == "zstd":
         _zstd_stream(chunks, sink, compression.level or DEFAULT_ZSTD_LEVEL, on_raw)
@@ -318,22 +364,24 @@ class _SinkAdapter:
 
 
 def choose_compression(samples: Iterable[bytes], total_size: int, requested: Compression) -> Compression:
-    """Resolve ``auto``: gzip unless a sample of the content shows it barely compresses.
+    """Resolve ``auto``, and pick gzip's encoder: by whether a sample barely compresses.
 
     ``samples`` are a few slices of the layer's biggest files; compressing them with
     libdeflate level 1 (the same bytes on every machine, so the choice is too) costs
     milliseconds and predicts the whole layer's ratio well for
     the homogeneous data (weights, arrays) that dominates big layers.
+    Such a layer is stored uncompressed under ``auto``; with gzip asked for at the default
+    level it is written Huffman-only (the same size there, faster), else by libdeflate.
     """
-    if requested.codec != "auto":
+    if requested.codec not in ("auto", "gzip"):
         return requested
     gz = Compression.parse("gzip", requested.level)
-    if total_size < AUTO_SMALL_LAYER:
+    if total_size < AUTO_SMALL_LAYER or (requested.codec == "gzip" and gz.level != DEFAULT_GZIP_LEVEL):
         return gz
     raw = comp = 0
     for s in samples:
         raw += len(s)
         comp += len(deflate.deflate_compress(s, 1))
     if raw and 1 - comp / raw < AUTO_MIN_SAVING:
-        return Compression("none")
+        return Compression("gzip", gz.level, huffman=True) if requested.codec == "gzip" else Compression("none")
     return gz

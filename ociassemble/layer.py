@@ -62,11 +62,13 @@ __all__ = [
     "source_date_epoch",
 ]
 
-#: 4: the data of files of ALIGN_MIN_SIZE or more starts at a multiple of ALIGN in the tar
-#: (a tree of smaller files has the same tar as before). 3: gzip as one libdeflate gzip
-#: member per 1 MiB block (was 2: ISA-L raw deflate blocks, sync-flushed, in one member;
-#: 1: a fresh zlib compressobj per block); zstd in one single-threaded frame.
-LAYER_FORMAT = "ociassemble-layer-4"
+#: 5: forced gzip of a layer whose sample barely compresses is Huffman-only (zlib-ng); the
+#: bytes of every other layer are as in 4. 4: the data of files of ALIGN_MIN_SIZE or more
+#: starts at a multiple of ALIGN in the tar (a tree of smaller files has the same tar as
+#: before). 3: gzip as one libdeflate gzip member per 1 MiB block (was 2: ISA-L raw deflate
+#: blocks, sync-flushed, in one member; 1: a fresh zlib compressobj per block); zstd in one
+#: single-threaded frame.
+LAYER_FORMAT = "ociassemble-layer-5"
 #: File data offsets in the tar stream are multiples of this: the block size of ext4, XFS
 #: and btrfs as made by default (and the page size), which FICLONERANGE needs the source's
 #: and the destination's offsets to be multiples of.

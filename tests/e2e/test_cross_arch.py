@@ -25,13 +25,16 @@ import pytest
 from tests.conftest import REPO, test_cache_root
 
 #: Manifest digest of scripts/cross-arch's fixed tree built with --plain --base scratch
-#: --layer TREE:/data --compression CODEC (SOURCE_DATE_EPOCH=0), on every architecture.
+#: --layer TREE:/data --compression CODEC (SOURCE_DATE_EPOCH=0), on every architecture;
+#: for "gzip-weights", its weights tree with --compression gzip.
 GOLDEN = {
     # gzip by libdeflate; the history line of --layer names its destination only (issue 13);
     # layer format 4: docs/notes3.txt (over 1 MiB) has its data at a 4096-byte offset (issue 17)
     "gzip": "sha256:c0a370c00bec3243c9d4f318dcba0cb5a9ba642a630d1eec009916ef586d0c89",
     "zstd": "sha256:5ae8d8db21ecf009d6a922b3e3799fd13429163aa02b3aa6d6fbfd23687d3d00",
     "none": "sha256:2bc459d7e5ce6cd45207f74c8231777697aa94526b2fd259f75d38cd8b795f24",
+    # the 17 MiB weights-like tree, gzip forced: Huffman-only by zlib-ng (LAYER_FORMAT 5)
+    "gzip-weights": "sha256:66ee350486c55d61383a6216135eeacfbf37498c5036234a49f714acda8a4ceb",
 }
 
 pytestmark = pytest.mark.slow

@@ -14,6 +14,7 @@ import ctypes
 import hashlib
 import io
 import mmap
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -144,6 +145,45 @@ def test_gzip_bytes_do_not_depend_on_the_cpu_features_libdeflate_sees(tmp_path: 
     assert len(outs["native"]) == 64
 
 
+_QEMU_X86 = shutil.which("qemu-x86_64-static")
+
+_HUFFMAN_CHILD = r"""
+import ctypes, hashlib, sys
+import deflate
+from ociassemble.compress import Compression, compress_stream
+data = open(sys.argv[1], "rb").read()
+h = hashlib.sha256()
+class S:
+    def write(self, b):
+        h.update(b); return len(b)
+compress_stream(iter([data[i:i + 300000] for i in range(0, len(data), 300000)]), S(),
+                Compression("gzip", 1, huffman=True), lambda c: None)
+deflate.gzip_compress(data[:100000], 6)   # so libdeflate has probed the CPU: its view, printed
+print(h.hexdigest(), hex(ctypes.c_uint32.in_dll(ctypes.CDLL(deflate._deflate.__file__), "libdeflate_x86_cpu_features").value))
+"""
+
+
+@pytest.mark.skipif(_QEMU_X86 is None, reason="qemu-x86_64-static is not installed (scripts/setup installs qemu-user-static)")
+def test_huffman_gzip_bytes_are_the_same_at_every_x86_simd_level(tmp_path: Path) -> None:
+    """zlib-ng picks its vector code at run time from CPUID and exports nothing to force, so
+    the child runs under qemu's x86-64 emulation with CPU models that report less: qemu64
+    (SSE2 only, as the first x86-64s) and Haswell (AVX2), and natively (this CPU's best).
+    libdeflate's probe of the same process shows the three really saw other CPUs."""
+    data = tmp_path / "data"
+    x, y, z = (int.from_bytes(hashlib.shake_256(k).digest(2 * GZIP_BLOCK), "big") for k in (b"x", b"y", b"z"))
+    data.write_bytes(((x & y) | z).to_bytes(2 * GZIP_BLOCK, "big") + _sample(GZIP_BLOCK + 777, seed=4))
+    outs = {}
+    for cpu in ("native", "qemu64", "Haswell"):
+        argv = [sys.executable, "-c", _HUFFMAN_CHILD, str(data)]
+        if cpu != "native":
+            argv = [_QEMU_X86, "-cpu", cpu, *argv]
+        r = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=REPO, timeout=600)
+        outs[cpu] = r.stdout.split()
+    assert len({features for _, features in outs.values()}) == 3, outs
+    assert outs["qemu64"][1] == "0x80000001", "qemu64 should show no vector feature beyond SSE2"
+    assert len({digest for digest, _ in outs.values()}) == 1, outs
+
+
 def test_zstd_and_none_are_the_same_on_every_run() -> None:
     data = _sample(3 * GZIP_BLOCK, seed=3)
     for codec in ("zstd", "none"):
@@ -163,5 +203,5 @@ def test_every_codec_gives_one_digest_across_fresh_processes_and_shifted_heaps()
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "repro-codecs"), "--processes", "10",
                         "--mib", "24"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
-    lines = [line for line in r.stdout.splitlines() if line.startswith(("gzip:", "zstd:", "none:"))]
-    assert len(lines) == 3 and all("one digest" in line for line in lines), r.stdout
+    lines = [line for line in r.stdout.splitlines() if line.startswith(("gzip:", "gzip-huffman:", "zstd:", "none:"))]
+    assert len(lines) == 4 and all("one digest" in line for line in lines), r.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import stat
@@ -11,11 +12,12 @@ import tarfile
 import time
 from pathlib import Path
 
+import deflate
 import pytest
 import zstandard
 
 from ociassemble.cache import BlobCache
-from ociassemble.compress import Compression
+from ociassemble.compress import Compression, _huffman_member
 from ociassemble.errors import InputError
 from ociassemble.layer import ALIGN, ALIGN_MIN_SIZE, LayerSource, build_layer, scan_sources
 from ociassemble.tarcheck import TarballChecker
@@ -132,6 +134,75 @@ def test_big_files_data_is_aligned_in_the_tar_for_every_codec(tmp_path: Path, co
     unpack_layers(cache, [layer.descriptor], ours, diff_ids=[layer.diff_id])
     for name in members:
         assert (out / name).read_bytes() == (src / name).read_bytes() == (ours / name).read_bytes()
+
+
+def weights_like(n: int) -> bytes:
+    """``n`` bytes that barely compress, as float32 weights: each bit 1 with p = 5/8
+    ((x & y) | z of SHAKE-256 streams, fixed by this code alone), so Huffman coding saves
+    ~4 % and LZ77 matches next to nothing."""
+    x, y, z = (int.from_bytes(hashlib.shake_256(b"weights %s" % k).digest(n), "big") for k in (b"x", b"y", b"z"))
+    return ((x & y) | z).to_bytes(n, "big")
+
+
+#: Blob digest of a 17 MiB ``weights_like`` file as /m/w.bin, gzip forced: written
+#: Huffman-only by zlib-ng. tests/e2e/test_cross_arch.py checks the same case on arm64.
+GOLDEN_WEIGHTS_GZIP = "sha256:7615212a8e17a00b2315fd696216f4e5fb668e29c643ea052d828aa66f066c8d"
+
+
+def test_forced_gzip_of_weights_is_huffman_only_and_golden(tmp_path: Path) -> None:
+    """A layer whose sample barely compresses is gzipped Huffman-only: no bigger than
+    libdeflate level 1 would make it, readable by any gunzip, and pinned."""
+    src = tmp_path / "m"
+    src.mkdir()
+    data = weights_like(17 << 20)
+    (src / "w.bin").write_bytes(data)
+    cache = BlobCache(tmp_path / "c")
+    layer = build_layer(cache, [LayerSource(src, "/m")], compression=Compression.parse("gzip"), epoch=0)
+    assert layer.compression.startswith("gzip-huffman-")
+    blob = layer_bytes(cache, layer.descriptor.digest)
+    raw = gzip.decompress(blob)
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == layer.diff_id
+    libdeflate = sum(len(deflate.gzip_compress(raw[i:i + (1 << 20)], 1)) for i in range(0, len(raw), 1 << 20))
+    # this synthetic data gives libdeflate a few short matches (real float32 weights do not:
+    # docs/performance.md); with the tar's alignment padding it stays within 0.3 %
+    assert len(blob) <= libdeflate * 1.003
+    assert len(blob) < 0.97 * len(raw)  # Huffman-coded, not stored
+    assert layer.descriptor.digest == GOLDEN_WEIGHTS_GZIP
+
+
+def test_huffman_only_layer_gives_text_blocks_to_libdeflate(tmp_path: Path) -> None:
+    """Weights plus text, the weights the eight biggest files (the sample, so the layer is
+    Huffman-only): the text's blocks still get libdeflate's matches, and the layer is no
+    bigger than libdeflate level 1 would make it."""
+    src = tmp_path / "m"
+    src.mkdir()
+    w = weights_like(16 << 20)
+    for i in range(8):
+        (src / f"w{i}.bin").write_bytes(w[i << 21:(i + 1) << 21])
+    (src / "t.txt").write_bytes(b"".join(b"line %d of a text that compresses\n" % i for i in range(45_000)))
+    cache = BlobCache(tmp_path / "c")
+    layer = build_layer(cache, [LayerSource(src, "/m")], compression=Compression.parse("gzip"), epoch=0)
+    assert layer.compression.startswith("gzip-huffman-")
+    blob = layer_bytes(cache, layer.descriptor.digest)
+    raw = gzip.decompress(blob)
+    blocks = [raw[i:i + (1 << 20)] for i in range(0, len(raw), 1 << 20)]
+    all_huffman = sum(len(_huffman_member(b, 1)) for b in blocks)
+    assert len(blob) < all_huffman - 500_000  # the 1.6 MB of text: ~0.53 Huffman-only, ~0.07 with matches
+    # on this synthetic data libdeflate finds a few short matches Huffman-only cannot (on
+    # float32 weights it does not); a block half text, half weights stays Huffman-only
+    assert len(blob) <= 1.003 * sum(len(deflate.gzip_compress(b, 1)) for b in blocks)
+
+
+def test_gzip_keeps_libdeflate_for_content_that_compresses_or_another_level(tmp_path: Path) -> None:
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "w.bin").write_bytes(weights_like(17 << 20))
+    (src / "t.txt").write_bytes(b"text that compresses well " * (700 << 10))  # 18 MiB: the biggest file
+    layer = build_layer(BlobCache(tmp_path / "c"), [LayerSource(src, "/m")], compression=Compression.parse("gzip"), epoch=0)
+    assert layer.compression.startswith("gzip1-") and "libdeflate" in layer.compression
+    (src / "t.txt").unlink()
+    layer6 = build_layer(BlobCache(tmp_path / "c6"), [LayerSource(src, "/m")], compression=Compression.parse("gzip", 6), epoch=0)
+    assert layer6.compression.startswith("gzip6-")
 
 
 def test_tar_rules_and_roundtrip_through_gnu_tar(tmp_path: Path) -> None:
