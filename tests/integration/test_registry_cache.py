@@ -113,7 +113,8 @@ def test_fresh_runner_compresses_nothing_runs_no_pex_and_uploads_nothing(
     counting.clear()
     b = _cli("push", f"{host}/team/model:b", *flags, "--cache-dir", str(b_cache), "--cache-from", cache_repo, cwd=b_dir)
     assert b["digest"] == a["digest"]
-    assert b["work"] == {"layers_compressed": 0, "layers_reused": 0, "layers_from_registry_cache": 6,
+    assert b["work"] == {"layers_compressed": 0, "layers_held_by_reference": 0, "layers_stored_uncompressed": 0,
+                         "layers_reused": 0, "layers_from_registry_cache": 6,
                          "pex_ran": False}
     assert all(layer["source"] == "registry" for layer in b["layers"])
     assert b["bytes_uploaded"] == 0 and counting.blob_bytes == 0
