@@ -213,7 +213,8 @@ class _BlobPusher:
         try:
             self.client.finish_upload(state.location, desc.digest, body, self.scopes)
         except RegistryError as exc:
-            record = self.cache.ref(desc.digest) if "DIGEST_INVALID" in exc.codes else None
+            held = "DIGEST_INVALID" in exc.codes and not self.cache.stored(desc.digest)
+            record = self.cache.ref(desc.digest) if held else None
             if record is None:
                 raise
             raise mismatch_error(record) from None
