@@ -14,6 +14,28 @@ is the same (a ``touch``, a copy back). The whole stream is hashed as it goes an
 last bytes are only handed out once the digest matched, so a reader never gets a blob
 whose bytes differ from its digest: a file changed or deleted since the build is a
 ``SourceChangedError`` naming it.
+
+A reader whose receiver checks the digest itself (a registry, on the upload's final
+``PUT ?digest=``) opens it with ``hashed=False``: the second sha256 pass over the model
+is then left out, which is most of what a push cost beyond sending the bytes. What
+stands in for it:
+
+- each file's fingerprint is checked when it is opened (as above) and again, on the
+  open descriptor, once its last byte is read and before those bytes are handed out.
+  Any write to a file moves its ctime, which no user-space call can set back (``utime``
+  sets mtime but stamps ctime with the present), so a file written between the build
+  and the end of its read is seen, named, and the blob's last bytes never leave. What
+  can slip past a stat is a write landing in the same timestamp tick as the build's
+  fstat (kernels before 6.13 stamp with a coarse clock; 6.13+ give a file whose times
+  were just read a fine-grained stamp on its next change), or bytes changed under the
+  filesystem (a raw block write, bit rot);
+- for those the registry is the check: it hashes what it received and answers the
+  final PUT with ``DIGEST_INVALID``, committing nothing (registry-notes), and since a
+  manifest is only PUT once every blob is in (``registry.push``), no tag ever points at
+  wrong bytes. ``mismatch_error`` then names the file whose content moved.
+
+Readers whose output nobody checks again (a layout, an archive, ``cache verify``,
+``run``'s unpack) keep ``hashed=True``.
 """
 
 from __future__ import annotations
@@ -30,7 +52,7 @@ from typing import Any, Iterable
 from .digest import CHUNK, Digest
 from .errors import InputError
 
-__all__ = ["FilePart", "RefRecord", "RefReader", "SourceChangedError", "REF_FORMAT"]
+__all__ = ["FilePart", "RefRecord", "RefReader", "SourceChangedError", "REF_FORMAT", "mismatch_error"]
 
 #: The record's own format; a record of another format is treated as absent.
 REF_FORMAT = 1
@@ -144,8 +166,13 @@ def _changed(path: str, digest: str) -> SourceChangedError:
                               "build the image again")
 
 
-def _open_checked(part: FilePart, digest: str) -> io.FileIO:
-    """The part's file, opened, once its fingerprint (or, failing that, its content) matches."""
+def _fingerprint(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_size, *stamp_of(st))
+
+
+def _open_checked(part: FilePart, digest: str) -> tuple[io.FileIO, tuple[int, int, int, int]]:
+    """The part's file, opened, once its fingerprint (or, failing that, its content) matches;
+    with the fingerprint it had then (what it must still have once read)."""
     try:
         f = io.FileIO(part.path, "rb")
     except FileNotFoundError:
@@ -169,7 +196,7 @@ def _open_checked(part: FilePart, digest: str) -> io.FileIO:
             if h.hexdigest() != part.sha256:
                 raise _changed(part.path, digest)
             f.seek(0)
-        return f
+        return f, _fingerprint(st)
     except BaseException:
         f.close()
         raise
@@ -178,14 +205,17 @@ def _open_checked(part: FilePart, digest: str) -> io.FileIO:
 class RefReader(io.RawIOBase):
     """A by-reference blob as a readable stream, verified as it goes (see the module docs).
 
-    Seeking is supported (``seek(n)`` re-reads and hashes from the start, or from where it
-    is, up to ``n``) so a resumed upload can go on from the registry's offset; bytes are
-    only ever handed out from a stream that is being hashed from byte 0.
+    Seeking is supported so a resumed upload can go on from the registry's offset. Hashed,
+    ``seek(n)`` re-reads and hashes from the start (or from where it is) up to ``n``: bytes
+    are only ever handed out from a stream hashed from byte 0. With ``hashed=False`` (the
+    receiver checks the digest) it goes straight to the file holding byte ``n``, opened
+    and checked like any other.
     """
 
-    def __init__(self, record: RefRecord) -> None:
+    def __init__(self, record: RefRecord, *, hashed: bool = True) -> None:
         super().__init__()
         self.record = record
+        self.hashed = hashed
         self._restart()
 
     def _restart(self) -> None:
@@ -194,6 +224,7 @@ class RefReader(io.RawIOBase):
         self._in_part = 0  # bytes of the current part already read
         self._inline_at = 0  # offset in record.inline of the current inline run
         self._file: io.FileIO | None = None
+        self._opened: tuple[int, int, int, int] | None = None  # the open file's fingerprint then
         self._hash = hashlib.sha256()
 
     @property
@@ -215,6 +246,8 @@ class RefReader(io.RawIOBase):
         elif whence == io.SEEK_END:
             offset += self.record.size
         offset = max(0, min(offset, self.record.size))
+        if not self.hashed:
+            return self._jump(offset)
         if offset < self._pos:
             self._close_file()
             self._restart()
@@ -224,6 +257,28 @@ class RefReader(io.RawIOBase):
             if not n:
                 break
         return self._pos
+
+    def _jump(self, offset: int) -> int:
+        """Unhashed seek: to the part holding byte ``offset``, its file opened and checked there."""
+        self._close_file()
+        self._restart()
+        self._pos = offset
+        if offset >= self.record.size:
+            self._part = len(self.record.parts)
+            return offset
+        start = 0
+        for i, part in enumerate(self.record.parts):
+            size = part if isinstance(part, int) else part.size
+            if offset < start + size:
+                self._part, self._in_part = i, offset - start
+                if isinstance(part, FilePart):
+                    self._file, self._opened = _open_checked(part, self.record.digest)
+                    self._file.seek(self._in_part)
+                return offset
+            start += size
+            if isinstance(part, int):
+                self._inline_at += part
+        raise AssertionError("parts add up to the size (checked when the record was read)")
 
     def readinto(self, b: Any) -> int:
         view = memoryview(b).cast("B")
@@ -243,10 +298,13 @@ class RefReader(io.RawIOBase):
                 continue
             else:
                 if self._file is None:
-                    self._file = _open_checked(part, self.record.digest)
+                    self._file, self._opened = _open_checked(part, self.record.digest)
                 n = self._file.readinto(view[got:got + min(part.size - self._in_part, want - got)]) or 0
                 if n == 0:
                     raise _changed(part.path, self.record.digest)  # shrank while read
+                if not self.hashed and self._in_part + n == part.size and \
+                        _fingerprint(os.fstat(self._file.fileno())) != self._opened:
+                    raise _changed(part.path, self.record.digest)  # written while read: its last bytes stay here
             got += n
             self._in_part += n
             size = part if isinstance(part, int) else part.size
@@ -257,26 +315,37 @@ class RefReader(io.RawIOBase):
                     self._close_file()
                 self._part += 1
                 self._in_part = 0
-        self._hash.update(view[:got])
         self._pos += got
+        if not self.hashed:
+            return got
+        self._hash.update(view[:got])
         if self._pos == self.record.size:
             actual = "sha256:" + self._hash.hexdigest()
             if actual != self.record.digest:
                 self._pos -= got  # nothing of the last read goes out
-                changed = [p.path for p in self.record.files if _differs(p)]
-                raise (_changed(changed[0], self.record.digest) if changed else SourceChangedError(
-                    f"layer {self.record.digest[:19]} no longer hashes to its digest (a file of it was changed "
-                    "while being read): build the image again"))
+                raise mismatch_error(self.record)
         return got
 
     def _close_file(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+            self._opened = None
 
     def close(self) -> None:
         self._close_file()
         super().close()
+
+
+def mismatch_error(record: RefRecord) -> SourceChangedError:
+    """The error for a by-reference blob whose bytes did not hash to its digest (here, or at
+    a registry that answered ``DIGEST_INVALID``): naming the file whose content moved, found
+    by hashing each file again (this path only runs once something is known to be wrong)."""
+    changed = [p.path for p in record.files if _differs(p)]
+    if changed:
+        return _changed(changed[0], record.digest)
+    return SourceChangedError(f"layer {record.digest[:19]} no longer hashes to its digest (a file of it was changed "
+                              "while being read): build the image again")
 
 
 def _differs(part: FilePart) -> bool:

@@ -294,16 +294,24 @@ def _layers_json(layers: list[tuple[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _work_json(built: _Built | None, out: _Out) -> dict[str, Any]:
-    """``work`` and ``registry_cache`` of a build's result: what was compressed, reused, taken
-    from the registry cache, whether pex ran; the counts also go to the log."""
+    """``work`` and ``registry_cache`` of a build's result: what was compressed, held by
+    reference or stored uncompressed, reused, taken from the registry cache, whether pex
+    ran; the counts also go to the log (a kind this build did not do is left out there)."""
     layers = [l for _, l in built.layers] if built else []
     work = {"layers_compressed": sum(l.outcome == "compressed" for l in layers),
+            "layers_held_by_reference": sum(l.outcome == "held" for l in layers),
+            "layers_stored_uncompressed": sum(l.outcome == "uncompressed" for l in layers),
             "layers_reused": sum(l.outcome == "reused" for l in layers),
             "layers_from_registry_cache": sum(l.outcome == "registry" for l in layers),
             "pex_ran": bool(built and built.pex_ran)}
     lc = built.layer_cache if built else None
     if built:
-        out.log(f"layers: {work['layers_compressed']} compressed, {work['layers_reused']} reused from the local "
+        made = [f"{work['layers_compressed']} compressed"]
+        if work["layers_held_by_reference"]:
+            made.append(f"{work['layers_held_by_reference']} held by reference")
+        if work["layers_stored_uncompressed"]:
+            made.append(f"{work['layers_stored_uncompressed']} stored uncompressed")
+        out.log(f"layers: {', '.join(made)}, {work['layers_reused']} reused from the local "
                 f"index, {work['layers_from_registry_cache']} from the registry cache"
                 + ("; pex ran" if work["pex_ran"] else ""))
     return {"work": work, "registry_cache": None if lc is None else

@@ -44,7 +44,7 @@ from .compress import Compression, ThreadedSink, choose_compression, compress_st
 from .diffid import StagedBlob
 from .digest import CHUNK, Digest
 from .errors import ArchiveError, InputError, UsageError
-from .oci import Descriptor, canonical_json
+from .oci import Descriptor, MediaType, canonical_json
 from .tarcheck import TarballChecker
 
 __all__ = [
@@ -508,7 +508,8 @@ class BuiltLayer:
     Its blob is in the local cache, unless the layer was taken from a registry layer
     cache: then ``origin`` is the ``registry/repository`` holding the blob and ``fetch``
     (an ``image.BlobFetcher``) downloads it when an output needs the bytes.
-    ``reused``: from the local layer index (nothing read or written).
+    ``reused``: from the local layer index (nothing read or written). ``held``: written by
+    this build as a reference to the files (``blobref``), not as a blob.
     """
 
     descriptor: Descriptor
@@ -518,11 +519,20 @@ class BuiltLayer:
     uncompressed_size: int = 0
     origin: str | None = None
     fetch: Callable[..., None] | None = field(default=None, compare=False, repr=False)
+    held: bool = False
 
     @property
     def outcome(self) -> str:
-        """``compressed`` (written by this build), ``reused`` (local index) or ``registry`` (layer cache)."""
-        return "registry" if self.origin is not None else "reused" if self.reused else "compressed"
+        """What this build did for it: ``compressed``, ``held`` (by reference: nothing of the files
+        written) or ``uncompressed`` (stored as a plain tar), else where it came from: ``reused``
+        (local index) or ``registry`` (layer cache)."""
+        if self.origin is not None:
+            return "registry"
+        if self.reused:
+            return "reused"
+        if self.held:
+            return "held"
+        return "uncompressed" if self.descriptor.media_type == MediaType.LAYER_TAR else "compressed"
 
     def to_record(self) -> dict[str, object]:
         return {"digest": self.descriptor.digest, "size": self.descriptor.size,
@@ -696,7 +706,8 @@ def _record_by_reference(cache: BlobCache, entries: Sequence[Entry], epoch: int,
     if record.size != raw_size:  # the headers are a pure function of the entries: cannot happen
         raise ArchiveError(f"layer {diff_id}: its recorded parts add up to {record.size} bytes, not {raw_size}")
     cache.put_ref(record)
-    return BuiltLayer(Descriptor(compression.media_type, diff_id, raw_size), diff_id, False, compression.id, raw_size)
+    return BuiltLayer(Descriptor(compression.media_type, diff_id, raw_size), diff_id, False, compression.id, raw_size,
+                      held=True)
 
 
 class RemoteLayerIndex(Protocol):

@@ -9,8 +9,12 @@ The ordering contract, enforced here and only here:
    for small blobs, POST + PATCH chunks + PUT ?digest= for big ones. Up to
    ``options.concurrency`` blobs at a time, each streamed from its cache file, or, for a
    blob held by reference (an uncompressed layer of the user's files), straight from
-   those files, checked and hashed as they go (``blobref``): a file changed since the
-   build stops the push with an error naming it before the blob's last byte is sent.
+   those files, each file's fingerprint checked before and after it is read
+   (``blobref``): a file changed since the build stops the push with an error naming it
+   before the file's last byte is sent. The stream is not hashed again here: the
+   registry hashes what it receives and refuses the final PUT with ``DIGEST_INVALID``
+   when it differs (a change no fingerprint showed), which is reported as the file
+   whose content moved, and the upload is dropped.
    A blob's source repository is ``Image.origin_of`` (a pulled base's repository, or
    the registry layer cache a layer was taken from).
 2. only when every blob is there, the manifest by each tag, then by digest. A
@@ -40,7 +44,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from ..blobref import SourceChangedError
+from ..blobref import SourceChangedError, mismatch_error
 from ..cache import BlobCache
 from ..errors import ArchiveError, ImageReferenceError, RegistryError
 from ..image import Image
@@ -145,14 +149,14 @@ class _BlobPusher:
 
     def _reader(self, desc: Descriptor, state: _Upload) -> Callable[[int], BinaryIO]:
         """The blob's stream positioned at an offset: the open one when it is there already
-        (the next PATCH), else opened again and read up to it (a retry re-reads from the
-        start, so a by-reference blob is still hashed whole before its last byte goes)."""
+        (the next PATCH), else opened again and moved to it (a retry re-reads from the
+        files, each checked again when opened; the registry checks the digest)."""
         def at(offset: int) -> BinaryIO:
             r = state.reader
             if r is None or r.tell() != offset:
                 if r is not None:
                     r.close()
-                r = state.reader = self.cache.open(desc.digest)
+                r = state.reader = self.cache.open(desc.digest, receiver_verifies=True)
                 if offset:
                     r.seek(offset)
             return r
@@ -189,10 +193,9 @@ class _BlobPusher:
         if state.location is None:
             state.location, state.offset = self.client.start_upload(self.repo, digest, self.scopes), 0
         if desc.size == 0:
-            self.client.finish_upload(state.location, digest, None, self.scopes)
+            self._finish(desc, state, None)
         elif desc.size <= self.options.monolithic_max and state.offset == 0:
-            self.client.finish_upload(state.location, digest, BlobSlice(None, 0, desc.size, self._sent(desc), reader),
-                                      self.scopes)
+            self._finish(desc, state, BlobSlice(None, 0, desc.size, self._sent(desc), reader))
         else:
             while state.offset < desc.size:
                 self._check_stop()
@@ -200,8 +203,21 @@ class _BlobPusher:
                 body = BlobSlice(None, state.offset, n, self._sent(desc), reader)
                 state.location = self.client.patch_upload(state.location, body, digest, self.scopes)
                 state.offset += n
-            self.client.finish_upload(state.location, digest, None, self.scopes)
+            self._finish(desc, state, None)
         return "uploaded"
+
+    def _finish(self, desc: Descriptor, state: _Upload, body: BlobSlice | None) -> None:
+        """The closing PUT; the registry's ``DIGEST_INVALID`` for a blob held by reference is
+        a file that changed without its fingerprint showing it, reported as such (see above)."""
+        assert state.location is not None
+        try:
+            self.client.finish_upload(state.location, desc.digest, body, self.scopes)
+        except RegistryError as exc:
+            held = "DIGEST_INVALID" in exc.codes and not self.cache.stored(desc.digest)
+            record = self.cache.ref(desc.digest) if held else None
+            if record is None:
+                raise
+            raise mismatch_error(record) from None
 
     def _local(self, desc: Descriptor) -> None:
         """Make sure the cache holds ``desc`` (a file or a reference), fetched from the image's source if need be."""

@@ -19,7 +19,7 @@ import requests
 from registry_fixtures import FaultProxy, Registry
 
 from ociassemble.archive import write_docker_archive, write_oci_archive
-from ociassemble.blobref import SourceChangedError
+from ociassemble.blobref import FilePart, RefRecord, SourceChangedError, stamp_of
 from ociassemble.cache import BlobCache
 from ociassemble.compress import Compression
 from ociassemble.image import Image, ImageBuilder
@@ -94,6 +94,31 @@ def test_push_of_a_changed_model_is_one_line_naming_it_and_leaves_nothing(
     assert ("deleted" if how == "delete" else "changed") in message and "build" in message
     assert _manifest(plain_registry, repo, "v1") == 404
     assert _blob_digest(plain_registry, repo, image.manifest.layers[0].digest) is None
+
+
+def test_push_of_a_change_no_fingerprint_shows_is_refused_by_the_registry_and_named(
+        plain_registry: Registry, cache: BlobCache, model_dir: Path, image: Image, options) -> None:
+    """A push does not hash a held blob again: the files' fingerprints are its check, and the
+    registry's own digest check on the final PUT is the backstop for a change they cannot
+    show (here: the record made to carry the edited file's stamp). The registry answers
+    DIGEST_INVALID, the push names the file, and neither blob nor manifest lands."""
+    weights = model_dir / "weights.bin"
+    with open(weights, "r+b") as f:
+        f.write(b"\0" * 16)
+    layer = image.manifest.layers[0]
+    rec = cache.ref(layer.digest)
+    assert rec is not None
+    stamp = stamp_of(os.stat(weights))
+    cache.put_ref(RefRecord(rec.digest, rec.size, rec.inline, tuple(
+        FilePart(p.path, p.size, stamp, p.sha256) if isinstance(p, FilePart) and p.path == str(weights) else p
+        for p in rec.parts)))
+    repo = "byref/blind"
+    with pytest.raises(SourceChangedError) as err:
+        push_image(image, cache, [f"{plain_registry.host}/{repo}:v1"], options=options)
+    message = str(err.value)
+    assert "\n" not in message and str(weights) in message and "changed" in message
+    assert _manifest(plain_registry, repo, "v1") == 404
+    assert _blob_digest(plain_registry, repo, layer.digest) is None
 
 
 def test_cache_verify_reads_held_blobs_back_from_the_files(tmp_path: Path, model_dir: Path) -> None:

@@ -113,7 +113,8 @@ def test_fresh_runner_compresses_nothing_runs_no_pex_and_uploads_nothing(
     counting.clear()
     b = _cli("push", f"{host}/team/model:b", *flags, "--cache-dir", str(b_cache), "--cache-from", cache_repo, cwd=b_dir)
     assert b["digest"] == a["digest"]
-    assert b["work"] == {"layers_compressed": 0, "layers_reused": 0, "layers_from_registry_cache": 6,
+    assert b["work"] == {"layers_compressed": 0, "layers_held_by_reference": 0, "layers_stored_uncompressed": 0,
+                         "layers_reused": 0, "layers_from_registry_cache": 6,
                          "pex_ran": False}
     assert all(layer["source"] == "registry" for layer in b["layers"])
     assert b["bytes_uploaded"] == 0 and counting.blob_bytes == 0
@@ -130,6 +131,37 @@ def test_fresh_runner_compresses_nothing_runs_no_pex_and_uploads_nothing(
     assert c["digest"] == a["digest"] and c["work"]["layers_compressed"] == 0
     assert len(c["blobs"]["mounted"]) == len(base_layers) + 6 and len(c["blobs"]["uploaded"]) == 1
     assert c["registry_cache"]["written"] == 0
+
+
+def test_a_gzip_deps_entry_is_found_with_auto_compression(
+        registry: Registry, debian_base: str, shared_cache: BlobCache, trained_example: Path, tmp_path: Path) -> None:
+    """With the default ``auto``, the deps entry records the codec auto chose (gzip for a
+    deps tree); a fresh runner takes it if this machine makes the same bytes at that level:
+    the lookup goes through every gzip level's id (it once named a missing GZIP_LEVELS)."""
+    base_img = load_image(debian_base, shared_cache)
+    push_image(base_img, shared_cache, [f"{registry.host}/base/bookworm:2"])
+    a_dir = tmp_path / "runner-a" / trained_example.name
+    b_dir = tmp_path / "runner-b" / trained_example.name
+    for d in (a_dir, b_dir):
+        shutil.copytree(trained_example, d, ignore=shutil.ignore_patterns("image.tar", "__pycache__"))
+    a_cache = tmp_path / "cache-a"
+    if (shared_cache.root / "deps").is_dir():  # resolved deps, as in the test above: pex is not the point
+        a_cache.mkdir()
+        subprocess.run(["cp", "-a", str(shared_cache.root / "deps"), str(a_cache / "deps")], check=True)
+    cache_repo = f"{registry.host}/team/auto-cache"
+    flags = ["--base", f"{registry.host}/base/bookworm:2", "--model", "model.pkl:diabetes:1"]
+    a = _cli("push", f"{registry.host}/team/auto:a", *flags, "--cache-dir", str(a_cache), "--cache-to", cache_repo,
+             cwd=a_dir)
+    deps_a = [layer for layer in a["layers"] if layer["what"] == "python-deps"]
+    assert len(deps_a) == 1 and deps_a[0]["mediaType"] == MediaType.LAYER_GZIP, a["layers"]
+
+    b = _cli("push", f"{registry.host}/team/auto:b", *flags, "--cache-dir", str(tmp_path / "cache-b"),
+             "--cache-from", cache_repo, cwd=b_dir)
+    assert b["digest"] == a["digest"]
+    deps_b = [layer for layer in b["layers"] if layer["what"] == "python-deps"]
+    assert deps_b[0]["source"] == "registry" and deps_b[0]["digest"] == deps_a[0]["digest"]
+    assert not b["work"]["pex_ran"]
+    assert b["registry_cache"]["rejected"] == 0 and not b["registry_cache"]["warnings"], b["registry_cache"]
 
 
 def _plain_layer_dirs(root: Path, files: dict[str, bytes]) -> list[str]:

@@ -319,3 +319,28 @@ def test_inspect_json_matches_docs_json_md(tmp_path: Path, capsys: pytest.Captur
     art = describe_artifact(sbom, sbom.to_bytes(), name="x")
     _same_shape(_shape(examples["inspect (an artifact)"]), _shape(art))
     assert art["kind"] == "artifact" and art["subject"]["digest"] == image.digest and art["totalSize"] == 10
+
+
+def test_build_summary_says_which_layers_were_held_by_reference(tmp_path: Path) -> None:
+    """An uncompressed layer of the user's files is held by reference, not compressed: the
+    log line and ``work`` say so (they once counted it as compressed)."""
+    import os
+    import sys
+
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "w.bin").write_bytes(os.urandom(17 << 20))  # past auto's small-layer gzip
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "t.txt").write_text("hello\n" * 2000)
+    exe = str(Path(sys.executable).parent / "ociassemble")
+    done = subprocess.run([exe, "build", "--plain", "--base", "scratch", "--layer", f"{tmp_path / 'weights'}:/w",
+                           "--layer", f"{tmp_path / 'text'}:/t", "--cache-dir", str(tmp_path / "c"),
+                           "-o", f"oci:{tmp_path / 'out'}", "--json"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    work = json.loads(done.stdout)["work"]
+    assert (work["layers_compressed"], work["layers_held_by_reference"], work["layers_stored_uncompressed"]) == (1, 1, 0)
+    assert sorted(layer["source"] for layer in json.loads(done.stdout)["layers"]) == ["compressed", "held"]
+    quiet = subprocess.run([exe, "build", "--plain", "--base", "scratch", "--layer", f"{tmp_path / 'weights'}:/w",
+                            "--cache-dir", str(tmp_path / "c2"), "-o", f"oci:{tmp_path / 'out2'}"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "layers: 0 compressed, 1 held by reference, 0 reused" in quiet.stderr, quiet.stderr
