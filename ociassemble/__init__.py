@@ -1,4 +1,16 @@
-"""ociassemble: assemble OCI images for Python model serving without a daemon."""
+"""ociassemble: assemble OCI images for Python model serving without a daemon.
+
+The packages follow the data, in the order it moves:
+
+- ``inputs``: what a build starts from (the files of the user's folder, the base image);
+- ``azureml``: the recipe that turns score.py, models and requirements into layers;
+- ``image``: layers and the image (digests, OCI types, the layer writer, compression,
+  the blob cache, assembling, describing and verifying an image);
+- ``transport``: where images go and come from on disk (OCI layouts, archives);
+- ``registry``: where images go and come from over HTTP (references, auth, push, pull);
+- ``run``: running an image without a daemon (unpack, namespaces);
+- ``cli``: the command line over all of it.
+"""
 
 from importlib.metadata import PackageNotFoundError, version as _version
 

@@ -29,7 +29,7 @@ import os
 import threading
 from typing import Any, TextIO
 
-from .oci import Descriptor
+from .image.oci import Descriptor
 
 __all__ = ["PROG", "LiveReporter", "PlainReporter", "Reporter", "human_size", "make_reporter"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ociassemble.cache import BlobCache
+from ociassemble.image.cache import BlobCache
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "sklearn-diabetes"

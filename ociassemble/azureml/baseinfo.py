@@ -14,10 +14,10 @@ import tarfile
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
-from ..cache import BlobCache
 from ..errors import BuildError
-from ..image import Image
-from ..oci import MediaType
+from ..image.assemble import Image
+from ..image.cache import BlobCache
+from ..image.oci import MediaType
 
 __all__ = ["BaseInfo", "inspect_base"]
 

@@ -12,10 +12,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..base import load_base
-from ..cache import BlobCache
 from ..errors import BuildError
-from ..layout import write_layout
+from ..image.cache import BlobCache
+from ..inputs.base import load_base
+from ..transport.layout import write_layout
 
 __all__ = ["default_base_path", "make_base", "PACKAGES", "SUITE"]
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from packaging import tags
 
-from ..cache import BlobCache
 from ..errors import BuildError
+from ..image.cache import BlobCache
 from .baseinfo import BaseInfo
 
 __all__ = ["DEPS_DIR", "complete_platform", "deps_cached", "deps_key", "resolve_deps"]

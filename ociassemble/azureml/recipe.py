@@ -15,14 +15,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ..base import load_base
-from ..cache import BlobCache
-from ..compress import Compression
-from ..context import check_secrets, ignore_for
 from ..errors import BuildError, InputError, UsageError
-from ..image import Image, ImageBuilder, rfc3339
-from ..layer import LAYER_FORMAT, BuiltLayer, Entry, LayerSource, build_layer, scan_sources, source_date_epoch
-from ..oci import canonical_json
+from ..image.assemble import Image, ImageBuilder, rfc3339
+from ..image.cache import BlobCache
+from ..image.compress import Compression
+from ..image.layer import LAYER_FORMAT, BuiltLayer, Entry, LayerSource, build_layer, scan_sources, source_date_epoch
+from ..image.oci import canonical_json
+from ..inputs.base import load_base
+from ..inputs.context import check_secrets, ignore_for
 from ..resources import layer_symlinks, layers_dir
 from .baseinfo import inspect_base
 from .debianbase import default_base_path

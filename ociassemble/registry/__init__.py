@@ -13,13 +13,7 @@ failures are ``RegistryError`` (with ``status``, ``codes``, ``digest``) or ``Aut
 """
 
 from .auth import Credentials, login
-from .client import (
-    DEFAULT_RETRY,
-    FAST_RETRY,
-    RegistryOptions,
-    RetryPolicy,
-    TransientRegistryError,
-)
+from .client import DEFAULT_RETRY, FAST_RETRY, RegistryOptions, RetryPolicy, TransientRegistryError
 from .pull import pull_image, pull_to_layout
 from .push import PushResult, push_image
 

@@ -404,8 +404,8 @@ def login(registry: str, username: str, password: str, *, options: Any = None) -
     """
     from dataclasses import replace as _replace
 
-    from ..reference import parse_reference
     from .client import RegistryClient, RegistryOptions
+    from .reference import parse_reference
 
     if not username or not password:
         raise UsageError("login needs a username and a password (--username and --password-stdin)")

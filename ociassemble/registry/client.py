@@ -34,8 +34,8 @@ import requests
 import urllib3.exceptions
 
 from .. import __version__
-from ..digest import CHUNK
 from ..errors import AuthError, RegistryError
+from ..image.digest import CHUNK
 from .auth import Authenticator, Credentials, resolve_credentials
 
 __all__ = [

@@ -45,15 +45,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
-from ..cache import BlobCache
-from ..compress import GZIP_LEVELS, Compression
 from ..errors import ImageReferenceError, OciAssembleError, RegistryError, UsageError
-from ..image import Image
-from ..layer import LAYER_FORMAT, BuiltLayer
-from ..oci import Descriptor, ImageConfig, Manifest, MediaType, canonical_json
-from ..reference import parse_reference
+from ..image.assemble import Image
+from ..image.cache import BlobCache
+from ..image.compress import GZIP_LEVELS, Compression
+from ..image.layer import LAYER_FORMAT, BuiltLayer
+from ..image.oci import Descriptor, ImageConfig, Manifest, MediaType, canonical_json
 from .client import RegistryClient, RegistryOptions, RetryPolicy, call_with_retry
 from .pull import RegistryBlobFetcher
+from .reference import parse_reference
 
 __all__ = [
     "ARTIFACT_TYPE",
@@ -65,17 +65,17 @@ __all__ = [
     "layer_tag",
 ]
 
-log = logging.getLogger("ociassemble.cache")
+log = logging.getLogger("ociassemble.image.cache")
 
 ARTIFACT_TYPE = "application/vnd.ociassemble.layer-cache.v1"
 BASEINFO_ARTIFACT_TYPE = "application/vnd.ociassemble.baseinfo.v1"
 #: Annotation keys of an entry (reverse-DNS under the project's name, as the OCI spec asks).
-A_KIND = "dev.ociassemble.cache.kind"
+A_KIND = "dev.ociassemble.image.cache.kind"
 A_DIFF_ID = "dev.ociassemble.diff-id"
 A_COMPRESSION = "dev.ociassemble.compression"
 A_FORMAT = "dev.ociassemble.layer-format"
 A_SIZE = "dev.ociassemble.uncompressed-size"
-A_KEY = "dev.ociassemble.cache.key"
+A_KEY = "dev.ociassemble.image.cache.key"
 A_BASEINFO = "dev.ociassemble.baseinfo"
 _EMPTY = b"{}"
 _EMPTY_DESC = Descriptor(MediaType.EMPTY, "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", 2)

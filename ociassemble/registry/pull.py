@@ -17,22 +17,16 @@ from typing import Any, Mapping
 import requests
 import urllib3.exceptions
 
-from ..cache import BlobCache
-from ..diffid import stage_layer, verify_cached_diff_id
-from ..digest import Digest
 from ..errors import ArchiveError, DigestMismatchError, NotAnImageError
-from ..image import Image
-from ..layout import write_layout
-from ..oci import Descriptor, ImageConfig, Index, Manifest, MediaType, Platform
-from ..platform import pick_platform
-from ..reference import Reference, parse_reference
-from .client import (
-    RegistryClient,
-    RegistryOptions,
-    TransientRegistryError,
-    _short,
-    call_with_retry,
-)
+from ..image.assemble import Image
+from ..image.cache import BlobCache
+from ..image.diffid import stage_layer, verify_cached_diff_id
+from ..image.digest import Digest
+from ..image.oci import Descriptor, ImageConfig, Index, Manifest, MediaType, Platform
+from ..image.platform import pick_platform
+from ..transport.layout import write_layout
+from .client import RegistryClient, RegistryOptions, TransientRegistryError, _short, call_with_retry
+from .reference import Reference, parse_reference
 
 __all__ = ["RegistryBlobFetcher", "pull_image", "pull_to_layout"]
 

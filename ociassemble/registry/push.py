@@ -44,13 +44,13 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from ..blobref import SourceChangedError, mismatch_error
-from ..cache import BlobCache
 from ..errors import ArchiveError, ImageReferenceError, RegistryError
-from ..image import Image
-from ..oci import Descriptor
-from ..reference import Reference, parse_reference
+from ..image.assemble import Image
+from ..image.blobref import SourceChangedError, mismatch_error
+from ..image.cache import BlobCache
+from ..image.oci import Descriptor
 from .client import BlobSlice, RegistryClient, RegistryOptions, call_with_retry
+from .reference import Reference, parse_reference
 
 __all__ = ["PushResult", "push_image"]
 

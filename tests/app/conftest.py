@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-
 from app_layer_paths import APP_ROOT_IN_LAYER, SCRIPTS_DIR
 
 # The layer tree is packed into the image as it is: no __pycache__ may appear in it.

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
-
 from app_layer_paths import APP_ROOT_IN_LAYER, SCRIPTS_DIR
 
 from tests.conftest import free_port

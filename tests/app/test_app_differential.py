@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import pytest
-
 from app_layer_paths import SCRIPTS_DIR
 from differential import (
     BOOT_TIMEOUT_S,

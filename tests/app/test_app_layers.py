@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from app_layer_paths import APP_REQUIREMENTS, APP_ROOT_IN_LAYER, RUNIT_LAYER, SCRIPTS_DIR
 
 from ociassemble.resources import layer_symlinks
-from app_layer_paths import APP_REQUIREMENTS, APP_ROOT_IN_LAYER, RUNIT_LAYER, SCRIPTS_DIR
 
 requests = pytest.importorskip("requests")
 

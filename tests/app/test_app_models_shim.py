@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from aml_server.models import ModelNotFoundError, resolve_model_path
 
 

@@ -14,8 +14,8 @@ import venv
 from pathlib import Path
 
 import pytest
-
 from aml_server.models import ModelNotFoundError, resolve_model_path
+
 from tests.conftest import test_cache_root
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 import pytest
-
 from aml_server.config import ConfigError, ServerConfig
 from aml_server.errors import ScriptInitError, ScriptLoadError
 

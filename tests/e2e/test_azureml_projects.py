@@ -35,7 +35,7 @@ from typing import Iterator
 
 import pytest
 
-from ociassemble.cache import BlobCache
+from ociassemble.image.cache import BlobCache
 from tests.conftest import free_port, run_cli
 from tests.e2e.conftest import http
 

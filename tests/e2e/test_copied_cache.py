@@ -7,7 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from ociassemble.cache import BlobCache
+from ociassemble.image.cache import BlobCache
 from tests.conftest import run_cli
 
 

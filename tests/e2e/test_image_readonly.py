@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ociassemble.cache import BlobCache
+from ociassemble.image.cache import BlobCache
 from tests.conftest import run_cli
 from tests.e2e.conftest import free_port, http, wait_healthy
 

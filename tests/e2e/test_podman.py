@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ociassemble.cache import BlobCache
+from ociassemble.image.cache import BlobCache
 from tests.conftest import run_cli
 from tests.e2e.conftest import http, wait_healthy
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ociassemble.cache import BlobCache
+from ociassemble.image.cache import BlobCache
 from tests.conftest import run_cli
-from tests.integration.registry_fixtures import TEST_PASSWORD, TEST_USER, start_registry, stop_pid, make_cert
+from tests.integration.registry_fixtures import TEST_PASSWORD, TEST_USER, make_cert, start_registry, stop_pid
 
 
 @pytest.fixture(scope="module")

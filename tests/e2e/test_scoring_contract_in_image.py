@@ -33,10 +33,10 @@ from typing import IO, Iterator
 
 import pytest
 
-from ociassemble.base import load_image
-from ociassemble.cache import BlobCache
-from ociassemble.image import Image
-from ociassemble.run import RunningImage
+from ociassemble.image.assemble import Image
+from ociassemble.image.cache import BlobCache
+from ociassemble.inputs.base import load_image
+from ociassemble.run.container import RunningImage
 from tests.conftest import REPO, run_cli
 
 # differential.py (and the app_layer_paths.py it imports) sit in tests/app, which

@@ -1,6 +1,7 @@
 """Fixtures for the integration tests: the registry ones live in registry_fixtures.py, the quick
 scoring-image recipe (a fake base, deps resolved once) in recipe_fixtures.py."""
 
+from recipe_fixtures import quick_recipe  # noqa: F401
 from registry_fixtures import (  # noqa: F401  (fixtures are found by name)
     _isolated_docker_config,
     cache,
@@ -12,4 +13,3 @@ from registry_fixtures import (  # noqa: F401  (fixtures are found by name)
     tls_registry,
     token_registry,
 )
-from recipe_fixtures import quick_recipe  # noqa: F401

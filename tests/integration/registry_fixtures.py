@@ -29,11 +29,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from ociassemble.cache import BlobCache
-from ociassemble.image import Image, ImageBuilder
-from ociassemble.layer import LayerSource, build_layer
-from tests.conftest import free_port  # noqa: F401 (also imported from here by the tests)
+from ociassemble.image.assemble import Image, ImageBuilder
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.layer import LayerSource, build_layer
 from ociassemble.registry import FAST_RETRY, RegistryOptions, push_image
+from tests.conftest import free_port  # noqa: F401 (also imported from here by the tests)
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 LOOPBACK = "127.0.0.1"

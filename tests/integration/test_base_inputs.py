@@ -7,11 +7,11 @@ import json
 import os
 from pathlib import Path
 
-from ociassemble.base import load_base
-from ociassemble.cache import BlobCache
-from ociassemble.image import ImageBuilder
-from ociassemble.layer import LayerSource, build_layer
-from ociassemble.layout import write_layout
+from ociassemble.image.assemble import ImageBuilder
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.layer import LayerSource, build_layer
+from ociassemble.inputs.base import load_base
+from ociassemble.transport.layout import write_layout
 from tests.conftest import run_cli
 
 

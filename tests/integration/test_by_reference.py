@@ -18,14 +18,14 @@ import pytest
 import requests
 from registry_fixtures import FaultProxy, Registry
 
-from ociassemble.archive import write_docker_archive, write_oci_archive
-from ociassemble.blobref import FilePart, RefRecord, SourceChangedError, stamp_of
-from ociassemble.cache import BlobCache
-from ociassemble.compress import Compression
-from ociassemble.image import Image, ImageBuilder
-from ociassemble.layer import LayerSource, build_layer
-from ociassemble.layout import write_layout
+from ociassemble.image.assemble import Image, ImageBuilder
+from ociassemble.image.blobref import FilePart, RefRecord, SourceChangedError, stamp_of
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.compress import Compression
+from ociassemble.image.layer import LayerSource, build_layer
 from ociassemble.registry import push_image
+from ociassemble.transport.archive import write_docker_archive, write_oci_archive
+from ociassemble.transport.layout import write_layout
 
 UPLOAD = r"/blobs/uploads/"
 MODEL_BYTES = 1_100_000  # five 256 KiB PATCHes with the test options
@@ -208,7 +208,7 @@ def test_rewriting_a_layout_links_the_held_layer_of_the_one_it_replaces(tmp_path
 def test_push_from_a_layout_uses_its_copy_once_the_files_changed(tmp_path: Path, plain_registry: Registry,
                                                                   cache: BlobCache, model_dir: Path, image: Image,
                                                                   options) -> None:
-    from ociassemble.layout import read_layout
+    from ociassemble.transport.layout import read_layout
 
     layout = tmp_path / "layout"
     write_layout(image, cache, layout, "v1")
@@ -222,7 +222,7 @@ def test_push_from_a_layout_uses_its_copy_once_the_files_changed(tmp_path: Path,
 
 def test_unpack_for_run_reads_the_held_layer_from_the_files(tmp_path: Path, cache: BlobCache, model_dir: Path,
                                                             image: Image) -> None:
-    from ociassemble.unpack import unpack_layers
+    from ociassemble.run.unpack import unpack_layers
 
     layer = image.manifest.layers[0]
     (tmp_path / "root").mkdir()

@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from ociassemble.cache import BlobCache
+from ociassemble.image.cache import BlobCache
 from tests.conftest import REPO, run_cli
 
 RECIPES = REPO / "examples" / "ci"

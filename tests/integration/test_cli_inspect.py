@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from ociassemble.archive import write_docker_archive, write_oci_archive
-from ociassemble.base import load_base
-from ociassemble.cache import BlobCache
-from ociassemble.image import Image, ImageBuilder
-from ociassemble.layer import LayerSource, build_layer
-from ociassemble.layout import write_layout
+from ociassemble.image.assemble import Image, ImageBuilder
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.layer import LayerSource, build_layer
+from ociassemble.image.sbom import SPDX_MEDIA_TYPE, sbom_tag
+from ociassemble.inputs.base import load_base
 from ociassemble.registry.push import push_image
-from ociassemble.sbom import SPDX_MEDIA_TYPE, sbom_tag
+from ociassemble.transport.archive import write_docker_archive, write_oci_archive
+from ociassemble.transport.layout import write_layout
 from tests.conftest import run_cli
 
 DPKG_STATUS = """Package: libc6

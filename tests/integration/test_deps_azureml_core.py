@@ -11,7 +11,7 @@ import pytest
 from ociassemble.azureml.baseinfo import BaseInfo
 from ociassemble.azureml.deps import resolve_deps
 from ociassemble.azureml.requirements import merge_requirements, read_app_pins
-from ociassemble.cache import BlobCache
+from ociassemble.image.cache import BlobCache
 from ociassemble.resources import layers_dir
 
 pytestmark = pytest.mark.slow

@@ -26,10 +26,10 @@ from pathlib import Path
 import pytest
 
 from ociassemble import cli
-from ociassemble.archive import read_oci_archive
-from ociassemble.cache import BlobCache
-from ociassemble.layout import read_layout
+from ociassemble.image.cache import BlobCache
 from ociassemble.registry import pull_image
+from ociassemble.transport.archive import read_oci_archive
+from ociassemble.transport.layout import read_layout
 
 #: Change it to explore other kill points; a failure names the seed, iteration and delay.
 FAULT_SEED = int(os.environ.get("OCIASSEMBLE_FAULT_SEED", "8"))

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from ociassemble.cache import BlobCache
-from ociassemble.layer import LayerSource, build_layer
-from ociassemble.oci import canonical_json
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.layer import LayerSource, build_layer
+from ociassemble.image.oci import canonical_json
 from tests.conftest import run_cli
 
 CANARY = b"canary: must never change or leave this machine\n"
@@ -238,8 +238,8 @@ def test_devices_fifos_setuid_and_inside_links_stay_allowed(work: Path) -> None:
 
 def test_a_tarball_accepted_before_the_checks_is_checked_again(work: Path, tmp_path: Path) -> None:
     """The layer index key names the check's version: an old entry does not skip it."""
-    from ociassemble.layer import layer_from_tarball
     from ociassemble.errors import ArchiveError
+    from ociassemble.image.layer import layer_from_tarball
 
     tarball = work / "rootfs.tar"
     tarball.write_bytes(tar_bytes(ROOT + [f("../canary", b"pwned")]))

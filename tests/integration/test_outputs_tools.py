@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from ociassemble.archive import read_docker_archive, read_oci_archive, write_docker_archive, write_oci_archive
-from ociassemble.base import load_base
-from ociassemble.cache import BlobCache
-from ociassemble.image import Image, ImageBuilder
-from ociassemble.layer import LayerSource, build_layer
-from ociassemble.layout import read_layout, write_layout
+from ociassemble.image.assemble import Image, ImageBuilder
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.layer import LayerSource, build_layer
+from ociassemble.inputs.base import load_base
+from ociassemble.transport.archive import read_docker_archive, read_oci_archive, write_docker_archive, write_oci_archive
+from ociassemble.transport.layout import read_layout, write_layout
 
 pytestmark = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed (.ci/run installs it)")
 

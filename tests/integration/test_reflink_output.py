@@ -18,13 +18,13 @@ from typing import Iterator
 
 import pytest
 
-from ociassemble.blobref import SourceChangedError
-from ociassemble.cache import BlobCache
-from ociassemble.clone import write_record
-from ociassemble.compress import Compression
-from ociassemble.image import Image, ImageBuilder
-from ociassemble.layer import LayerSource, build_layer
-from ociassemble.layout import write_layout
+from ociassemble.image.assemble import Image, ImageBuilder
+from ociassemble.image.blobref import SourceChangedError
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.compress import Compression
+from ociassemble.image.layer import LayerSource, build_layer
+from ociassemble.transport.clone import write_record
+from ociassemble.transport.layout import write_layout
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a loop filesystem needs root")
 

@@ -19,18 +19,14 @@ from typing import Any, Iterator
 
 import pytest
 import requests
-
-from ociassemble.base import load_image
-from ociassemble.cache import BlobCache
-from ociassemble.compress import Compression
-from ociassemble.oci import Descriptor, Manifest, MediaType
-from ociassemble.registry import push_image
-from ociassemble.registry.layercache import (
-    A_DIFF_ID,
-    ARTIFACT_TYPE,
-    layer_tag,
-)
 from registry_fixtures import FaultProxy, Registry, start_registry, stop_pid
+
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.compress import Compression
+from ociassemble.image.oci import Descriptor, Manifest, MediaType
+from ociassemble.inputs.base import load_image
+from ociassemble.registry import push_image
+from ociassemble.registry.layercache import A_DIFF_ID, ARTIFACT_TYPE, layer_tag
 from tests.conftest import run_cli
 
 #: the model of the fresh-runner test: 256 MiB of float32 weights

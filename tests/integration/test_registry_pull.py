@@ -8,13 +8,13 @@ import os
 import pytest
 from registry_fixtures import FaultProxy, skopeo
 
-from ociassemble.cache import BlobCache
 from ociassemble.errors import RegistryError
-from ociassemble.layout import read_layout
-from ociassemble.oci import Descriptor, Index, MediaType, Platform
-from ociassemble.platform import host_platform
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.oci import Descriptor, Index, MediaType, Platform
+from ociassemble.image.platform import host_platform
 from ociassemble.registry import pull_image, pull_to_layout, push_image
 from ociassemble.registry.client import RegistryClient
+from ociassemble.transport.layout import read_layout
 
 
 def test_registry_pull_round_trips_and_fetches_layers_lazily(pushed, proxy: FaultProxy, tmp_path, options):

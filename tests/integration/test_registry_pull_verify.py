@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from registry_fixtures import FaultProxy
 
-from ociassemble.cache import BlobCache
 from ociassemble.errors import DigestMismatchError
+from ociassemble.image.cache import BlobCache
 from ociassemble.registry import pull_image, push_image
 from ociassemble.registry.pull import pull_to_layout
 from tests.conftest import run_cli
@@ -86,8 +86,8 @@ def test_a_registry_base_whose_config_lies_about_diff_ids_is_refused(plain_regis
                                                                      options, tmp_path: Path) -> None:
     """The layer is decompressed as it downloads; a diff_id its config gets wrong stops the
     build naming the layer, and the layer is not kept."""
-    from ociassemble.image import ImageBuilder
-    from ociassemble.layer import BuiltLayer
+    from ociassemble.image.assemble import ImageBuilder
+    from ociassemble.image.layer import BuiltLayer
 
     honest = make_image(cache, {"model.bin": os.urandom(50_000)})
     layer = honest.manifest.layers[0]

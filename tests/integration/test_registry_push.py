@@ -10,8 +10,8 @@ import pytest
 import requests
 from registry_fixtures import FaultProxy, Registry, skopeo
 
-from ociassemble.cache import BlobCache
 from ociassemble.errors import RegistryError
+from ociassemble.image.cache import BlobCache
 from ociassemble.registry import pull_image, push_image
 
 

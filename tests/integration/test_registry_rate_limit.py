@@ -17,9 +17,9 @@ import pytest
 import requests
 from registry_fixtures import FaultProxy, Registry
 
-from ociassemble.cache import BlobCache
-from ociassemble.image import Image, ImageBuilder
-from ociassemble.layer import LayerSource, build_layer
+from ociassemble.image.assemble import Image, ImageBuilder
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.layer import LayerSource, build_layer
 from ociassemble.registry import RegistryOptions, push_image
 
 #: A request the client began before the 429 reached it may still arrive after the proxy

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ociassemble.errors import ImageReferenceError
-from ociassemble.reference import parse_reference
+from ociassemble.registry.reference import parse_reference
 
 D = "sha256:" + "ab" * 32
 

@@ -19,13 +19,13 @@ from typing import Callable
 
 import pytest
 
-from ociassemble.base import load_base
-from ociassemble.cache import BlobCache
 from ociassemble.errors import RunError
-from ociassemble.image import Image, ImageBuilder
-from ociassemble.layer import LayerSource, build_layer
-from ociassemble.run import RunningImage, run_image
-from ociassemble.unpack import rootfs_path
+from ociassemble.image.assemble import Image, ImageBuilder
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.layer import LayerSource, build_layer
+from ociassemble.inputs.base import load_base
+from ociassemble.run.container import RunningImage, run_image
+from ociassemble.run.unpack import rootfs_path
 
 pytestmark = [
     pytest.mark.slow,
@@ -215,7 +215,7 @@ def test_no_command_is_a_run_error(run_cache: BlobCache, make_image: Callable[..
 
 def test_copy_fallback_without_overlayfs(run_cache: BlobCache, make_image: Callable[..., Image],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import ociassemble.run as run_module
+    import ociassemble.run.container as run_module
 
     monkeypatch.setattr(run_module, "_overlay_ok", False)
     img = make_image(("sh", "-c", "echo run >> /var/lib/marker && cp /var/lib/marker /srv/m.txt && exec " + " ".join(SERVER)))

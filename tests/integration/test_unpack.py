@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from ociassemble.cache import BlobCache
 from ociassemble.errors import ArchiveError
-from ociassemble.image import ImageBuilder
-from ociassemble.layer import BuiltLayer
-from ociassemble.oci import Descriptor, MediaType
-from ociassemble.unpack import UnpackLimits, rootfs_path, unpack_image, unpack_layers
+from ociassemble.image.assemble import ImageBuilder
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.layer import BuiltLayer
+from ociassemble.image.oci import Descriptor, MediaType
+from ociassemble.run.unpack import UnpackLimits, rootfs_path, unpack_image, unpack_layers
 
 CANARY = b"canary: must never change\n"
 

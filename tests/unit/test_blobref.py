@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ociassemble.blobref import RefReader, SourceChangedError
-from ociassemble.cache import BlobCache
-from ociassemble.compress import Compression
-from ociassemble.layer import LayerSource, build_layer
+from ociassemble.image.blobref import RefReader, SourceChangedError
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.compress import Compression
+from ociassemble.image.layer import LayerSource, build_layer
 
 SIZE = 3 << 20
 
@@ -100,7 +100,7 @@ def test_unhashed_reading_trusts_the_fingerprint_and_leaves_the_digest_to_the_re
     fingerprint still matches the record (a write in the build's timestamp tick, bytes
     changed under the filesystem) reads through unhashed: the receiver's digest check
     (a registry's DIGEST_INVALID) is what catches it, and ``mismatch_error`` names it."""
-    from ociassemble.blobref import FilePart, RefRecord, mismatch_error, stamp_of
+    from ociassemble.image.blobref import FilePart, RefRecord, mismatch_error, stamp_of
 
     cache, digest, weights = _held(tmp_path)
     with open(weights, "r+b") as w:

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 from ociassemble import cli
-from ociassemble.cache import BlobCache
-from ociassemble.digest import Digest
-from ociassemble.layer import LayerSource, build_layer
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.digest import Digest
+from ociassemble.image.layer import LayerSource, build_layer
 
 
 def _layer(cache: BlobCache, tmp_path: Path) -> str:
@@ -75,7 +75,7 @@ def test_temp_files_abandoned_by_a_dead_writer_go_busy_ones_stay(tmp_path: Path)
 
 
 def test_a_writer_whose_temp_file_was_removed_before_it_locked_it_makes_another(tmp_path: Path, monkeypatch) -> None:
-    import ociassemble.cache as cache_mod
+    import ociassemble.image.cache as cache_mod
 
     cache = BlobCache(tmp_path / "c")
     real_flock = cache_mod.fcntl.flock

@@ -14,14 +14,8 @@ from pathlib import Path
 import pytest
 
 from ociassemble import __version__, cli
-from ociassemble.errors import (
-    EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
-    EXIT_REGISTRY,
-    EXIT_USER,
-    RegistryError,
-)
-from ociassemble.oci import Descriptor, MediaType
+from ociassemble.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_REGISTRY, EXIT_USER, RegistryError
+from ociassemble.image.oci import Descriptor, MediaType
 from ociassemble.progress import LiveReporter, PlainReporter, Reporter, make_reporter
 
 REPO = Path(__file__).resolve().parents[2]
@@ -276,10 +270,10 @@ def _same_shape(doc: object, actual: object, where: str = "$") -> None:
 def test_inspect_json_matches_docs_json_md(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from dataclasses import replace
 
-    from ociassemble.cache import BlobCache
-    from ociassemble.describe import describe_image
-    from ociassemble.image import ImageBuilder
-    from ociassemble.layer import LayerSource, build_layer
+    from ociassemble.image.assemble import ImageBuilder
+    from ociassemble.image.cache import BlobCache
+    from ociassemble.image.describe import describe_image
+    from ociassemble.image.layer import LayerSource, build_layer
 
     examples = _doc_examples()
     assert {"inspect", "inspect --layer N --list"} <= set(examples), sorted(examples)
@@ -292,7 +286,7 @@ def test_inspect_json_matches_docs_json_md(tmp_path: Path, capsys: pytest.Captur
     b.config = replace(b.config, cmd=("python3",), env=("A=1",), labels={"org.opencontainers.image.created": "1970-01-01T00:00:00Z"}, exposed_ports=("5001/tcp",),
                        working_dir="/app", user="app", stop_signal="SIGTERM", entrypoint=("tini",))
     image = b.build()
-    from ociassemble.layout import write_layout
+    from ociassemble.transport.layout import write_layout
 
     write_layout(image, cache, tmp_path / "out", "v1")
     spec, cache_flag = f"oci:{tmp_path / 'out'}:v1", ["--cache-dir", str(cache.root)]
@@ -306,9 +300,9 @@ def test_inspect_json_matches_docs_json_md(tmp_path: Path, capsys: pytest.Captur
     _same_shape(_shape(examples["inspect --layer N --list"]), _shape(listing))
     assert [e["path"] for e in listing["entries"]] == ["app", "app/a.txt"]
 
-    from ociassemble.describe import describe_artifact
-    from ociassemble.oci import Descriptor, Manifest
-    from ociassemble.sbom import SPDX_MEDIA_TYPE
+    from ociassemble.image.describe import describe_artifact
+    from ociassemble.image.oci import Descriptor, Manifest
+    from ociassemble.image.sbom import SPDX_MEDIA_TYPE
 
     blob = Descriptor(SPDX_MEDIA_TYPE, "sha256:" + "5" * 64, 10,
                       annotations={"org.opencontainers.image.title": "sbom.spdx.json"})

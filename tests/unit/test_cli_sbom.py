@@ -1,4 +1,4 @@
-"""The SBOM (ociassemble.sbom): what it reads from dpkg status and dist-info, and that the SPDX 2.3
+"""The SBOM (ociassemble.image.sbom): what it reads from dpkg status and dist-info, and that the SPDX 2.3
 document is well formed and deterministic."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import hashlib
 import re
 from pathlib import Path
 
-from ociassemble.cache import BlobCache
-from ociassemble.image import ImageBuilder
-from ociassemble.layer import LayerSource, build_layer
-from ociassemble.oci import MediaType
-from ociassemble.sbom import (
+from ociassemble.image.assemble import ImageBuilder
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.layer import LayerSource, build_layer
+from ociassemble.image.oci import MediaType
+from ociassemble.image.sbom import (
     SPDX_MEDIA_TYPE,
     Package,
     debian_packages,

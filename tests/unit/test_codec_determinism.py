@@ -22,7 +22,7 @@ from pathlib import Path
 import deflate
 import pytest
 
-from ociassemble.compress import GZIP_BLOCK, Compression, compress_stream
+from ociassemble.image.compress import GZIP_BLOCK, Compression, compress_stream
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -117,7 +117,7 @@ if force != "native":
     else:
         print("no-cpu-features-symbol")
         sys.exit(0)
-from ociassemble.compress import Compression, compress_stream
+from ociassemble.image.compress import Compression, compress_stream
 data = open(sys.argv[2], "rb").read()
 h = hashlib.sha256()
 class S:
@@ -150,7 +150,7 @@ _QEMU_X86 = shutil.which("qemu-x86_64-static")
 _HUFFMAN_CHILD = r"""
 import ctypes, hashlib, sys
 import deflate
-from ociassemble.compress import Compression, compress_stream
+from ociassemble.image.compress import Compression, compress_stream
 data = open(sys.argv[1], "rb").read()
 h = hashlib.sha256()
 class S:

@@ -16,12 +16,12 @@ import deflate
 import pytest
 import zstandard
 
-from ociassemble.cache import BlobCache
-from ociassemble.compress import Compression, _huffman_member
 from ociassemble.errors import InputError
-from ociassemble.layer import ALIGN, ALIGN_MIN_SIZE, LayerSource, build_layer, scan_sources
-from ociassemble.tarcheck import TarballChecker
-from ociassemble.unpack import unpack_layers
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.compress import Compression, _huffman_member
+from ociassemble.image.layer import ALIGN, ALIGN_MIN_SIZE, LayerSource, build_layer, scan_sources
+from ociassemble.image.tarcheck import TarballChecker
+from ociassemble.run.unpack import unpack_layers
 
 GZIP = Compression.parse("gzip")
 
@@ -286,7 +286,7 @@ def test_missing_source_names_the_path(tmp_path: Path) -> None:
 
 
 def test_file_changing_during_build_is_detected(tmp_path: Path) -> None:
-    from ociassemble.layer import tar_chunks
+    from ociassemble.image.layer import tar_chunks
 
     src = tmp_path / "ctx"
     src.mkdir()
@@ -324,7 +324,7 @@ def test_layer_bytes_do_not_depend_on_chunking_or_cores(tmp_path: Path) -> None:
     """Fixed-size blocks: the compressed bytes are the same however the tar stream arrives."""
     from unittest import mock
 
-    from ociassemble.compress import GZIP_BLOCK, compress_stream
+    from ociassemble.image.compress import GZIP_BLOCK, compress_stream
 
     data = (os.urandom(GZIP_BLOCK // 3) + b"text " * 100_000) * 5  # several blocks, not aligned
     outs = set()
@@ -341,7 +341,7 @@ def test_layer_bytes_do_not_depend_on_chunking_or_cores(tmp_path: Path) -> None:
 
 
 def test_a_failing_blob_write_fails_the_build_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ociassemble.cache import BlobWriter
+    from ociassemble.image.cache import BlobWriter
 
     src = tmp_path / "src"
     src.mkdir()
@@ -376,7 +376,7 @@ def test_gzip_is_one_member_per_block_each_compressed_alone() -> None:
     mtime 0, and inflates alone to exactly its block."""
     import zlib as _zlib
 
-    from ociassemble.compress import GZIP_BLOCK, compress_stream
+    from ociassemble.image.compress import GZIP_BLOCK, compress_stream
 
     rng = __import__("random").Random(7)
     words = [bytes(rng.choice(b"abcdefghij ") for _ in range(rng.randint(2, 9))) for _ in range(500)]
@@ -402,7 +402,7 @@ def test_gzip_is_one_member_per_block_each_compressed_alone() -> None:
 
 
 def test_empty_gzip_layer_is_one_empty_member() -> None:
-    from ociassemble.compress import compress_stream
+    from ociassemble.image.compress import compress_stream
 
     out = io.BytesIO()
     compress_stream(iter([]), out, Compression.parse("gzip"), lambda c: None)
@@ -414,7 +414,7 @@ def test_gzip_stream_is_the_same_on_every_run() -> None:
     import hashlib
     import random
 
-    from ociassemble.compress import compress_stream
+    from ociassemble.image.compress import compress_stream
 
     rng = random.Random(11)
     words = [bytes(rng.choice(b"etaoin shrdlu") for _ in range(rng.randint(2, 12))) for _ in range(3000)]

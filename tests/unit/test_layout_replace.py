@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ociassemble.layout import replace_path, temp_sibling
+from ociassemble.transport.layout import replace_path, temp_sibling
 
 
 def test_a_directory_output_is_swapped_in_one_step(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ociassemble.azureml.project import ModelSpec
 from ociassemble.azureml.recipe import model_dest
-from ociassemble.layer import LayerSource, scan_sources
+from ociassemble.image.layer import LayerSource, scan_sources
 
 
 def test_file_and_folder_keep_their_names_under_name_and_version(tmp_path: Path) -> None:

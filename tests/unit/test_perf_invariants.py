@@ -20,9 +20,9 @@ MAX_RSS_DELTA_MB = 100
 _CHILD = r"""
 import json, os, resource, sys
 from pathlib import Path
-from ociassemble.cache import BlobCache
-from ociassemble.compress import Compression
-from ociassemble.layer import LayerSource, build_layer
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.compress import Compression
+from ociassemble.image.layer import LayerSource, build_layer
 
 src, cache_dir, codec = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 cache = BlobCache(cache_dir)

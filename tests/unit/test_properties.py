@@ -11,16 +11,17 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from ociassemble.cache import BlobCache
-from ociassemble.compress import Compression
 from ociassemble.errors import ArchiveError, ImageReferenceError
-from ociassemble.layer import LayerSource, build_layer, scan_sources, tar_chunks
-from ociassemble.oci import Descriptor, MediaType
-from ociassemble.reference import parse_reference
-from ociassemble.tarcheck import TarballChecker
-from ociassemble.unpack import unpack_layers
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.compress import Compression
+from ociassemble.image.layer import LayerSource, build_layer, scan_sources, tar_chunks
+from ociassemble.image.oci import Descriptor, MediaType
+from ociassemble.image.tarcheck import TarballChecker
+from ociassemble.registry.reference import parse_reference
+from ociassemble.run.unpack import unpack_layers
 
 component = st.from_regex(r"[a-z0-9]{1,8}(?:[._-][a-z0-9]{1,8})?", fullmatch=True)
 tag = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}", fullmatch=True)

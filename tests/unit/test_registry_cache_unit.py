@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from ociassemble import cli
-from ociassemble.cache import BlobCache
-from ociassemble.compress import Compression
 from ociassemble.errors import UsageError
-from ociassemble.image import ImageBuilder
-from ociassemble.layer import BuiltLayer, LayerSource, build_layer
-from ociassemble.oci import Descriptor
+from ociassemble.image.assemble import ImageBuilder
+from ociassemble.image.cache import BlobCache
+from ociassemble.image.compress import Compression
+from ociassemble.image.layer import BuiltLayer, LayerSource, build_layer
+from ociassemble.image.oci import Descriptor
 from ociassemble.registry.layercache import RegistryLayerCache, deps_tag, layer_tag
 
 

@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from ociassemble.compress import GZIP_BLOCK, Compression, compress_stream
 from ociassemble.errors import ArchiveError, UsageError
-from ociassemble.oci import Descriptor, ImageConfig, Manifest, MediaType, canonical_json
-from ociassemble.transport import parse_spec
+from ociassemble.image.compress import GZIP_BLOCK, Compression, compress_stream
+from ociassemble.image.oci import Descriptor, ImageConfig, Manifest, MediaType, canonical_json
+from ociassemble.transport.spec import parse_spec
 
 
 @pytest.mark.parametrize("text,kind,path,tag", [
@@ -80,8 +81,8 @@ def test_canonical_json_is_stable_and_round_trips(value: object) -> None:
 
 
 def test_parallel_gzip_does_not_depend_on_the_number_of_workers() -> None:
-    import os
     import gzip
+    import os
     from unittest import mock
 
     data = os.urandom(GZIP_BLOCK // 2) * 7  # several blocks, partly compressible

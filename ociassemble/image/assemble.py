@@ -12,9 +12,9 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Callable, Mapping
 
+from ..errors import ArchiveError
 from .cache import BlobCache
 from .digest import Digest
-from .errors import ArchiveError
 from .layer import BuiltLayer
 from .oci import Descriptor, History, ImageConfig, Manifest, MediaType, Platform
 

@@ -23,16 +23,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__
-from .errors import (
-    EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
-    EXIT_USER,
-    NotAnImageError,
-    OciAssembleError,
-    UsageError,
-)
-from .progress import PROG, Reporter, human_size, make_reporter
+from .. import __version__
+from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USER, NotAnImageError, OciAssembleError, UsageError
+from ..progress import PROG, Reporter, human_size, make_reporter
 
 __all__ = ["ENV_PASSWORD", "ENV_USERNAME", "build_parser", "completion_script", "main"]
 
@@ -73,14 +66,14 @@ def _kv(items: Sequence[str] | None, flag: str) -> dict[str, str]:
 
 
 def _cache(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from .cache import BlobCache, default_cache_dir
+    from ..image.cache import BlobCache, default_cache_dir
 
     return BlobCache(Path(args.cache_dir) if args.cache_dir else default_cache_dir())
 
 
 def _registry_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """The registry settings of the flags and environment; stdin is read once per run."""
-    from .registry import RegistryOptions
+    from ..registry import RegistryOptions
 
     if getattr(args, "_registry_options", None) is not None:
         return args._registry_options
@@ -124,7 +117,7 @@ def _layer_cache(args: argparse.Namespace, cache: Any):  # type: ignore[no-untyp
     if len(names) > 1:
         raise UsageError(f"--cache-repo, --cache-from and --cache-to name different repositories ({', '.join(sorted(names))}): "
                          "one cache repository per run")
-    from .registry.layercache import RegistryLayerCache
+    from ..registry.layercache import RegistryLayerCache
 
     read = bool(repo or read_from)
     write = pushing and bool(repo or write_to)
@@ -144,7 +137,7 @@ def _uses_recipe(args: argparse.Namespace, project: Any) -> bool:
 
 
 def _project(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from .azureml.project import ModelSpec, load_project
+    from ..azureml.project import ModelSpec, load_project
 
     root = Path(args.path)
     if not root.is_dir():
@@ -202,10 +195,10 @@ class _Built:
 
 def _assemble(args: argparse.Namespace, out: _Out) -> _Built:
     """Build the image the flags describe (recipe or plain)."""
-    from .compress import Compression
-    from .context import check_secrets, secrets_allowed
-    from .image import ImageBuilder
-    from .layer import LayerSource, build_layer, scan_sources, source_date_epoch
+    from ..image.assemble import ImageBuilder
+    from ..image.compress import Compression
+    from ..image.layer import LayerSource, build_layer, scan_sources, source_date_epoch
+    from ..inputs.context import check_secrets, secrets_allowed
 
     cache = _cache(args)
     project = _project(args)
@@ -213,7 +206,7 @@ def _assemble(args: argparse.Namespace, out: _Out) -> _Built:
     opts = _registry_options(args) if _needs_registry(project.base) else None
     lc = _layer_cache(args, cache)
     if _uses_recipe(args, project):
-        from .azureml.recipe import build_azureml_image
+        from ..azureml.recipe import build_azureml_image
 
         res = build_azureml_image(project, cache, extra_layers=extra, log=out.log, registry_options=opts,
                                   on_bytes=out.reporter.layer_bytes, allow_secrets=secrets_allowed(args.allow_secrets),
@@ -224,7 +217,7 @@ def _assemble(args: argparse.Namespace, out: _Out) -> _Built:
         if res.deps_site is None:  # the deps layer came from the registry cache: the SBOM reads its dist-infos
             scan += [l.descriptor for kind, l in layers if kind == "python-deps"]
         return _Built(image, layers, project, cache, res.deps_site, scan, res.pex_ran, lc)
-    from .base import load_base
+    from ..inputs.base import load_base
 
     if not project.base and not extra:
         raise UsageError("nothing to build: give --base and/or --layer SRC:DEST, or a score.py (see 'ociassemble build --help')")
@@ -260,15 +253,15 @@ def _assemble(args: argparse.Namespace, out: _Out) -> _Built:
 def _needs_registry(base: str | None) -> bool:
     if not base:
         return False
-    from .transport import parse_spec
+    from ..transport.spec import parse_spec
 
     return parse_spec(base).kind == "docker"
 
 
 def _write_output(image: Any, cache: Any, spec_text: str) -> None:
-    from .archive import write_docker_archive, write_oci_archive
-    from .layout import write_layout
-    from .transport import parse_spec
+    from ..transport.archive import write_docker_archive, write_oci_archive
+    from ..transport.layout import write_layout
+    from ..transport.spec import parse_spec
 
     spec = parse_spec(spec_text, for_output=True)
     assert spec.path is not None
@@ -280,7 +273,7 @@ def _write_output(image: Any, cache: Any, spec_text: str) -> None:
         else:
             write_docker_archive(image, cache, spec.path, spec.tag)
     except OSError as exc:
-        from .cache import disk_full
+        from ..image.cache import disk_full
 
         full = disk_full(exc, spec.path.parent.resolve(), "write the output elsewhere (--output)")
         if full is None:
@@ -320,9 +313,9 @@ def _work_json(built: _Built | None, out: _Out) -> dict[str, Any]:
 
 def _sbom(image: Any, cache: Any, out: _Out, *, name: str, repository: str | None = None,
           site: Path | None = None, scan: Any = None) -> bytes:
-    """The image's SPDX SBOM bytes (see ``ociassemble.sbom``)."""
-    from .layer import source_date_epoch
-    from .sbom import image_packages, sbom_bytes, spdx_document
+    """The image's SPDX SBOM bytes (see ``ociassemble.image.sbom``)."""
+    from ..image.layer import source_date_epoch
+    from ..image.sbom import image_packages, sbom_bytes, spdx_document
 
     out.log("listing packages for the SBOM")
     packages = image_packages(image, cache, site=site, layers=scan)
@@ -330,7 +323,7 @@ def _sbom(image: Any, cache: Any, out: _Out, *, name: str, repository: str | Non
 
 
 def cmd_build(args: argparse.Namespace, out: _Out) -> int:
-    from .transport import parse_spec
+    from ..transport.spec import parse_spec
 
     spec = args.output or None
     if spec:
@@ -343,7 +336,7 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
                             "config": image.manifest.config.digest, **_work_json(built, out)}
     out.log(f"wrote {spec}")
     if args.sbom:
-        from .sbom import sbom_path
+        from ..image.sbom import sbom_path
 
         target = parse_spec(spec, for_output=True).path
         assert target is not None
@@ -358,12 +351,12 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
 
 
 def cmd_push(args: argparse.Namespace, out: _Out) -> int:
-    from .registry.push import push_image
+    from ..registry.push import push_image
 
     cache = _cache(args)
     built: _Built | None = None
     if args.source:
-        from .base import load_image
+        from ..inputs.base import load_image
 
         opts = _registry_options(args) if _needs_registry(args.source) else None
         image = load_image(args.source, cache, registry_options=opts, verify_diff_ids=True)
@@ -385,16 +378,16 @@ def cmd_push(args: argparse.Namespace, out: _Out) -> int:
             f"{len(res.blobs_mounted)} mounted, {len(res.blobs_skipped)} already there")
     lc = built.layer_cache if built else None
     if built and lc is not None and lc.write_enabled:  # only once the image is pushed
-        from .reference import parse_reference as _ref
+        from ..registry.reference import parse_reference as _ref
 
         pushed = _ref(args.refs[0])
         written = lc.write([l for _, l in built.layers], mount_from=f"{pushed.registry}/{pushed.repository}")
         out.log(f"registry cache {lc.name}: {written} entries written")
     data = {**res.to_json(), "layers": _layers_json(built.layers if built else []), **_work_json(built, out)}
     if args.sbom:
-        from .layer import source_date_epoch
-        from .reference import parse_reference
-        from .sbom import SPDX_MEDIA_TYPE, push_sbom
+        from ..image.layer import source_date_epoch
+        from ..image.sbom import SPDX_MEDIA_TYPE, push_sbom
+        from ..registry.reference import parse_reference
 
         first = parse_reference(args.refs[0])
         sbom = _sbom(image, cache, out, name=str(first), repository=f"{first.registry}/{first.repository}",
@@ -409,9 +402,9 @@ def cmd_push(args: argparse.Namespace, out: _Out) -> int:
 def cmd_verify(args: argparse.Namespace, out: _Out) -> int:
     """Rebuild from the inputs (as ``build`` would, writing no output) and compare with ``--against``:
     0 and the digest when they are the same image, 1 and the first difference otherwise."""
-    from .base import load_image
-    from .transport import parse_spec
-    from .verify import compare_images
+    from ..image.verify import compare_images
+    from ..inputs.base import load_image
+    from ..transport.spec import parse_spec
 
     if args.sbom:
         raise UsageError("verify writes nothing: drop --sbom (build and push make SBOMs)")
@@ -435,7 +428,7 @@ def cmd_verify(args: argparse.Namespace, out: _Out) -> int:
 
 
 def cmd_pull(args: argparse.Namespace, out: _Out) -> int:
-    from .registry.pull import pull_image
+    from ..registry.pull import pull_image
 
     cache = _cache(args)
     image = pull_image(args.ref, cache, options=_registry_options(args))
@@ -445,14 +438,8 @@ def cmd_pull(args: argparse.Namespace, out: _Out) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace, out: _Out) -> int:
-    from .base import load_image
-    from .describe import (
-        INSPECT_SCHEMA_VERSION,
-        describe_image,
-        layer_entries,
-        render_entry,
-        render_image,
-    )
+    from ..image.describe import INSPECT_SCHEMA_VERSION, describe_image, layer_entries, render_entry, render_image
+    from ..inputs.base import load_image
 
     if args.list and args.layer is None:
         raise UsageError("--list needs --layer N (the layer's index, from 'ociassemble inspect IMAGE')")
@@ -461,7 +448,7 @@ def cmd_inspect(args: argparse.Namespace, out: _Out) -> int:
     try:
         image = load_image(args.image, cache, registry_options=opts)
     except NotAnImageError as exc:
-        from .describe import describe_artifact, render_artifact
+        from ..image.describe import describe_artifact, render_artifact
 
         if args.layer is not None:
             raise UsageError(f"{args.image} is an OCI artifact, not an image: it has blobs, not layers; "
@@ -512,8 +499,8 @@ def parse_publish(items: Sequence[str]) -> dict[int, int]:
 
 
 def cmd_run(args: argparse.Namespace, out: _Out) -> int:
-    from .base import load_image
-    from .run import run_image
+    from ..inputs.base import load_image
+    from ..run.container import run_image
 
     cache = _cache(args)
     opts = _registry_options(args) if _needs_registry(args.image) else None
@@ -543,7 +530,7 @@ def cmd_cache(args: argparse.Namespace, out: _Out) -> int:
 
 
 def cmd_make_base(args: argparse.Namespace, out: _Out) -> int:
-    from .azureml.debianbase import make_base
+    from ..azureml.debianbase import make_base
 
     path = make_base(_cache(args), force=args.force, log=out.log)
     out.result({"base": f"oci:{path}"}, f"oci:{path}")
@@ -551,7 +538,7 @@ def cmd_make_base(args: argparse.Namespace, out: _Out) -> int:
 
 
 def cmd_init(args: argparse.Namespace, out: _Out) -> int:
-    from .azureml.project import STARTER_CONFIG
+    from ..azureml.project import STARTER_CONFIG
 
     target = Path(args.path) / "ociassemble.toml"
     if target.exists() and not args.force:
@@ -562,7 +549,7 @@ def cmd_init(args: argparse.Namespace, out: _Out) -> int:
 
 
 def cmd_login(args: argparse.Namespace, out: _Out) -> int:
-    from .registry.auth import login
+    from ..registry.auth import login
 
     opts = _registry_options(args)
     if not opts.username or opts.password is None:

@@ -31,7 +31,7 @@ import deflate
 import zstandard
 from zlib_ng import zlib_ng
 
-from .errors import UsageError
+from ..errors import UsageError
 from .oci import MediaType
 
 __all__ = ["Compression", "compress_stream", "choose_compression", "COMPRESSIONS", "ThreadedSink"]

@@ -239,7 +239,7 @@ class TarballChecker:
 
     # -- headers ----------------------------------------------------------------
     def _error(self, message: str) -> Exception:
-        from .errors import ArchiveError
+        from ..errors import ArchiveError
 
         return ArchiveError(message)
 

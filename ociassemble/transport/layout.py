@@ -17,12 +17,12 @@ import stat
 import tempfile
 from pathlib import Path
 
-from .cache import BlobCache
-from .diffid import StagedBlob, all_or_nothing, stage_layer
-from .digest import Digest
-from .errors import ArchiveError, InputError, NotAnImageError
-from .image import Image
-from .oci import Descriptor, Index, Manifest, MediaType, canonical_json
+from ..errors import ArchiveError, InputError, NotAnImageError
+from ..image.assemble import Image
+from ..image.cache import BlobCache
+from ..image.diffid import StagedBlob, all_or_nothing, stage_layer
+from ..image.digest import Digest
+from ..image.oci import Descriptor, Index, Manifest, MediaType, canonical_json
 
 __all__ = ["write_layout", "read_layout", "select_manifest", "REF_NAME", "replace_path", "temp_sibling"]
 
@@ -187,7 +187,7 @@ def resolve_image(read_blob, desc: Descriptor, where: str, ingest) -> Image:  # 
     media = MediaType.to_oci(doc.get("mediaType") or desc.media_type)
     if media == MediaType.INDEX or "manifests" in doc:
         index = Index.from_json(doc)
-        from .platform import pick_platform
+        from ..image.platform import pick_platform
 
         return resolve_image(read_blob, pick_platform(index, where), where, ingest)
     manifest = Manifest.from_json(doc)
@@ -279,7 +279,7 @@ def read_layout(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_id
             data = f.read(d.size + 1)
         actual = Digest.of_bytes(data)
         if actual.value != d.digest:
-            from .errors import DigestMismatchError
+            from ..errors import DigestMismatchError
 
             raise DigestMismatchError(d.digest, actual.value, where)
         return data

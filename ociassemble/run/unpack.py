@@ -56,12 +56,12 @@ from typing import BinaryIO, Iterator, Sequence
 import zstandard
 from isal import igzip_threaded, isal_zlib
 
-from .cache import BlobCache, DiskFullError
-from .digest import CHUNK, Digest, VerifyingReader
-from .errors import ArchiveError, OciAssembleError
-from .image import Image
-from .oci import Descriptor, MediaType
-from .tarcheck import UnsafeEntry, entry_parts, symlink_leaves_root
+from ..errors import ArchiveError, OciAssembleError
+from ..image.assemble import Image
+from ..image.cache import BlobCache, DiskFullError
+from ..image.digest import CHUNK, Digest, VerifyingReader
+from ..image.oci import Descriptor, MediaType
+from ..image.tarcheck import UnsafeEntry, entry_parts, symlink_leaves_root
 
 __all__ = ["UnpackLimits", "DEFAULT_LIMITS", "unpack_image", "unpack_layers", "rootfs_path", "chain_id"]
 

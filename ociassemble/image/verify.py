@@ -23,11 +23,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from ..errors import ArchiveError
+from .assemble import Image
 from .cache import BlobCache
 from .describe import SHORT_MEDIA, TAR_TYPES, open_layer
 from .digest import CHUNK
-from .errors import ArchiveError
-from .image import Image
 from .oci import Descriptor, MediaType
 
 __all__ = ["VERIFY_SCHEMA_VERSION", "Difference", "VerifyReport", "compare_images"]
@@ -195,7 +195,7 @@ def _created_by(image: Image) -> list[str]:
 
 
 def _blob(d: Descriptor) -> str:
-    from .progress import human_size
+    from ..progress import human_size
 
     media = SHORT_MEDIA.get(MediaType.to_oci(d.media_type), d.media_type)
     return f"{d.digest[:19]} ({media}, {human_size(d.size)})"

@@ -27,8 +27,8 @@ import struct
 from dataclasses import dataclass
 from typing import Iterator
 
-from .blobref import FilePart, RefRecord, SourceChangedError, _changed, _gone, stamp_of
-from .digest import CHUNK
+from ..image.blobref import FilePart, RefRecord, SourceChangedError, _changed, _gone, stamp_of
+from ..image.digest import CHUNK
 
 __all__ = ["CloneReport", "write_record", "clone_range"]
 
@@ -131,7 +131,7 @@ def _put_file(part: FilePart, digest: str, dst_fd: int, pos: int, report: CloneR
 
 def _copy_hashed(f: io.FileIO, part: FilePart, digest: str, dst_fd: int) -> None:
     """Copy the file, reading and hashing on a reader thread while this one writes."""
-    from .layer import prefetch
+    from ..image.layer import prefetch
 
     h = hashlib.sha256()
     n = 0

@@ -50,10 +50,10 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Callable, Mapping
 
-from .cache import BlobCache
-from .digest import Digest
-from .errors import RunError
-from .image import Image
+from ..errors import RunError
+from ..image.assemble import Image
+from ..image.cache import BlobCache
+from ..image.digest import Digest
 from .unpack import DEFAULT_LIMITS, UnpackLimits, unpack_image
 
 __all__ = ["RunningImage", "run_image", "DEFAULT_STOP_TIMEOUT", "DEFAULT_READY_TIMEOUT"]

@@ -38,12 +38,12 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 import zstandard
 from isal import isal_zlib
 
+from ..errors import ArchiveError, InputError, UsageError
 from .blobref import FilePart, RefRecord, stamp_of
 from .cache import BlobCache
 from .compress import Compression, ThreadedSink, choose_compression, compress_stream
 from .diffid import StagedBlob
 from .digest import CHUNK, Digest
-from .errors import ArchiveError, InputError, UsageError
 from .oci import Descriptor, MediaType, canonical_json
 from .tarcheck import TarballChecker
 

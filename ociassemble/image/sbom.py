@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from . import __version__
+from .. import __version__
+from ..errors import ArchiveError
+from .assemble import Image, rfc3339
 from .cache import BlobCache
-from .errors import ArchiveError
-from .image import Image, rfc3339
 from .oci import Descriptor, ImageConfig, Manifest, MediaType
 
 __all__ = [
@@ -300,8 +300,8 @@ def push_sbom(image: Image, cache: BlobCache, data: bytes, refs: Sequence[str], 
     tag is how tools (cosign, oras) find it there. Returns the artifact and the references.
     Raises what ``push_image`` raises.
     """
-    from .reference import parse_reference
-    from .registry.push import push_image
+    from ..registry.push import push_image
+    from ..registry.reference import parse_reference
 
     artifact = sbom_artifact(image, cache, data, created=created)
     targets = list(dict.fromkeys(f"{r.registry}/{r.repository}:{sbom_tag(image.digest)}"

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .errors import DigestMismatchError, UsageError
+from ..errors import DigestMismatchError, UsageError
 
 __all__ = ["Digest", "HashingWriter", "VerifyingReader", "sha256_file", "CHUNK"]
 

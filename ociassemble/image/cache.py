@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
+from ..errors import ArchiveError, DigestMismatchError, InputError, OciAssembleError
 from .blobref import RefReader, RefRecord, verify_record
 from .digest import CHUNK, Digest, HashingWriter, VerifyingReader, sha256_file
-from .errors import ArchiveError, DigestMismatchError, InputError, OciAssembleError
 
 __all__ = ["BlobCache", "BlobWriter", "CacheReport", "PruneReport", "default_cache_dir", "DiskFullError",
            "disk_full", "TMP_MAX_AGE"]

@@ -19,9 +19,9 @@ import tarfile
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from ..errors import ArchiveError, UsageError
+from .assemble import Image
 from .cache import BlobCache
-from .errors import ArchiveError, UsageError
-from .image import Image
 from .digest import Digest
 from .oci import Descriptor, Manifest, MediaType
 
@@ -119,7 +119,7 @@ def describe_artifact(manifest: Manifest, manifest_bytes: bytes, *, name: str = 
 
 def render_artifact(doc: dict[str, Any]) -> str:
     """The human form of ``describe_artifact``."""
-    from .progress import human_size
+    from ..progress import human_size
 
     subject = doc["subject"]
     lines = [
@@ -197,7 +197,7 @@ def layer_entries(image: Image, cache: BlobCache, index: int) -> Iterator[dict[s
 
 def render_image(doc: dict[str, Any]) -> str:
     """The human table ``inspect`` prints (what ``--json`` gives, minus nothing important)."""
-    from .progress import human_size
+    from ..progress import human_size
 
     cfg = doc["config"]
     plat = doc["platform"]

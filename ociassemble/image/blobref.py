@@ -49,8 +49,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from ..errors import InputError
 from .digest import CHUNK, Digest
-from .errors import InputError
 
 __all__ = ["FilePart", "RefRecord", "RefReader", "SourceChangedError", "REF_FORMAT", "mismatch_error"]
 

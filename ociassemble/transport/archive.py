@@ -18,14 +18,14 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO
 
-from .cache import BlobCache
-from .diffid import StagedBlob, all_or_nothing, stage_layer
-from .digest import CHUNK, Digest, HashingWriter
-from .errors import ArchiveError, DigestMismatchError, InputError
-from .image import Image
-from .layout import REF_NAME, _LAYOUT, _load_json, replace_path, resolve_image, select_manifest, temp_sibling
-from .oci import Descriptor, Index, Manifest, MediaType, canonical_json
-from .tarcheck import UnsafeEntry, entry_parts
+from ..errors import ArchiveError, DigestMismatchError, InputError
+from ..image.assemble import Image
+from ..image.cache import BlobCache
+from ..image.diffid import StagedBlob, all_or_nothing, stage_layer
+from ..image.digest import CHUNK, Digest, HashingWriter
+from ..image.oci import Descriptor, Index, Manifest, MediaType, canonical_json
+from ..image.tarcheck import UnsafeEntry, entry_parts
+from .layout import _LAYOUT, REF_NAME, _load_json, replace_path, resolve_image, select_manifest, temp_sibling
 
 __all__ = ["write_oci_archive", "read_oci_archive", "write_docker_archive", "read_docker_archive"]
 
@@ -303,8 +303,8 @@ def read_docker_archive(path: Path, name: str | None, cache: BlobCache) -> Image
     gzip): a docker-archive keeps no compressed digests to preserve.
     """
     where = f"docker-archive {path}"
-    from .compress import Compression
-    from .layer import DiffIdMismatch, _write_layer  # the same one-pass hash+compress writer as built layers
+    from ..image.compress import Compression
+    from ..image.layer import DiffIdMismatch, _write_layer  # the same one-pass hash+compress writer as built layers
 
     with _open_tar(path, "docker-archive") as tf:
         names = _members(tf, where)

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .archive import read_docker_archive, read_oci_archive
-from .cache import BlobCache
-from .compress import Compression
-from .errors import InputError
-from .image import Image, ImageBuilder
-from .layer import LayerSource, build_layer, layer_from_tarball
-from .layout import read_layout
-from .oci import Platform
-from .platform import host_platform
-from .transport import ImageSpec, parse_spec
+from ..errors import InputError
+from ..image.assemble import Image, ImageBuilder
+from ..image.cache import BlobCache
+from ..image.compress import Compression
+from ..image.layer import LayerSource, build_layer, layer_from_tarball
+from ..image.oci import Platform
+from ..image.platform import host_platform
+from ..transport.archive import read_docker_archive, read_oci_archive
+from ..transport.layout import read_layout
+from ..transport.spec import ImageSpec, parse_spec
 
 __all__ = ["load_image", "load_base"]
 
@@ -43,7 +43,7 @@ def load_image(spec: ImageSpec | str, cache: BlobCache, *, registry_options: obj
         assert spec.path
         return read_docker_archive(spec.path, spec.tag, cache)
     if spec.kind == "docker":
-        from .registry.pull import pull_image
+        from ..registry.pull import pull_image
 
         assert spec.tag
         return pull_image(spec.tag, cache, options=registry_options, verify_diff_ids=verify_diff_ids)

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import pathspec
 
-from .errors import InputError
+from ..errors import InputError
 
 if TYPE_CHECKING:
-    from .layer import Entry
+    from ..image.layer import Entry
 
 __all__ = [
     "ignore_for",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from .errors import ImageReferenceError
+from ..errors import ImageReferenceError
 
 __all__ = ["DEFAULT_REGISTRY", "DEFAULT_TAG", "Reference", "parse_reference"]
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import ArchiveError
+from ..errors import ArchiveError
 
 __all__ = [
     "MediaType",

@@ -20,9 +20,9 @@ from typing import BinaryIO, Iterator
 import zstandard
 from isal import igzip_threaded, isal_zlib
 
+from ..errors import ArchiveError
 from .cache import BlobCache, BlobWriter
 from .digest import CHUNK, Digest, VerifyingReader
-from .errors import ArchiveError
 from .oci import Descriptor, MediaType
 
 __all__ = ["StagedBlob", "all_or_nothing", "stage_layer", "verify_cached_diff_id"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform as _platform
 
-from .errors import InputError
+from ..errors import InputError
 from .oci import Descriptor, Index, Platform
 
 __all__ = ["host_platform", "pick_platform"]

@@ -1,0 +1,1 @@
+"""Layers and the image: digests, OCI types, the layer writer, compression, the blob cache, assembling."""

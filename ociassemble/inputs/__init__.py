@@ -1,0 +1,1 @@
+"""What a build starts from: the files of the user's folder and the base image."""

@@ -1,0 +1,1 @@
+"""Running an image without a daemon: unpack its layers, then start it in namespaces."""
