@@ -1,7 +1,8 @@
-"""Read-ahead: a layer's file reads run on their own thread, a few chunks ahead of hashing.
+"""Read-ahead: a stream of chunks made on its own thread, a few chunks ahead of its consumer.
 
-Reading the files and hashing/compressing their bytes each take a core's worth of
-time for a big layer; overlapping them is most of a cold build's speed.
+Reading a big layer's files and hashing or compressing their bytes each keep a core
+busy; on two threads they overlap instead of taking turns (the file reads release
+the GIL, as do hashlib and the codecs on large buffers).
 """
 
 from __future__ import annotations

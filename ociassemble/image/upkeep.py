@@ -1,4 +1,4 @@
-"""Keeping the blob store sound: ``verify`` re-hashes and checks every entry, ``prune`` drops old unindexed ones.
+"""Keeping the blob store sound: verify re-hashes every entry, prune drops old unindexed ones.
 
 Both are safe beside running builds (a blob is removed only if its content is wrong or
 nothing indexes it, a temp file only when nobody writes it: ``tmplock``), and both say
