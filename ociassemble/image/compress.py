@@ -12,7 +12,7 @@ block rarely compressed differently per process, and its aarch64 deflate is anot
 algorithm; docs/reproducibility.md.)
 
 The work is a pipeline of threads, so one layer uses every core: the tar stream is read
-on one thread (``layer.prefetch``), hashed for the diff_id on the caller's, compressed on
+on one thread (``readahead.prefetch``), hashed for the diff_id on the caller's, compressed on
 a pool (gzip) or its own thread (zstd), and hashed for the digest and written on another
 (``ThreadedSink``); hashlib, libdeflate, zstd and file I/O all release the GIL.
 """

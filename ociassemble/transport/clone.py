@@ -131,7 +131,7 @@ def _put_file(part: FilePart, digest: str, dst_fd: int, pos: int, report: CloneR
 
 def _copy_hashed(f: io.FileIO, part: FilePart, digest: str, dst_fd: int) -> None:
     """Copy the file, reading and hashing on a reader thread while this one writes."""
-    from ..image.layer import prefetch
+    from ..image.readahead import prefetch
 
     h = hashlib.sha256()
     n = 0

@@ -75,10 +75,10 @@ def test_temp_files_abandoned_by_a_dead_writer_go_busy_ones_stay(tmp_path: Path)
 
 
 def test_a_writer_whose_temp_file_was_removed_before_it_locked_it_makes_another(tmp_path: Path, monkeypatch) -> None:
-    import ociassemble.image.cache as cache_mod
+    import ociassemble.image.tmplock as tmplock
 
     cache = BlobCache(tmp_path / "c")
-    real_flock = cache_mod.fcntl.flock
+    real_flock = tmplock.fcntl.flock
     removed: list[str] = []
 
     def flock(fd: int, op: int) -> None:
@@ -88,7 +88,7 @@ def test_a_writer_whose_temp_file_was_removed_before_it_locked_it_makes_another(
             removed.append(name)
         real_flock(fd, op)
 
-    monkeypatch.setattr(cache_mod.fcntl, "flock", flock)
+    monkeypatch.setattr(tmplock.fcntl, "flock", flock)
     with cache.writer() as w:
         w.write(b"data")
         assert str(w._tmp) != removed[0] and w._tmp.exists()
