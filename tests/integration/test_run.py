@@ -215,7 +215,7 @@ def test_no_command_is_a_run_error(run_cache: BlobCache, make_image: Callable[..
 
 def test_copy_fallback_without_overlayfs(run_cache: BlobCache, make_image: Callable[..., Image],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import ociassemble.run.container as run_module
+    import ociassemble.run.rootfs as run_module
 
     monkeypatch.setattr(run_module, "_overlay_ok", False)
     img = make_image(("sh", "-c", "echo run >> /var/lib/marker && cp /var/lib/marker /srv/m.txt && exec " + " ".join(SERVER)))
