@@ -12,10 +12,12 @@ upload concurrency for all of them. Nothing from ``requests`` escapes this packa
 failures are ``RegistryError`` (with ``status``, ``codes``, ``digest``) or ``AuthError``.
 """
 
-from .auth import Credentials, login
-from .client import DEFAULT_RETRY, FAST_RETRY, RegistryOptions, RetryPolicy, TransientRegistryError
+from .auth import Credentials
+from .client import RegistryOptions
+from .login import login
 from .pull import pull_image, pull_to_layout
 from .push import PushResult, push_image
+from .retry import DEFAULT_RETRY, FAST_RETRY, RetryPolicy, TransientRegistryError
 
 __all__ = [
     "DEFAULT_RETRY",

@@ -27,19 +27,21 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import AuthError, UsageError
+from .http import LOOPBACK_HOSTS, RegistryHttp
+from .retry import TransientRegistryError, parse_retry_after
 
 __all__ = [
     "Authenticator",
     "Challenge",
     "Credentials",
     "docker_config_path",
-    "login",
     "parse_challenge",
     "resolve_credentials",
     "server_key",
@@ -288,11 +290,6 @@ def store_credentials(registry: str, creds: Credentials, config_path: Path | str
 
 # -- authorizing requests ----------------------------------------------------------
 
-#: ``fetch(url, params, authorization_header_or_None, form_or_None) -> (status, json_or_None)``:
-#: the client's transport for the token endpoint (translates its errors itself).
-TokenFetch = Callable[[str, dict[str, Any], "str | None", "dict[str, str] | None"], "tuple[int, Any]"]
-
-
 class Authenticator:
     """The Authorization header for a scope set, following the registry's challenge.
 
@@ -300,10 +297,10 @@ class Authenticator:
     ``token_requests`` counts the tokens fetched (tests assert reuse with it).
     """
 
-    def __init__(self, registry: str, credentials: Credentials | None, fetch: TokenFetch) -> None:
+    def __init__(self, registry: str, credentials: Credentials | None, http: RegistryHttp) -> None:
         self.registry = registry
         self.credentials = credentials
-        self._fetch = fetch
+        self._http = http
         self._lock = threading.Lock()
         self.challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
@@ -365,9 +362,9 @@ class Authenticator:
             form = {"grant_type": "refresh_token", "refresh_token": creds.password,
                     "service": params.get("service", ""), "client_id": "ociassemble",
                     "scope": " ".join(scopes)}
-            status, body = self._fetch(realm, {}, None, form)
+            status, body = self._token_response(realm, {}, None, form)
         else:
-            status, body = self._fetch(realm, params, creds.basic_header() if creds else None, None)
+            status, body = self._token_response(realm, params, creds.basic_header() if creds else None, None)
         if status in (401, 403):
             if creds is None:
                 raise AuthError(
@@ -389,36 +386,24 @@ class Authenticator:
             lifetime = DEFAULT_TOKEN_LIFETIME
         return token, lifetime
 
-
-def login(registry: str, username: str, password: str, *, options: Any = None) -> Path:
-    """``ociassemble login``: check the credentials against the registry, then store them.
-
-    ``registry`` is a host[:port] or any image reference on it. The registry is asked
-    for ``/v2/`` with these credentials (through its token server for Bearer), so a
-    wrong password is reported here, not at the next push. Returns the config file
-    written (``options.docker_config``, ``$REGISTRY_AUTH_FILE``, ``$DOCKER_CONFIG`` or
-    ``~/.docker/config.json``).
-
-    Raises AuthError for refused credentials, RegistryError if the registry cannot
-    be reached, UsageError for an empty username or password.
-    """
-    from dataclasses import replace as _replace
-
-    from .client import RegistryClient, RegistryOptions
-    from .reference import parse_reference
-
-    if not username or not password:
-        raise UsageError("login needs a username and a password (--username and --password-stdin)")
-    host = registry
-    if "/" in registry or "@" in registry:
-        host = parse_reference(registry).registry
-    base = options if isinstance(options, RegistryOptions) else RegistryOptions()
-    opts = _replace(base, username=username, password=password)
-    client = RegistryClient(host, opts)
-    try:
-        client.request("GET", "/v2/", scopes=(), what="logging in").close()
-        if client.auth.challenge is None:
-            log.warning("registry %s asked for no credentials; storing them anyway", host)
-    finally:
-        client.close()
-    return store_credentials(host, Credentials(username, password, False, "login"), base.docker_config)
+    def _token_response(self, url: str, params: dict[str, Any], auth: str | None,
+                        form: dict[str, str] | None) -> tuple[int, Any]:
+        """One request to the token server: (status, JSON body or None); 5xx/429 are transient."""
+        realm_host = (urlsplit(url).hostname or "").strip("[]")
+        if url.startswith("http://") and (auth or form) and realm_host not in LOOPBACK_HOSTS \
+                and realm_host not in self._http.insecure_registries:
+            raise AuthError(f"registry {self.registry} sends logins to a plain-HTTP token server ({realm_host}): "
+                            f"refusing to send credentials unencrypted; use --insecure-registry {realm_host} "
+                            "if that is really wanted")
+        if form is not None:
+            resp = self._http.send("POST", url, data=form, what="fetching a registry token")
+        else:
+            resp = self._http.send("GET", url, params=params, auth=auth, what="fetching a registry token")
+        if resp.status_code >= 500 or resp.status_code == 429:
+            raise TransientRegistryError(f"the token server of {self.registry} answered HTTP {resp.status_code}",
+                                         status=resp.status_code, retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        return resp.status_code, body
