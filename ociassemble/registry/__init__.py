@@ -10,6 +10,12 @@ Public surface (the CLI's ``push``, ``pull`` and ``login`` call these)::
 ``RegistryOptions`` carries credentials, TLS settings, the retry policy and the
 upload concurrency for all of them. Nothing from ``requests`` escapes this package:
 failures are ``RegistryError`` (with ``status``, ``codes``, ``digest``) or ``AuthError``.
+
+The modules, each importing only those before it: ``reference`` (names), ``retry``
+(retrying an operation, the shared waits), ``http`` (one session per registry),
+``auth`` (credentials and the Authorization header, tokens fetched through ``http``),
+``client`` (the distribution API), ``upload`` (a blob upload's requests), then
+``push``, ``pull``, ``login``, ``sbom`` (the SBOM artifact) and ``layercache``.
 """
 
 from .auth import Credentials
