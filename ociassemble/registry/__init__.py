@@ -13,13 +13,14 @@ failures are ``RegistryError`` (with ``status``, ``codes``, ``digest``) or ``Aut
 
 The modules, each importing only those before it: ``reference`` (names), ``retry``
 (retrying an operation, the shared waits), ``http`` (one session per registry),
-``auth`` (credentials and the Authorization header, tokens fetched through ``http``),
-``client`` (the distribution API), ``upload`` (a blob upload's requests), then
-``push``, ``pull``, ``login``, ``sbom`` (the SBOM artifact) and ``layercache``.
+``credentials`` (docker's config and helpers), ``auth`` (the Authorization header,
+tokens fetched through ``http``), ``client`` (the distribution API), ``upload`` (a
+blob upload's requests), then ``push``, ``pull``, ``login``, ``sbom`` (the SBOM
+artifact) and ``layercache``.
 """
 
-from .auth import Credentials
 from .client import RegistryOptions
+from .credentials import Credentials
 from .login import login
 from .pull import pull_image, pull_to_layout
 from .push import PushResult, push_image

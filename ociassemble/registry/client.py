@@ -24,7 +24,8 @@ import urllib3.exceptions
 
 from ..errors import AuthError, RegistryError
 from ..image.digest import CHUNK
-from .auth import Authenticator, Credentials, resolve_credentials
+from .auth import Authenticator
+from .credentials import Credentials, resolve_credentials
 from .http import DEFAULT_TIMEOUT, RegistryHttp, registry_errors, short_reason
 from .retry import DEFAULT_RETRY, FAST_RETRY, RetryPolicy, TransientRegistryError, call_with_retry, parse_retry_after
 

@@ -1,7 +1,7 @@
 """``ociassemble login``: check credentials against a registry, then store them as docker does.
 
-Apart from ``auth`` (where credentials come from and go to) because it needs a whole
-``RegistryClient`` to ask the registry, and the client needs ``auth``.
+Apart from ``credentials`` (where credentials come from and go to) because it needs a
+whole ``RegistryClient`` to ask the registry, and the client needs ``credentials``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from .auth import Credentials, store_credentials
 from .client import RegistryClient, RegistryOptions
+from .credentials import Credentials, store_credentials
 from .reference import parse_reference
 
 __all__ = ["login"]
