@@ -2,7 +2,10 @@
 
 The layers, lowest first; a module may import from its own layer and any layer below
 it, never from one above (every import counts: at the top of a module, inside a
-function, under ``TYPE_CHECKING``):
+function, under ``TYPE_CHECKING``). No modules may import each other in a circle,
+directly or through others, whether at the top or inside a function; an import under
+``if TYPE_CHECKING:`` is left out of that check only (it never runs, and it is how a
+module names a type of a module that uses it, e.g. ``image.upkeep``'s ``BlobCache``):
 
 0. shared: the root package (``__version__``), ``errors``, ``resources``, ``sizes``;
 1. ``image``: the engine (digests, OCI types, layers, compression, the blob cache,
@@ -58,11 +61,31 @@ def _modules(package_dir: Path) -> dict[str, Path]:
     return out
 
 
-def _imports(name: str, path: Path, known: dict[str, Path]) -> Iterator[tuple[str, int]]:
-    """(the package module imported, line) for each import of ``name``, wherever it is in the file."""
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node of ``tree`` but those in the body of an ``if TYPE_CHECKING:``."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo.extend(node.orelse)
+        else:
+            todo.extend(ast.iter_child_nodes(node))
+
+
+def _imports(name: str, path: Path, known: dict[str, Path], *,
+             type_only: bool) -> Iterator[tuple[str, int]]:
+    """(the package module imported, line) for each import of ``name``, wherever it is in the file
+    (with ``type_only`` False, not those under ``if TYPE_CHECKING:``)."""
     root = name.split(".")[0]
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    for node in ast.walk(tree) if type_only else _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             bases = [(alias.name, "") for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -84,13 +107,14 @@ def _imports(name: str, path: Path, known: dict[str, Path]) -> Iterator[tuple[st
                 yield target, node.lineno
 
 
-def import_graph(package_dir: Path) -> dict[str, dict[str, int]]:
-    """Module → {module it imports: the first line that does}."""
+def import_graph(package_dir: Path, *, type_only: bool = True) -> dict[str, dict[str, int]]:
+    """Module → {module it imports: the first line that does}; ``type_only`` False leaves
+    out the imports under ``if TYPE_CHECKING:``."""
     known = _modules(package_dir)
     graph: dict[str, dict[str, int]] = {}
     for name, path in known.items():
         edges: dict[str, int] = {}
-        for target, line in _imports(name, path, known):
+        for target, line in _imports(name, path, known, type_only=type_only):
             edges.setdefault(target, line)
         graph[name] = edges
     return graph
@@ -171,8 +195,9 @@ def test_the_package_imports_only_downward() -> None:
 
 
 def test_no_import_cycle_between_modules() -> None:
-    graph = import_graph(PACKAGE_DIR)
-    assert "ociassemble.registry.http" in graph["ociassemble.registry.auth"]  # lazy and relative imports are seen
+    graph = import_graph(PACKAGE_DIR, type_only=False)
+    assert "ociassemble.registry.http" in graph["ociassemble.registry.auth"]  # relative imports are seen
+    assert "ociassemble.registry.pull" in graph["ociassemble.inputs.base"]  # and those inside a function
     assert import_cycles(graph) == []
 
 
@@ -183,33 +208,36 @@ def test_no_import_cycle_between_modules() -> None:
 _EMPTY = ("__init__.py", "errors.py", "registry/__init__.py")
 
 
-def _fake_graph(root: Path, files: dict[str, str]) -> dict[str, dict[str, int]]:
-    """The import graph of a package ``ociassemble`` made of ``files`` (path → source) under ``root``."""
+def _fake_package(root: Path, files: dict[str, str]) -> Path:
+    """A package ``ociassemble`` made of ``files`` (path → source) under ``root``."""
     for rel, text in {**dict.fromkeys(_EMPTY, ""), **files}.items():
         path = root / "ociassemble" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    return import_graph(root / "ociassemble")
+    return root / "ociassemble"
 
 
 def test_the_check_finds_an_upward_import_inside_a_function(tmp_path: Path) -> None:
-    graph = _fake_graph(tmp_path, {
+    graph = import_graph(_fake_package(tmp_path, {
         "image/__init__.py": "from .oci import Descriptor\n",
         "image/oci.py": "from ..errors import X\n",
         "image/sbom.py": "def push():\n    from ..registry.push import push_image\n",
         "registry/push.py": "from ..image import oci\nimport ociassemble.image.sbom\n",
-    })
+    }))
     assert graph["ociassemble.registry.push"] == {"ociassemble.image.oci": 1, "ociassemble.image.sbom": 2}
     assert upward_imports(graph) == [
         "ociassemble.image.sbom (line 2) imports ociassemble.registry.push: registry is above image"]
     assert import_cycles(graph) == [["ociassemble.image.sbom", "ociassemble.registry.push"]]
 
 
-def test_the_check_finds_a_cycle_within_a_package(tmp_path: Path) -> None:
-    graph = _fake_graph(tmp_path, {
+def test_the_check_finds_a_cycle_within_a_package_but_not_through_type_checking(tmp_path: Path) -> None:
+    pkg = _fake_package(tmp_path, {
         "registry/__init__.py": "from .client import Client\n",
-        "registry/client.py": "from .auth import Authenticator\n",
+        "registry/client.py": "from .auth import Authenticator\nfrom .http import Session\n",
         "registry/auth.py": "def login():\n    from .client import Client\n",
+        "registry/http.py": "import typing\nif typing.TYPE_CHECKING:\n    from .client import Client\n",
     })
-    assert upward_imports(graph) == []
-    assert import_cycles(graph) == [["ociassemble.registry.auth", "ociassemble.registry.client"]]
+    assert upward_imports(import_graph(pkg)) == []
+    assert import_cycles(import_graph(pkg)) == [
+        ["ociassemble.registry.auth", "ociassemble.registry.client", "ociassemble.registry.http"]]
+    assert import_cycles(import_graph(pkg, type_only=False)) == [["ociassemble.registry.auth", "ociassemble.registry.client"]]
