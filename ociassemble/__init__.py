@@ -10,6 +10,11 @@ The packages follow the data, in the order it moves:
 - ``registry``: where images go and come from over HTTP (references, auth, push, pull);
 - ``run``: running an image without a daemon (unpack, namespaces);
 - ``cli``: the command line over all of it.
+
+Imports go only downward, in this order (``tests/unit/test_layering.py`` checks it,
+and that no modules import each other in a circle): the shared top-level modules
+(``errors``, ``resources``, ``sizes``) < ``image`` < ``transport`` < ``registry`` <
+``inputs`` < ``azureml`` < ``run`` < ``cli`` (with ``progress``, the command line's display).
 """
 
 from importlib.metadata import PackageNotFoundError, version as _version

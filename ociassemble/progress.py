@@ -30,19 +30,11 @@ import threading
 from typing import Any, TextIO
 
 from .image.oci import Descriptor
+from .sizes import human_size
 
 __all__ = ["PROG", "LiveReporter", "PlainReporter", "Reporter", "human_size", "make_reporter"]
 
 PROG = "ociassemble"
-
-
-def human_size(n: float) -> str:
-    """``1536`` → ``"1.5 KiB"`` (binary units, as registries and ``du -h`` count)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover - the loop always returns
 
 
 class Reporter:

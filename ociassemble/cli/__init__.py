@@ -386,8 +386,9 @@ def cmd_push(args: argparse.Namespace, out: _Out) -> int:
     data = {**res.to_json(), "layers": _layers_json(built.layers if built else []), **_work_json(built, out)}
     if args.sbom:
         from ..image.layer import source_date_epoch
-        from ..image.sbom import SPDX_MEDIA_TYPE, push_sbom
+        from ..image.sbom import SPDX_MEDIA_TYPE
         from ..registry.reference import parse_reference
+        from ..registry.sbom import push_sbom
 
         first = parse_reference(args.refs[0])
         sbom = _sbom(image, cache, out, name=str(first), repository=f"{first.registry}/{first.repository}",
@@ -549,7 +550,7 @@ def cmd_init(args: argparse.Namespace, out: _Out) -> int:
 
 
 def cmd_login(args: argparse.Namespace, out: _Out) -> int:
-    from ..registry.auth import login
+    from ..registry.login import login
 
     opts = _registry_options(args)
     if not opts.username or opts.password is None:

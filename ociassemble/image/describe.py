@@ -119,7 +119,7 @@ def describe_artifact(manifest: Manifest, manifest_bytes: bytes, *, name: str = 
 
 def render_artifact(doc: dict[str, Any]) -> str:
     """The human form of ``describe_artifact``."""
-    from ..progress import human_size
+    from ..sizes import human_size
 
     subject = doc["subject"]
     lines = [
@@ -197,7 +197,7 @@ def layer_entries(image: Image, cache: BlobCache, index: int) -> Iterator[dict[s
 
 def render_image(doc: dict[str, Any]) -> str:
     """The human table ``inspect`` prints (what ``--json`` gives, minus nothing important)."""
-    from ..progress import human_size
+    from ..sizes import human_size
 
     cfg = doc["config"]
     plat = doc["platform"]

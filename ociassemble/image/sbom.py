@@ -1,5 +1,6 @@
-"""The image's software bill of materials: an SPDX 2.3 JSON document, written beside an output or
-pushed as an OCI artifact that refers to the image.
+"""The image's software bill of materials: an SPDX 2.3 JSON document, and the OCI artifact that refers to the image.
+
+It is written beside an output, or pushed as that artifact by ``registry.sbom``.
 
 What it lists: the Python packages pex installed (name and version from each
 ``*.dist-info/METADATA``, a SHA-256 of its ``RECORD``), and the Debian packages of the base
@@ -18,7 +19,7 @@ Example::
 
     packages = image_packages(image, cache, site=result.deps_site, layers=base_layers)
     data = sbom_bytes(spdx_document(image, packages, name="team/model:1.0", created=0))
-    push_sbom(image, cache, data, ["registry.example.com/team/model:1.0"])
+    artifact = sbom_artifact(image, cache, data)  # registry.sbom.push_sbom pushes it
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ __all__ = [
     "Package",
     "debian_packages",
     "image_packages",
-    "push_sbom",
     "python_packages",
     "sbom_artifact",
     "sbom_bytes",
@@ -289,22 +289,3 @@ def sbom_artifact(image: Image, cache: BlobCache, data: bytes, *, created: int =
     manifest = Manifest(config=config, layers=(layer,), subject=image.descriptor, artifact_type=SPDX_MEDIA_TYPE,
                         annotations={"org.opencontainers.image.created": rfc3339(created)})
     return Image(manifest, manifest.to_bytes(), ImageConfig(), _EMPTY_CONFIG)
-
-
-def push_sbom(image: Image, cache: BlobCache, data: bytes, refs: Sequence[str], *, options: object = None,
-              created: int = 0) -> tuple[Image, list[str]]:
-    """Push the SBOM artifact to each repository of ``refs``, tagged ``sha256-<hex>.sbom``.
-
-    A registry with the referrers API (OCI 1.1) also lists it under the image through
-    ``subject``; distribution 2.8 stores the manifest and ignores ``subject``, and the
-    tag is how tools (cosign, oras) find it there. Returns the artifact and the references.
-    Raises what ``push_image`` raises.
-    """
-    from ..registry.push import push_image
-    from ..registry.reference import parse_reference
-
-    artifact = sbom_artifact(image, cache, data, created=created)
-    targets = list(dict.fromkeys(f"{r.registry}/{r.repository}:{sbom_tag(image.digest)}"
-                                 for r in (parse_reference(ref) for ref in refs)))
-    result = push_image(artifact, cache, targets, options=options)  # type: ignore[arg-type]
-    return artifact, list(result.refs)

@@ -195,7 +195,7 @@ def _created_by(image: Image) -> list[str]:
 
 
 def _blob(d: Descriptor) -> str:
-    from ..progress import human_size
+    from ..sizes import human_size
 
     media = SHORT_MEDIA.get(MediaType.to_oci(d.media_type), d.media_type)
     return f"{d.digest[:19]} ({media}, {human_size(d.size)})"

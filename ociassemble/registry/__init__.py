@@ -10,12 +10,21 @@ Public surface (the CLI's ``push``, ``pull`` and ``login`` call these)::
 ``RegistryOptions`` carries credentials, TLS settings, the retry policy and the
 upload concurrency for all of them. Nothing from ``requests`` escapes this package:
 failures are ``RegistryError`` (with ``status``, ``codes``, ``digest``) or ``AuthError``.
+
+The modules, each importing only those before it: ``reference`` (names), ``retry``
+(retrying an operation, the shared waits), ``http`` (one session per registry),
+``credentials`` (docker's config and helpers), ``auth`` (the Authorization header,
+tokens fetched through ``http``), ``client`` (the distribution API), ``upload`` (a
+blob upload's requests), then ``push``, ``pull``, ``login``, ``sbom`` (the SBOM
+artifact) and ``layercache``.
 """
 
-from .auth import Credentials, login
-from .client import DEFAULT_RETRY, FAST_RETRY, RegistryOptions, RetryPolicy, TransientRegistryError
+from .client import RegistryOptions
+from .credentials import Credentials
+from .login import login
 from .pull import pull_image, pull_to_layout
 from .push import PushResult, push_image
+from .retry import DEFAULT_RETRY, FAST_RETRY, RetryPolicy, TransientRegistryError
 
 __all__ = [
     "DEFAULT_RETRY",

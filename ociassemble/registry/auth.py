@@ -1,83 +1,39 @@
-"""Registry credentials and authorization: where credentials come from, and how a request gets its header.
-
-Credentials are looked up, in order, from the explicit options, ``$REGISTRY_AUTH_FILE``
-(podman's auth.json, same format), and ``$DOCKER_CONFIG/config.json`` or
-``~/.docker/config.json``: ``credHelpers`` for the registry, then ``auths``, then
-``credsStore``, the helpers being ``docker-credential-<name>`` executables. A missing
-file means anonymous, not an error.
+"""How a registry request gets its Authorization header: following the challenge, fetching and caching tokens.
 
 Authorization follows the registry's challenge (``WWW-Authenticate``): none, Basic
-with the credentials, or Bearer, where a token is fetched from the challenge's realm
-for a set of scopes, cached per scope set until it expires, and fetched again when
-the registry refuses it.
+with the credentials (``credentials``), or Bearer, where a token is fetched from the
+challenge's realm for a set of scopes, cached per scope set until it expires, and
+fetched again when the registry refuses it. Tokens are fetched through the registry's
+own HTTP session (``http``), not through the client that asks for the header.
 
-Secrets never appear in a repr, a log line or an error message: ``Credentials``
-hides its password, tokens live only in this module's cache and the request header.
+Secrets never appear in a repr, a log line or an error message: tokens live only in
+this module's cache and the request header.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import os
 import re
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from ..errors import AuthError, UsageError
+from ..errors import AuthError
+from .credentials import Credentials
+from .http import LOOPBACK_HOSTS, RegistryHttp
+from .retry import TransientRegistryError, parse_retry_after
 
-__all__ = [
-    "Authenticator",
-    "Challenge",
-    "Credentials",
-    "docker_config_path",
-    "login",
-    "parse_challenge",
-    "resolve_credentials",
-    "server_key",
-    "store_credentials",
-]
+__all__ = ["Authenticator", "Challenge", "parse_challenge"]
 
 log = logging.getLogger("ociassemble.registry")
 
-#: Docker's key for Docker Hub in config.json and for credential helpers.
-DOCKER_HUB_KEY = "https://index.docker.io/v1/"
-_HUB_NAMES = ("docker.io", "index.docker.io", "registry-1.docker.io")
 #: A token without ``expires_in`` lives 60 s (the distribution token spec's default).
 DEFAULT_TOKEN_LIFETIME = 60.0
 #: Fetch a new token this long before the old one expires, so none expires in flight.
 TOKEN_EXPIRY_MARGIN = 10.0
-#: A credential helper that takes longer than this is hung (they talk to a local keychain).
-HELPER_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """A username and secret; the secret is never shown (``repr`` says ``<hidden>``).
-
-    ``identity_token`` marks a secret that is an OAuth2 refresh token (docker's
-    ``identitytoken``, or a helper answering user ``<token>``).
-    """
-
-    username: str
-    password: str = field(repr=False)
-    identity_token: bool = False
-    source: str = ""
-
-    def __repr__(self) -> str:
-        return f"Credentials(username={self.username!r}, password=<hidden>, source={self.source!r})"
-
-    def basic_header(self) -> str:
-        raw = f"{self.username}:{self.password}".encode()
-        return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -103,196 +59,6 @@ def parse_challenge(header: str | None) -> Challenge | None:
     return Challenge(scheme, params)
 
 
-# -- where credentials come from ------------------------------------------------
-
-
-def server_key(registry: str) -> str:
-    """The key docker uses for ``registry`` in config.json and with credential helpers."""
-    return DOCKER_HUB_KEY if registry in _HUB_NAMES else registry
-
-
-def _normalise_key(key: str) -> str:
-    key = re.sub(r"^[a-z]+://", "", key.strip())
-    key = key.split("/", 1)[0]
-    return "docker.io" if key in _HUB_NAMES else key
-
-
-def docker_config_path(explicit: Path | str | None = None) -> Path:
-    """Where credentials are read from and ``login`` writes: the explicit path (a file or a
-    directory holding config.json), ``$REGISTRY_AUTH_FILE``, ``$DOCKER_CONFIG/config.json``,
-    or ``~/.docker/config.json``."""
-    if explicit:
-        p = Path(explicit).expanduser()
-        return p / "config.json" if p.is_dir() else p
-    env = os.environ.get("REGISTRY_AUTH_FILE")
-    if env:
-        return Path(env).expanduser()
-    dc = os.environ.get("DOCKER_CONFIG")
-    if dc:
-        return Path(dc).expanduser() / "config.json"
-    return Path.home() / ".docker" / "config.json"
-
-
-def _candidate_files(explicit: Path | str | None) -> list[Path]:
-    if explicit:
-        return [docker_config_path(explicit)]
-    out = []
-    if os.environ.get("REGISTRY_AUTH_FILE"):
-        out.append(Path(os.environ["REGISTRY_AUTH_FILE"]).expanduser())
-    dc = os.environ.get("DOCKER_CONFIG")
-    out.append(Path(dc).expanduser() / "config.json" if dc else Path.home() / ".docker" / "config.json")
-    return out
-
-
-def _read_config(path: Path) -> dict[str, Any] | None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise AuthError(f"cannot read credentials file {path}: {exc.strerror}") from None
-    try:
-        data = json.loads(text) if text.strip() else {}
-    except ValueError:
-        raise AuthError(f"credentials file {path} is not valid JSON: fix or remove it") from None
-    if not isinstance(data, dict):
-        raise AuthError(f"credentials file {path} is not a JSON object: fix or remove it")
-    return data
-
-
-def _from_auths(auths: Mapping[str, Any], registry: str, path: Path) -> Credentials | None:
-    want = _normalise_key(registry)
-    for key, entry in auths.items():
-        if _normalise_key(key) != want or not isinstance(entry, dict):
-            continue
-        where = f"{path} (auths)"
-        if entry.get("identitytoken"):
-            return Credentials("<token>", str(entry["identitytoken"]), True, where)
-        if entry.get("auth"):
-            try:
-                user, sep, password = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
-            except (ValueError, UnicodeDecodeError):
-                sep = ""
-            if not sep:
-                raise AuthError(f"the 'auth' entry for {registry} in {path} is not base64 of user:password: run 'ociassemble login {registry}' again")
-            return Credentials(user, password, False, where)
-        if entry.get("username") and entry.get("password"):
-            return Credentials(str(entry["username"]), str(entry["password"]), False, where)
-    return None
-
-
-def _helper_exe(helper: str, path: Path) -> str:
-    name = f"docker-credential-{helper}"
-    exe = shutil.which(name)
-    if exe is None:
-        raise AuthError(f"credential helper {name} (named in {path}) is not installed: install it, or remove it from {path}")
-    return exe
-
-
-def _helper_get(helper: str, registry: str, path: Path) -> Credentials | None:
-    exe = _helper_exe(helper, path)
-    try:
-        proc = subprocess.run([exe, "get"], input=server_key(registry), capture_output=True, text=True,
-                              timeout=HELPER_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise AuthError(f"credential helper docker-credential-{helper} failed to run ({type(exc).__name__}): check it works with 'docker-credential-{helper} list'") from None
-    if proc.returncode != 0:
-        # "credentials not found in native keychain" is the helper protocol's "none here"
-        if "not found" in (proc.stdout + proc.stderr).lower():
-            return None
-        raise AuthError(f"credential helper docker-credential-{helper} exited with status {proc.returncode} for {registry}: check it works with 'docker-credential-{helper} list'")
-    try:
-        data = json.loads(proc.stdout)
-        user, secret = str(data["Username"]), str(data["Secret"])
-    except (ValueError, KeyError, TypeError):
-        raise AuthError(f"credential helper docker-credential-{helper} gave an answer that is not the helper protocol's JSON") from None
-    where = f"docker-credential-{helper}"
-    if user == "<token>":
-        return Credentials(user, secret, True, where)
-    return Credentials(user, secret, False, where)
-
-
-def resolve_credentials(registry: str, *, username: str | None = None, password: str | None = None,
-                        config_path: Path | str | None = None) -> Credentials | None:
-    """The credentials to use for ``registry``, or None for anonymous.
-
-    Explicit ``username``/``password`` win; then each candidate config file in turn
-    (see ``docker_config_path``). Raises AuthError for a broken file or helper, or a
-    username without a password.
-    """
-    if username or password:
-        if not (username and password):
-            raise UsageError("give both a username and a password (--username and --password-stdin), or neither")
-        return Credentials(username, password, False, "options")
-    for path in _candidate_files(config_path):
-        data = _read_config(path)
-        if data is None:
-            continue
-        helpers = data.get("credHelpers") or {}
-        for key, helper in helpers.items():
-            if _normalise_key(key) == _normalise_key(registry):
-                creds = _helper_get(str(helper), registry, path)
-                if creds:
-                    return creds
-        creds = _from_auths(data.get("auths") or {}, registry, path)
-        if creds:
-            return creds
-        if data.get("credsStore"):
-            creds = _helper_get(str(data["credsStore"]), registry, path)
-            if creds:
-                return creds
-    return None
-
-
-def store_credentials(registry: str, creds: Credentials, config_path: Path | str | None = None) -> Path:
-    """Save credentials the way docker does; returns the config file used.
-
-    A credential helper named for the registry (``credHelpers``) or as the default
-    (``credsStore``) stores the secret; otherwise it goes into ``auths`` as base64,
-    in a file written atomically with mode 0600.
-    """
-    path = docker_config_path(config_path)
-    data = _read_config(path) or {}
-    helper = None
-    for key, name in (data.get("credHelpers") or {}).items():
-        if _normalise_key(key) == _normalise_key(registry):
-            helper = str(name)
-    helper = helper or data.get("credsStore")
-    if helper:
-        exe = _helper_exe(str(helper), path)
-        payload = json.dumps({"ServerURL": server_key(registry), "Username": creds.username, "Secret": creds.password})
-        try:
-            proc = subprocess.run([exe, "store"], input=payload, capture_output=True, text=True,
-                                  timeout=HELPER_TIMEOUT, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise AuthError(f"credential helper docker-credential-{helper} failed to run ({type(exc).__name__})") from None
-        if proc.returncode != 0:
-            raise AuthError(f"credential helper docker-credential-{helper} could not store the credentials for {registry} (status {proc.returncode})")
-        return path
-    auths = data.setdefault("auths", {})
-    for key in [k for k in auths if _normalise_key(k) == _normalise_key(registry)]:
-        del auths[key]
-    auths[server_key(registry)] = {"auth": base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config.json.")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent="\t")
-            f.write("\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise AuthError(f"cannot write credentials to {path}: {exc.strerror}; set DOCKER_CONFIG to a writable directory") from None
-    return path
-
-
-# -- authorizing requests ----------------------------------------------------------
-
-#: ``fetch(url, params, authorization_header_or_None, form_or_None) -> (status, json_or_None)``:
-#: the client's transport for the token endpoint (translates its errors itself).
-TokenFetch = Callable[[str, dict[str, Any], "str | None", "dict[str, str] | None"], "tuple[int, Any]"]
-
-
 class Authenticator:
     """The Authorization header for a scope set, following the registry's challenge.
 
@@ -300,10 +66,10 @@ class Authenticator:
     ``token_requests`` counts the tokens fetched (tests assert reuse with it).
     """
 
-    def __init__(self, registry: str, credentials: Credentials | None, fetch: TokenFetch) -> None:
+    def __init__(self, registry: str, credentials: Credentials | None, http: RegistryHttp) -> None:
         self.registry = registry
         self.credentials = credentials
-        self._fetch = fetch
+        self._http = http
         self._lock = threading.Lock()
         self.challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
@@ -365,9 +131,9 @@ class Authenticator:
             form = {"grant_type": "refresh_token", "refresh_token": creds.password,
                     "service": params.get("service", ""), "client_id": "ociassemble",
                     "scope": " ".join(scopes)}
-            status, body = self._fetch(realm, {}, None, form)
+            status, body = self._token_response(realm, {}, None, form)
         else:
-            status, body = self._fetch(realm, params, creds.basic_header() if creds else None, None)
+            status, body = self._token_response(realm, params, creds.basic_header() if creds else None, None)
         if status in (401, 403):
             if creds is None:
                 raise AuthError(
@@ -389,36 +155,24 @@ class Authenticator:
             lifetime = DEFAULT_TOKEN_LIFETIME
         return token, lifetime
 
-
-def login(registry: str, username: str, password: str, *, options: Any = None) -> Path:
-    """``ociassemble login``: check the credentials against the registry, then store them.
-
-    ``registry`` is a host[:port] or any image reference on it. The registry is asked
-    for ``/v2/`` with these credentials (through its token server for Bearer), so a
-    wrong password is reported here, not at the next push. Returns the config file
-    written (``options.docker_config``, ``$REGISTRY_AUTH_FILE``, ``$DOCKER_CONFIG`` or
-    ``~/.docker/config.json``).
-
-    Raises AuthError for refused credentials, RegistryError if the registry cannot
-    be reached, UsageError for an empty username or password.
-    """
-    from dataclasses import replace as _replace
-
-    from .client import RegistryClient, RegistryOptions
-    from .reference import parse_reference
-
-    if not username or not password:
-        raise UsageError("login needs a username and a password (--username and --password-stdin)")
-    host = registry
-    if "/" in registry or "@" in registry:
-        host = parse_reference(registry).registry
-    base = options if isinstance(options, RegistryOptions) else RegistryOptions()
-    opts = _replace(base, username=username, password=password)
-    client = RegistryClient(host, opts)
-    try:
-        client.request("GET", "/v2/", scopes=(), what="logging in").close()
-        if client.auth.challenge is None:
-            log.warning("registry %s asked for no credentials; storing them anyway", host)
-    finally:
-        client.close()
-    return store_credentials(host, Credentials(username, password, False, "login"), base.docker_config)
+    def _token_response(self, url: str, params: dict[str, Any], auth: str | None,
+                        form: dict[str, str] | None) -> tuple[int, Any]:
+        """One request to the token server: (status, JSON body or None); 5xx/429 are transient."""
+        realm_host = (urlsplit(url).hostname or "").strip("[]")
+        if url.startswith("http://") and (auth or form) and realm_host not in LOOPBACK_HOSTS \
+                and realm_host not in self._http.insecure_registries:
+            raise AuthError(f"registry {self.registry} sends logins to a plain-HTTP token server ({realm_host}): "
+                            f"refusing to send credentials unencrypted; use --insecure-registry {realm_host} "
+                            "if that is really wanted")
+        if form is not None:
+            resp = self._http.send("POST", url, data=form, what="fetching a registry token")
+        else:
+            resp = self._http.send("GET", url, params=params, auth=auth, what="fetching a registry token")
+        if resp.status_code >= 500 or resp.status_code == 429:
+            raise TransientRegistryError(f"the token server of {self.registry} answered HTTP {resp.status_code}",
+                                         status=resp.status_code, retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        return resp.status_code, body

@@ -51,9 +51,10 @@ from ..image.cache import BlobCache
 from ..image.compress import GZIP_LEVELS, Compression
 from ..image.layer import LAYER_FORMAT, BuiltLayer
 from ..image.oci import Descriptor, ImageConfig, Manifest, MediaType, canonical_json
-from .client import RegistryClient, RegistryOptions, RetryPolicy, call_with_retry
+from .client import RegistryClient, RegistryOptions
 from .pull import RegistryBlobFetcher
 from .reference import parse_reference
+from .retry import RetryPolicy, call_with_retry
 
 __all__ = [
     "ARTIFACT_TYPE",

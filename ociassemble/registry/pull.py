@@ -25,8 +25,10 @@ from ..image.digest import Digest
 from ..image.oci import Descriptor, ImageConfig, Index, Manifest, MediaType, Platform
 from ..image.platform import pick_platform
 from ..transport.layout import write_layout
-from .client import RegistryClient, RegistryOptions, TransientRegistryError, _short, call_with_retry
+from .client import RegistryClient, RegistryOptions
+from .http import short_reason
 from .reference import Reference, parse_reference
+from .retry import TransientRegistryError, call_with_retry
 
 __all__ = ["RegistryBlobFetcher", "pull_image", "pull_to_layout"]
 
@@ -47,7 +49,7 @@ class _ResponseReader:
         try:
             return self._resp.raw.read(n if n >= 0 else None, decode_content=False)
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise TransientRegistryError(f"{self._what}: connection failed ({_short(exc)})") from exc
+            raise TransientRegistryError(f"{self._what}: connection failed ({short_reason(exc)})") from exc
 
 
 @dataclass(frozen=True)

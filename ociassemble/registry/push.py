@@ -49,8 +49,10 @@ from ..image.assemble import Image
 from ..image.blobref import SourceChangedError, mismatch_error
 from ..image.cache import BlobCache
 from ..image.oci import Descriptor
-from .client import BlobSlice, RegistryClient, RegistryOptions, call_with_retry
+from .client import RegistryClient, RegistryOptions
 from .reference import Reference, parse_reference
+from .retry import call_with_retry
+from .upload import BlobSlice, cancel_upload, finish_upload, mount_blob, patch_upload, start_upload, upload_offset
 
 __all__ = ["PushResult", "push_image"]
 
@@ -141,7 +143,7 @@ class _BlobPusher:
         except BaseException as exc:
             self.stop.set()  # the push has failed: the other blobs stop at their next request
             if state.location is not None and isinstance(exc, SourceChangedError):
-                self.client.cancel_upload(state.location, self.scopes)  # our bytes went wrong: drop them
+                cancel_upload(self.client, state.location, self.scopes)  # our bytes went wrong: drop them
             raise
         finally:
             if state.reader is not None:
@@ -174,7 +176,7 @@ class _BlobPusher:
             return "uploaded" if state.started else "skipped"
         if mount_from and not state.mount_tried:
             state.mount_tried = True
-            location = self.client.mount_blob(self.repo, digest, mount_from, self.scopes)
+            location = mount_blob(self.client, self.repo, digest, mount_from, self.scopes)
             if location is None:
                 return "mounted"
             log.info("blob %s could not be mounted from %s; uploading it", digest, mount_from)
@@ -183,7 +185,7 @@ class _BlobPusher:
         reader = self._reader(desc, state)
         state.started = True
         if attempt > 0 and state.location is not None:
-            where = self.client.upload_offset(state.location, digest, self.scopes)
+            where = upload_offset(self.client, state.location, digest, self.scopes)
             if where is None or where[0] > desc.size:
                 log.warning("upload of blob %s cannot be resumed; starting it again", digest)
                 state.location, state.offset = None, 0
@@ -191,7 +193,7 @@ class _BlobPusher:
                 state.offset, state.location = where
                 log.info("resuming the upload of blob %s at byte %d", digest, state.offset)
         if state.location is None:
-            state.location, state.offset = self.client.start_upload(self.repo, digest, self.scopes), 0
+            state.location, state.offset = start_upload(self.client, self.repo, digest, self.scopes), 0
         if desc.size == 0:
             self._finish(desc, state, None)
         elif desc.size <= self.options.monolithic_max and state.offset == 0:
@@ -201,7 +203,7 @@ class _BlobPusher:
                 self._check_stop()
                 n = min(self.options.chunk_size, desc.size - state.offset)
                 body = BlobSlice(None, state.offset, n, self._sent(desc), reader)
-                state.location = self.client.patch_upload(state.location, body, digest, self.scopes)
+                state.location = patch_upload(self.client, state.location, body, digest, self.scopes)
                 state.offset += n
             self._finish(desc, state, None)
         return "uploaded"
@@ -211,7 +213,7 @@ class _BlobPusher:
         a file that changed without its fingerprint showing it, reported as such (see above)."""
         assert state.location is not None
         try:
-            self.client.finish_upload(state.location, desc.digest, body, self.scopes)
+            finish_upload(self.client, state.location, desc.digest, body, self.scopes)
         except RegistryError as exc:
             held = "DIGEST_INVALID" in exc.codes and not self.cache.stored(desc.digest)
             record = self.cache.ref(desc.digest) if held else None

@@ -15,7 +15,8 @@ from registry_fixtures import TEST_PASSWORD, TEST_USER, skopeo
 
 from ociassemble.errors import AuthError, RegistryError
 from ociassemble.registry import RegistryOptions, login, pull_image, push_image
-from ociassemble.registry.auth import Credentials, parse_challenge, resolve_credentials
+from ociassemble.registry.auth import parse_challenge
+from ociassemble.registry.credentials import Credentials, resolve_credentials
 from ociassemble.registry.client import RegistryClient
 
 WRONG = "not-the-Right-pa55"
