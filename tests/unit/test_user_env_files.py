@@ -74,7 +74,7 @@ def _project(tmp_path: Path, *flags: str, config: str | None = None):  # type: i
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        return cli._project(cli.build_parser().parse_args(["build", str(tmp_path), *flags]))
+        return cli.options.project(cli.build_parser().parse_args(["build", str(tmp_path), *flags]))
     finally:
         os.chdir(cwd)
 
