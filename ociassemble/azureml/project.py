@@ -8,13 +8,14 @@ gives the same image from wherever it is started.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, UsageError
 
-__all__ = ["Project", "ModelSpec", "load_project", "STARTER_CONFIG"]
+__all__ = ["Project", "ModelSpec", "load_project", "project_with", "STARTER_CONFIG"]
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,55 @@ def load_project(directory: Path, config: Path | None = None) -> Project:
         break
     if not project.models and project.config_file is None:
         project.models = []
+    return project
+
+
+def project_with(directory: Path, *, config: Path | None = None, cwd: Path | None = None,
+                 entry_script: str | Path | None = None, source_dir: str | Path | None = None,
+                 source_name: str | None = None, models: Sequence[str] = (),
+                 requirements: str | Path | None = None, conda_file: str | Path | None = None,
+                 install_serving_stack: bool = False, base: str | None = None, output: str | None = None,
+                 compression: str | None = None, compression_level: int | None = None,
+                 env: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
+                 source_url: str | None = None, revision: str | None = None) -> Project:
+    """The project of ``directory`` (``load_project``) with these settings put over its config.
+
+    What the CLI's flags do, for a program: a value given wins over the config file's;
+    relative paths are relative to ``cwd`` (default: the current folder), as a flag's are;
+    ``models`` are ``PATH[:NAME[:VERSION]]``. With no requirements or conda file named
+    anywhere and no config file, the folder's requirements.txt is used if there is one.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a folder: give the project folder (default: .)")
+    project = load_project(root, Path(config) if config else None)
+    cwd = cwd or Path.cwd()
+    if entry_script:
+        project.entry_script = cwd / entry_script
+    if source_dir:
+        project.source_dir = cwd / source_dir
+    if source_name is not None:
+        project.source_name = source_name
+    if models:
+        project.models = [ModelSpec.parse(m, cwd) for m in models]
+    if requirements:
+        project.requirements, project.conda_file = cwd / requirements, None
+    if conda_file:
+        project.conda_file, project.requirements = cwd / conda_file, None
+    if project.requirements is None and project.conda_file is None and requirements is None:
+        default = project.root / "requirements.txt"
+        if default.is_file() and project.config_file is None:
+            project.requirements = default
+    if install_serving_stack:
+        project.install_serving_stack = True
+    for key, value in (("base", base), ("output", output), ("compression", compression),
+                       ("source_url", source_url), ("revision", revision)):
+        if value:
+            setattr(project, key, value)
+    if compression_level is not None:
+        project.compression_level = compression_level
+    project.env.update(env or {})
+    project.labels.update(labels or {})
     return project
 
 

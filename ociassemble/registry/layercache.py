@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -60,9 +61,11 @@ __all__ = [
     "ARTIFACT_TYPE",
     "BASEINFO_ARTIFACT_TYPE",
     "CacheStats",
+    "ENV_CACHE_REPO",
     "RegistryLayerCache",
     "baseinfo_tag",
     "deps_tag",
+    "layer_cache_from",
     "layer_tag",
 ]
 
@@ -70,6 +73,8 @@ log = logging.getLogger("ociassemble.image.cache")
 
 ARTIFACT_TYPE = "application/vnd.ociassemble.layer-cache.v1"
 BASEINFO_ARTIFACT_TYPE = "application/vnd.ociassemble.baseinfo.v1"
+#: The cache repository when none is named; off when unset (or "off", "none", "0", "false").
+ENV_CACHE_REPO = "OCIASSEMBLE_CACHE_REPO"
 #: Annotation keys of an entry (reverse-DNS under the project's name, as the OCI spec asks).
 A_KIND = "dev.ociassemble.image.cache.kind"
 A_DIFF_ID = "dev.ociassemble.diff-id"
@@ -427,3 +432,34 @@ class RegistryLayerCache:
         self.stats.written += done
         self._pending.clear()
         return done
+
+
+def layer_cache_from(cache: BlobCache, *, repo: str | None = None, read_from: str | None = None,
+                     write_to: str | None = None, pushing: bool = False, off: bool = False,
+                     options: RegistryOptions | Callable[[], RegistryOptions] | None = None,
+                     environ: Mapping[str, str] | None = None) -> RegistryLayerCache | None:
+    """The layer cache these settings ask for, or None (the default: off).
+
+    ``repo`` (or ``$OCIASSEMBLE_CACHE_REPO`` when nothing is named) is read and, when
+    ``pushing``, written; ``read_from`` is only read; ``write_to`` only written (pushing only:
+    a build pushes nothing); ``off`` turns all of it off. ``options`` may be a function, called
+    only when a cache is on (the CLI's ``--password-stdin`` reads stdin only then).
+    """
+    if off:
+        return None
+    repo, read_from, write_to = repo or None, read_from or None, write_to or None
+    if not (repo or read_from or write_to):
+        env = (os.environ if environ is None else environ).get(ENV_CACHE_REPO, "").strip()
+        if env.lower() in ("", "off", "none", "0", "false"):
+            return None
+        repo = env
+    if write_to and not pushing:
+        raise UsageError("--cache-to writes the registry cache after a push: use it with 'ociassemble push' "
+                         "(a build reads it with --cache-from or --cache-repo)")
+    names = {n for n in (repo, read_from, write_to) if n}
+    if len(names) > 1:
+        raise UsageError(f"--cache-repo, --cache-from and --cache-to name different repositories ({', '.join(sorted(names))}): "
+                         "one cache repository per run")
+    opts = options() if callable(options) else options
+    return RegistryLayerCache(names.pop(), cache, opts, read=bool(repo or read_from),
+                              write=pushing and bool(repo or write_to))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 
-__all__ = ["ImageSpec", "parse_spec", "OUTPUT_KINDS"]
+__all__ = ["ImageSpec", "parse_spec", "is_registry", "OUTPUT_KINDS"]
 
 OUTPUT_KINDS = ("oci", "oci-archive", "docker-archive")
 _KINDS = ("oci", "oci-archive", "docker-archive", "docker", "rootfs")
@@ -78,6 +78,11 @@ def parse_spec(spec: str, *, for_output: bool = False) -> ImageSpec:
             return ImageSpec("oci", p, None, spec)
         return ImageSpec("rootfs", p, None, spec)
     return ImageSpec("docker", None, spec, spec)
+
+
+def is_registry(spec: str | None) -> bool:
+    """Whether reading ``spec`` talks to a registry (so it needs the registry settings)."""
+    return bool(spec) and parse_spec(spec).kind == "docker"
 
 
 def expand(path: Path) -> Path:

@@ -53,7 +53,7 @@ def _failing(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
     def boom(args: argparse.Namespace, out: object) -> int:
         raise exc
 
-    monkeypatch.setattr(cli, "cmd_init", boom)
+    monkeypatch.setattr(cli.init, "cmd_init", boom)  # the parser looks it up when built
 
 
 def test_a_bug_prints_its_traceback_and_exits_3(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,7 +90,7 @@ def test_exit_codes_are_documented() -> None:
     text = (REPO / "docs" / "exit-codes.md").read_text()
     for code in ("0", "1", "2", "3", "130"):
         assert re.search(rf"^\| `?{code}`? \|", text, re.MULTILINE), f"exit code {code} is not in docs/exit-codes.md"
-    assert "exit codes: 0 ok, 1 bad input or environment, 2 registry or network, 3 internal error" in cli.EPILOG
+    assert "exit codes: 0 ok, 1 bad input or environment, 2 registry or network, 3 internal error" in cli.parser.EPILOG
 
 
 # -- help, completion -----------------------------------------------------------------------------
@@ -171,7 +171,7 @@ def test_credentials_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("OCIASSEMBLE_USERNAME", "ci-bot")
     monkeypatch.setenv("OCIASSEMBLE_PASSWORD", "t0ken")
     args = cli.build_parser().parse_args(["pull", "r/x:1", "oci:out"])
-    opts = cli._registry_options(args)
+    opts = cli.options.registry_options(args)
     assert (opts.username, opts.password) == ("ci-bot", "t0ken")
     assert "t0ken" not in repr(opts)
 
@@ -180,8 +180,29 @@ def test_password_stdin_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("from-stdin\n"))
     monkeypatch.setenv("OCIASSEMBLE_PASSWORD", "ignored")
     args = cli.build_parser().parse_args(["push", "r/x:1", "-u", "me", "--password-stdin"])
-    assert cli._registry_options(args).password == "from-stdin"
-    assert cli._registry_options(args).password == "from-stdin"  # a registry base and the push share it
+    assert cli.options.registry_options(args).password == "from-stdin"
+    assert cli.options.registry_options(args).password == "from-stdin"  # a registry base and the push share it
+
+
+def test_registry_options_from_plain_values() -> None:
+    """What the flags call: a given value wins, the environment fills the rest."""
+    from ociassemble.registry.settings import registry_options
+
+    env = {"OCIASSEMBLE_USERNAME": "env-user", "OCIASSEMBLE_PASSWORD": "env-pass"}
+    opts = registry_options(environ=env, insecure_registries=["reg:5000"])
+    assert (opts.username, opts.password, opts.insecure_registries) == ("env-user", "env-pass", ("reg:5000",))
+    opts = registry_options(username="me", password="", environ=env)  # an empty stdin is still the password given
+    assert (opts.username, opts.password) == ("me", "")
+    assert registry_options(environ={}).username is None
+
+
+def test_the_help_names_the_environment_the_library_reads() -> None:
+    """The parser names the variables as text (no registry import for --help): they must be the library's."""
+    from ociassemble.cli import parser
+    from ociassemble.registry import layercache, settings
+
+    assert (parser.ENV_USERNAME, parser.ENV_PASSWORD, parser.ENV_CACHE_REPO) == (
+        settings.ENV_USERNAME, settings.ENV_PASSWORD, layercache.ENV_CACHE_REPO)
 
 
 def test_only_secret_flags_are_password_stdin() -> None:

@@ -13,8 +13,8 @@ import pytest
 # interrupted code still holds (what a KeyboardInterrupt landing inside a library can leave).
 _STUCK = """
 import os, signal, sys, threading
-from ociassemble import cli
-cli._Interrupts(grace=float(sys.argv[1])).install()
+from ociassemble.cli.interrupts import Interrupts
+Interrupts(grace=float(sys.argv[1])).install()
 lock = threading.Lock()
 lock.acquire()
 try:

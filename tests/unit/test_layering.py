@@ -17,6 +17,8 @@ module names a type of a module that uses it, e.g. ``image.upkeep``'s ``BlobCach
 4. ``inputs``: what a build starts from; a base image comes from a layout, an archive
    or a registry, so it sits above both;
 5. ``azureml``: the recipe, built on ``inputs``;
+5b. ``build``: one build from options (the recipe or a plain image) into an ``Image``:
+   the library's front door, which the CLI's build, push and verify call;
 6. ``run``: running an image without a daemon; needs only ``image`` (nothing below
    uses it, so it sits just under the command line);
 7. the command line: ``cli``, ``__main__`` and ``progress`` (how the command line shows
@@ -44,6 +46,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("registry", frozenset({"registry"})),
     ("inputs", frozenset({"inputs"})),
     ("azureml", frozenset({"azureml"})),
+    ("build", frozenset({"build"})),
     ("run", frozenset({"run"})),
     ("cli", frozenset({"cli", "__main__", "progress"})),
 )

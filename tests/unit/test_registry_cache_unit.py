@@ -14,7 +14,7 @@ from ociassemble.image.cache import BlobCache
 from ociassemble.image.compress import Compression
 from ociassemble.image.layer import BuiltLayer, LayerSource, build_layer
 from ociassemble.image.oci import Descriptor
-from ociassemble.registry.layercache import RegistryLayerCache, deps_tag, layer_tag
+from ociassemble.registry.layercache import ENV_CACHE_REPO, RegistryLayerCache, deps_tag, layer_cache_from, layer_tag
 
 
 class FakeIndex:
@@ -95,22 +95,38 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 def test_flags_choose_read_and_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(cli.ENV_CACHE_REPO, raising=False)
+    monkeypatch.delenv(ENV_CACHE_REPO, raising=False)
     cache = BlobCache(tmp_path / "c")
-    assert cli._layer_cache(_args("build"), cache) is None  # off by default
-    lc = cli._layer_cache(_args("build", "--cache-repo", "reg.example/team/cache"), cache)
+    assert cli.options.layer_cache(_args("build"), cache) is None  # off by default
+    lc = cli.options.layer_cache(_args("build", "--cache-repo", "reg.example/team/cache"), cache)
     assert (lc.read, lc.write_enabled, lc.name) == (True, False, "reg.example/team/cache")
-    lc = cli._layer_cache(_args("push", "--cache-repo", "reg.example/team/cache"), cache)
+    lc = cli.options.layer_cache(_args("push", "--cache-repo", "reg.example/team/cache"), cache)
     assert (lc.read, lc.write_enabled) == (True, True)
-    lc = cli._layer_cache(_args("push", "--cache-to", "reg.example/team/cache"), cache)
+    lc = cli.options.layer_cache(_args("push", "--cache-to", "reg.example/team/cache"), cache)
     assert (lc.read, lc.write_enabled) == (False, True)
-    lc = cli._layer_cache(_args("push", "--cache-from", "reg.example/c", "--cache-to", "reg.example/c"), cache)
+    lc = cli.options.layer_cache(_args("push", "--cache-from", "reg.example/c", "--cache-to", "reg.example/c"), cache)
     assert (lc.read, lc.write_enabled) == (True, True)
-    monkeypatch.setenv(cli.ENV_CACHE_REPO, "reg.example/env/cache")
-    assert cli._layer_cache(_args("build"), cache).name == "reg.example/env/cache"
-    assert cli._layer_cache(_args("push", "--no-cache-repo"), cache) is None
-    monkeypatch.setenv(cli.ENV_CACHE_REPO, "off")
-    assert cli._layer_cache(_args("push"), cache) is None
+    monkeypatch.setenv(ENV_CACHE_REPO, "reg.example/env/cache")
+    assert cli.options.layer_cache(_args("build"), cache).name == "reg.example/env/cache"
+    assert cli.options.layer_cache(_args("push", "--no-cache-repo"), cache) is None
+    monkeypatch.setenv(ENV_CACHE_REPO, "off")
+    assert cli.options.layer_cache(_args("push"), cache) is None
+
+
+def test_a_program_chooses_the_cache_with_plain_values(tmp_path: Path) -> None:
+    """``layer_cache_from`` is what the flags call: the options are asked for only when a cache is on."""
+    cache, asked = BlobCache(tmp_path / "c"), []
+
+    def options():  # type: ignore[no-untyped-def]
+        asked.append(1)
+        return None
+
+    assert layer_cache_from(cache, environ={}, options=options) is None and not asked
+    assert layer_cache_from(cache, repo="reg.example/c", off=True, options=options) is None and not asked
+    lc = layer_cache_from(cache, environ={ENV_CACHE_REPO: "reg.example/env"}, pushing=True, options=options)
+    assert lc is not None and (lc.name, lc.read, lc.write_enabled) == ("reg.example/env", True, True) and asked
+    lc = layer_cache_from(cache, read_from="reg.example/c", pushing=True, environ={})
+    assert lc is not None and (lc.read, lc.write_enabled) == (True, False)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -121,9 +137,9 @@ def test_flags_choose_read_and_write(tmp_path: Path, monkeypatch: pytest.MonkeyP
 ])
 def test_bad_cache_flags_are_usage_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str],
                                           message: str) -> None:
-    monkeypatch.delenv(cli.ENV_CACHE_REPO, raising=False)
+    monkeypatch.delenv(ENV_CACHE_REPO, raising=False)
     with pytest.raises(UsageError, match=message):
-        cli._layer_cache(_args(*argv), BlobCache(tmp_path / "c"))
+        cli.options.layer_cache(_args(*argv), BlobCache(tmp_path / "c"))
 
 
 def test_write_only_cache_never_reads(tmp_path: Path) -> None:

@@ -1,0 +1,131 @@
+"""One build from a project: the AzureML scoring image by the recipe, or a plain image of a base and layers.
+
+This is what ``ociassemble build``, ``push`` and ``verify`` run before they write, push
+or compare, and what a program calls to do the same (docs/library.md)::
+
+    project = project_with(Path("examples/sklearn-model"), base="oci:./base")
+    built = build_image(project, BlobCache(default_cache_dir()))
+    write_image(built.image, built.cache, "oci:./image")
+
+Nothing is written outside the blob cache; the result names what each layer cost (made,
+reused, taken from the registry cache) and what an SBOM of the image needs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .azureml.project import Project
+from .errors import UsageError
+from .image.assemble import Image, ImageBuilder
+from .image.cache import BlobCache
+from .image.compress import Compression
+from .image.layer import BuiltLayer, LayerSource, build_layer, scan_sources, source_date_epoch
+from .image.oci import Descriptor
+from .inputs.base import load_base
+from .inputs.context import check_secrets
+
+__all__ = ["Built", "build_image", "image_sbom", "uses_recipe"]
+
+
+@dataclass
+class Built:
+    """What a build produced, and what its SBOM needs."""
+
+    image: Image
+    layers: list[tuple[str, BuiltLayer]]
+    project: Project
+    cache: BlobCache
+    deps_site: Path | None = None  # the recipe's pex site-packages
+    scan_layers: list[Descriptor] | None = None  # the layers whose dpkg status (and dist-infos) the SBOM reads
+    pex_ran: bool = False  # the recipe ran pex (its deps were in no cache)
+    layer_cache: Any = None  # the registry layer cache (registry.layercache), if on
+
+
+def uses_recipe(project: Project, extra_layers: Sequence[LayerSource] = ()) -> bool:
+    """Whether a project with nothing else said is a scoring image: a config file, or a
+    score.py in its folder and no extra layers."""
+    if project.config_file is not None:
+        return True
+    return not extra_layers and (project.root / "score.py").is_file()
+
+
+def _command(value: str | Sequence[str]) -> tuple[str, ...]:
+    """A Cmd/Entrypoint: a JSON array or a space-separated string (as the flags give them), or a list."""
+    if isinstance(value, str):
+        return tuple(json.loads(value)) if value.startswith("[") else tuple(value.split())
+    return tuple(value)
+
+
+def build_image(project: Project, cache: BlobCache, *, recipe: bool | None = None,
+                extra_layers: Sequence[LayerSource] = (), cmd: str | Sequence[str] | None = None,
+                entrypoint: str | Sequence[str] | None = None, ports: Sequence[str] = (),
+                workdir: str | None = None, registry_options: Any = None, layer_cache: Any = None,
+                allow_secrets: bool = False, log: Callable[[str], None] = lambda _: None,
+                on_bytes: Callable[[int], None] | None = None, debug: bool = False) -> Built:
+    """Build the image ``project`` describes into ``cache``.
+
+    ``recipe``: True the AzureML recipe, False a plain image (``project.base`` plus
+    ``extra_layers``), None decides by ``uses_recipe``. ``cmd``, ``entrypoint``, ``ports``
+    (``PORT[/PROTO]``) and ``workdir`` set a plain image's config. ``registry_options``
+    is for a registry base; ``layer_cache`` a ``registry.layercache.RegistryLayerCache``.
+    Raises UsageError when a plain build has nothing to build.
+    """
+    extra = list(extra_layers)
+    if recipe is None:
+        recipe = uses_recipe(project, extra)
+    if recipe:
+        from .azureml.recipe import build_azureml_image
+
+        res = build_azureml_image(project, cache, extra_layers=extra, log=log, registry_options=registry_options,
+                                  on_bytes=on_bytes, allow_secrets=allow_secrets, layer_cache=layer_cache, debug=debug)
+        image, layers = res.image, res.layers
+        scan = list(image.manifest.layers[:len(image.manifest.layers) - len(layers)])
+        if res.deps_site is None:  # the deps layer came from the registry cache: the SBOM reads its dist-infos
+            scan += [l.descriptor for kind, l in layers if kind == "python-deps"]
+        return Built(image, layers, project, cache, res.deps_site, scan, res.pex_ran, layer_cache)
+    if not project.base and not extra:
+        raise UsageError("nothing to build: give --base and/or --layer SRC:DEST, or a score.py (see 'ociassemble build --help')")
+    scanned = [scan_sources([src]) for src in extra]  # once: checked here, built below
+    check_secrets([e for entries in scanned for e in entries], allow=allow_secrets, warn=log)
+    # "scratch" is the empty base, as in a Dockerfile's FROM scratch (never Docker Hub's library/scratch)
+    base = (load_base(project.base, cache, registry_options=registry_options)
+            if project.base not in (None, "", "scratch") else None)
+    b = ImageBuilder(cache, base)
+    compression = Compression.parse(project.compression, project.compression_level)
+    layers = []
+    for src, entries in zip(extra, scanned):
+        log(f"layer {src.src} -> {src.dest}")
+        layer = build_layer(cache, [src], compression=compression, entries=entries, on_bytes=on_bytes,
+                            remote=layer_cache)
+        b.add_layer(layer, src.created_by())
+        layers.append((f"{src.dest}", layer))
+    cfg = b.config.with_env(project.env)
+    if project.labels:
+        cfg = replace(cfg, labels={**cfg.labels, **project.labels})
+    if cmd is not None:
+        cfg = replace(cfg, cmd=_command(cmd))
+    if entrypoint is not None:
+        cfg = replace(cfg, entrypoint=_command(entrypoint))
+    if ports:
+        cfg = replace(cfg, exposed_ports=tuple(sorted(set(cfg.exposed_ports) | {p if "/" in p else f"{p}/tcp" for p in ports})))
+    if workdir:
+        cfg = replace(cfg, working_dir=workdir)
+    b.config = cfg
+    return Built(b.build(created=source_date_epoch()), layers, project, cache, layer_cache=layer_cache)
+
+
+def image_sbom(image: Image, cache: BlobCache, *, name: str, repository: str | None = None,
+               site: Path | None = None, scan: Sequence[Descriptor] | None = None) -> bytes:
+    """The image's SPDX SBOM bytes (``image.sbom``), dated by ``SOURCE_DATE_EPOCH`` as the image is.
+
+    ``site`` and ``scan`` are a build's ``deps_site`` and ``scan_layers`` (None: read every layer).
+    """
+    from .image.sbom import image_packages, sbom_bytes, spdx_document
+
+    packages = image_packages(image, cache, site=site, layers=scan)
+    return sbom_bytes(spdx_document(image, packages, name=name, created=source_date_epoch(), repository=repository))

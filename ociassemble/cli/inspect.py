@@ -1,0 +1,54 @@
+"""``ociassemble inspect``: an image's digest, platform, config and layers, or the files of one layer."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import NotAnImageError, UsageError
+from ..transport.spec import is_registry
+from .options import blob_cache, registry_options
+from .output import Out
+
+__all__ = ["cmd_inspect"]
+
+
+def cmd_inspect(args: argparse.Namespace, out: Out) -> int:
+    from ..image.describe import INSPECT_SCHEMA_VERSION, describe_image, layer_entries, render_entry, render_image
+    from ..inputs.base import load_image
+
+    if args.list and args.layer is None:
+        raise UsageError("--list needs --layer N (the layer's index, from 'ociassemble inspect IMAGE')")
+    cache = blob_cache(args)
+    opts = registry_options(args) if is_registry(args.image) else None
+    try:
+        image = load_image(args.image, cache, registry_options=opts)
+    except NotAnImageError as exc:
+        from ..image.describe import describe_artifact, render_artifact
+
+        if args.layer is not None:
+            raise UsageError(f"{args.image} is an OCI artifact, not an image: it has blobs, not layers; "
+                             "drop --layer") from None
+        art = describe_artifact(exc.manifest, exc.manifest_bytes, name=args.image)
+        out.result(art, render_artifact(art))
+        return 0
+    doc = describe_image(image, name=args.image)
+    if args.layer is None:
+        out.result(doc, render_image(doc))
+        return 0
+    if not 0 <= args.layer < len(doc["layers"]):
+        raise UsageError(f"--layer {args.layer}: the image has {len(doc['layers'])} layers, numbered 0 to "
+                         f"{len(doc['layers']) - 1}")
+    layer = doc["layers"][args.layer]
+    if not args.list:
+        out.result({"schemaVersion": INSPECT_SCHEMA_VERSION, "digest": doc["digest"], "layer": layer},
+                   "\n".join(f"{k}: {v}" for k, v in layer.items()))
+        return 0
+    out.reporter.close()
+    if out.as_json:
+        entries = list(layer_entries(image, cache, args.layer))
+        out.result({"schemaVersion": INSPECT_SCHEMA_VERSION, "digest": doc["digest"], "layer": layer,
+                    "entries": entries}, "")
+        return 0
+    for entry in layer_entries(image, cache, args.layer):  # streamed: a big layer prints as it is read
+        print(render_entry(entry))
+    return 0

@@ -1,0 +1,22 @@
+"""``ociassemble login``: store registry credentials in the docker config, the password from stdin only."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UsageError
+from .options import registry_options
+from .output import Out
+
+__all__ = ["cmd_login"]
+
+
+def cmd_login(args: argparse.Namespace, out: Out) -> int:
+    from ..registry.login import login
+
+    opts = registry_options(args)
+    if not opts.username or opts.password is None:
+        raise UsageError("login needs --username and --password-stdin (e.g. echo \"$TOKEN\" | ociassemble login REG -u USER --password-stdin)")
+    login(args.registry, opts.username, opts.password, options=opts)
+    out.result({"registry": args.registry, "username": opts.username}, f"Login Succeeded for {args.registry}")
+    return 0

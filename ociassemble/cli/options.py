@@ -1,0 +1,106 @@
+"""From parsed flags to the library's objects: the blob cache, registry settings, the project, the build.
+
+Each function reads an ``argparse.Namespace`` and calls the library function that takes
+plain keyword values (``registry.settings.registry_options``,
+``registry.layercache.layer_cache_from``, ``azureml.project.project_with``,
+``build.build_image``), so a program gets what a command gets without flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+from ..errors import UsageError
+from ..transport.spec import is_registry
+from .output import Out
+
+if TYPE_CHECKING:  # the library is imported by the command that needs it: `--help` and completion stay quick
+    from ..azureml.project import Project
+    from ..build import Built
+    from ..image.cache import BlobCache
+    from ..registry.client import RegistryOptions
+    from ..registry.layercache import RegistryLayerCache
+
+__all__ = ["assemble", "blob_cache", "kv", "layer_cache", "project", "registry_options"]
+
+
+def kv(items: Sequence[str] | None, flag: str) -> dict[str, str]:
+    """``KEY=VALUE`` flags as a dict (a later key wins)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def blob_cache(args: argparse.Namespace) -> BlobCache:
+    from ..image.cache import BlobCache, default_cache_dir
+
+    return BlobCache(Path(args.cache_dir) if args.cache_dir else default_cache_dir())
+
+
+def registry_options(args: argparse.Namespace) -> RegistryOptions:
+    """The registry settings of the flags and environment; stdin is read once per run."""
+    if getattr(args, "_registry_options", None) is not None:
+        return args._registry_options
+    from ..registry.settings import registry_options as _options
+
+    password = sys.stdin.readline().rstrip("\r\n") if getattr(args, "password_stdin", False) else None
+    opts = _options(username=getattr(args, "username", None), password=password, ca_cert=getattr(args, "ca_cert", None),
+                    insecure_registries=getattr(args, "insecure_registry", None) or ())
+    args._registry_options = opts
+    return opts
+
+
+def layer_cache(args: argparse.Namespace, cache: BlobCache) -> RegistryLayerCache | None:
+    """The registry layer cache the flags ask for, or None (the default: off).
+
+    ``--cache-repo REF`` (or ``$OCIASSEMBLE_CACHE_REPO``) reads and, on ``push``, writes;
+    ``--cache-from REF`` only reads; ``--cache-to REF`` only writes (``push`` only: a build
+    pushes nothing); ``--no-cache-repo`` turns all of it off.
+    """
+    from ..registry.layercache import layer_cache_from
+
+    return layer_cache_from(cache, repo=getattr(args, "cache_repo", None), read_from=getattr(args, "cache_from", None),
+                            write_to=getattr(args, "cache_to", None), pushing=args.command == "push",
+                            off=getattr(args, "no_cache_repo", False), options=lambda: registry_options(args))
+
+
+def project(args: argparse.Namespace) -> Project:
+    """The project of the build flags: the folder's config with the flags over it."""
+    from ..azureml.project import project_with
+
+    return project_with(Path(args.path), config=Path(args.config) if args.config else None,
+                        entry_script=args.entry_script, source_dir=args.source_dir, source_name=args.source_name,
+                        models=args.model or (), requirements=args.requirements, conda_file=args.conda_file,
+                        install_serving_stack=bool(getattr(args, "install_serving_stack", None)), base=args.base,
+                        output=args.output, compression=args.compression,
+                        compression_level=getattr(args, "compression_level", None),
+                        env=kv(args.env, "--env"), labels=kv(args.label, "--label"),
+                        source_url=args.source_url, revision=args.revision)
+
+
+def assemble(args: argparse.Namespace, out: Out) -> Built:
+    """Build the image the flags describe (recipe or plain): ``build``, ``push`` and ``verify`` share it."""
+    from ..build import build_image
+    from ..image.layer import LayerSource
+    from ..inputs.context import secrets_allowed
+
+    cache = blob_cache(args)
+    proj = project(args)
+    extra = [LayerSource.parse(s) for s in args.layer or []]
+    opts = registry_options(args) if is_registry(proj.base) else None
+    lc = layer_cache(args, cache)
+    recipe = False if args.plain else (True if (args.entry_script or args.model or args.requirements
+                                                 or args.conda_file) else None)
+    return build_image(proj, cache, recipe=recipe, extra_layers=extra, cmd=args.cmd, entrypoint=args.entrypoint,
+                       ports=args.port or (), workdir=args.workdir, registry_options=opts, layer_cache=lc,
+                       allow_secrets=secrets_allowed(args.allow_secrets), log=out.log,
+                       on_bytes=out.reporter.layer_bytes, debug=args.debug)

@@ -1,0 +1,73 @@
+"""What the commands print: steps and progress to stderr, one result on stdout (text or ``--json``).
+
+Also the JSON pieces the building commands share (``layers``, ``work``, ``registry_cache``:
+docs/json.md) and the one line an error is printed as.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from ..progress import Reporter, make_reporter
+
+if TYPE_CHECKING:
+    from ..build import Built
+    from ..image.layer import BuiltLayer
+
+__all__ = ["Out", "error_line", "layers_json", "work_json"]
+
+
+class Out:
+    """Where messages go: steps and progress to stderr (unless --quiet/--json), results to stdout."""
+
+    def __init__(self, quiet: bool, as_json: bool, reporter: Reporter | None = None) -> None:
+        self.quiet = quiet
+        self.as_json = as_json
+        self.reporter = reporter if reporter is not None else make_reporter(sys.stderr, quiet=quiet or as_json)
+
+    def log(self, msg: str) -> None:
+        self.reporter.step(msg)
+
+    def result(self, data: dict[str, Any], text: str) -> None:
+        self.reporter.close()  # the live display ends before the result is printed
+        if self.as_json:
+            print(json.dumps(data, indent=2, sort_keys=True))
+        elif text:
+            print(text)
+
+
+def error_line(exc: BaseException) -> str:
+    """An error's message as one line: its lines joined by "; " (the CLI never prints more)."""
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+def layers_json(layers: list[tuple[str, BuiltLayer]]) -> list[dict[str, Any]]:
+    return [{"what": kind, "digest": l.descriptor.digest, "size": l.descriptor.size, "mediaType": l.descriptor.media_type,
+             "diffID": l.diff_id, "reused": l.reused, "source": l.outcome} for kind, l in layers]
+
+
+def work_json(built: Built | None, out: Out) -> dict[str, Any]:
+    """``work`` and ``registry_cache`` of a build's result: what was compressed, held by
+    reference or stored uncompressed, reused, taken from the registry cache, whether pex
+    ran; the counts also go to the log (a kind this build did not do is left out there)."""
+    layers = [l for _, l in built.layers] if built else []
+    work = {"layers_compressed": sum(l.outcome == "compressed" for l in layers),
+            "layers_held_by_reference": sum(l.outcome == "held" for l in layers),
+            "layers_stored_uncompressed": sum(l.outcome == "uncompressed" for l in layers),
+            "layers_reused": sum(l.outcome == "reused" for l in layers),
+            "layers_from_registry_cache": sum(l.outcome == "registry" for l in layers),
+            "pex_ran": bool(built and built.pex_ran)}
+    lc = built.layer_cache if built else None
+    if built:
+        made = [f"{work['layers_compressed']} compressed"]
+        if work["layers_held_by_reference"]:
+            made.append(f"{work['layers_held_by_reference']} held by reference")
+        if work["layers_stored_uncompressed"]:
+            made.append(f"{work['layers_stored_uncompressed']} stored uncompressed")
+        out.log(f"layers: {', '.join(made)}, {work['layers_reused']} reused from the local "
+                f"index, {work['layers_from_registry_cache']} from the registry cache"
+                + ("; pex ran" if work["pex_ran"] else ""))
+    return {"work": work, "registry_cache": None if lc is None else
+            {"repository": lc.name, "read": lc.read, "write": lc.write_enabled, **lc.stats.to_json()}}

@@ -1,0 +1,203 @@
+"""The command line's grammar: the commands, their flags and help texts, and argparse's exit code made ours.
+
+Each command is set as its module's ``cmd_*`` function, looked up when the parser is
+built (a test may replace one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from .. import __version__
+from ..errors import EXIT_USER
+from ..progress import PROG
+from . import build, cache, completion, init, inspect, login, make_base, pull, push, run, verify
+
+__all__ = ["EPILOG", "build_parser"]
+
+# The environment the library reads (registry.settings, registry.layercache), named here as
+# text so that `--help` and completion do not import the registry code (test_cli checks they agree).
+ENV_USERNAME = "OCIASSEMBLE_USERNAME"
+ENV_PASSWORD = "OCIASSEMBLE_PASSWORD"
+ENV_CACHE_REPO = "OCIASSEMBLE_CACHE_REPO"
+
+EPILOG = """\
+examples:
+  ociassemble make-base                            # once: a Debian base with python3, nginx, runit
+  ociassemble build --model model.pkl -o oci-archive:image.tar   # in a folder with score.py
+  ociassemble run oci-archive:image.tar --publish 8080:5001      # serve it, no daemon
+  ociassemble push localhost:5000/team/model:1.0   # build and push from the cache
+
+exit codes: 0 ok, 1 bad input or environment, 2 registry or network, 3 internal error (a bug), 130 interrupted.
+environment: OCIASSEMBLE_USERNAME, OCIASSEMBLE_PASSWORD (registry credentials), OCIASSEMBLE_CACHE (the cache),
+             OCIASSEMBLE_CACHE_REPO (a registry layer cache, as --cache-repo; off when unset),
+             SOURCE_DATE_EPOCH (every timestamp in the image; default 0).
+docs: docs/index.md in the source tree; shell completion: ociassemble completion bash|zsh
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with ociassemble's exit code for bad flags (1: the user's input), not argparse's 2
+    (which ociassemble means as "registry or network")."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USER, f"{self.prog}: error: {message}\n")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", metavar="DIR", help="blob cache (default $OCIASSEMBLE_CACHE or ~/.cache/ociassemble)")
+    p.add_argument("--json", action="store_true", help="print one JSON result on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the result")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def _registry_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("registry")
+    g.add_argument("-u", "--username", help=f"registry user (or ${ENV_USERNAME}; default: docker config)")
+    g.add_argument("--password-stdin", action="store_true",
+                   help=f"read the password or token from stdin (or ${ENV_PASSWORD}); never on the command line")
+    g.add_argument("--ca-cert", metavar="FILE", help="trust this CA certificate for the registry's TLS")
+    g.add_argument("--insecure-registry", action="append", metavar="HOST[:PORT]",
+                   help="allow plain HTTP to this registry (localhost is always allowed)")
+
+
+def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
+    p.add_argument("path", nargs="?", default=".", help="project folder (default: .)")
+    p.add_argument("--config", metavar="FILE", help="config file (default: ./ociassemble.toml or [tool.ociassemble] in pyproject.toml)")
+    g = p.add_argument_group("scoring image (the AzureML recipe)")
+    g.add_argument("--entry-script", metavar="FILE", help="the script with init() and run() (default: score.py)")
+    g.add_argument("--source-dir", metavar="DIR", help="folder shipped with it (default: the entry script's folder)")
+    g.add_argument("--source-name", metavar="NAME",
+                   help="its folder's name in the image, /var/azureml-app/NAME (default: src, whatever the checkout's "
+                        "folder is called)")
+    g.add_argument("-m", "--model", action="append", metavar="PATH[:NAME[:VERSION]]", help="model file or folder (repeatable)")
+    g.add_argument("-r", "--requirements", metavar="FILE", help="requirements.txt for run()'s Python packages")
+    g.add_argument("--conda-file", metavar="FILE", help="conda environment .yml (its pip list and PyPI-available packages)")
+    g.add_argument("--install-serving-stack", action="store_true", default=None,
+                   help="install azureml-defaults, azureml-inference-server-http and azureml-contrib-services when "
+                        "the environment lists them (default: the image provides them; not installed)")
+    g.add_argument("--plain", action="store_true", help="ignore the recipe: assemble only --base and --layer")
+    g2 = p.add_argument_group("image")
+    g2.add_argument("--base", metavar="IMAGE", help="base image: oci:DIR, oci-archive:FILE, docker-archive:FILE, a registry reference, a rootfs tarball/folder, or scratch (empty; the default with --plain)")
+    g2.add_argument("--layer", action="append", metavar="SRC:DEST", help="add a layer with SRC at in-image DEST (repeatable)")
+    g2.add_argument("--cmd", help="image Cmd: a JSON array or a space-separated string")
+    g2.add_argument("--entrypoint", help="image Entrypoint: a JSON array or a space-separated string")
+    g2.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="environment variable (repeatable)")
+    g2.add_argument("-p", "--port", action="append", metavar="PORT[/PROTO]", help="exposed port (repeatable)")
+    g2.add_argument("--label", action="append", metavar="KEY=VALUE", help="image label (repeatable)")
+    g2.add_argument("--workdir", metavar="DIR", help="image WorkingDir")
+    g2.add_argument("--source-url", help="org.opencontainers.image.source label")
+    g2.add_argument("--revision", help="org.opencontainers.image.revision label (e.g. the git commit)")
+    g2.add_argument("--compression", choices=("auto", "gzip", "zstd", "none"),
+                    help="layer compression (default auto: gzip, or none where content barely compresses)")
+    g2.add_argument("--compression-level", type=int, metavar="N", help="gzip 0-12 (libdeflate; default 1, 6 = gzip -6's size), zstd 1-19 (default 3)")
+    g2.add_argument("--allow-secrets", action="store_true",
+                    help="include files named like secrets (.env, *.pem, id_rsa, .netrc, …) instead of refusing "
+                         "them, with a warning (or $OCIASSEMBLE_ALLOW_SECRETS=1)")
+    g3 = p.add_argument_group("registry layer cache (off unless named; see docs/registry-cache.md)")
+    g3.add_argument("--cache-repo", metavar="REF",
+                    help=f"a registry repository shared by runners as the layer cache: read on build, read and "
+                         f"written on push (or ${ENV_CACHE_REPO})")
+    g3.add_argument("--cache-from", metavar="REF", help="only read the layer cache in this repository")
+    g3.add_argument("--cache-to", metavar="REF", help="push: write the layer cache entries there after the image push")
+    g3.add_argument("--no-cache-repo", action="store_true", help=f"no registry layer cache, whatever ${ENV_CACHE_REPO} says")
+    p.add_argument("--sbom", action="store_true",
+                   help="also make an SPDX 2.3 SBOM (Python and Debian packages): written beside the output as "
+                        "<output>.sbom.spdx.json; on push, pushed as an OCI artifact referring to the image")
+    if with_output:
+        p.add_argument("-o", "--output", metavar="SPEC", help="oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG] (default: oci-archive:image.tar)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Assemble OCI images for Python model serving, deterministically, with no Docker daemon.",
+        epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, func: Callable[..., int], help_: str, example: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        _common(p)
+        return p
+
+    p = add("build", build.cmd_build, "Build an image: the scoring image from score.py + model, or any image from --base + --layer.",
+            "ociassemble build --model model.pkl -r requirements.txt -o oci-archive:image.tar")
+    _build_flags(p)
+    _registry_flags(p)
+
+    p = add("push", push.cmd_push, "Build (from the cache) and push to a registry, or push an image already built (--from).",
+            "ociassemble push registry.example.com/team/model:1.0 --model model.pkl")
+    p.add_argument("refs", nargs="*", metavar="REF", help="destination reference(s); several tags push one image")
+    p.add_argument("--from", dest="source", metavar="IMAGE", help="push this image instead of building: oci:DIR, oci-archive:FILE, …")
+    p.add_argument("--digest-file", metavar="FILE", help="write the pushed manifest digest here")
+    _build_flags(p, with_output=False)
+    p.set_defaults(path=".")
+    _registry_flags(p)
+
+    p = add("verify", verify.cmd_verify, "Rebuild the project from its inputs and compare with an image: exit 0 and its "
+            "digest when they are the same, 1 and the first difference (a layer's file, only its compression, the "
+            "config key) when not.",
+            "ociassemble verify . --against registry.example.com/team/model:1.0")
+    p.add_argument("--against", required=True, metavar="IMAGE",
+                   help="the image to check: a registry reference (docker://REF), oci:DIR[:TAG], oci-archive:FILE[:TAG] "
+                        "or docker-archive:FILE[:NAME:TAG]")
+    _build_flags(p, with_output=False)
+    _registry_flags(p)
+
+    p = add("pull", pull.cmd_pull, "Pull an image from a registry into an OCI layout or archive.",
+            "ociassemble pull localhost:5000/team/model:1.0 oci:./model-image")
+    p.add_argument("ref", help="registry reference, e.g. localhost:5000/team/model:1.0")
+    p.add_argument("dest", metavar="SPEC", help="oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]")
+    _registry_flags(p)
+
+    p = add("inspect", inspect.cmd_inspect, "Show an image's digest, platform, config and layers (a registry image: "
+            "manifest and config only), or list the files of one layer.",
+            "ociassemble inspect oci-archive:image.tar --json\n"
+            "  ociassemble inspect localhost:5000/team/model:1.0 --layer 3 --list")
+    p.add_argument("image", metavar="IMAGE", help="oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG] "
+                   "or a registry reference")
+    p.add_argument("--layer", type=int, metavar="N", help="only layer N (0 is the bottom one)")
+    p.add_argument("--list", action="store_true", help="with --layer N: list its files (a registry image: fetches that layer only)")
+    _registry_flags(p)
+
+    p = add("run", run.cmd_run, "Run an image without a daemon (namespaces + chroot); publish its port on 127.0.0.1.",
+            "ociassemble run oci-archive:image.tar --publish 8080:5001")
+    p.add_argument("image", metavar="IMAGE", help="the image to run (any transport, or a registry reference)")
+    p.add_argument("--publish", action="append", metavar="[127.0.0.1:]HOSTPORT:PORT", help="publish a container port on the host's loopback")
+    p.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="extra environment (repeatable)")
+    _registry_flags(p)
+
+    p = add("make-base", make_base.cmd_make_base, "Build the default base (Debian bookworm + python3, nginx, runit) with mmdebstrap.",
+            "ociassemble make-base")
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+
+    p = add("init", init.cmd_init, "Write a commented starter ociassemble.toml.", "ociassemble init")
+    p.add_argument("path", nargs="?", default=".", help="project folder (default: .)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing ociassemble.toml")
+
+    p = add("login", login.cmd_login, "Store registry credentials in the docker config.",
+            "echo \"$TOKEN\" | ociassemble login registry.example.com -u ci --password-stdin")
+    p.add_argument("registry", help="registry host[:port]")
+    _registry_flags(p)
+
+    p = add("cache", cache.cmd_cache, "Check the blob cache (re-hash every blob; --fix removes what is unsound), "
+            "or prune blobs the layer index does not use.",
+            "ociassemble cache verify --fix\n  ociassemble cache prune --older-than 30")
+    p.add_argument("action", choices=("verify", "prune"), help="verify: re-hash and check; prune: remove old unused blobs")
+    p.add_argument("--fix", action="store_true", help="verify: remove corrupt blobs, abandoned temp files and "
+                   "layer-index records naming missing blobs")
+    p.add_argument("--older-than", type=float, metavar="DAYS", help="prune: blobs unmodified for this many days")
+    p.add_argument("--dry-run", action="store_true", help="prune: only list what would go")
+
+    p = add("completion", completion.cmd_completion, "Print a shell completion script for bash or zsh.",
+            "source <(ociassemble completion bash)      # or add it to ~/.bashrc")
+    p.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete for")
+    p.set_defaults(root_parser=parser)  # the script is generated from this very parser
+    return parser
