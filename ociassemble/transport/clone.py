@@ -2,7 +2,7 @@
 
 An uncompressed layer of the user's files is our tar headers plus those files' bytes
 (``blobref``), and the layer format puts the data of every big file at a multiple of
-4096 bytes of the tar (``layer.ALIGN``). On a filesystem with reflinks (XFS made with
+4096 bytes of the tar (``tarstream.ALIGN``). On a filesystem with reflinks (XFS made with
 ``reflink=1``, btrfs, bcachefs), the output's copy of such a file's data can then be a
 clone of the file's own blocks (``FICLONERANGE``): the headers are written, the data is
 shared, and a model of gigabytes costs the disk a few kilobytes more, not its size again.
