@@ -50,9 +50,10 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..errors import InputError
-from .digest import CHUNK, Digest
+from .digest import CHUNK, Digest, sha256_file
 
-__all__ = ["FilePart", "RefRecord", "RefReader", "SourceChangedError", "REF_FORMAT", "mismatch_error"]
+__all__ = ["FilePart", "RefRecord", "RefReader", "SourceChangedError", "REF_FORMAT", "changed_error", "mismatch_error",
+           "open_part"]
 
 #: The record's own format; a record of another format is treated as absent.
 REF_FORMAT = 1
@@ -161,7 +162,7 @@ def _gone(path: str, digest: str) -> SourceChangedError:
                               "put it back or build the image again")
 
 
-def _changed(path: str, digest: str) -> SourceChangedError:
+def changed_error(path: str, digest: str) -> SourceChangedError:
     return SourceChangedError(f"{path} changed after the image was built (it is part of layer {digest[:19]}): "
                               "build the image again")
 
@@ -170,20 +171,34 @@ def _fingerprint(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_size, *stamp_of(st))
 
 
-def _open_checked(part: FilePart, digest: str) -> tuple[io.FileIO, tuple[int, int, int, int]]:
-    """The part's file, opened, once its fingerprint (or, failing that, its content) matches;
-    with the fingerprint it had then (what it must still have once read)."""
+def open_part(part: FilePart, digest: str) -> tuple[io.FileIO, os.stat_result]:
+    """The part's file, opened, with its stat then, once its size is still the recorded one.
+
+    Every reader of a held blob (this module's, ``transport.clone``'s) opens its files
+    here, so a file gone, unreadable or resized is the same one-line error everywhere.
+    """
     try:
         f = io.FileIO(part.path, "rb")
     except FileNotFoundError:
         raise _gone(part.path, digest) from None
-    except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+    except OSError as exc:  # no permission, a folder now, an I/O error: what the fix says holds for each
         raise SourceChangedError(f"{part.path} cannot be read any more ({exc.strerror}; it is part of layer "
                                  f"{digest[:19]}): make it readable or build the image again") from None
     try:
         st = os.fstat(f.fileno())
         if st.st_size != part.size:
-            raise _changed(part.path, digest)
+            raise changed_error(part.path, digest)
+    except BaseException:
+        f.close()
+        raise
+    return f, st
+
+
+def _open_checked(part: FilePart, digest: str) -> tuple[io.FileIO, tuple[int, int, int, int]]:
+    """The part's file, opened, once its fingerprint (or, failing that, its content) matches;
+    with the fingerprint it had then (what it must still have once read)."""
+    f, st = open_part(part, digest)
+    try:
         if stamp_of(st) != part.stamp:
             h = hashlib.sha256()
             buf = bytearray(CHUNK)
@@ -194,7 +209,7 @@ def _open_checked(part: FilePart, digest: str) -> tuple[io.FileIO, tuple[int, in
                     break
                 h.update(view[:n])
             if h.hexdigest() != part.sha256:
-                raise _changed(part.path, digest)
+                raise changed_error(part.path, digest)
             f.seek(0)
         return f, _fingerprint(st)
     except BaseException:
@@ -301,10 +316,10 @@ class RefReader(io.RawIOBase):
                     self._file, self._opened = _open_checked(part, self.record.digest)
                 n = self._file.readinto(view[got:got + min(part.size - self._in_part, want - got)]) or 0
                 if n == 0:
-                    raise _changed(part.path, self.record.digest)  # shrank while read
+                    raise changed_error(part.path, self.record.digest)  # shrank while read
                 if not self.hashed and self._in_part + n == part.size and \
                         _fingerprint(os.fstat(self._file.fileno())) != self._opened:
-                    raise _changed(part.path, self.record.digest)  # written while read: its last bytes stay here
+                    raise changed_error(part.path, self.record.digest)  # written while read: its last bytes stay here
             got += n
             self._in_part += n
             size = part if isinstance(part, int) else part.size
@@ -343,7 +358,7 @@ def mismatch_error(record: RefRecord) -> SourceChangedError:
     by hashing each file again (this path only runs once something is known to be wrong)."""
     changed = [p.path for p in record.files if _differs(p)]
     if changed:
-        return _changed(changed[0], record.digest)
+        return changed_error(changed[0], record.digest)
     return SourceChangedError(f"layer {record.digest[:19]} no longer hashes to its digest (a file of it was changed "
                               "while being read): build the image again")
 
@@ -351,11 +366,7 @@ def mismatch_error(record: RefRecord) -> SourceChangedError:
 def _differs(part: FilePart) -> bool:
     """Whether the file's content no longer hashes to what the record says (best effort)."""
     try:
-        h = hashlib.sha256()
-        with open(part.path, "rb") as f:
-            while data := f.read(CHUNK):
-                h.update(data)
-        return h.hexdigest() != part.sha256
+        return sha256_file(part.path)[0].hex != part.sha256
     except OSError:
         return True
 

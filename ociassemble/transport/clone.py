@@ -27,18 +27,15 @@ import struct
 from dataclasses import dataclass
 from typing import Iterator
 
-from ..image.blobref import FilePart, RefRecord, SourceChangedError, _changed, _gone, stamp_of
+from ..image.blobref import FilePart, RefRecord, changed_error, open_part, stamp_of
 from ..image.digest import CHUNK
+from ..image.tarstream import ALIGN  # the block size a clone's offsets must be multiples of; the tar's data is aligned to it
 
 __all__ = ["CloneReport", "write_record", "clone_range"]
 
 #: ``_IOW(0x94, 13, struct file_clone_range)`` from <linux/fs.h>: the same on every
 #: architecture Linux runs Python on (the struct is four 64-bit fields).
 FICLONERANGE = 0x4020940D
-#: Offsets and lengths of a clone must be multiples of the filesystem's block size; ext4,
-#: XFS and btrfs use 4096 as made by default (a filesystem with bigger blocks refuses the
-#: clone, EINVAL, and the file is copied).
-ALIGN = 4096
 #: What a clone that cannot be done here raises: another filesystem (EXDEV), none of
 #: reflinks (EOPNOTSUPP: ext4, tmpfs; ENOTTY, ENOSYS: no such ioctl), offsets the
 #: filesystem cannot share (EINVAL), a file it will not share (EPERM, ETXTBSY: swap, DAX,
@@ -100,17 +97,8 @@ def write_record(record: RefRecord, dst_fd: int) -> CloneReport:
 
 
 def _put_file(part: FilePart, digest: str, dst_fd: int, pos: int, report: CloneReport) -> None:
-    try:
-        f = io.FileIO(part.path, "rb")
-    except FileNotFoundError:
-        raise _gone(part.path, digest) from None
-    except OSError as exc:
-        raise SourceChangedError(f"{part.path} cannot be read any more ({exc.strerror}; it is part of layer "
-                                 f"{digest[:19]}): make it readable or build the image again") from None
+    f, st = open_part(part, digest)
     with f:
-        st = os.fstat(f.fileno())
-        if st.st_size != part.size:
-            raise _changed(part.path, digest)
         whole = part.size - part.size % ALIGN
         if (whole and pos % ALIGN == 0 and stamp_of(st) == part.stamp
                 and clone_range(f.fileno(), 0, whole, dst_fd, pos)):
@@ -120,7 +108,7 @@ def _put_file(part: FilePart, digest: str, dst_fd: int, pos: int, report: CloneR
             _write_all(dst_fd, tail)
             after = os.fstat(f.fileno())
             if after.st_size != part.size or stamp_of(after) != part.stamp or len(tail) != part.size - whole:
-                raise _changed(part.path, digest)  # changed while shared: what was cloned may not be it
+                raise changed_error(part.path, digest)  # changed while shared: what was cloned may not be it
             report.cloned += whole
             report.written += len(tail)
             return
@@ -147,7 +135,7 @@ def _copy_hashed(f: io.FileIO, part: FilePart, digest: str, dst_fd: int) -> None
     for chunk in prefetch(chunks()):
         _write_all(dst_fd, chunk)
     if n != part.size or h.hexdigest() != part.sha256:
-        raise _changed(part.path, digest)
+        raise changed_error(part.path, digest)
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
