@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from held_fixtures import held_model_image
 from registry_fixtures import FaultProxy, Registry
 
-from ociassemble.image.assemble import Image, ImageBuilder
+from ociassemble.image.assemble import Image
 from ociassemble.image.blobref import FilePart, RefRecord, SourceChangedError, stamp_of
 from ociassemble.image.cache import BlobCache
-from ociassemble.image.compress import Compression
-from ociassemble.image.layer import LayerSource, build_layer
 from ociassemble.registry import push_image
 from ociassemble.transport.archive import write_docker_archive, write_oci_archive
 from ociassemble.transport.layout import write_layout
@@ -40,16 +39,9 @@ def model_dir(tmp_path: Path) -> Path:
     return d
 
 
-def _image(cache: BlobCache, model_dir: Path) -> Image:
-    b = ImageBuilder(cache, None)
-    b.add_layer(build_layer(cache, [LayerSource(model_dir, "/var/models/m/1")], compression=Compression("none"),
-                            epoch=0), "model")
-    return b.build(0)
-
-
 @pytest.fixture
 def image(cache: BlobCache, model_dir: Path) -> Image:
-    img = _image(cache, model_dir)
+    img = held_model_image(cache, model_dir)
     layer = img.manifest.layers[0]
     assert cache.ref(layer.digest) is not None and not cache.stored(layer.digest), "the layer is held by reference"
     return img

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from held_fixtures import held_model_image
 
-from ociassemble.image.assemble import Image, ImageBuilder
+from ociassemble.image.assemble import Image
 from ociassemble.image.blobref import SourceChangedError
 from ociassemble.image.cache import BlobCache
-from ociassemble.image.compress import Compression
-from ociassemble.image.layer import LayerSource, build_layer
 from ociassemble.transport.clone import write_record
 from ociassemble.transport.layout import write_layout
 
@@ -69,13 +68,6 @@ def _model(root: Path) -> Path:
     return d
 
 
-def _image(cache: BlobCache, model: Path) -> Image:
-    b = ImageBuilder(cache, None)
-    b.add_layer(build_layer(cache, [LayerSource(model, "/var/models/m/1")], compression=Compression("none"),
-                            epoch=0), "model")
-    return b.build(0)
-
-
 def _check_layout(out: Path, image: Image, model: Path, tmp_path: Path) -> None:
     for blob in (out / "blobs" / "sha256").iterdir():
         h = hashlib.sha256()
@@ -105,7 +97,7 @@ def test_oci_output_on_reflink_xfs_shares_the_model(xfs: Path, tmp_path: Path) -
     model = _model(xfs)
     cache = BlobCache(tmp_path / "cache")  # on another filesystem: it only holds the references
     before = _free(xfs)
-    image = _image(cache, model)
+    image = held_model_image(cache, model)
     out = xfs / "out"
     write_layout(image, cache, out, "v1")
     used = before - _free(xfs)
@@ -119,7 +111,7 @@ def test_output_on_another_filesystem_copies_and_verifies(xfs: Path, tmp_path: P
     """No clone across filesystems (EXDEV): each file is copied, hashed, and the layout is the same."""
     model = _model(xfs)
     cache = BlobCache(tmp_path / "cache")
-    image = _image(cache, model)
+    image = held_model_image(cache, model)
     out = tmp_path / "out"
     write_layout(image, cache, out, "v1")
     _check_layout(out, image, model, tmp_path)
@@ -128,7 +120,7 @@ def test_output_on_another_filesystem_copies_and_verifies(xfs: Path, tmp_path: P
 def test_a_model_changed_after_the_build_is_refused_not_cloned(xfs: Path, tmp_path: Path) -> None:
     model = _model(xfs)
     cache = BlobCache(tmp_path / "cache")
-    image = _image(cache, model)
+    image = held_model_image(cache, model)
     record = cache.ref(image.manifest.layers[0].digest)
     assert record is not None
     target = model / "weights.bin"
