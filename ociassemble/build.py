@@ -9,6 +9,11 @@ or compare, and what a program calls to do the same (docs/library.md)::
 
 Nothing is written outside the blob cache; the result names what each layer cost (made,
 reused, taken from the registry cache) and what an SBOM of the image needs.
+
+For several platforms, ``build_images`` builds one image per platform, each on that
+platform's base, and puts them under one index. The layers that do not depend on the
+platform (configs, app, models, source) are the same bytes for every platform, so the
+second platform finds them in the cache: only its base and its deps layer are its own.
 """
 
 from __future__ import annotations
@@ -25,11 +30,13 @@ from .image.assemble import Image, ImageBuilder
 from .image.cache import BlobCache
 from .image.compress import Compression
 from .image.layer import BuiltLayer, LayerSource, build_layer, scan_sources, source_date_epoch
-from .image.oci import Descriptor
+from .image.imageindex import ImageIndex, Target
+from .image.oci import Descriptor, Platform
+from .image.platform import normalize, parse_platforms
 from .inputs.base import load_base
 from .inputs.context import check_secrets
 
-__all__ = ["Built", "build_image", "image_sbom", "uses_recipe"]
+__all__ = ["Built", "BuiltSet", "build_image", "build_images", "image_sbom", "uses_recipe"]
 
 
 @dataclass
@@ -66,8 +73,9 @@ def build_image(project: Project, cache: BlobCache, *, recipe: bool | None = Non
                 entrypoint: str | Sequence[str] | None = None, ports: Sequence[str] = (),
                 workdir: str | None = None, registry_options: Any = None, layer_cache: Any = None,
                 allow_secrets: bool = False, log: Callable[[str], None] = lambda _: None,
-                on_bytes: Callable[[int], None] | None = None, debug: bool = False) -> Built:
-    """Build the image ``project`` describes into ``cache``.
+                on_bytes: Callable[[int], None] | None = None, debug: bool = False,
+                platform: Platform | None = None) -> Built:
+    """Build the image ``project`` describes into ``cache``, for ``platform`` (default: the base's).
 
     ``recipe``: True the AzureML recipe, False a plain image (``project.base`` plus
     ``extra_layers``), None decides by ``uses_recipe``. ``cmd``, ``entrypoint``, ``ports``
@@ -82,7 +90,8 @@ def build_image(project: Project, cache: BlobCache, *, recipe: bool | None = Non
         from .azureml.recipe import build_azureml_image
 
         res = build_azureml_image(project, cache, extra_layers=extra, log=log, registry_options=registry_options,
-                                  on_bytes=on_bytes, allow_secrets=allow_secrets, layer_cache=layer_cache, debug=debug)
+                                  on_bytes=on_bytes, allow_secrets=allow_secrets, layer_cache=layer_cache, debug=debug,
+                                  platform=platform)
         image, layers = res.image, res.layers
         scan = list(image.manifest.layers[:len(image.manifest.layers) - len(layers)])
         if res.deps_site is None:  # the deps layer came from the registry cache: the SBOM reads its dist-infos
@@ -93,9 +102,9 @@ def build_image(project: Project, cache: BlobCache, *, recipe: bool | None = Non
     scanned = [scan_sources([src]) for src in extra]  # once: checked here, built below
     check_secrets([e for entries in scanned for e in entries], allow=allow_secrets, warn=log)
     # "scratch" is the empty base, as in a Dockerfile's FROM scratch (never Docker Hub's library/scratch)
-    base = (load_base(project.base, cache, registry_options=registry_options)
+    base = (load_base(project.base, cache, registry_options=registry_options, platform=platform)
             if project.base not in (None, "", "scratch") else None)
-    b = ImageBuilder(cache, base)
+    b = ImageBuilder(cache, base, **({"platform": normalize(platform)} if platform is not None else {}))
     compression = Compression.parse(project.compression, project.compression_level)
     layers = []
     for src, entries in zip(extra, scanned):
@@ -117,6 +126,63 @@ def build_image(project: Project, cache: BlobCache, *, recipe: bool | None = Non
         cfg = replace(cfg, working_dir=workdir)
     b.config = cfg
     return Built(b.build(created=source_date_epoch()), layers, project, cache, layer_cache=layer_cache)
+
+
+@dataclass
+class BuiltSet:
+    """What a build for one or several platforms produced: one ``Built`` per platform, and
+    what to write or push (``target``: the one image, or the index of them all)."""
+
+    builds: list[Built]
+    index: ImageIndex | None = None  # two or more platforms
+
+    @property
+    def target(self) -> Target:
+        return self.index if self.index is not None else self.builds[0].image
+
+    @property
+    def cache(self) -> BlobCache:
+        return self.builds[0].cache
+
+    @property
+    def project(self) -> Project:
+        return self.builds[0].project
+
+    @property
+    def layer_cache(self) -> Any:
+        return self.builds[0].layer_cache
+
+    @property
+    def layers(self) -> list[tuple[str, BuiltLayer]]:
+        """Every platform's new layers (a layer shared by two is there twice: reused the second time)."""
+        return [pair for b in self.builds for pair in b.layers]
+
+    @property
+    def pex_ran(self) -> bool:
+        return any(b.pex_ran for b in self.builds)
+
+
+def build_images(project: Project, cache: BlobCache, *, platforms: str | Sequence[str] | Sequence[Platform] | None = None,
+                 log: Callable[[str], None] = lambda _: None, **kw: Any) -> BuiltSet:
+    """Build ``project`` for each of ``platforms`` (default: the project's ``platform``, else
+    one image for the base's own): ``build_image`` per platform, and an index when there are
+    two or more. ``kw`` are ``build_image``'s.
+
+    Raises UsageError for a platform that is not ``os/arch[/variant]``.
+    """
+    wanted = platforms if platforms is not None else project.platform
+    if not wanted:
+        return BuiltSet([build_image(project, cache, log=log, **kw)])
+    parsed = (tuple(normalize(p) for p in wanted) if not isinstance(wanted, str) and wanted
+              and isinstance(next(iter(wanted)), Platform) else parse_platforms(wanted))  # type: ignore[arg-type]
+    builds = []
+    for p in parsed:
+        if len(parsed) > 1:
+            log(f"platform {p}")
+        builds.append(build_image(project, cache, log=log, platform=p, **kw))
+    if len(builds) == 1:
+        return BuiltSet(builds)
+    return BuiltSet(builds, ImageIndex.of([b.image for b in builds]))
 
 
 def image_sbom(image: Image, cache: BlobCache, *, name: str, repository: str | None = None,

@@ -36,6 +36,9 @@ class BaseInfo:
     glibc: str | None  # "2.36"
     architecture: str  # "amd64"
     has: tuple[str, ...]  # which of python3/nginx/runsvdir exist
+    #: what dpkg says its packages are built for ("arm64"), None where it does not say: a base
+    #: labelled for one platform and made for another is refused before pex picks wheels for it
+    dpkg_architecture: str | None = None
 
     @property
     def machine(self) -> str:
@@ -56,6 +59,15 @@ def _open_layer(cache: BlobCache, media_type: str, digest: str) -> BinaryIO:
 
         return zstandard.ZstdDecompressor().stream_reader(f, closefd=True)  # type: ignore[return-value]
     return f
+
+
+def _dpkg_architecture(text: str) -> str | None:
+    """The architecture of the C library's package (``all`` packages say nothing)."""
+    for para in text.split("\n\n"):
+        if re.search(r"^Package: libc6$", para, re.M):
+            arch = re.search(r"^Architecture: (\S+)", para, re.M)
+            return arch.group(1) if arch else None
+    return None
 
 
 def _dpkg_versions(text: str) -> dict[str, str]:
@@ -140,6 +152,7 @@ def inspect_base(image: Image, cache: BlobCache, remote: Any = None) -> BaseInfo
         glibc=libc.group(1) if libc else None,
         architecture=image.config.platform.architecture,
         has=has,
+        dpkg_architecture=_dpkg_architecture(dpkg),
     )
     memo.parent.mkdir(parents=True, exist_ok=True)
     memo.write_text(json.dumps(asdict(info)))

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from ..errors import BuildError
 from ..image.cache import BlobCache
+from ..image.oci import Platform
+from ..image.platform import host_platform, normalize
 from ..inputs.base import load_base
 from ..transport.layout import write_layout
 
@@ -24,8 +26,12 @@ PACKAGES = ("python3", "nginx-light", "runit", "ca-certificates")
 _SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 
 
-def default_base_path(cache: BlobCache) -> Path:
-    return cache.root / "bases" / f"{SUITE}-azureml"
+def default_base_path(cache: BlobCache, platform: Platform | None = None) -> Path:
+    """The default base's layout for ``platform`` (default: this machine's): one per
+    architecture, so a cache holds the bases of every platform a build asks for."""
+    p = normalize(platform or host_platform())
+    arch = p.architecture + (f"-{p.variant}" if p.variant and p.architecture != "arm64" else "")
+    return cache.root / "bases" / f"{SUITE}-azureml-{arch}"
 
 
 def make_base(cache: BlobCache, *, force: bool = False, log=print) -> Path:  # type: ignore[no-untyped-def]

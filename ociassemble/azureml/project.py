@@ -69,6 +69,9 @@ class Project:
     revision: str | None = None
     #: install azureml-defaults and the other serving-stack packages the image already provides
     install_serving_stack: bool = False
+    #: the platforms to build for, a comma list ("linux/amd64,linux/arm64"); None: the base's
+    #: (this machine's). Two or more make a multi-platform image (an OCI image index).
+    platform: str | None = None
     config_file: Path | None = None
 
     @property
@@ -105,6 +108,11 @@ def _apply(project: Project, data: dict[str, Any], root: Path, where: str) -> No
             if not isinstance(value, bool):
                 raise UsageError(f"{where}: install_serving_stack must be true or false")
             project.install_serving_stack = value
+        elif k == "platform":
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, str) and v.strip() for v in items) or not items:
+                raise UsageError(f'{where}: platform must be a string or a list of them, e.g. platform = ["linux/amd64", "linux/arm64"]')
+            project.platform = ",".join(items)
         elif k in ("env", "labels"):
             if not isinstance(value, dict):
                 raise UsageError(f"{where}: {key} must be a table of strings, e.g. {key} = {{ KEY = \"value\" }}")
@@ -147,7 +155,8 @@ def project_with(directory: Path, *, config: Path | None = None, cwd: Path | Non
                  install_serving_stack: bool = False, base: str | None = None, output: str | None = None,
                  compression: str | None = None, compression_level: int | None = None,
                  env: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
-                 source_url: str | None = None, revision: str | None = None) -> Project:
+                 source_url: str | None = None, revision: str | None = None,
+                 platform: str | None = None) -> Project:
     """The project of ``directory`` (``load_project``) with these settings put over its config.
 
     What the CLI's flags do, for a program: a value given wins over the config file's;
@@ -179,7 +188,7 @@ def project_with(directory: Path, *, config: Path | None = None, cwd: Path | Non
     if install_serving_stack:
         project.install_serving_stack = True
     for key, value in (("base", base), ("output", output), ("compression", compression),
-                       ("source_url", source_url), ("revision", revision)):
+                       ("source_url", source_url), ("revision", revision), ("platform", platform)):
         if value:
             setattr(project, key, value)
     if compression_level is not None:
@@ -225,6 +234,11 @@ requirements = "requirements.txt"
 # The base image: a Debian-like image with python3, nginx and runit.
 # `ociassemble make-base` builds one; default: that one.
 # base = "oci:/path/to/base"
+
+# The platforms to build for: one, or several for a multi-platform image (an OCI
+# index; each platform's base from `ociassemble make-base --platform ...`).
+# Default: the base's (this machine's).
+# platform = ["linux/amd64", "linux/arm64"]
 
 # Where `ociassemble build` writes, and where `ociassemble push` pushes.
 output = "oci-archive:image.tar"

@@ -20,7 +20,7 @@ from ..image.assemble import Image, ImageBuilder, rfc3339
 from ..image.cache import BlobCache
 from ..image.compress import Compression
 from ..image.layer import LAYER_FORMAT, BuiltLayer, Entry, LayerSource, build_layer, scan_sources, source_date_epoch
-from ..image.oci import canonical_json
+from ..image.oci import Platform, canonical_json
 from ..inputs.base import load_base
 from ..inputs.context import check_secrets, ignore_for
 from ..resources import layer_symlinks, layers_dir
@@ -87,7 +87,8 @@ def source_name(project: Project) -> str:
 def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: list[LayerSource] | None = None,
                         log: Callable[[str], None] = print, registry_options: object = None,
                         on_bytes: Callable[[int], None] | None = None, layer_cache: Any = None,
-                        allow_secrets: bool = False, debug: bool = False) -> RecipeResult:
+                        allow_secrets: bool = False, debug: bool = False,
+                        platform: Platform | None = None) -> RecipeResult:
     """Check the inputs, then assemble the scoring image (nothing is written outside the cache).
 
     ``on_bytes`` is passed to every ``build_layer`` (progress display). ``layer_cache``
@@ -96,6 +97,9 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     Files named like secrets in the source, model or extra layers are refused before
     anything is written, unless ``allow_secrets`` (then ``log`` warns). ``debug`` logs
     pex's whole output when it fails.
+    ``platform``: the image's platform; its base is that platform's (the default base for
+    it, or the one image for it in a multi-platform base), and its deps are resolved for
+    that base. None: the base's own (this machine's, for a multi-platform base).
     Raises InputError/BuildError with one line naming the problem and the fix.
     """
     src_name = source_name(project)
@@ -150,11 +154,18 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     if project.base == "scratch":
         raise BuildError("base 'scratch' is empty: the scoring image needs python3, nginx and runit's runsvdir; "
                          "use a base that has them (e.g. 'ociassemble make-base'), or --plain for an image of --layer only")
-    base_spec = project.base or f"oci:{default_base_path(cache)}"
-    if project.base is None and not (default_base_path(cache) / "index.json").is_file():
-        raise InputError("no base image: run 'ociassemble make-base' once (Debian bookworm with python3, nginx, runit), or pass --base")
-    base = load_base(base_spec, cache, registry_options=registry_options)
+    default = default_base_path(cache, platform)
+    base_spec = project.base or f"oci:{default}"
+    if project.base is None and not (default / "index.json").is_file():
+        flag = f" --platform {platform}" if platform is not None else ""
+        raise InputError(f"no base image{' for ' + str(platform) if platform else ''}: run 'ociassemble make-base{flag}' "
+                         "once (Debian bookworm with python3, nginx, runit), or pass --base")
+    base = load_base(base_spec, cache, registry_options=registry_options, platform=platform)
     info = inspect_base(base, cache, layer_cache)
+    if info.dpkg_architecture and info.dpkg_architecture != base.platform.architecture:
+        raise BuildError(f"base {base_spec} is labelled {base.platform} but its packages are for "
+                         f"{info.dpkg_architecture}: give --platform linux/{info.dpkg_architecture} with this base, "
+                         f"or a base made for {base.platform} (ociassemble make-base --platform {base.platform})")
     missing = info.missing()
     if missing:
         raise BuildError(f"base {base_spec} has no {', '.join(missing)}: the scoring image needs python3, nginx and runit's runsvdir; use a base that has them (e.g. 'ociassemble make-base')")

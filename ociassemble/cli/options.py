@@ -21,7 +21,7 @@ from .output import Out
 
 if TYPE_CHECKING:  # the library is imported by the command that needs it: `--help` and completion stay quick
     from ..azureml.project import Project
-    from ..build import Built
+    from ..build import BuiltSet
     from ..image.cache import BlobCache
     from ..registry.client import RegistryOptions
     from ..registry.layercache import RegistryLayerCache
@@ -84,12 +84,14 @@ def project(args: argparse.Namespace) -> Project:
                         output=args.output, compression=args.compression,
                         compression_level=getattr(args, "compression_level", None),
                         env=kv(args.env, "--env"), labels=kv(args.label, "--label"),
-                        source_url=args.source_url, revision=args.revision)
+                        source_url=args.source_url, revision=args.revision,
+                        platform=getattr(args, "platform", None))
 
 
-def assemble(args: argparse.Namespace, out: Out) -> Built:
-    """Build the image the flags describe (recipe or plain): ``build``, ``push`` and ``verify`` share it."""
-    from ..build import build_image
+def assemble(args: argparse.Namespace, out: Out) -> BuiltSet:
+    """Build the image the flags describe (recipe or plain), for each platform they name:
+    ``build``, ``push`` and ``verify`` share it."""
+    from ..build import build_images
     from ..image.layer import LayerSource
     from ..inputs.context import secrets_allowed
 
@@ -100,7 +102,7 @@ def assemble(args: argparse.Namespace, out: Out) -> Built:
     lc = layer_cache(args, cache)
     recipe = False if args.plain else (True if (args.entry_script or args.model or args.requirements
                                                  or args.conda_file) else None)
-    return build_image(proj, cache, recipe=recipe, extra_layers=extra, cmd=args.cmd, entrypoint=args.entrypoint,
+    return build_images(proj, cache, recipe=recipe, extra_layers=extra, cmd=args.cmd, entrypoint=args.entrypoint,
                        ports=args.port or (), workdir=args.workdir, registry_options=opts, layer_cache=lc,
                        allow_secrets=secrets_allowed(args.allow_secrets), log=out.log,
                        on_bytes=out.reporter.layer_bytes, debug=args.debug)

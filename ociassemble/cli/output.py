@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from ..progress import Reporter, make_reporter
 
 if TYPE_CHECKING:
-    from ..build import Built
+    from ..build import Built, BuiltSet
     from ..image.layer import BuiltLayer
 
-__all__ = ["Out", "error_line", "layers_json", "work_json"]
+__all__ = ["Out", "error_line", "layers_json", "platform_json", "work_json"]
 
 
 class Out:
@@ -48,7 +48,16 @@ def layers_json(layers: list[tuple[str, BuiltLayer]]) -> list[dict[str, Any]]:
              "diffID": l.diff_id, "reused": l.reused, "source": l.outcome} for kind, l in layers]
 
 
-def work_json(built: Built | None, out: Out) -> dict[str, Any]:
+def platform_json(built: Built) -> dict[str, Any]:
+    """One platform's image of a build: its platform, manifest digest and new layers."""
+    from ..image.platform import normalize
+
+    return {"platform": str(normalize(built.image.platform)), "digest": built.image.digest,
+            "config": built.image.manifest.config.digest, "layers": layers_json(built.layers),
+            "pex_ran": built.pex_ran}
+
+
+def work_json(built: Built | BuiltSet | None, out: Out) -> dict[str, Any]:
     """``work`` and ``registry_cache`` of a build's result: what was compressed, held by
     reference or stored uncompressed, reused, taken from the registry cache, whether pex
     ran; the counts also go to the log (a kind this build did not do is left out there)."""

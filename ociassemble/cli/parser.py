@@ -30,6 +30,8 @@ examples:
   ociassemble build --model model.pkl -o oci-archive:image.tar   # in a folder with score.py
   ociassemble run oci-archive:image.tar --publish 8080:5001      # serve it, no daemon
   ociassemble push localhost:5000/team/model:1.0   # build and push from the cache
+  ociassemble make-base --platform linux/arm64     # once: the arm64 base (needs qemu-user-static)
+  ociassemble push --platform linux/amd64,linux/arm64 localhost:5000/team/model:1.0   # one tag, both
 
 exit codes: 0 ok, 1 bad input or environment, 2 registry or network, 3 internal error (a bug), 130 interrupted.
 environment: OCIASSEMBLE_USERNAME, OCIASSEMBLE_PASSWORD (registry credentials), OCIASSEMBLE_CACHE (the cache),
@@ -83,6 +85,10 @@ def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
     g.add_argument("--plain", action="store_true", help="ignore the recipe: assemble only --base and --layer")
     g2 = p.add_argument_group("image")
     g2.add_argument("--base", metavar="IMAGE", help="base image: oci:DIR, oci-archive:FILE, docker-archive:FILE, a registry reference, a rootfs tarball/folder, or scratch (empty; the default with --plain)")
+    g2.add_argument("--platform", metavar="OS/ARCH[,...]",
+                    help="build for this platform, e.g. linux/arm64, or for several as one multi-platform image (an OCI "
+                         "index): linux/amd64,linux/arm64. Each needs its base: 'make-base --platform', or a "
+                         "multi-platform --base (default: the base's own, this machine's)")
     g2.add_argument("--layer", action="append", metavar="SRC:DEST", help="add a layer with SRC at in-image DEST (repeatable)")
     g2.add_argument("--cmd", help="image Cmd: a JSON array or a space-separated string")
     g2.add_argument("--entrypoint", help="image Entrypoint: a JSON array or a space-separated string")
@@ -155,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
             "ociassemble pull localhost:5000/team/model:1.0 oci:./model-image")
     p.add_argument("ref", help="registry reference, e.g. localhost:5000/team/model:1.0")
     p.add_argument("dest", metavar="SPEC", help="oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]")
+    p.add_argument("--platform", metavar="OS/ARCH",
+                   help="which image of a multi-platform one, e.g. linux/arm64 (default: this machine's); 'all': "
+                        "every platform, kept as an index (oci: and oci-archive: only)")
     _registry_flags(p)
 
     p = add("inspect", inspect.cmd_inspect, "Show an image's digest, platform, config and layers (a registry image: "
@@ -165,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "or a registry reference")
     p.add_argument("--layer", type=int, metavar="N", help="only layer N (0 is the bottom one)")
     p.add_argument("--list", action="store_true", help="with --layer N: list its files (a registry image: fetches that layer only)")
+    p.add_argument("--platform", metavar="OS/ARCH",
+                   help="show this platform's image of a multi-platform one, e.g. linux/arm64 (default: list the "
+                        "platforms it has)")
     _registry_flags(p)
 
     p = add("run", run.cmd_run, "Run an image without a daemon (namespaces + chroot); publish its port on 127.0.0.1.",
@@ -172,11 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE", help="the image to run (any transport, or a registry reference)")
     p.add_argument("--publish", action="append", metavar="[127.0.0.1:]HOSTPORT:PORT", help="publish a container port on the host's loopback")
     p.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="extra environment (repeatable)")
+    p.add_argument("--platform", metavar="OS/ARCH",
+                   help="which image of a multi-platform one to run (default: this machine's); an image for another "
+                        "architecture runs through qemu user emulation (qemu-user-static, binfmt_misc)")
     _registry_flags(p)
 
     p = add("make-base", make_base.cmd_make_base, "Build the default base (Debian bookworm + python3, nginx, runit) with mmdebstrap.",
             "ociassemble make-base")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.add_argument("--platform", metavar="OS/ARCH[,...]",
+                   help="make the base for this platform, e.g. linux/arm64, or a comma list (default: this machine's); "
+                        "another architecture needs qemu-user-static and binfmt-support (mmdebstrap runs its "
+                        "package scripts under emulation)")
 
     p = add("init", init.cmd_init, "Write a commented starter ociassemble.toml.", "ociassemble init")
     p.add_argument("path", nargs="?", default=".", help="project folder (default: .)")

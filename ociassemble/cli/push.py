@@ -33,7 +33,10 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
         image = load_image(args.source, cache, registry_options=opts, verify_diff_ids=True)
     else:
         args.output = None
-        built = assemble(args, out)
+        built_set = assemble(args, out)
+        if built_set.index is not None:
+            raise UsageError("pushing a multi-platform image is not built yet")  # the index push lands next
+        built = built_set.builds[0]
         image, cache = built.image, built.cache
         if not args.refs and built.project.image:
             args.refs = [built.project.image]

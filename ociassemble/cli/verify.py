@@ -16,6 +16,7 @@ __all__ = ["cmd_verify"]
 
 
 def cmd_verify(args: argparse.Namespace, out: Out) -> int:
+    from ..image.assemble import Image
     from ..image.verify import compare_images
     from ..inputs.base import load_image
 
@@ -29,9 +30,15 @@ def cmd_verify(args: argparse.Namespace, out: Out) -> int:
     built = assemble(args, out)
     opts = registry_options(args) if spec.kind == "docker" else None
     out.log(f"comparing with {args.against}")
-    given = load_image(spec, built.cache, registry_options=opts)
-    report = compare_images(built.image, given, built.cache, name=args.against,
-                            compressed_comparable=spec.kind != "docker-archive")
+    report = None
+    for b in built.builds:  # each platform's image against the one for its platform there
+        given = load_image(spec, built.cache, registry_options=opts, platform=b.image.platform)
+        assert isinstance(given, Image)
+        report = compare_images(b.image, given, built.cache, name=args.against,
+                                compressed_comparable=spec.kind != "docker-archive")
+        if not report.equal:
+            break
+    assert report is not None
     if report.equal:
         out.log(f"{args.against} is the image these inputs build"
                 + (" (compared by config: a docker-archive keeps no compressed layers)"

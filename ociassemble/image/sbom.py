@@ -39,7 +39,7 @@ from .. import __version__
 from ..errors import ArchiveError
 from .assemble import Image, rfc3339
 from .cache import BlobCache
-from .oci import Descriptor, ImageConfig, Manifest, MediaType
+from .oci import Descriptor, ImageConfig, Manifest, MediaType, Platform
 
 __all__ = [
     "SPDX_MEDIA_TYPE",
@@ -270,9 +270,13 @@ def sbom_bytes(doc: dict[str, Any]) -> bytes:
     return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def sbom_path(output: Path) -> Path:
-    """Where the SBOM of an output goes: ``<output>.sbom.spdx.json`` beside it."""
-    return output.with_name(output.name + ".sbom.spdx.json")
+def sbom_path(output: Path, platform: Platform | None = None) -> Path:
+    """Where the SBOM of an output goes: ``<output>.sbom.spdx.json`` beside it; for one
+    platform's image of a multi-platform output, ``<output>.linux-arm64.sbom.spdx.json``."""
+    if platform is None:
+        return output.with_name(output.name + ".sbom.spdx.json")
+    label = "-".join(x for x in (platform.os, platform.architecture, platform.variant) if x and x != "v8")
+    return output.with_name(f"{output.name}.{label}.sbom.spdx.json")
 
 
 def sbom_tag(image_digest: str) -> str:

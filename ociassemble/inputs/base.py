@@ -13,8 +13,9 @@ from ..image.assemble import Image, ImageBuilder
 from ..image.cache import BlobCache
 from ..image.compress import Compression
 from ..image.layer import LayerSource, build_layer, layer_from_tarball
+from ..image.imageindex import Target
 from ..image.oci import Platform
-from ..image.platform import host_platform
+from ..image.platform import host_platform, matches, normalize
 from ..transport.archive import read_docker_archive, read_oci_archive
 from ..transport.layout import read_layout
 from ..transport.spec import ImageSpec, parse_spec
@@ -23,8 +24,11 @@ __all__ = ["load_image", "load_base"]
 
 
 def load_image(spec: ImageSpec | str, cache: BlobCache, *, registry_options: object = None,
-               verify_diff_ids: bool = False) -> Image:
+               verify_diff_ids: bool = False, platform: Platform | str | None = None) -> Target:
     """Read an image from any transport (not ``rootfs:``).
+
+    A multi-platform image is resolved to ``platform`` (default: this machine's), or with
+    ``platform="all"`` read whole as an ``ImageIndex`` (a docker-archive holds one image).
 
     With ``verify_diff_ids`` each layer is checked against its config's diff_id as it is
     copied into the cache (``diffid``; bases and ``push --from`` ask for it). Without, an
@@ -35,10 +39,10 @@ def load_image(spec: ImageSpec | str, cache: BlobCache, *, registry_options: obj
         spec = parse_spec(spec)
     if spec.kind == "oci":
         assert spec.path
-        return read_layout(spec.path, spec.tag, cache, verify_diff_ids=verify_diff_ids)
+        return read_layout(spec.path, spec.tag, cache, verify_diff_ids=verify_diff_ids, platform=platform)
     if spec.kind == "oci-archive":
         assert spec.path
-        return read_oci_archive(spec.path, spec.tag, cache, verify_diff_ids=verify_diff_ids)
+        return read_oci_archive(spec.path, spec.tag, cache, verify_diff_ids=verify_diff_ids, platform=platform)
     if spec.kind == "docker-archive":
         assert spec.path
         return read_docker_archive(spec.path, spec.tag, cache)
@@ -46,7 +50,8 @@ def load_image(spec: ImageSpec | str, cache: BlobCache, *, registry_options: obj
         from ..registry.pull import pull_image
 
         assert spec.tag
-        return pull_image(spec.tag, cache, options=registry_options, verify_diff_ids=verify_diff_ids)
+        return pull_image(spec.tag, cache, options=registry_options, verify_diff_ids=verify_diff_ids,
+                          platform=platform)
     raise InputError(f"{spec}: a rootfs is not an image; use it as --base")
 
 
@@ -54,13 +59,20 @@ def load_base(spec: ImageSpec | str, cache: BlobCache, *, platform: Platform | N
               compression: Compression = Compression("gzip"), registry_options: object = None) -> Image:
     """The base image for a build, from any transport including a rootfs tarball/directory.
 
-    A base's layers are checked against its config's diff_ids (``load_image``), and a
-    rootfs tarball's entries against ``tarcheck``'s rules.
+    A multi-platform base is resolved to ``platform`` (default: this machine's); a base of
+    one image must be for ``platform`` when one is given (a rootfs, which says nothing of
+    its platform, is labelled with it). A base's layers are checked against its config's
+    diff_ids (``load_image``), and a rootfs tarball's entries against ``tarcheck``'s rules.
     """
     if isinstance(spec, str):
         spec = parse_spec(spec)
     if spec.kind != "rootfs":
-        return load_image(spec, cache, registry_options=registry_options, verify_diff_ids=True)
+        image = load_image(spec, cache, registry_options=registry_options, verify_diff_ids=True, platform=platform)
+        assert isinstance(image, Image)
+        if platform is not None and not matches(image.platform, platform):
+            raise InputError(f"base {spec} is for {normalize(image.platform)}, not {platform}: give a base for {platform} "
+                             f"(ociassemble make-base --platform {platform}), or a multi-platform one that has it")
+        return image
     assert spec.path
     path = spec.path
     if not path.exists():
@@ -72,6 +84,6 @@ def load_base(spec: ImageSpec | str, cache: BlobCache, *, platform: Platform | N
     else:
         layer = layer_from_tarball(cache, path, compression=compression)
         created_by = f"rootfs tarball {path.name}"
-    b = ImageBuilder(cache, None, platform=platform or host_platform())
+    b = ImageBuilder(cache, None, platform=normalize(platform or host_platform()))
     b.add_layer(layer, created_by)
     return b.build(0)

@@ -23,9 +23,11 @@ from ..image.assemble import Image
 from ..image.cache import BlobCache
 from ..image.diffid import StagedBlob, all_or_nothing, stage_layer
 from ..image.digest import CHUNK, Digest, HashingWriter
-from ..image.oci import Descriptor, Index, Manifest, MediaType, canonical_json
+from ..image.imageindex import Target
+from ..image.oci import Descriptor, Index, Manifest, MediaType, Platform, canonical_json
 from ..image.tarcheck import UnsafeEntry, entry_parts
-from .layout import _LAYOUT, REF_NAME, _load_json, replace_path, resolve_image, select_manifest, temp_sibling
+from .layout import (_LAYOUT, REF_NAME, _load_json, documents, replace_path, resolve_image, select_manifest,
+                     temp_sibling, top_descriptor)
 
 __all__ = ["write_oci_archive", "read_oci_archive", "write_docker_archive", "read_docker_archive"]
 
@@ -110,25 +112,24 @@ def _atomic_tar(target: Path, fill) -> None:  # type: ignore[no-untyped-def]
         raise
 
 
-def write_oci_archive(image: Image, cache: BlobCache, path: Path, tag: str | None = None) -> None:
-    """A tarred OCI layout, as ``skopeo copy … oci-archive:`` reads it."""
-    image.ensure_blobs(cache)
+def write_oci_archive(target: Target, cache: BlobCache, path: Path, tag: str | None = None) -> None:
+    """A tarred OCI layout, as ``skopeo copy … oci-archive:`` reads it (a multi-platform
+    image's index nested in ``index.json``, as ``write_layout`` writes it)."""
+    target.ensure_blobs(cache)
+    docs = documents(target)
 
     def fill(w: _TarWriter) -> None:
-        blobs: dict[str, tuple[str, int]] = {d.digest: ("cache", d.size) for d in image.blobs()}
-        blobs[image.digest] = ("manifest", len(image.manifest_bytes))
+        blobs: dict[str, int] = {d.digest: d.size for d in target.blobs()}
         w.add_dir("blobs")
         w.add_dir("blobs/sha256")
-        for digest in sorted(blobs):
+        for digest in sorted({*blobs, *docs}):
             name = f"blobs/sha256/{Digest(digest).hex}"
-            if blobs[digest][0] == "manifest":
-                w.add_bytes(name, image.manifest_bytes)
+            if digest in docs:
+                w.add_bytes(name, docs[digest])
             else:
                 with cache.open(digest) as f:
                     w.add_stream(name, f, cache.size(digest))
-        desc = Descriptor(image.manifest.media_type, image.digest, len(image.manifest_bytes),
-                          annotations={REF_NAME: tag} if tag else None)
-        w.add_bytes("index.json", Index((desc,)).to_bytes())
+        w.add_bytes("index.json", Index((top_descriptor(target, tag),)).to_bytes())
         w.add_bytes("oci-layout", _LAYOUT)
 
     _atomic_tar(path, fill)
@@ -206,9 +207,10 @@ def _member_bytes(tf: tarfile.TarFile, names: dict[str, tarfile.TarInfo], name: 
     return _read_member(tf, m, where)
 
 
-def read_oci_archive(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_ids: bool = True) -> Image:
+def read_oci_archive(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_ids: bool = True,
+                     platform: Platform | str | None = None) -> Target:
     """Read an oci-archive, copying its blobs into the cache verified (digest; diff_id
-    with ``verify_diff_ids``).
+    with ``verify_diff_ids``). An index is resolved to ``platform`` (``read_layout``).
 
     Members must be regular files with relative names (no links, no ``..``).
     """
@@ -238,7 +240,7 @@ def read_oci_archive(path: Path, tag: str | None, cache: BlobCache, *, verify_di
             return stage_layer(cache, f, d, diff_id if verify_diff_ids else None, where)
 
         index = Index.from_json(_load_json(_member_bytes(tf, names, "index.json", where), f"{where}/index.json"))
-        return resolve_image(read_blob, select_manifest(index, tag, where), where, ingest)
+        return resolve_image(read_blob, select_manifest(index, tag, where), where, ingest, platform)
 
 
 def _uncompressed(cache: BlobCache, d: Descriptor) -> BinaryIO:

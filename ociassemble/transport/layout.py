@@ -22,9 +22,11 @@ from ..image.assemble import Image
 from ..image.cache import BlobCache
 from ..image.diffid import StagedBlob, all_or_nothing, stage_layer
 from ..image.digest import Digest
-from ..image.oci import Descriptor, Index, Manifest, MediaType, canonical_json
+from ..image.imageindex import ImageIndex, Target
+from ..image.oci import Descriptor, Index, Manifest, MediaType, Platform, canonical_json
 
-__all__ = ["write_layout", "read_layout", "select_manifest", "REF_NAME", "replace_path", "temp_sibling"]
+__all__ = ["write_layout", "read_layout", "select_manifest", "REF_NAME", "replace_path", "temp_sibling",
+           "documents", "top_descriptor"]
 
 REF_NAME = "org.opencontainers.image.ref.name"
 _LAYOUT = canonical_json({"imageLayoutVersion": "1.0.0"})
@@ -128,20 +130,41 @@ def _put_blob(cache: BlobCache, digest: str, size: int, dst: Path, previous: Pat
         os.close(fd)
 
 
-def write_layout(image: Image, cache: BlobCache, path: Path, tag: str | None = None) -> None:
-    """Write ``image`` as an OCI layout at ``path`` (replacing it), tagged ``tag`` if given."""
-    image.ensure_blobs(cache)
+def documents(target: Target) -> dict[str, bytes]:
+    """The JSON documents a layout or archive of ``target`` holds besides the configs and
+    layers: each image's manifest, and the index of a multi-platform image."""
+    if isinstance(target, ImageIndex):
+        docs = {image.digest: image.manifest_bytes for image in target.images}
+        docs[target.digest] = target.index_bytes
+        return docs
+    return {target.digest: target.manifest_bytes}
+
+
+def top_descriptor(target: Target, tag: str | None) -> Descriptor:
+    """The one entry of the ``index.json`` written for ``target``: its manifest, or its index
+    (nested, as ``docker buildx --output type=oci`` writes it, so the index digest is the
+    one a push gives), tagged ``tag``."""
+    ann = {REF_NAME: tag} if tag else None
+    if isinstance(target, ImageIndex):
+        return Descriptor(MediaType.INDEX, target.digest, len(target.index_bytes), annotations=ann)
+    return Descriptor(target.manifest.media_type, target.digest, len(target.manifest_bytes), annotations=ann)
+
+
+def write_layout(target: Target, cache: BlobCache, path: Path, tag: str | None = None) -> None:
+    """Write ``target`` (an image, or an index of several) as an OCI layout at ``path``
+    (replacing it), tagged ``tag`` if given. A blob shared by several platforms' images is
+    written once."""
+    target.ensure_blobs(cache)
     tmp = temp_sibling(path, directory=True)
     try:
         blobs = tmp / "blobs" / "sha256"
         blobs.mkdir(parents=True)
-        for d in image.blobs():
+        for d in target.blobs():
             _put_blob(cache, d.digest, d.size, blobs / Digest(d.digest).hex, path)
-        (blobs / image.digest.split(":")[1]).write_bytes(image.manifest_bytes)
+        for digest, data in documents(target).items():
+            (blobs / Digest(digest).hex).write_bytes(data)
         (tmp / "oci-layout").write_bytes(_LAYOUT)
-        desc = Descriptor(image.manifest.media_type, image.digest, len(image.manifest_bytes),
-                          annotations={REF_NAME: tag} if tag else None)
-        (tmp / "index.json").write_bytes(Index((desc,)).to_bytes())
+        (tmp / "index.json").write_bytes(Index((top_descriptor(target, tag),)).to_bytes())
         replace_path(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -174,22 +197,33 @@ def _load_json(data: bytes, what: str) -> dict:
     return obj
 
 
-def resolve_image(read_blob, desc: Descriptor, where: str, ingest) -> Image:  # type: ignore[no-untyped-def]
-    """Follow ``desc`` (a manifest, or an index holding linux/amd64) to an ``Image``.
+def resolve_image(read_blob, desc: Descriptor, where: str, ingest,  # type: ignore[no-untyped-def]
+                  platform: Platform | str | None = None) -> Target:
+    """Follow ``desc`` (a manifest, or an index) to an ``Image``, or with ``platform``
+    ``"all"`` an index to an ``ImageIndex`` of every image in it.
 
-    ``read_blob(desc) -> bytes`` reads small JSON blobs verified; ``ingest(desc, diff_id)``
-    copies a layer, verified against its digest and its config's diff_id, into a
-    ``StagedBlob``. Every layer is staged before any is committed: a refused image
-    leaves nothing in the cache.
+    An index is resolved to ``platform`` (default: this machine's). ``read_blob(desc) ->
+    bytes`` reads small JSON blobs verified; ``ingest(desc, diff_id)`` copies a layer,
+    verified against its digest and its config's diff_id, into a ``StagedBlob``. Every
+    layer is staged before any is committed: a refused image leaves nothing in the cache.
     """
+    from ..image.platform import ALL, pick_platform
+
     data = read_blob(desc)
     doc = _load_json(data, f"manifest {desc.digest} in {where}")
     media = MediaType.to_oci(doc.get("mediaType") or desc.media_type)
     if media == MediaType.INDEX or "manifests" in doc:
         index = Index.from_json(doc)
-        from ..image.platform import pick_platform
-
-        return resolve_image(read_blob, pick_platform(index, where), where, ingest)
+        if platform == ALL:
+            images = []
+            for entry in index.manifests:
+                got = resolve_image(read_blob, entry, where, ingest, None if entry.platform is None else entry.platform)
+                if isinstance(got, ImageIndex):
+                    raise ArchiveError(f"{where}: index {desc.digest} holds another index; give one platform with --platform")
+                images.append(got)
+            return ImageIndex(tuple(images), index, data)  # its own bytes: its digest must not change
+        want = platform if isinstance(platform, Platform) else None
+        return resolve_image(read_blob, pick_platform(index, where, want), where, ingest, want)
     manifest = Manifest.from_json(doc)
     if manifest.kind is not None:
         raise NotAnImageError(manifest, data, f"manifest {desc.digest} in {where}")
@@ -257,8 +291,12 @@ def _not_regular(where: str, what: str, rel: str, mode: int) -> str:
             "or copy it with its links resolved (cp -rL) if the files they name are meant to be in it")
 
 
-def read_layout(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_ids: bool = True) -> Image:
+def read_layout(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_ids: bool = True,
+                platform: Platform | str | None = None) -> Target:
     """Read an image from an OCI layout, copying its blobs into the cache verified.
+
+    An index is resolved to ``platform`` (default: this machine's; ``"all"``: every image,
+    as an ``ImageIndex``).
 
     Blobs and ``index.json`` must be regular files inside the layout (``open_in_layout``);
     with ``verify_diff_ids`` each layer is checked against its config's diff_id too.
@@ -294,4 +332,4 @@ def read_layout(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_id
     except FileNotFoundError:
         raise InputError(f"{path} is not an OCI layout (no index.json); give a directory written by ociassemble, skopeo or umoci") from None
     index = Index.from_json(_load_json(index_bytes, f"{where}/index.json"))
-    return resolve_image(read_blob, select_manifest(index, tag, where), where, ingest)
+    return resolve_image(read_blob, select_manifest(index, tag, where), where, ingest, platform)
