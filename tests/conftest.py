@@ -53,6 +53,18 @@ def debian_base(shared_cache: BlobCache) -> str:
 
 
 @pytest.fixture(scope="session")
+def arm64_base(shared_cache: BlobCache) -> str:
+    """``oci:DIR`` of the same base for linux/arm64 (``make-base --platform linux/arm64``: mmdebstrap
+    --arch=arm64 under qemu, ~3 minutes once; scripts/cross-arch unpacks this one too)."""
+    if shutil.which("mmdebstrap") is None:
+        pytest.fail("mmdebstrap is not installed: .ci/run installs it (apt-get install mmdebstrap)")
+    from ociassemble.azureml.debianbase import make_base
+    from ociassemble.image.platform import parse_platform
+
+    return f"oci:{make_base(shared_cache, log=lambda m: None, platform=parse_platform('linux/arm64'))}"
+
+
+@pytest.fixture(scope="session")
 def trained_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the example project with its model trained (scikit-learn on this machine)."""
     dest = tmp_path_factory.mktemp("example") / "sklearn-diabetes"

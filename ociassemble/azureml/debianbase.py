@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ..emulation import ensure_emulation, needs_emulation
 from ..errors import BuildError
 from ..image.cache import BlobCache
 from ..image.oci import Platform
@@ -24,6 +25,8 @@ __all__ = ["default_base_path", "make_base", "PACKAGES", "SUITE"]
 SUITE = "bookworm"
 PACKAGES = ("python3", "nginx-light", "runit", "ca-certificates")
 _SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
+#: OCI architecture → Debian's name for it, where they differ
+_DEB_ARCH = {"arm": "armhf", "386": "i386", "loong64": "loong64"}
 
 
 def default_base_path(cache: BlobCache, platform: Platform | None = None) -> Path:
@@ -34,9 +37,17 @@ def default_base_path(cache: BlobCache, platform: Platform | None = None) -> Pat
     return cache.root / "bases" / f"{SUITE}-azureml-{arch}"
 
 
-def make_base(cache: BlobCache, *, force: bool = False, log=print) -> Path:  # type: ignore[no-untyped-def]
-    """Build (once) the default base as an OCI layout in the cache and return its path."""
-    target = default_base_path(cache)
+def make_base(cache: BlobCache, *, force: bool = False, log=print,  # type: ignore[no-untyped-def]
+              platform: Platform | None = None) -> Path:
+    """Build (once) the default base for ``platform`` (default: this machine's) as an OCI
+    layout in the cache and return its path.
+
+    Another architecture's base is made by ``mmdebstrap --arch``, whose package scripts run
+    under qemu user emulation (``emulation.ensure_emulation``: BuildError saying what to
+    install or mount when this machine cannot).
+    """
+    plat = normalize(platform or host_platform())
+    target = default_base_path(cache, plat)
     if (target / "index.json").is_file() and not force:
         return target
     if shutil.which("mmdebstrap") is None:
@@ -44,18 +55,23 @@ def make_base(cache: BlobCache, *, force: bool = False, log=print) -> Path:  # t
     sources = next((s for s in _SOURCES if s.is_file() and s.stat().st_size), None)
     if sources is None:
         raise BuildError("no apt sources found in /etc/apt: mmdebstrap needs this machine's Debian sources; or pass --base")
-    tarball = cache.tmp_dir / f"{SUITE}-base.tar"
-    cmd = ["mmdebstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(tarball), "-"]
-    log(f"making the {SUITE} base with mmdebstrap (about a minute)")
+    foreign = needs_emulation(plat.architecture)
+    if foreign:
+        ensure_emulation(plat.architecture, what=f"make-base --platform {plat}", log=log)
+    tarball = cache.tmp_dir / f"{SUITE}-{plat.architecture}-base-{os.getpid()}.tar"
+    cmd = ["mmdebstrap", "--variant=minbase", f"--arch={_DEB_ARCH.get(plat.architecture, plat.architecture)}",
+           f"--include={','.join(PACKAGES)}", SUITE, str(tarball), "-"]
+    log(f"making the {SUITE} {plat} base with mmdebstrap ("
+        + ("about 3 minutes: its package scripts run under qemu" if foreign else "about a minute") + ")")
     env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "0")}
-    with open(sources, "rb") as stdin:
-        proc = subprocess.run(cmd, stdin=stdin, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        tarball.unlink(missing_ok=True)
-        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise BuildError(f"mmdebstrap failed: {last}; it needs root and this machine's apt sources")
     try:
-        image = load_base(f"rootfs:{tarball}", cache)
+        with open(sources, "rb") as stdin:
+            proc = subprocess.run(cmd, stdin=stdin, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise BuildError(f"mmdebstrap --arch={cmd[2].split('=')[1]} failed: {last}; it needs root and this "
+                             "machine's apt sources" + (" (and qemu-user-static for another architecture)" if foreign else ""))
+        image = load_base(f"rootfs:{tarball}", cache, platform=plat)
         write_layout(image, cache, target, "latest")
     finally:
         tarball.unlink(missing_ok=True)

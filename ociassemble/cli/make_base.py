@@ -12,7 +12,15 @@ __all__ = ["cmd_make_base"]
 
 def cmd_make_base(args: argparse.Namespace, out: Out) -> int:
     from ..azureml.debianbase import make_base
+    from ..image.platform import parse_platforms
 
-    path = make_base(blob_cache(args), force=args.force, log=out.log)
-    out.result({"base": f"oci:{path}"}, f"oci:{path}")
+    platforms = parse_platforms(args.platform) if args.platform else (None,)
+    cache = blob_cache(args)
+    bases = {str(p) if p else "": make_base(cache, force=args.force, log=out.log, platform=p) for p in platforms}
+    if len(bases) == 1:
+        path = next(iter(bases.values()))
+        out.result({"base": f"oci:{path}"}, f"oci:{path}")
+    else:
+        out.result({"bases": {p: f"oci:{path}" for p, path in bases.items()}},
+                   "\n".join(f"{p} oci:{path}" for p, path in bases.items()))
     return 0
