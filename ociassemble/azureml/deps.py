@@ -93,7 +93,11 @@ def _summarise_pex_error(stderr: str) -> str:
         if m:
             listed = re.search(r"\(from versions: ([^)]*)\)", l)
             versions = [v.strip() for v in (listed.group(1) if listed else "").split(",") if v.strip() not in ("", "none")]
-            known = f" (newest available: {', '.join(versions[-5:])})" if versions else " (no version at all: check the name)"
+            # pip sees only the files for the image's platform: a project with no wheel for it looks
+            # the same as no project at all
+            known = (f" (newest available: {', '.join(versions[-5:])})" if versions else
+                     " (no wheel of it for this platform, or no such project: check the name, and that it publishes "
+                     "wheels for this architecture)")
             return f"nothing matches {m.group(1)}{known}"
     for l in lines:
         m = re.match(r"No pre-built wheel was available for (.+?)\.?$", l)

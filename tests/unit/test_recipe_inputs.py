@@ -96,7 +96,8 @@ def test_unresolvable_requirement_is_one_line_from_pex(tmp_path: Path) -> None:
                    "--base", f"rootfs:{fake_base(tmp_path / 'b')}", "-o", f"oci-archive:{p / 'image.tar'}",
                    "--cache-dir", str(tmp_path / "cache"), cwd=p)
     assert_one_line_error(proc, r"cannot install the Python requirements \(requirements\.txt with the scoring server's\)"
-                                r".*: nothing matches this-package-does-not-exist-ociassemble==0\.0\.1 \(no version at all", p)
+                                r".*: nothing matches this-package-does-not-exist-ociassemble==0\.0\.1 \(no wheel of it for this "
+                                r"platform, or no such project", p)
     assert "pip:" not in proc.stderr  # pex's own output only with --debug
     debug = run_cli("build", str(p), "--model", str(p / "model.pkl"), "-r", str(p / "requirements.txt"), "--debug",
                     "--base", f"rootfs:{fake_base(tmp_path / 'b2')}", "-o", f"oci-archive:{p / 'image.tar'}",
@@ -162,3 +163,16 @@ def test_corrupt_base_archive(tmp_path: Path) -> None:
     proc = run_cli("build", str(p), "--model", str(p / "model.pkl"), "--base", f"oci-archive:{bad}",
                    "-o", f"oci-archive:{p / 'image.tar'}", "--cache-dir", str(tmp_path / "c"), cwd=p)
     assert_one_line_error(proc, r"is not a readable oci-archive", p)
+
+
+def test_a_rootfs_labelled_for_another_platform_than_its_packages_is_refused(tmp_path: Path) -> None:
+    """An amd64 rootfs built as linux/arm64 would get aarch64 wheels that cannot run on it."""
+    p = project(tmp_path)
+    base = fake_base(tmp_path / "b")
+    status = base / "var/lib/dpkg/status"
+    status.write_text(status.read_text().replace("Package: libc6\n", "Package: libc6\nArchitecture: amd64\n"))
+    proc = run_cli("build", str(p), "--model", str(p / "model.pkl"), "--base", f"rootfs:{base}",
+                   "--platform", "linux/arm64", "-o", f"oci-archive:{p / 'image.tar'}",
+                   "--cache-dir", str(tmp_path / "cache"), cwd=p)
+    assert_one_line_error(proc, r"labelled linux/arm64/v8 but its packages are for amd64: give --platform "
+                                r"linux/amd64 with this base", p)
