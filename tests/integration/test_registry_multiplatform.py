@@ -1,0 +1,147 @@
+"""Multi-platform images and the registry (issue 16): an index built for linux/amd64 and
+linux/arm64 pushed whole (each shared blob uploaded once, no tag before what it names),
+read back by skopeo, pushed again from a layout, pulled per platform and whole, inspected,
+and with one SBOM per platform.
+
+The images are ``--plain --base scratch``: no base is needed for arm64, and the one
+``--layer`` is the same blob in both platforms' manifests (only the configs differ).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from registry_fixtures import FaultProxy, Registry, skopeo
+
+from tests.conftest import run_cli
+
+PLATFORMS = "linux/amd64,linux/arm64"
+
+
+def _cli(*args: str) -> dict[str, Any]:
+    proc = run_cli(*args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(the layer's source folder, a cache folder) shared by the module's builds."""
+    root = tmp_path_factory.mktemp("multi")
+    src = root / "app"
+    src.mkdir()
+    (src / "score.py").write_text("def run(x):\n    return x\n")
+    (src / "model.bin").write_bytes(os.urandom(200_000))
+    return src, root / "cache"
+
+
+def _build_flags(app: tuple[Path, Path]) -> list[str]:
+    src, cache = app
+    return ["--plain", "--base", "scratch", "--layer", f"{src}:/app", "--platform", PLATFORMS,
+            "--cache-dir", str(cache)]
+
+
+def _uploads(proxy: FaultProxy) -> list[str]:
+    """The digest of each blob upload that reached the registry (the closing PUT ?digest=)."""
+    out = []
+    for method, path, status in list(proxy.log):
+        m = re.search(r"/blobs/uploads/[^?]*\?(?:.*&)?digest=(sha256(?::|%3A)[0-9a-f]{64})", path)
+        if method == "PUT" and m and status == 201:
+            out.append(m.group(1).replace("%3A", ":"))
+    return out
+
+
+def test_multiplatform_push_pull_inspect_and_sboms(proxy: FaultProxy, plain_registry: Registry, app, tmp_path: Path):
+    layout = tmp_path / "layout"
+    built = _cli("build", *_build_flags(app), "-o", f"oci:{layout}")
+    assert [p["platform"] for p in built["platforms"]] == ["linux/amd64", "linux/arm64/v8"]
+    index_digest = built["digest"]
+    per_platform = {p["platform"]: p["digest"] for p in built["platforms"]}
+
+    # -- push the build (same inputs: the index from the cache) through the counting proxy
+    ref = f"{proxy.host}/multi/app:1"
+    digest_file = tmp_path / "digest"
+    pushed = _cli("push", *_build_flags(app), ref, "--sbom", "--digest-file", str(digest_file))
+    assert pushed["digest"] == index_digest
+    assert digest_file.read_text().strip() == index_digest
+    assert pushed["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert {m["platform"]: m["digest"] for m in pushed["manifests"]} == per_platform
+
+    # each blob uploaded once: the shared layer too (one upload though two manifests name it)
+    index = json.loads((layout / "blobs" / "sha256" / index_digest.split(":")[1]).read_bytes())
+    manifests = {m["digest"]: json.loads((layout / "blobs" / "sha256" / m["digest"].split(":")[1]).read_bytes())
+                 for m in index["manifests"]}
+    layer_sets = [{l["digest"] for l in m["layers"]} for m in manifests.values()]
+    shared = set.intersection(*layer_sets)
+    assert shared, "the --layer blob is the same in both platforms' manifests"
+    image_blobs = shared | {m["config"]["digest"] for m in manifests.values()} | set.union(*layer_sets)
+    uploads = _uploads(proxy)
+    for d in image_blobs:
+        assert uploads.count(d) == 1, f"blob {d} uploaded {uploads.count(d)} times"
+    assert len(set(pushed["blobs"]["uploaded"]) & image_blobs) == len(image_blobs)
+
+    # order: every blob, then each platform manifest by digest, then the tag (the index); never a tag first
+    manifest_puts = [(i, p.split("/manifests/")[1]) for i, (m, p, _s) in enumerate(proxy.log)
+                     if m == "PUT" and "/multi/app/manifests/" in p]
+    assert [ref for _i, ref in manifest_puts][:4] == [*per_platform.values(), "1", index_digest]
+    first_manifest_put = manifest_puts[0][0]
+    blob_puts = [i for i, (m, p, _s) in enumerate(proxy.log) if m == "PUT" and "/multi/app/blobs/uploads/" in p
+                 and any(d in p.replace("%3A", ":") for d in image_blobs)]
+    assert len(blob_puts) == len(image_blobs) and max(blob_puts) < first_manifest_put
+
+    # -- skopeo reads the index and picks arm64 out of it
+    direct = f"{plain_registry.host}/multi/app:1"
+    raw = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{direct}"))
+    assert raw["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert [m["platform"] for m in raw["manifests"]] == [
+        {"architecture": "amd64", "os": "linux"}, {"architecture": "arm64", "os": "linux", "variant": "v8"}]
+    arm_dir = tmp_path / "skopeo-arm64"
+    skopeo("copy", "--src-tls-verify=false", "--override-arch", "arm64", f"docker://{direct}", f"oci:{arm_dir}:x")
+    got = json.loads((arm_dir / "index.json").read_text())["manifests"][0]["digest"]
+    assert got == per_platform["linux/arm64/v8"]
+
+    # -- one SBOM per platform, each referring to its platform's manifest
+    sboms = {s["platform"]: s for s in pushed["sbom"]}
+    assert set(sboms) == set(per_platform)
+    for platform, s in sboms.items():
+        assert s["subject"] == per_platform[platform]
+        art = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{s['refs'][0].replace(proxy.host, plain_registry.host)}"))
+        assert art["subject"]["digest"] == per_platform[platform]
+        assert art["artifactType"] == "application/spdx+json"
+
+    # -- push --from the layout: the same index digest; with --platform, that platform's image
+    again = _cli("push", "--from", f"oci:{layout}", f"{plain_registry.host}/multi/copy:1",
+                 "--cache-dir", str(tmp_path / "cache2"))
+    assert again["digest"] == index_digest
+    one = _cli("push", "--from", f"oci:{layout}", "--platform", "linux/arm64", f"{plain_registry.host}/multi/arm:1",
+               "--cache-dir", str(tmp_path / "cache2"))
+    assert one["digest"] == per_platform["linux/arm64/v8"]
+    assert "manifests" not in one
+
+    # -- pull one platform, and all of them (the registry's index digest kept)
+    cache3 = ["--cache-dir", str(tmp_path / "cache3")]
+    arm = _cli("pull", direct, f"oci:{tmp_path / 'pulled-arm'}", "--platform", "linux/arm64", *cache3)
+    assert arm["digest"] == per_platform["linux/arm64/v8"]
+    whole = _cli("pull", direct, f"oci-archive:{tmp_path / 'all.tar'}", "--platform", "all", *cache3)
+    assert whole["digest"] == index_digest
+    listed = _cli("inspect", f"oci-archive:{tmp_path / 'all.tar'}", *cache3)
+    assert listed["kind"] == "index" and listed["digest"] == index_digest
+
+    # -- inspect the registry image: the platforms, without downloading a layer
+    proxy.clear()
+    doc = _cli("inspect", ref, "--cache-dir", str(tmp_path / "cache4"))
+    assert doc["kind"] == "index" and doc["digest"] == index_digest
+    assert [(m["platform"], m["digest"]) for m in doc["manifests"]] == list(per_platform.items())
+    assert all(m["size"] > 0 and m["totalSize"] > 0 for m in doc["manifests"])
+    assert not [p for m, p, _s in proxy.log if m == "GET" and "/blobs/" in p and any(d in p for d in shared)]
+    text = run_cli("inspect", ref, "--cache-dir", str(tmp_path / "cache4"))
+    assert text.returncode == 0, text.stderr
+    assert "linux/arm64/v8" in text.stdout and per_platform["linux/amd64"] in text.stdout
+    arm_doc = _cli("inspect", ref, "--platform", "linux/arm64", "--cache-dir", str(tmp_path / "cache4"))
+    assert arm_doc["kind"] == "image" and arm_doc["digest"] == per_platform["linux/arm64/v8"]
+    assert arm_doc["platform"] == {"os": "linux", "architecture": "arm64", "variant": "v8"}
