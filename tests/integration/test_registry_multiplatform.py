@@ -145,3 +145,49 @@ def test_multiplatform_push_pull_inspect_and_sboms(proxy: FaultProxy, plain_regi
     arm_doc = _cli("inspect", ref, "--platform", "linux/arm64", "--cache-dir", str(tmp_path / "cache4"))
     assert arm_doc["kind"] == "image" and arm_doc["digest"] == per_platform["linux/arm64/v8"]
     assert arm_doc["platform"] == {"os": "linux", "architecture": "arm64", "variant": "v8"}
+
+
+def _base_info(architecture: str) -> Any:
+    from ociassemble.azureml.baseinfo import BaseInfo
+
+    return BaseInfo(python="3.11", python_full="3.11.2", glibc="2.36", architecture=architecture,
+                    has=("python3", "nginx", "runsvdir"), dpkg_architecture=architecture)
+
+
+def test_registry_cache_never_serves_an_arm64_deps_layer_to_amd64(plain_registry: Registry, tmp_path: Path):
+    """The deps entry's key holds pex's complete platform (from the base's architecture), and
+    base-info entries are keyed by the base's config digest (which names its architecture):
+    an arm64 build's entries are misses for an amd64 build, never hits."""
+    from ociassemble.azureml.deps import deps_key
+    from ociassemble.image.cache import BlobCache
+    from ociassemble.image.compress import Compression
+    from ociassemble.image.layer import LayerSource, build_layer
+    from ociassemble.registry import FAST_RETRY, RegistryOptions
+    from ociassemble.registry.layercache import RegistryLayerCache, deps_tag
+
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("numpy==1.26.4\n")
+    arm_key, amd_key = deps_key([reqs], _base_info("arm64")), deps_key([reqs], _base_info("amd64"))
+    assert arm_key["platform"]["marker_environment"]["platform_machine"] == "aarch64"  # type: ignore[index]
+    gzip = Compression.parse("gzip")
+    assert deps_tag(arm_key, gzip, 0) != deps_tag(amd_key, gzip, 0)
+
+    cache = BlobCache(tmp_path / "cache")
+    site = tmp_path / "site"
+    (site / "numpy").mkdir(parents=True)
+    (site / "numpy" / "__init__.py").write_text("# built for aarch64\n")
+    layer = build_layer(cache, [LayerSource(site, "/var/azureml-deps")], compression=gzip, epoch=0)
+    options = RegistryOptions(retry=FAST_RETRY)
+    repo = f"{plain_registry.host}/multi/cache"
+    writer = RegistryLayerCache(repo, cache, options, read=False, write=True)
+    writer.note_deps(arm_key, gzip, 0, layer)
+    writer.note_baseinfo("sha256:" + "a" * 64, {"architecture": "arm64"})  # the arm64 base's config digest
+    assert writer.write() == 3  # the layer, the deps entry, the base info
+
+    reader = RegistryLayerCache(repo, BlobCache(tmp_path / "fresh"), options, read=True, write=False)
+    assert reader.find_deps(amd_key, gzip, 0) is None
+    assert reader.find_baseinfo("sha256:" + "b" * 64) is None  # another config: another base
+    assert reader.stats.rejected == 0  # misses, not entries found and refused
+    hit = reader.find_deps(arm_key, gzip, 0)
+    assert hit is not None and hit.diff_id == layer.diff_id
+    assert reader.find_baseinfo("sha256:" + "a" * 64) == {"architecture": "arm64"}
