@@ -122,6 +122,10 @@ def test_multiplatform_push_pull_inspect_and_sboms(proxy: FaultProxy, plain_regi
                "--cache-dir", str(tmp_path / "cache2"))
     assert one["digest"] == per_platform["linux/arm64/v8"]
     assert "manifests" not in one
+    mirrored = _cli("push", "--from", direct, f"{plain_registry.host}/multi/mirror:1",
+                    "--cache-dir", str(tmp_path / "cache5"))  # registry to registry: the index as it is
+    assert mirrored["digest"] == index_digest
+    assert set(mirrored["blobs"]["mounted"]) == image_blobs - {m["config"]["digest"] for m in manifests.values()}
 
     # -- pull one platform, and all of them (the registry's index digest kept)
     cache3 = ["--cache-dir", str(tmp_path / "cache3")]
