@@ -18,7 +18,7 @@ __all__ = ["cmd_pull"]
 
 
 def cmd_pull(args: argparse.Namespace, out: Out) -> int:
-    from ..image.imageindex import ImageIndex
+    from ..image.imageindex import ImageIndex, for_platform
     from ..image.platform import ALL, normalize, parse_platform
     from ..registry.pull import pull_image
     from ..transport.write import write_image
@@ -31,6 +31,8 @@ def cmd_pull(args: argparse.Namespace, out: Out) -> int:
                          f"oci-archive:{dest.path} (or oci:DIR) for all of them, or pick one with --platform")
     cache = blob_cache(args)
     target = pull_image(args.ref, cache, options=registry_options(args), platform=want)
+    if want is not None and want != ALL:  # an image of one platform must be that platform's
+        target = for_platform(target, want, args.ref)  # type: ignore[arg-type]
     write_image(target, cache, args.dest)  # fetches the layers into the cache, verified
     data = {"digest": target.digest, "output": args.dest}
     if isinstance(target, ImageIndex):

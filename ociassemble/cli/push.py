@@ -41,8 +41,8 @@ def from_platform(value: str | None) -> Platform | str:
 
 
 def cmd_push(args: argparse.Namespace, out: Out) -> int:
-    from ..image.imageindex import ImageIndex
-    from ..image.platform import normalize
+    from ..image.imageindex import ImageIndex, for_platform
+    from ..image.platform import ALL, normalize
     from ..registry.push import push_image
     from ..registry.reference import parse_reference
 
@@ -54,6 +54,8 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
         want = from_platform(getattr(args, "platform", None))  # a bad --platform fails before any reading
         opts = registry_options(args) if is_registry(args.source) else None
         target = load_image(args.source, cache, registry_options=opts, verify_diff_ids=True, platform=want)
+        if want != ALL:  # an image of one platform must be that platform's
+            target = for_platform(target, want, args.source)  # type: ignore[arg-type]
     else:
         args.output = None
         built = assemble(args, out)

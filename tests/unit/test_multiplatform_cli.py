@@ -87,6 +87,10 @@ def test_push_from_takes_one_platform_or_all(tmp_path: Path, capsys: pytest.Capt
     code = cli.main(["push", "--from", f"oci:{tmp_path / 'out'}", "--platform", "linux/amd64,linux/arm64",
                      "127.0.0.1:9/team/app:1", "--cache-dir", str(cache.root)])
     assert code == EXIT_USER and "push --from pushes one platform's image, or all" in capsys.readouterr().err
+    write_layout(index.images[1], cache, tmp_path / "arm")
+    code = cli.main(["push", "--from", f"oci:{tmp_path / 'arm'}", "--platform", "linux/amd64",
+                     "127.0.0.1:9/team/app:1", "--cache-dir", str(cache.root)])
+    assert code == EXIT_USER and "is for linux/arm64/v8, not linux/amd64" in capsys.readouterr().err
 
 
 def test_push_result_of_an_index_names_each_platform_manifest() -> None:
