@@ -195,3 +195,78 @@ def test_registry_cache_never_serves_an_arm64_deps_layer_to_amd64(plain_registry
     hit = reader.find_deps(arm_key, gzip, 0)
     assert hit is not None and hit.diff_id == layer.diff_id
     assert reader.find_baseinfo("sha256:" + "a" * 64) == {"architecture": "arm64"}
+
+
+# -- the ordering contract for an index, through the library, with faults -------------------
+
+
+def _index_of(cache: Any, tmp_path: Path) -> Any:
+    """An amd64 + arm64 index whose one layer (~600 KiB, chunked with the test options) both share."""
+    from ociassemble.image.assemble import ImageBuilder
+    from ociassemble.image.imageindex import ImageIndex
+    from ociassemble.image.layer import LayerSource, build_layer
+    from ociassemble.image.platform import parse_platform
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.bin").write_bytes(os.urandom(600_000))
+    layer = build_layer(cache, [LayerSource(src, "/app")], epoch=0)
+    images = []
+    for p in ("linux/amd64", "linux/arm64"):
+        b = ImageBuilder(cache, None, platform=parse_platform(p))
+        b.add_layer(layer, "COPY src /app")
+        images.append(b.build(0))
+    return ImageIndex.of(images)
+
+
+def _errors(code: str) -> bytes:
+    return json.dumps({"errors": [{"code": code, "message": code.lower(), "detail": None}]}).encode()
+
+
+def _tagged(reg: Registry, repo: str, tag: str) -> str | None:
+    import requests
+
+    r = requests.get(f"{reg.url}/v2/{repo}/manifests/{tag}", timeout=10,
+                     headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+    return r.headers.get("Docker-Content-Digest") if r.status_code == 200 else None
+
+
+def test_an_index_whose_platform_manifest_is_refused_gets_no_tag(proxy: FaultProxy, plain_registry: Registry,
+                                                                  cache, options, tmp_path: Path):
+    from ociassemble.errors import RegistryError
+    from ociassemble.registry import push_image
+
+    index = _index_of(cache, tmp_path)
+    arm = index.images[1]
+    refused = proxy.add("PUT", f"/manifests/{arm.digest}$", "status", status=400, times=None,
+                        body=_errors("MANIFEST_INVALID"))
+    with pytest.raises(RegistryError) as info:
+        push_image(index, cache, [f"{proxy.host}/multi/refused:1"], options=options)
+    assert refused.hits == 1 and "\n" not in str(info.value)
+    assert _tagged(plain_registry, "multi/refused", "1") is None  # the tag never named an index missing a manifest
+    assert not [p for m, p, _s in proxy.log if m == "PUT" and p.endswith(("/manifests/1", f"/manifests/{index.digest}"))]
+
+    proxy.clear()  # the registry accepts it now: the re-run sends no blob again and tags the index
+    result = push_image(index, cache, [f"{proxy.host}/multi/refused:1"], options=options)
+    assert result.digest == index.digest == _tagged(plain_registry, "multi/refused", "1")
+    assert not result.blobs_uploaded and proxy.blob_bytes == 0
+
+
+def test_manifest_blob_unknown_on_a_platform_manifest_resends_the_shared_layer_once(
+        proxy: FaultProxy, plain_registry: Registry, cache, options, tmp_path: Path):
+    from ociassemble.registry import push_image
+
+    index = _index_of(cache, tmp_path)
+    arm, shared = index.images[1], index.images[1].manifest.layers[0]
+    put = proxy.add("PUT", f"/manifests/{arm.digest}$", "status", status=400, body=_errors("MANIFEST_BLOB_UNKNOWN"))
+    head = proxy.add("HEAD", f"/blobs/{shared.digest}", "status", status=404, skip=1)  # gone at the second look
+    result = push_image(index, cache, [f"{proxy.host}/multi/racy:1"], options=options)
+    assert put.hits == 1 and head.hits == 1
+    assert result.digest == _tagged(plain_registry, "multi/racy", "1") == index.digest
+    assert result.manifests == {"linux/amd64": index.images[0].digest, "linux/arm64/v8": arm.digest}
+    uploads = _uploads(proxy)
+    assert uploads.count(shared.digest) == 2  # once at first, once when the registry said it was gone
+    assert uploads.count(index.images[0].manifest.config.digest) == 1
+    tag_put = next(i for i, (m, p, _s) in enumerate(proxy.log) if m == "PUT" and p.endswith("/manifests/1"))
+    last_upload = max(i for i, (m, p, _s) in enumerate(proxy.log) if m == "PUT" and "/blobs/uploads/" in p)
+    assert last_upload < tag_put
