@@ -29,8 +29,8 @@ each other), then each platform's manifest by digest only, and only then the ind
 each tag and by digest (``application/vnd.oci.image.index.v1+json``).
 
 So a failed push leaves at most some unreferenced blobs (or untagged manifests): a tag
-is never created or moved to a manifest or index whose blobs or manifests are missing. Re-running it is safe and skips what
-already made it.
+is never created or moved to a manifest or index whose blobs or manifests are missing.
+Re-running it is safe and skips what already made it.
 
 Each blob attempt is retried as a whole (``options.retry``): a retry first HEADs the
 blob (settling a final PUT whose response was lost), then asks the registry where
@@ -84,7 +84,7 @@ class PushResult:
     blobs_skipped: tuple[str, ...] = ()
     blobs_mounted: tuple[str, ...] = ()
     blobs_uploaded: tuple[str, ...] = ()
-    manifests: dict[str, str] = field(default_factory=dict)
+    manifests: dict[str, str] = field(default_factory=dict, hash=False)
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
