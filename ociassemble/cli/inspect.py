@@ -1,4 +1,8 @@
-"""``ociassemble inspect``: an image's digest, platform, config and layers, or the files of one layer."""
+"""``ociassemble inspect``: an image's digest, platform, config and layers, or the files of one layer.
+
+A multi-platform image is listed (each platform, its manifest digest and size, under the
+index digest) unless ``--platform`` picks one, which is then shown as any image is.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +17,20 @@ __all__ = ["cmd_inspect"]
 
 
 def cmd_inspect(args: argparse.Namespace, out: Out) -> int:
-    from ..image.describe import INSPECT_SCHEMA_VERSION, describe_image, layer_entries, render_entry, render_image
+    from ..image.describe import (INSPECT_SCHEMA_VERSION, describe_image, describe_index, layer_entries, render_entry,
+                                  render_image, render_index)
+    from ..image.imageindex import ImageIndex, for_platform
+    from ..image.platform import ALL, parse_platform
     from ..inputs.base import load_image
 
     if args.list and args.layer is None:
         raise UsageError("--list needs --layer N (the layer's index, from 'ociassemble inspect IMAGE')")
+    text = getattr(args, "platform", None)
+    want = parse_platform(text) if text else None  # a bad --platform fails before any reading
     cache = blob_cache(args)
     opts = registry_options(args) if is_registry(args.image) else None
     try:
-        image = load_image(args.image, cache, registry_options=opts)
+        target = load_image(args.image, cache, registry_options=opts, platform=want or ALL)
     except NotAnImageError as exc:
         from ..image.describe import describe_artifact, render_artifact
 
@@ -31,6 +40,17 @@ def cmd_inspect(args: argparse.Namespace, out: Out) -> int:
         art = describe_artifact(exc.manifest, exc.manifest_bytes, name=args.image)
         out.result(art, render_artifact(art))
         return 0
+    if isinstance(target, ImageIndex) and want is None and len(target.images) == 1:
+        target = target.images[0]  # an index of one image is shown as that image, as before
+    if isinstance(target, ImageIndex) and want is None:
+        if args.layer is not None:
+            first = target.platforms[0]
+            raise UsageError(f"{args.image} is a multi-platform image ({', '.join(map(str, target.platforms))}): "
+                             f"pick the image whose layer to show with --platform, e.g. --platform {first}")
+        idx = describe_index(target, name=args.image)
+        out.result(idx, render_index(idx))
+        return 0
+    image = for_platform(target, want, args.image)
     doc = describe_image(image, name=args.image)
     if args.layer is None:
         out.result(doc, render_image(doc))

@@ -23,6 +23,7 @@ from ..errors import ArchiveError, UsageError
 from .assemble import Image
 from .cache import BlobCache
 from .digest import Digest
+from .imageindex import ImageIndex
 from .oci import Descriptor, Manifest, MediaType
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "describe_artifact",
     "render_artifact",
     "describe_image",
+    "describe_index",
+    "render_index",
     "layer_entries",
     "open_layer",
     "render_entry",
@@ -93,6 +96,61 @@ def describe_image(image: Image, *, name: str = "") -> dict[str, Any]:
         "layers": layers,
         "totalSize": sum(d.size for d in image.manifest.layers),
     }
+
+
+def describe_index(index: ImageIndex, *, name: str = "") -> dict[str, Any]:
+    """The ``inspect --json`` document of a multi-platform image: the index and, per platform
+    (in the index's order), its manifest's digest and size and its layers' total size.
+    ``inspect --platform P`` describes one of them with ``describe_image``."""
+    from .platform import normalize
+
+    media = MediaType.INDEX
+    try:
+        media = json.loads(index.index_bytes).get("mediaType") or media  # a docker manifest list says so
+    except (ValueError, AttributeError):
+        pass
+    layers = {d.digest: d.size for image in index.images for d in image.manifest.layers}
+    manifests = []
+    for image in index.images:
+        p = normalize(image.platform)
+        manifests.append({
+            "platform": str(p),
+            "os": p.os,
+            "architecture": p.architecture,
+            "variant": p.variant,
+            "digest": image.digest,
+            "mediaType": image.manifest.media_type,
+            "size": len(image.manifest_bytes),
+            "totalSize": sum(d.size for d in image.manifest.layers),
+        })
+    return {
+        "schemaVersion": INSPECT_SCHEMA_VERSION,
+        "kind": "index",
+        "name": name,
+        "digest": index.digest,
+        "mediaType": media,
+        "indexSize": len(index.index_bytes),
+        "manifests": manifests,
+        "totalSize": sum(layers.values()),  # a layer the platforms share counted once: what a pull of all downloads
+    }
+
+
+def render_index(doc: dict[str, Any]) -> str:
+    """The human form of ``describe_index``: one line per platform."""
+    from ..sizes import human_size
+
+    lines = [
+        f"Name:       {doc['name']}",
+        f"Digest:     {doc['digest']}",
+        f"MediaType:  {doc['mediaType']}",
+        f"Platforms ({len(doc['manifests'])}, {human_size(doc['totalSize'])} of layers, each once):",
+        f"  {'PLATFORM':<16}  {'MANIFEST DIGEST':<71}  {'LAYERS':>10}",
+    ]
+    for m in doc["manifests"]:
+        lines.append(f"  {m['platform']:<16}  {m['digest']:<71}  {human_size(m['totalSize']):>10}")
+    lines.append("(one platform's config and layers: inspect --platform " +
+                 (doc["manifests"][0]["platform"] if doc["manifests"] else "OS/ARCH") + ")")
+    return "\n".join(lines)
 
 
 def describe_artifact(manifest: Manifest, manifest_bytes: bytes, *, name: str = "") -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 Public surface (the CLI's ``push``, ``pull`` and ``login`` call these)::
 
-    push_image(image, cache, refs, *, options=None) -> PushResult
-    pull_image(ref, cache, *, options=None, platform=None) -> Image
-    pull_to_layout(ref, cache, dest, *, tag=None, options=None, platform=None) -> Image
+    push_image(image_or_index, cache, refs, *, options=None) -> PushResult
+    pull_image(ref, cache, *, options=None, platform=None) -> Image (platform="all": ImageIndex)
+    pull_to_layout(ref, cache, dest, *, tag=None, options=None, platform=None) -> Image | ImageIndex
     login(registry, username, password, *, options=None) -> Path
 
 ``RegistryOptions`` carries credentials, TLS settings, the retry policy and the

@@ -1,6 +1,7 @@
 """Pulling an image from a registry: manifest and config now, layers only when an output needs them.
 
-``pull_image`` resolves a tag (through an index to this machine's platform), keeps
+``pull_image`` resolves a tag (through an index to this machine's platform, or to
+the one ``platform`` names, or to every platform: ``"all"``), keeps
 the manifest's exact bytes (so its digest is the registry's), fetches and verifies
 the config, and returns an ``Image`` whose ``fetch`` downloads a layer into the cache
 on demand and whose ``origin`` lets a push to the same registry mount the layers.
@@ -23,7 +24,8 @@ from ..image.cache import BlobCache
 from ..image.diffid import stage_layer, verify_cached_diff_id
 from ..image.digest import Digest
 from ..image.oci import Descriptor, ImageConfig, Index, Manifest, MediaType, Platform
-from ..image.platform import pick_platform
+from ..image.imageindex import ImageIndex, Target
+from ..image.platform import ALL, pick_platform
 from ..transport.layout import write_layout
 from .client import RegistryClient, RegistryOptions
 from .http import short_reason
@@ -113,11 +115,13 @@ def _get_manifest(client: RegistryClient, ref: Reference, reference: str, scopes
 
 
 def pull_image(ref: str, cache: BlobCache, *, options: RegistryOptions | None = None,
-               platform: Platform | None = None, verify_diff_ids: bool = True) -> Image:
+               platform: Platform | str | None = None, verify_diff_ids: bool = True) -> Target:
     """Resolve ``ref`` to an image: manifest (exact bytes) and config; layers stay remote.
 
     An index (OCI or docker manifest list) is resolved to ``platform`` (default: this
-    machine's linux platform). The returned image's ``fetch`` downloads layers into
+    machine's linux platform), or with ``platform="all"`` read whole as an ``ImageIndex``
+    (its exact bytes kept, so its digest is the registry's; each image's manifest and
+    config fetched, no layer). The returned image's ``fetch`` downloads layers into
     ``cache`` when an output needs them (checked against the config's diff_ids with
     ``verify_diff_ids``); ``origin`` is ``registry/repository`` and
     ``origin_digests`` its layer digests, so a push to the same registry mounts them.
@@ -138,10 +142,28 @@ def pull_image(ref: str, cache: BlobCache, *, options: RegistryOptions | None = 
     doc = _load(data, f"manifest {r}")
     media = doc.get("mediaType") or ""
     if MediaType.to_oci(media) == MediaType.INDEX or ("manifests" in doc and "layers" not in doc):
-        chosen = pick_platform(Index.from_json(doc), f"image {r}", platform)
+        index = Index.from_json(doc)
+        if platform == ALL:
+            images = []
+            for entry in index.manifests:
+                sub = _get_manifest(client, r, entry.digest, scopes)
+                sub_doc = _load(sub, f"manifest {entry.digest} of {r}")
+                if "layers" not in sub_doc:
+                    raise ArchiveError(f"{r}: index entry {entry.digest} is not an image manifest (an index in an "
+                                       "index?); pull one platform with --platform")
+                images.append(_image(client, r, scopes, cache, options, sub, sub_doc,
+                                     sub_doc.get("mediaType") or entry.media_type, verify_diff_ids))
+            return ImageIndex(tuple(images), index, data)  # its own bytes: its digest is the registry's
+        chosen = pick_platform(index, f"image {r}", platform if isinstance(platform, Platform) else None)
         data = _get_manifest(client, r, chosen.digest, scopes)
         doc = _load(data, f"manifest {chosen.digest} of {r}")
         media = doc.get("mediaType") or chosen.media_type
+    return _image(client, r, scopes, cache, options, data, doc, media, verify_diff_ids)
+
+
+def _image(client: RegistryClient, r: Reference, scopes: tuple[str, ...], cache: BlobCache, options: RegistryOptions,
+           data: bytes, doc: dict[str, Any], media: str, verify_diff_ids: bool) -> Image:
+    """The ``Image`` of one manifest (its exact ``data``, parsed as ``doc``): its config fetched, its layers remote."""
     if "layers" not in doc:
         raise ArchiveError(f"{r} is not an image manifest (mediaType {media or 'unset'}): only OCI and docker "
                            "schema2 images can be used")
@@ -177,10 +199,11 @@ def pull_image(ref: str, cache: BlobCache, *, options: RegistryOptions | None = 
 
 
 def pull_to_layout(ref: str, cache: BlobCache, dest: Path | str, *, tag: str | None = None,
-                   options: RegistryOptions | None = None, platform: Platform | None = None) -> Image:
-    """``ociassemble pull REF oci:DIR[:TAG]``: pull ``ref`` with all its layers into an OCI layout.
+                   options: RegistryOptions | None = None, platform: Platform | str | None = None) -> Target:
+    """``ociassemble pull REF oci:DIR[:TAG]``: pull ``ref`` with all its layers into an OCI layout
+    (with ``platform="all"``, every platform's image under the registry's index).
 
-    ``tag`` names the image in the layout (default: the reference's tag). Returns the image.
+    ``tag`` names the image in the layout (default: the reference's tag). Returns the image or index.
     Raises what ``pull_image`` and ``write_layout`` raise.
     """
     image = pull_image(ref, cache, options=options, platform=platform)

@@ -22,9 +22,15 @@ The ordering contract, enforced here and only here:
    pusher writes one of the same blobs into the repository at the same moment) goes
    back to step 1 for that repository and tries again, a few times.
 
-So a failed push leaves at most some unreferenced blobs: a tag is never created or
-moved to a manifest whose blobs are missing. Re-running it is safe and skips what
-already made it.
+A multi-platform image (``ImageIndex``) follows the same contract one level up: step 1
+covers every blob of every platform's image, each once (the layers the platforms share —
+runit configs, app, models, source — are one digest, so one upload, never two racing
+each other), then each platform's manifest by digest only, and only then the index by
+each tag and by digest (``application/vnd.oci.image.index.v1+json``).
+
+So a failed push leaves at most some unreferenced blobs (or untagged manifests): a tag
+is never created or moved to a manifest or index whose blobs or manifests are missing.
+Re-running it is safe and skips what already made it.
 
 Each blob attempt is retried as a whole (``options.retry``): a retry first HEADs the
 blob (settling a final PUT whose response was lost), then asks the registry where
@@ -48,7 +54,10 @@ from ..errors import ArchiveError, ImageReferenceError, RegistryError
 from ..image.assemble import Image
 from ..image.blobref import SourceChangedError, mismatch_error
 from ..image.cache import BlobCache
-from ..image.oci import Descriptor
+from ..image.digest import Digest
+from ..image.imageindex import ImageIndex, Target
+from ..image.oci import Descriptor, MediaType
+from ..image.platform import normalize
 from .client import RegistryClient, RegistryOptions
 from .reference import Reference, parse_reference
 from .retry import call_with_retry
@@ -64,8 +73,10 @@ log = logging.getLogger("ociassemble.registry")
 
 @dataclass(frozen=True)
 class PushResult:
-    """What a push did: the manifest digest, the references now pointing at it, and per blob
-    whether it was already there (skipped), mounted from another repository, or uploaded."""
+    """What a push did: the manifest (or index) digest, the references now pointing at it,
+    and per blob whether it was already there (skipped), mounted from another repository,
+    or uploaded. For a multi-platform image, ``manifests`` maps each platform
+    (``linux/arm64/v8``) to its manifest's digest, in the index's order."""
 
     digest: str
     refs: tuple[str, ...]
@@ -73,15 +84,20 @@ class PushResult:
     blobs_skipped: tuple[str, ...] = ()
     blobs_mounted: tuple[str, ...] = ()
     blobs_uploaded: tuple[str, ...] = ()
+    manifests: dict[str, str] = field(default_factory=dict, hash=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "digest": self.digest,
             "refs": list(self.refs),
             "bytes_uploaded": self.bytes_uploaded,
             "blobs": {"skipped": list(self.blobs_skipped), "mounted": list(self.blobs_mounted),
                       "uploaded": list(self.blobs_uploaded)},
         }
+        if self.manifests:
+            doc["mediaType"] = MediaType.INDEX
+            doc["manifests"] = [{"platform": p, "digest": d} for p, d in self.manifests.items()]
+        return doc
 
 
 @dataclass
@@ -111,13 +127,13 @@ class _Upload:
 
 
 class _BlobPusher:
-    def __init__(self, client: RegistryClient, repo: str, scopes: tuple[str, ...], image: Image,
+    def __init__(self, client: RegistryClient, repo: str, scopes: tuple[str, ...], owners: dict[str, Image],
                  cache: BlobCache, options: RegistryOptions, tally: _Tally, stop: threading.Event,
                  on_bytes: Callable[[Descriptor, int], None] | None = None) -> None:
         self.client = client
         self.repo = repo
         self.scopes = scopes
-        self.image = image
+        self.owners = owners  # blob digest -> the (first) image that has it: where to fetch it from
         self.cache = cache
         self.options = options
         self.tally = tally
@@ -223,13 +239,14 @@ class _BlobPusher:
 
     def _local(self, desc: Descriptor) -> None:
         """Make sure the cache holds ``desc`` (a file or a reference), fetched from the image's source if need be."""
+        image = self.owners[desc.digest]
         if not self.cache.has(desc.digest):
-            if desc.digest == self.image.manifest.config.digest:
-                self.cache.put_bytes(self.image.config_bytes)
-            elif self.image.fetch is not None:
-                self.image.fetch(desc, self.cache)
+            if desc.digest == image.manifest.config.digest:
+                self.cache.put_bytes(image.config_bytes)
+            elif image.fetch is not None:
+                image.fetch(desc, self.cache)
             else:
-                raise ArchiveError(f"blob {desc.digest} of image {self.image.digest} is not in the cache at "
+                raise ArchiveError(f"blob {desc.digest} of image {image.digest} is not in the cache at "
                                    f"{self.cache.root} and the image has no source: rebuild the image")
         size = self.cache.size(desc.digest)
         if size != desc.size:
@@ -238,20 +255,45 @@ class _BlobPusher:
                                f"delete {where} and rebuild")
 
 
-def _manifest_media_type(image: Image) -> str:
+def _declared_media_type(data: bytes, default: str) -> str:
+    """The ``mediaType`` the document's own bytes declare (what the registry will check), else ``default``."""
     try:
-        declared = json.loads(image.manifest_bytes).get("mediaType")
+        declared = json.loads(data).get("mediaType")
     except (ValueError, AttributeError):
         declared = None
-    return declared or image.manifest.media_type
+    return declared if isinstance(declared, str) and declared else default
 
 
-def _origins(image: Image) -> dict[str, Reference]:
+def _manifest_media_type(image: Image) -> str:
+    return _declared_media_type(image.manifest_bytes, image.manifest.media_type)
+
+
+def _images(target: Target) -> tuple[Image, ...]:
+    return target.images if isinstance(target, ImageIndex) else (target,)
+
+
+def _top(target: Target) -> tuple[bytes, str]:
+    """The bytes and media type pushed by tag: the manifest, or the index."""
+    if isinstance(target, ImageIndex):
+        return target.index_bytes, _declared_media_type(target.index_bytes, MediaType.INDEX)
+    return target.manifest_bytes, _manifest_media_type(target)
+
+
+def _owners(target: Target) -> dict[str, Image]:
+    """Each blob of ``target`` and the first image that has it (its config bytes or its ``fetch``)."""
+    owners: dict[str, Image] = {}
+    for image in _images(target):
+        for d in image.blobs():
+            owners.setdefault(d.digest, image)
+    return owners
+
+
+def _origins(target: Target) -> dict[str, Reference]:
     """Each blob known to live in a registry repository (``Image.origin_of``), parsed."""
     parsed: dict[str, Reference | None] = {}
     out: dict[str, Reference] = {}
-    for d in image.blobs():
-        name = image.origin_of(d.digest)
+    for d in _owners(target):
+        name = next((o for o in (i.origin_of(d) for i in _images(target)) if o), None)
         if not name:
             continue
         if name not in parsed:
@@ -261,25 +303,28 @@ def _origins(image: Image) -> dict[str, Reference]:
                 parsed[name] = None
         ref = parsed[name]
         if ref is not None:
-            out[d.digest] = ref
+            out[d] = ref
     return out
 
 
-def push_image(image: Image, cache: BlobCache, refs: Sequence[str], *,
+def push_image(target: Target, cache: BlobCache, refs: Sequence[str], *,
                options: RegistryOptions | None = None,
                on_bytes: Callable[[Descriptor, int], None] | None = None) -> PushResult:
-    """Push ``image`` to every reference in ``refs`` (tags of one or more repositories).
+    """Push ``target`` (an image, or a multi-platform ``ImageIndex``) to every reference in
+    ``refs`` (tags of one or more repositories).
 
-    Blobs come from ``cache`` (fetched first through ``image.fetch`` when missing);
+    Blobs come from ``cache`` (fetched first through an image's ``fetch`` when missing);
     see the module docstring for the order. A reference with ``@sha256:…`` must name
-    this image's digest. ``on_bytes(desc, n)`` is told of each chunk of blob ``desc``
-    handed to the socket (progress display; called from the upload threads).
+    this image's (or index's) digest. ``on_bytes(desc, n)`` is told of each chunk of blob
+    ``desc`` handed to the socket (progress display; called from the upload threads).
 
     Example::
 
         result = push_image(image, cache, ["registry.example.com/team/app:1.0",
                                            "registry.example.com/team/app:latest"])
         print(result.digest, result.bytes_uploaded)
+        result = push_image(built.index, cache, ["registry.example.com/team/app:1.0"])
+        print(result.digest, result.manifests)   # the index; each platform's manifest
 
     Raises ImageReferenceError for a bad reference, AuthError for missing or refused
     credentials, RegistryError (status, the registry's error codes, the blob's digest)
@@ -290,14 +335,19 @@ def push_image(image: Image, cache: BlobCache, refs: Sequence[str], *,
         raise RegistryError("nothing to push to: give at least one image reference, e.g. registry.example.com/team/app:1.0")
     parsed = [parse_reference(r) for r in refs]
     for r in parsed:
-        if r.digest and r.digest != image.digest:
-            raise RegistryError(f"{r} pins digest {r.digest} but the image is {image.digest}: drop the @digest or push that image")
+        if r.digest and r.digest != target.digest:
+            raise RegistryError(f"{r} pins digest {r.digest} but the image is {target.digest}: drop the @digest or push that image")
     groups: dict[tuple[str, str], list[Reference]] = {}
     for r in parsed:
         groups.setdefault((r.registry, r.repository), []).append(r)
 
-    media_type = _manifest_media_type(image)
-    origins = _origins(image)
+    # by digest first (each platform's manifest of an index), then the top document by tag and digest
+    children = [(image.digest, image.manifest_bytes, _manifest_media_type(image))
+                for image in target.images] if isinstance(target, ImageIndex) else []
+    top_bytes, top_media = _top(target)
+    blobs = target.blobs()  # every platform's, each once
+    owners = _owners(target)
+    origins = _origins(target)
     clients: dict[str, RegistryClient] = {}
     tally = _Tally()
     done_repos: dict[str, list[str]] = {}
@@ -311,33 +361,20 @@ def push_image(image: Image, cache: BlobCache, refs: Sequence[str], *,
                     sources.insert(0, o)
             scopes = client.scopes(repo, push=True, mount_from=tuple(sources))
             earlier = done_repos.get(registry, [])
-            _push_blobs(client, repo, scopes, image, cache, options, tally, origins, earlier, on_bytes)
+
+            def send_blobs(c: RegistryClient = client, rp: str = repo, sc: tuple[str, ...] = scopes,
+                           ea: list[str] = earlier) -> None:
+                _push_blobs(c, rp, sc, blobs, owners, cache, options, tally, origins, ea, on_bytes)
+
+            send_blobs()
             tags = list(dict.fromkeys(r.tag for r in group if r.tag))
-            for ref in [*tags, image.digest]:
-                for round_ in range(BLOB_UNKNOWN_ROUNDS + 1):
-                    try:
-                        got = call_with_retry(options.retry, f"pushing manifest {ref} to {registry}/{repo}",
-                                              lambda _n, c=client, rp=repo, ref=ref, sc=scopes:
-                                              c.put_manifest(rp, ref, image.manifest_bytes, media_type, sc))
-                        break
-                    except RegistryError as exc:
-                        if "MANIFEST_BLOB_UNKNOWN" not in exc.codes or round_ == BLOB_UNKNOWN_ROUNDS:
-                            raise
-                        # Every blob answered present a moment ago: another pusher writing the
-                        # same blob into this repository raced us (distribution rewrites the
-                        # repository's link file in place). Check the blobs again, sending any
-                        # that really went missing, and try the manifest once more.
-                        log.warning("%s named a blob of manifest %s unknown although it was pushed; "
-                                    "checking the blobs again", registry, ref)
-                        time.sleep(0.2 * 2 ** round_)
-                        _push_blobs(client, repo, scopes, image, cache, options, tally, origins, earlier,
-                                    on_bytes)
-                if got and got != image.digest:
-                    raise RegistryError(f"registry {registry} stored manifest {ref} of {repo} as {got}, not "
-                                        f"{image.digest}: it rewrote the manifest", digest=image.digest)
+            documents = [*children, *((ref, top_bytes, top_media) for ref in [*tags, target.digest])]
+            for ref, data, media in documents:
+                expected = str(Digest.of_bytes(data))
+                _put_manifest(client, repo, scopes, ref, data, media, expected, options, send_blobs)
             pushed.extend(f"{registry}/{repo}:{t}" for t in tags)
             if not tags:
-                pushed.append(f"{registry}/{repo}@{image.digest}")
+                pushed.append(f"{registry}/{repo}@{target.digest}")
             done_repos.setdefault(registry, []).append(repo)
     finally:
         for c in clients.values():
@@ -345,16 +382,45 @@ def push_image(image: Image, cache: BlobCache, refs: Sequence[str], *,
     by = {"skipped": [], "mounted": [], "uploaded": []}  # type: dict[str, list[str]]
     for digest, outcome in tally.outcome.items():
         by[outcome].append(digest)
-    return PushResult(image.digest, tuple(pushed), tally.bytes_uploaded, tuple(by["skipped"]),
-                      tuple(by["mounted"]), tuple(by["uploaded"]))
+    manifests = ({str(normalize(image.platform)): image.digest for image in target.images}
+                 if isinstance(target, ImageIndex) else {})
+    return PushResult(target.digest, tuple(pushed), tally.bytes_uploaded, tuple(by["skipped"]),
+                      tuple(by["mounted"]), tuple(by["uploaded"]), manifests)
 
 
-def _push_blobs(client: RegistryClient, repo: str, scopes: tuple[str, ...], image: Image, cache: BlobCache,
-                options: RegistryOptions, tally: _Tally, origins: dict[str, Reference], earlier: list[str],
+def _put_manifest(client: RegistryClient, repo: str, scopes: tuple[str, ...], ref: str, data: bytes, media: str,
+                  expected: str, options: RegistryOptions, send_blobs: Callable[[], None]) -> None:
+    """Step 2 for one document (a manifest or an index) by tag or digest, its blobs present already."""
+    registry = client.registry
+    for round_ in range(BLOB_UNKNOWN_ROUNDS + 1):
+        try:
+            got = call_with_retry(options.retry, f"pushing manifest {ref} to {registry}/{repo}",
+                                  lambda _n: client.put_manifest(repo, ref, data, media, scopes))
+            break
+        except RegistryError as exc:
+            if "MANIFEST_BLOB_UNKNOWN" not in exc.codes or round_ == BLOB_UNKNOWN_ROUNDS:
+                raise
+            # Every blob answered present a moment ago: another pusher writing the
+            # same blob into this repository raced us (distribution rewrites the
+            # repository's link file in place). Check the blobs again, sending any
+            # that really went missing, and try the manifest once more.
+            log.warning("%s named a blob of manifest %s unknown although it was pushed; "
+                        "checking the blobs again", registry, ref)
+            time.sleep(0.2 * 2 ** round_)
+            send_blobs()
+    if got and got != expected:
+        raise RegistryError(f"registry {registry} stored manifest {ref} of {repo} as {got}, not "
+                            f"{expected}: it rewrote the manifest", digest=expected)
+
+
+def _push_blobs(client: RegistryClient, repo: str, scopes: tuple[str, ...], blobs: list[Descriptor],
+                owners: dict[str, Image], cache: BlobCache, options: RegistryOptions, tally: _Tally,
+                origins: dict[str, Reference], earlier: list[str],
                 on_bytes: Callable[[Descriptor, int], None] | None = None) -> None:
-    """Step 1 of the contract for one repository; raises the first blob's failure."""
+    """Step 1 of the contract for one repository: every one of ``blobs`` (each once, all in
+    one pool, so no blob is sent twice at the same time); raises the first blob's failure."""
     stop = threading.Event()
-    pusher = _BlobPusher(client, repo, scopes, image, cache, options, tally, stop, on_bytes)
+    pusher = _BlobPusher(client, repo, scopes, owners, cache, options, tally, stop, on_bytes)
     # one ping (scheme, auth challenge) before the threads start
     call_with_retry(options.retry, f"contacting {client.registry}", lambda _n: client.base_url())
 
@@ -364,7 +430,6 @@ def _push_blobs(client: RegistryClient, repo: str, scopes: tuple[str, ...], imag
             return origin.repository
         return earlier[0] if earlier else None
 
-    blobs = image.blobs()
     with ThreadPoolExecutor(max_workers=max(1, options.concurrency), thread_name_prefix="push") as pool:
         futures: dict[Future[str], Descriptor] = {
             pool.submit(pusher.push, d, mount_source(d)): d for d in blobs
