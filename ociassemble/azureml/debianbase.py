@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..emulation import ensure_emulation, needs_emulation
+from ..emulation import BINFMT, ensure_emulation, needs_emulation
 from ..errors import BuildError
 from ..image.cache import BlobCache
 from ..image.oci import Platform
@@ -38,13 +38,14 @@ def default_base_path(cache: BlobCache, platform: Platform | None = None) -> Pat
 
 
 def make_base(cache: BlobCache, *, force: bool = False, log=print,  # type: ignore[no-untyped-def]
-              platform: Platform | None = None) -> Path:
+              platform: Platform | None = None, binfmt: Path = BINFMT) -> Path:
     """Build (once) the default base for ``platform`` (default: this machine's) as an OCI
     layout in the cache and return its path.
 
     Another architecture's base is made by ``mmdebstrap --arch``, whose package scripts run
     under qemu user emulation (``emulation.ensure_emulation``: BuildError saying what to
-    install or mount when this machine cannot).
+    install or mount when this machine cannot; ``binfmt``: where binfmt_misc is mounted,
+    another folder in tests).
     """
     plat = normalize(platform or host_platform())
     target = default_base_path(cache, plat)
@@ -57,7 +58,7 @@ def make_base(cache: BlobCache, *, force: bool = False, log=print,  # type: igno
         raise BuildError("no apt sources found in /etc/apt: mmdebstrap needs this machine's Debian sources; or pass --base")
     foreign = needs_emulation(plat.architecture)
     if foreign:
-        ensure_emulation(plat.architecture, what=f"make-base --platform {plat}", log=log)
+        ensure_emulation(plat.architecture, what=f"make-base --platform {plat}", binfmt=binfmt, log=log)
     tarball = cache.tmp_dir / f"{SUITE}-{plat.architecture}-base-{os.getpid()}.tar"
     cmd = ["mmdebstrap", "--variant=minbase", f"--arch={_DEB_ARCH.get(plat.architecture, plat.architecture)}",
            f"--include={','.join(PACKAGES)}", SUITE, str(tarball), "-"]

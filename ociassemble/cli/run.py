@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from ..errors import UsageError
+from ..errors import InputError, UsageError
 from ..transport.spec import is_registry
 from .options import blob_cache, kv, registry_options
 from .output import Out
 
-__all__ = ["cmd_run", "parse_publish"]
+if TYPE_CHECKING:
+    from ..image.assemble import Image
+    from ..image.imageindex import Target
+    from ..image.oci import Platform
+
+__all__ = ["cmd_run", "parse_publish", "pick_image", "run_platform"]
 
 
 def parse_publish(items: Sequence[str]) -> dict[int, int]:
@@ -32,17 +38,43 @@ def parse_publish(items: Sequence[str]) -> dict[int, int]:
     return out
 
 
+def run_platform(text: str | None) -> Platform | None:
+    """``run --platform``: one platform (None: this machine's); ``all`` is refused, a run is of one image."""
+    from ..image.platform import ALL, parse_platform
+
+    if text is None:
+        return None
+    if text.strip().lower() == ALL:
+        raise UsageError("run --platform all: a run is of one image; give one platform, e.g. --platform linux/arm64")
+    return parse_platform(text)
+
+
+def pick_image(target: Target, want: Platform | None, where: str) -> Image:
+    """The image to run: an index was resolved by ``load_image``; a single image must be for ``want``."""
+    from ..image.assemble import Image
+    from ..image.platform import matches, normalize
+
+    assert isinstance(target, Image), "load_image resolves an index to one platform"
+    if want is not None and not matches(target.platform, want):
+        have = normalize(target.platform)
+        raise InputError(f"{where} has no image for {want}; it has {have} (run it with --platform {have}, "
+                         "or without --platform)")
+    return target
+
+
 def cmd_run(args: argparse.Namespace, out: Out) -> int:
     from ..inputs.base import load_image
-    from ..run.container import run_image
+    from ..run.container import RunningImage, run_image
 
+    want = run_platform(args.platform)
     cache = blob_cache(args)
     opts = registry_options(args) if is_registry(args.image) else None
-    image = load_image(args.image, cache, registry_options=opts)
+    image = pick_image(load_image(args.image, cache, registry_options=opts, platform=want), want, args.image)
     publish = parse_publish(args.publish or [])
 
-    def ready(_: object) -> None:
+    def ready(running: RunningImage) -> None:
         urls = ", ".join(f"http://127.0.0.1:{h}/ -> {c}" for h, c in publish.items())
-        out.log(f"running {image.digest[:19]}" + (f"; serving {urls}" if urls else "") + "; Ctrl-C stops it")
+        how = f"{running.platform}" + (", emulated by qemu" if running.emulated else "")
+        out.log(f"running {image.digest[:19]} ({how})" + (f"; serving {urls}" if urls else "") + "; Ctrl-C stops it")
 
-    return run_image(image, cache, publish=publish, env=kv(args.env, "--env"), on_ready=ready)
+    return run_image(image, cache, publish=publish, env=kv(args.env, "--env"), on_ready=ready, log=out.log)

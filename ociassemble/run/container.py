@@ -11,6 +11,13 @@ each part in its own module:
 * ``ports``: each published host port forwarded into the image's private network,
   through ``namespaces``.
 
+An image for another CPU architecture (``linux/arm64`` on an x86-64 machine) runs
+through qemu user emulation: nothing in the sandbox changes, because the kernel's
+binfmt_misc hands each foreign ELF binary to qemu's handler, registered with the ``F``
+flag so it works inside the image's root (``emulation``). ``start`` sets that up, or
+fails with the one line saying what to install, before anything is unpacked; the
+readiness wait allows ``emulation.SLOWDOWN`` times longer.
+
 Logs: the command's stdout and stderr are ours (the terminal), stdin is /dev/null.
 """
 
@@ -19,12 +26,16 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Callable, Mapping
 
-from ..errors import RunError
+from ..emulation import BINFMT, SLOWDOWN, ensure_emulation, needs_emulation
+from ..errors import BuildError, RunError
 from ..image.assemble import Image
 from ..image.cache import BlobCache
+from ..image.oci import Platform
+from ..image.platform import normalize
 from .command import image_command
 from .ports import PublishedPorts
 from .rootfs import RunRootfs
@@ -36,7 +47,8 @@ __all__ = ["RunningImage", "run_image", "DEFAULT_STOP_TIMEOUT", "DEFAULT_READY_T
 #: Grace between SIGTERM and SIGKILL: Docker's ``stop`` default.
 DEFAULT_STOP_TIMEOUT = 10.0
 #: How long ``wait_until_ready`` waits for every published port to answer: gunicorn
-#: importing a big model can take this long on a cold disk.
+#: importing a big model can take this long on a cold disk (times ``emulation.SLOWDOWN``
+#: for an image of another architecture).
 DEFAULT_READY_TIMEOUT = 120.0
 #: How often ``wait_until_ready`` dials the ports.
 _READY_POLL = 0.1
@@ -53,15 +65,23 @@ class RunningImage:
         # stopped: every process of the image is gone, its run directory removed
 
     ``publish`` maps host ports (on 127.0.0.1) to ports inside the image; ``env``
-    overrides or adds to the image's Env.
+    overrides or adds to the image's Env. ``log`` hears what ``start`` sets up on the host
+    (mounting binfmt_misc for an image of another architecture; ``binfmt``: where it is
+    mounted, another folder in tests).
     """
 
     def __init__(self, image: Image, cache: BlobCache, *, publish: Mapping[int, int] | None = None,
                  env: Mapping[str, str] | None = None, stop_timeout: float = DEFAULT_STOP_TIMEOUT,
                  stdout: IO[Any] | int | None = None, stderr: IO[Any] | int | None = None,
-                 limits: UnpackLimits = DEFAULT_LIMITS) -> None:
+                 limits: UnpackLimits = DEFAULT_LIMITS, log: Callable[[str], None] = lambda _: None,
+                 binfmt: Path = BINFMT) -> None:
         self.image = image
         self.cache = cache
+        #: The image's platform, and whether this machine runs it through qemu.
+        self.platform: Platform = normalize(image.platform)
+        self.emulated = needs_emulation(self.platform.architecture)
+        self._log = log
+        self._binfmt = binfmt
         self._ports = PublishedPorts(publish)
         self.publish = self._ports.mapping
         self.env = dict(env or {})
@@ -80,12 +100,22 @@ class RunningImage:
     def start(self) -> "RunningImage":
         """Unpack (once), set up the run directory and start the command; returns at once.
 
-        Raises RunError (not root, bwrap missing, a port taken, no command, the sandbox
-        failed to start), ArchiveError from unpacking.
+        Raises RunError (not root, bwrap missing, an image of another architecture and no
+        qemu emulation, a port taken, no command, the sandbox failed to start), ArchiveError
+        from unpacking.
         """
         if self._sandbox.started:
             raise RunError("this RunningImage was already started; make a new one")
         bwrap, unshare = check_host()
+        if self.emulated:
+            try:
+                ensure_emulation(self.platform.architecture, what=f"running a {self.platform} image",
+                                 binfmt=self._binfmt, log=self._log)
+            except BuildError as exc:
+                raise RunError(str(exc)) from None
+            wait = f"; its ports get {self.ready_timeout:g} s to answer" if self._ports.container_ports else ""
+            self._log(f"the image is for {self.platform}: its programs run through qemu user emulation "
+                      f"(several times slower{wait})")
         command = image_command(self.image, self.env)
         self._rootfs = rootfs = RunRootfs(self.image, self.cache, unshare, limits=self._limits)
         try:
@@ -107,13 +137,21 @@ class RunningImage:
         """Host PIDs of every process in the image's PID namespace (empty once stopped)."""
         return self._sandbox.pids()
 
-    def wait_until_ready(self, timeout: float = DEFAULT_READY_TIMEOUT) -> None:
+    @property
+    def ready_timeout(self) -> float:
+        """``wait_until_ready``'s default: ``DEFAULT_READY_TIMEOUT``, ``SLOWDOWN`` times that under emulation."""
+        return DEFAULT_READY_TIMEOUT * (SLOWDOWN if self.emulated else 1)
+
+    def wait_until_ready(self, timeout: float | None = None) -> None:
         """Return once every published container port accepts connections.
 
-        Raises RunError if the command exits first or ``timeout`` seconds pass.
+        Raises RunError if the command exits first or ``timeout`` seconds pass (default:
+        ``ready_timeout``, which allows for emulation).
         """
         if not self._sandbox.started:
             raise RunError("the image is not running: call start() first")
+        if timeout is None:
+            timeout = self.ready_timeout
         pending = self._ports.container_ports
         deadline = time.monotonic() + timeout
         while pending:
@@ -158,7 +196,8 @@ class _Terminated(BaseException):
 
 def run_image(image: Image, cache: BlobCache, *, publish: Mapping[int, int] | None = None,
               env: Mapping[str, str] | None = None, on_ready: Callable[[RunningImage], None] | None = None,
-              stop_timeout: float = DEFAULT_STOP_TIMEOUT, ready_timeout: float = DEFAULT_READY_TIMEOUT) -> int:
+              stop_timeout: float = DEFAULT_STOP_TIMEOUT, ready_timeout: float | None = None,
+              log: Callable[[str], None] = lambda _: None) -> int:
     """Run ``image`` in the foreground until its command ends, Ctrl-C or SIGTERM.
 
     Example::
@@ -166,13 +205,15 @@ def run_image(image: Image, cache: BlobCache, *, publish: Mapping[int, int] | No
         status = run_image(image, cache, publish={18080: 5001},
                            on_ready=lambda r: print("serving on http://127.0.0.1:18080"))
 
-    ``on_ready`` is called once every published port answers (at once without ports).
+    ``on_ready`` is called once every published port answers (at once without ports),
+    waiting up to ``ready_timeout`` seconds (default: ``RunningImage.ready_timeout``,
+    longer for an image run through qemu).
     Returns the command's exit status, or 143 after SIGTERM; after Ctrl-C the image is
     stopped and KeyboardInterrupt re-raised (the CLI exits 130).
 
     Raises RunError (see ``RunningImage.start`` and ``wait_until_ready``), ArchiveError.
     """
-    running = RunningImage(image, cache, publish=publish, env=env, stop_timeout=stop_timeout)
+    running = RunningImage(image, cache, publish=publish, env=env, stop_timeout=stop_timeout, log=log)
     previous: Any = None
     in_main = threading.current_thread() is threading.main_thread()
     if in_main:

@@ -1,8 +1,8 @@
 """The same fixed project gives the same image digest on amd64 and on arm64 (under qemu).
 
-scripts/cross-arch does the work (binfmt, the cached arm64 rootfs, an offline venv of this
-checkout's wheels in it, the builds); this runs it once and holds its results to two things
-per codec: arm64 == amd64, and both == the golden digest below.
+scripts/cross-arch does the work (binfmt, the arm64 default base unpacked as the rootfs, this
+checkout's aarch64 dependency wheels unpacked for it, the builds); this runs it once and holds
+its results to two things per codec: arm64 == amd64, and both == the golden digest below.
 
 To regenerate GOLDEN (after a deliberate change to the layer format, a codec or its pinned
 version, or scripts/cross-arch's make_tree), run as root on an x86-64 Debian machine::
@@ -51,8 +51,9 @@ def cross_arch() -> dict:
     return json.loads(proc.stdout)
 
 
-def test_the_arm64_venv_has_the_versions_installed_here(cross_arch: dict) -> None:
-    """Otherwise a difference could be two codec versions, not two architectures."""
+def test_the_arm64_python_has_the_versions_installed_here(cross_arch: dict) -> None:
+    """Otherwise a difference could be two codec versions, not two architectures (the versions
+    the arm64 python3 itself finds, against this venv's)."""
     assert cross_arch["versions_differing"] == {}
 
 
