@@ -98,6 +98,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
                            f"({report.when}): {', '.join(found)}")
 
 
+def two_platform_index(cache: BlobCache, src: Path, files: dict[str, bytes]):  # type: ignore[no-untyped-def]
+    """An amd64 + arm64 ``ImageIndex`` whose one layer (``files`` under /app) both images share."""
+    from ociassemble.image.assemble import ImageBuilder
+    from ociassemble.image.imageindex import ImageIndex
+    from ociassemble.image.layer import LayerSource, build_layer
+    from ociassemble.image.platform import parse_platform
+
+    src.mkdir()
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    layer = build_layer(cache, [LayerSource(src, "/app")], epoch=0)
+    images = []
+    for p in ("linux/amd64", "linux/arm64"):
+        b = ImageBuilder(cache, None, platform=parse_platform(p))
+        b.add_layer(layer, "COPY src /app")
+        images.append(b.build(0))
+    return ImageIndex.of(images)
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the installed CLI as a user would (a separate process, real exit code)."""

@@ -46,6 +46,14 @@ def wait_healthy(url: str, proc, timeout: float = 120) -> None:  # type: ignore[
     raise AssertionError(f"{url} did not answer Healthy within {timeout} s")
 
 
+def podman_command(storage: Path, runroot: Path) -> list[str]:
+    """podman with the flags that work here: its own storage (vfs), runc, cgroupfs.
+
+    ``runroot`` must be short: podman limits its path to 50 characters (use a ``mkdtemp``)."""
+    return ["podman", "--root", str(storage), "--runroot", str(runroot),
+            "--storage-driver", "vfs", "--runtime", "/usr/sbin/runc", "--cgroup-manager", "cgroupfs"]
+
+
 @pytest.fixture(scope="session")
 def example_build(trained_example: Path, debian_base: str, shared_cache: BlobCache,
                   tmp_path_factory: pytest.TempPathFactory) -> dict:

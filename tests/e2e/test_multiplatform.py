@@ -27,7 +27,7 @@ import pytest
 from ociassemble.emulation import SLOWDOWN, needs_emulation
 from ociassemble.image.cache import BlobCache
 from tests.conftest import run_cli
-from tests.e2e.conftest import free_port, http, wait_healthy
+from tests.e2e.conftest import free_port, http, podman_command, wait_healthy
 from tests.integration.registry_fixtures import Registry, start_registry, stop_pid
 
 pytestmark = pytest.mark.slow
@@ -210,8 +210,7 @@ def test_podman_loads_the_arm64_docker_archive_as_arm64(multi: dict, trained_exa
     assert json.loads(wrote.stdout)["digest"] == _by_platform(multi)["linux/arm64/v8"]["digest"]
     runroot = Path(tempfile.mkdtemp(prefix="oa-podman-"))  # podman limits its runroot path to 50 characters
     try:
-        podman = ["podman", "--root", str(tmp_path / "storage"), "--runroot", str(runroot),
-                  "--storage-driver", "vfs", "--runtime", "/usr/sbin/runc", "--cgroup-manager", "cgroupfs"]
+        podman = podman_command(tmp_path / "storage", runroot)
         load = subprocess.run([*podman, "load", "-i", str(archive)], capture_output=True, text=True, timeout=300)
         assert load.returncode == 0, load.stderr
         inspected = json.loads(subprocess.run([*podman, "image", "inspect", "localhost/examples/multi:arm64"],

@@ -13,7 +13,7 @@ import pytest
 
 from ociassemble.image.cache import BlobCache
 from tests.conftest import run_cli
-from tests.e2e.conftest import http, wait_healthy
+from tests.e2e.conftest import http, podman_command, wait_healthy
 
 pytestmark = pytest.mark.skipif(shutil.which("podman") is None, reason="podman not installed (.ci/run installs it)")
 
@@ -40,8 +40,7 @@ def test_podman_loads_and_runs_the_docker_archive(trained_example: Path, debian_
     import tempfile
 
     runroot = Path(tempfile.mkdtemp(prefix="oa-podman-"))  # podman limits its runroot path to 50 characters
-    podman = ["podman", "--root", str(tmp_path / "storage"), "--runroot", str(runroot),
-              "--storage-driver", "vfs", "--runtime", "/usr/sbin/runc", "--cgroup-manager", "cgroupfs"]
+    podman = podman_command(tmp_path / "storage", runroot)
     load = subprocess.run([*podman, "load", "-i", str(archive)], capture_output=True, text=True, timeout=300)
     assert load.returncode == 0, load.stderr
     inspected = json.loads(subprocess.run([*podman, "image", "inspect", "localhost/examples/diabetes:podman"],

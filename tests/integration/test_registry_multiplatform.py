@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from registry_fixtures import FaultProxy, Registry, skopeo
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, two_platform_index
 
 PLATFORMS = "linux/amd64,linux/arm64"
 
@@ -202,21 +202,7 @@ def test_registry_cache_never_serves_an_arm64_deps_layer_to_amd64(plain_registry
 
 def _index_of(cache: Any, tmp_path: Path) -> Any:
     """An amd64 + arm64 index whose one layer (~600 KiB, chunked with the test options) both share."""
-    from ociassemble.image.assemble import ImageBuilder
-    from ociassemble.image.imageindex import ImageIndex
-    from ociassemble.image.layer import LayerSource, build_layer
-    from ociassemble.image.platform import parse_platform
-
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "model.bin").write_bytes(os.urandom(600_000))
-    layer = build_layer(cache, [LayerSource(src, "/app")], epoch=0)
-    images = []
-    for p in ("linux/amd64", "linux/arm64"):
-        b = ImageBuilder(cache, None, platform=parse_platform(p))
-        b.add_layer(layer, "COPY src /app")
-        images.append(b.build(0))
-    return ImageIndex.of(images)
+    return two_platform_index(cache, tmp_path / "src", {"model.bin": os.urandom(600_000)})
 
 
 def _errors(code: str) -> bytes:

@@ -10,30 +10,20 @@ import pytest
 
 from ociassemble import cli
 from ociassemble.errors import EXIT_USER, UsageError
-from ociassemble.image.assemble import ImageBuilder
 from ociassemble.image.cache import BlobCache
 from ociassemble.image.imageindex import ImageIndex
-from ociassemble.image.layer import LayerSource, build_layer
 from ociassemble.image.platform import parse_platform
 from ociassemble.registry.push import PushResult
 from ociassemble.transport.layout import write_layout
 from ociassemble.transport.write import write_image
 
+from tests.conftest import two_platform_index
 from tests.unit.test_cli import _doc_examples, _same_shape, _shape
 
 
 def _index(tmp_path: Path) -> tuple[ImageIndex, BlobCache]:
     cache = BlobCache(tmp_path / "cache")
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "score.py").write_text("def run(x):\n    return x\n")
-    layer = build_layer(cache, [LayerSource(src, "/app")], epoch=0)
-    images = []
-    for p in ("linux/amd64", "linux/arm64"):
-        b = ImageBuilder(cache, None, platform=parse_platform(p))
-        b.add_layer(layer, "COPY src /app")
-        images.append(b.build(0))
-    return ImageIndex.of(images), cache
+    return two_platform_index(cache, tmp_path / "src", {"score.py": b"def run(x):\n    return x\n"}), cache
 
 
 def test_inspect_lists_the_platforms_as_docs_json_md_says(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
