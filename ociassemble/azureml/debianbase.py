@@ -7,6 +7,7 @@ build uses whatever mirror or proxy the machine is set up for.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -51,6 +52,16 @@ def make_base(cache: BlobCache, *, force: bool = False, log=print,  # type: igno
     target = default_base_path(cache, plat)
     if (target / "index.json").is_file() and not force:
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # one mmdebstrap per base at a time: a second build (or test run) waits, then takes the first's
+    with open(target.parent / f".{target.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "index.json").is_file() and not force:
+            return target
+        return _make_base(cache, plat, target, log, binfmt)
+
+
+def _make_base(cache: BlobCache, plat: Platform, target: Path, log, binfmt: Path) -> Path:  # type: ignore[no-untyped-def]
     if shutil.which("mmdebstrap") is None:
         raise BuildError("mmdebstrap is not installed: run 'apt-get install mmdebstrap', or pass --base with an image that has python3, nginx and runit")
     sources = next((s for s in _SOURCES if s.is_file() and s.stat().st_size), None)

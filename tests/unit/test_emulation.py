@@ -91,5 +91,5 @@ def test_make_base_for_an_architecture_this_host_cannot_run(tmp_path: Path, monk
                                          r"\S+ machine: binfmt_misc is not mounted"):
         debianbase.make_base(cache, platform=parse_platform("linux/s390x"), binfmt=binfmt(tmp_path, mounted=False),
                              log=lambda m: None)
-    assert not (cache.root / "bases").exists()
+    assert not list((cache.root / "bases").glob("bookworm-*"))  # no base (its lock file may stay)
     assert emulation.BINFMT == Path("/proc/sys/fs/binfmt_misc")  # the real one is the default
