@@ -118,3 +118,28 @@ def test_the_order_of_the_platforms_is_the_index_order(tmp_path: Path) -> None:
     b = json.loads(_build(tmp_path, f"oci:{tmp_path / 'b'}", "--platform", "linux/arm64,linux/amd64,linux/arm64/v8").stdout)
     assert a["digest"] != b["digest"]
     assert [p["digest"] for p in a["platforms"]] == [p["digest"] for p in reversed(b["platforms"])]
+
+
+def test_an_index_archive_as_base_is_resolved_per_platform(tmp_path: Path) -> None:
+    """Each platform's image is built on that platform's image of the base (its layers, its config),
+    and a platform the base lacks is refused naming the ones it has."""
+    base = tmp_path / "base.tar"
+    made = json.loads(_build(tmp_path, f"oci-archive:{base}", "--platform", TWO).stdout)
+    top = tmp_path / "top"
+    top.mkdir()
+    (top / "app.txt").write_text("on top\n")
+    proc = run_cli("build", "--plain", "--base", f"oci-archive:{base}", "--layer", f"{top}:/app", "--platform", TWO,
+                   "-o", f"oci:{tmp_path / 'out'}", "--json", "--cache-dir", str(tmp_path / "cache2"))
+    assert proc.returncode == 0, proc.stderr
+    cache = BlobCache(tmp_path / "cache2")
+    for plat, base_manifest in zip(("linux/amd64", "linux/arm64"), made["platforms"]):
+        image = load_image(f"oci:{tmp_path / 'out'}", cache, platform=parse_platform(plat))
+        base_image = load_image(f"oci-archive:{base}", cache, platform=parse_platform(plat))
+        assert image.platform.architecture == plat.split("/")[1]
+        assert image.config.diff_ids[:1] == base_image.config.diff_ids
+        assert base_image.digest == base_manifest["digest"]
+    lacking = run_cli("build", "--plain", "--base", f"oci-archive:{base}", "--layer", f"{top}:/app",
+                      "--platform", "linux/amd64,linux/s390x", "-o", f"oci:{tmp_path / 'out2'}",
+                      "--cache-dir", str(tmp_path / "cache2"))
+    assert lacking.returncode == 1 and not (tmp_path / "out2").exists()
+    assert "has no image for linux/s390x; it has linux/amd64, linux/arm64/v8" in lacking.stderr.strip().splitlines()[-1]
