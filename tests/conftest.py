@@ -73,6 +73,56 @@ def trained_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
+def _needs_arm64_base(item: pytest.Item) -> bool:
+    """The tests that use the arm64 default base: through the fixture, or scripts/cross-arch's rootfs."""
+    return "arm64_base" in getattr(item, "fixturenames", ()) or "test_cross_arch.py" in item.nodeid
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Make the arm64 base (mmdebstrap under qemu, ~3 minutes on a fresh machine) in the background
+    while the rest of the suite runs, and run the tests that need it last.
+
+    ``make-base`` holds a lock while it works, so the ``arm64_base`` fixture (or scripts/cross-arch)
+    asking for the base before it is done waits for this run instead of starting another.
+    """
+    needing = [item for item in items if _needs_arm64_base(item)]
+    if not needing or len(needing) == len(items):
+        return
+    items[:] = [item for item in items if not _needs_arm64_base(item)] + needing
+    from ociassemble.azureml.debianbase import default_base_path
+    from ociassemble.image.platform import parse_platform
+
+    cache = BlobCache(test_cache_root() / "cache")
+    if (default_base_path(cache, parse_platform("linux/arm64")) / "index.json").is_file():
+        return
+    if shutil.which("mmdebstrap") is None or os.geteuid() != 0:
+        return  # the fixture fails with the reason when a test needs it
+    log = open(test_cache_root() / "make-base-arm64.log", "wb")  # noqa: SIM115 (closed at session end)
+    proc = subprocess.Popen([sys.executable, "-m", "ociassemble.cli", "make-base", "--platform", "linux/arm64",
+                             "--cache-dir", str(cache.root)], stdin=subprocess.DEVNULL, stdout=log,
+                            stderr=subprocess.STDOUT)
+    config.stash[_BACKGROUND] = (proc, log)
+
+
+_BACKGROUND = pytest.StashKey[tuple]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the background make-base if the run ended before it did (by its PID: it is ours)."""
+    started = session.config.stash.get(_BACKGROUND, None)
+    if started is None:
+        return
+    proc, log = started
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log.close()
+
+
 def _loaded_credential_check():  # type: ignore[no-untyped-def]
     """``registry_fixtures.credential_leaks`` if a test of this run uses the test credentials."""
     for name in ("registry_fixtures", "tests.integration.registry_fixtures"):
