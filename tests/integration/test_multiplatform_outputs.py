@@ -143,3 +143,16 @@ def test_an_index_archive_as_base_is_resolved_per_platform(tmp_path: Path) -> No
                       "--cache-dir", str(tmp_path / "cache2"))
     assert lacking.returncode == 1 and not (tmp_path / "out2").exists()
     assert "has no image for linux/s390x; it has linux/amd64, linux/arm64/v8" in lacking.stderr.strip().splitlines()[-1]
+
+
+def test_missing_default_bases_are_named_before_any_platform_is_built(tmp_path: Path) -> None:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "score.py").write_text("def init():\n    pass\n\n\ndef run(data):\n    return data\n")
+    proc = run_cli("build", str(proj), "--platform", TWO, "-o", f"oci:{tmp_path / 'out'}",
+                   "--cache-dir", str(tmp_path / "cache"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "ociassemble: error: no base image for linux/amd64,linux/arm64: run 'ociassemble make-base --platform "
+        "linux/amd64,linux/arm64' once (Debian bookworm with python3, nginx, runit), or pass --base")
+    assert "layer" not in proc.stderr and not (tmp_path / "out").exists()
