@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .azureml.project import Project
-from .errors import InputError, UsageError
+from .errors import UsageError
 from .image.assemble import Image, ImageBuilder
 from .image.cache import BlobCache
 from .image.compress import Compression
@@ -173,18 +173,12 @@ def build_images(project: Project, cache: BlobCache, *, platforms: str | Sequenc
     wanted = platforms if platforms is not None else project.platform
     if not wanted:
         return BuiltSet([build_image(project, cache, log=log, **kw)])
-    parsed = (tuple(normalize(p) for p in wanted) if not isinstance(wanted, str) and wanted
-              and isinstance(next(iter(wanted)), Platform) else parse_platforms(wanted))  # type: ignore[arg-type]
+    parsed = parse_platforms(wanted)
     recipe = kw.get("recipe")
     if project.base is None and (recipe if recipe is not None else uses_recipe(project, kw.get("extra_layers", ()))):
-        # every platform's default base is there before any platform is built
-        from .azureml.debianbase import default_base_path
+        from .azureml.debianbase import require_default_bases
 
-        missing = [p for p in parsed if not (default_base_path(cache, p) / "index.json").is_file()]
-        if missing:
-            names = ",".join(f"{p.os}/{p.architecture}" if p.variant == "v8" else str(p) for p in missing)
-            raise InputError(f"no base image for {names}: run 'ociassemble make-base --platform {names}' once "
-                             "(Debian bookworm with python3, nginx, runit), or pass --base")
+        require_default_bases(cache, parsed)  # every platform's, before any platform is built
     builds = []
     for p in parsed:
         if len(parsed) > 1:

@@ -11,17 +11,18 @@ import fcntl
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..emulation import BINFMT, ensure_emulation, needs_emulation
-from ..errors import BuildError
+from ..errors import BuildError, InputError
 from ..image.cache import BlobCache
 from ..image.oci import Platform
-from ..image.platform import host_platform, normalize
+from ..image.platform import host_platform, normalize, short_name
 from ..inputs.base import load_base
 from ..transport.layout import write_layout
 
-__all__ = ["default_base_path", "make_base", "PACKAGES", "SUITE"]
+__all__ = ["default_base_path", "make_base", "require_default_bases", "PACKAGES", "SUITE"]
 
 SUITE = "bookworm"
 PACKAGES = ("python3", "nginx-light", "runit", "ca-certificates")
@@ -33,9 +34,21 @@ _DEB_ARCH = {"arm": "armhf", "386": "i386", "loong64": "loong64"}
 def default_base_path(cache: BlobCache, platform: Platform | None = None) -> Path:
     """The default base's layout for ``platform`` (default: this machine's): one per
     architecture, so a cache holds the bases of every platform a build asks for."""
-    p = normalize(platform or host_platform())
-    arch = p.architecture + (f"-{p.variant}" if p.variant and p.architecture != "arm64" else "")
+    arch = short_name(platform or host_platform()).split("/", 1)[1].replace("/", "-")
     return cache.root / "bases" / f"{SUITE}-azureml-{arch}"
+
+
+def require_default_bases(cache: BlobCache, platforms: Sequence[Platform | None]) -> None:
+    """InputError naming every platform whose default base is not made yet (None: this
+    machine's), with the one ``make-base`` command that makes them all."""
+    missing = [p for p in platforms if not (default_base_path(cache, p) / "index.json").is_file()]
+    if not missing:
+        return
+    named = [p for p in missing if p is not None]
+    names = ",".join(short_name(p) for p in named)
+    raise InputError(f"no base image{' for ' + names if named else ''}: run 'ociassemble make-base"
+                     f"{' --platform ' + names if named else ''}' once (Debian bookworm with python3, nginx, "
+                     "runit), or pass --base")
 
 
 def make_base(cache: BlobCache, *, force: bool = False, log=print,  # type: ignore[no-untyped-def]

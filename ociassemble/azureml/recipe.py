@@ -25,7 +25,7 @@ from ..inputs.base import load_base
 from ..inputs.context import check_secrets, ignore_for
 from ..resources import layer_symlinks, layers_dir
 from .baseinfo import inspect_base
-from .debianbase import default_base_path
+from .debianbase import default_base_path, require_default_bases
 from .deps import DEPS_DIR, deps_cached, deps_key, resolve_deps
 from .project import ModelSpec, Project
 from .requirements import merge_requirements, read_app_pins
@@ -154,12 +154,9 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     if project.base == "scratch":
         raise BuildError("base 'scratch' is empty: the scoring image needs python3, nginx and runit's runsvdir; "
                          "use a base that has them (e.g. 'ociassemble make-base'), or --plain for an image of --layer only")
-    default = default_base_path(cache, platform)
-    base_spec = project.base or f"oci:{default}"
-    if project.base is None and not (default / "index.json").is_file():
-        flag = f" --platform {platform}" if platform is not None else ""
-        raise InputError(f"no base image{' for ' + str(platform) if platform else ''}: run 'ociassemble make-base{flag}' "
-                         "once (Debian bookworm with python3, nginx, runit), or pass --base")
+    if project.base is None:
+        require_default_bases(cache, [platform])
+    base_spec = project.base or f"oci:{default_base_path(cache, platform)}"
     base = load_base(base_spec, cache, registry_options=registry_options, platform=platform)
     info = inspect_base(base, cache, layer_cache)
     if info.dpkg_architecture and info.dpkg_architecture != base.platform.architecture:

@@ -21,13 +21,12 @@ def cmd_build(args: argparse.Namespace, out: Out) -> int:
     spec = args.output or None
     if spec:
         parse_spec(spec, for_output=True)  # a bad --output fails before any work
-    wanted = project(args).platform
-    count = len(parse_platforms(wanted)) if wanted else 1  # a bad --platform fails before any work too
-    check_output(spec or "oci-archive:image.tar", None, None, platforms=count)
+    proj = project(args)
+    # a bad --platform, or several for a docker-archive (flag or config), fails before any work too
+    check_output(spec or proj.output or "oci-archive:image.tar", bool(proj.platform) and len(parse_platforms(proj.platform)) > 1)
     built = assemble(args, out)
     target, cache = built.target, built.cache
     spec = built.project.output or "oci-archive:image.tar"
-    check_output(spec, None, None, platforms=len(built.builds))
     write_image(target, cache, spec)
     first = built.builds[0]
     data: dict[str, Any] = {"digest": target.digest, "output": spec, "layers": layers_json(first.layers),

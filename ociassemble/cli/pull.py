@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UsageError
-from ..transport.spec import parse_spec
 from .options import blob_cache, registry_options
 from .output import Out
 
@@ -21,14 +19,12 @@ def cmd_pull(args: argparse.Namespace, out: Out) -> int:
     from ..image.imageindex import ImageIndex, for_platform
     from ..image.platform import ALL, normalize, parse_platform
     from ..registry.pull import pull_image
-    from ..transport.write import write_image
+    from ..transport.write import check_output, write_image
 
     text = getattr(args, "platform", None)
     want = ALL if text is not None and text.strip() == ALL else (parse_platform(text) if text else None)
-    dest = parse_spec(args.dest, for_output=True)  # a bad destination fails before any download
-    if want == ALL and dest.kind == "docker-archive":
-        raise UsageError(f"pull {args.dest} --platform all: a docker-archive holds one platform's image; pull into "
-                         f"oci-archive:{dest.path} (or oci:DIR) for all of them, or pick one with --platform")
+    # a bad destination, or a docker-archive of all platforms, fails before any download
+    check_output(args.dest, want == ALL)
     cache = blob_cache(args)
     target = pull_image(args.ref, cache, options=registry_options(args), platform=want)
     if want is not None and want != ALL:  # an image of one platform must be that platform's

@@ -33,14 +33,12 @@ class ImageIndex:
     @classmethod
     def of(cls, images: Sequence[Image], annotations: dict[str, str] | None = None) -> "ImageIndex":
         """The index of ``images``, one entry each, in their order; two for one platform is refused."""
-        seen: list[Platform] = []
-        for image in images:
-            p = normalize(image.platform)
-            if p in seen:
+        platforms = [normalize(image.platform) for image in images]
+        for i, p in enumerate(platforms):
+            if p in platforms[:i]:
                 raise InputError(f"two images for {p} in one index: give each platform once")
-            seen.append(p)
-        entries = tuple(Descriptor(image.manifest.media_type, image.digest, len(image.manifest_bytes),
-                                   platform=normalize(image.platform)) for image in images)
+        entries = tuple(Descriptor(image.manifest.media_type, image.digest, len(image.manifest_bytes), platform=p)
+                        for image, p in zip(images, platforms))
         index = Index(entries, annotations=annotations or None)
         return cls(tuple(images), index, index.to_bytes())
 

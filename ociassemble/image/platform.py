@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from ..errors import InputError, UsageError
 from .oci import Descriptor, Index, Platform
 
-__all__ = ["ALL", "host_platform", "matches", "parse_platform", "parse_platforms", "pick_platform"]
+__all__ = ["ALL", "host_platform", "matches", "parse_platform", "parse_platforms", "pick_platform", "short_name"]
 
 #: What ``--platform all`` means to a reader: every image of an index, not one of them.
 ALL = "all"
@@ -32,6 +32,13 @@ def normalize(p: Platform) -> Platform:
     """One spelling of a platform: ``aarch64`` → ``arm64/v8``, ``x86_64`` → ``amd64``."""
     arch = _ARCH.get(p.architecture, p.architecture)
     return Platform(p.os, arch, p.variant or _DEFAULT_VARIANT.get(arch))
+
+
+def short_name(p: Platform) -> str:
+    """``linux/arm64`` for arm64/v8 (the variant every arm64 image has), else ``str(p)``: how a
+    platform is written for people (commands to run, file and folder names)."""
+    p = normalize(p)
+    return f"{p.os}/{p.architecture}" if p.architecture == "arm64" and p.variant == "v8" else str(p)
 
 
 def host_platform() -> Platform:
@@ -58,18 +65,17 @@ def parse_platform(text: str) -> Platform:
     return normalize(Platform(os_, arch, parts[2].lower() if len(parts) == 3 else None))
 
 
-def parse_platforms(value: str | Iterable[str]) -> tuple[Platform, ...]:
-    """A comma list (or a list of them) of platforms, in the order given, each once.
+def parse_platforms(value: str | Iterable[str | Platform]) -> tuple[Platform, ...]:
+    """A comma list (or a list of them, or of ``Platform``s) of platforms, in the order given, each once.
 
     The order is the order of the index's manifests, so it is part of the index digest.
     """
     items = [value] if isinstance(value, str) else list(value)
     out: list[Platform] = []
     for item in items:
-        for part in str(item).split(","):
-            if not part.strip():
-                continue
-            p = parse_platform(part)
+        parsed = [normalize(item)] if isinstance(item, Platform) else \
+            [parse_platform(part) for part in item.split(",") if part.strip()]
+        for p in parsed:
             if p not in out:
                 out.append(p)
     if not out:

@@ -275,8 +275,9 @@ def sbom_path(output: Path, platform: Platform | None = None) -> Path:
     platform's image of a multi-platform output, ``<output>.linux-arm64.sbom.spdx.json``."""
     if platform is None:
         return output.with_name(output.name + ".sbom.spdx.json")
-    label = "-".join(x for x in (platform.os, platform.architecture, platform.variant) if x and x != "v8")
-    return output.with_name(f"{output.name}.{label}.sbom.spdx.json")
+    from .platform import short_name
+
+    return output.with_name(f"{output.name}.{short_name(platform).replace('/', '-')}.sbom.spdx.json")
 
 
 def sbom_tag(image_digest: str) -> str:

@@ -24,18 +24,14 @@ from .spec import parse_spec
 __all__ = ["check_output", "write_image"]
 
 
-def check_output(spec_text: str, index: ImageIndex | None, platform: Platform | None,
-                 platforms: int | None = None) -> None:
-    """Refuse, before any work, a docker-archive output of several platforms with none picked.
-
-    ``platforms``: how many the build will make (when there is no index yet).
-    """
+def check_output(spec_text: str, several: bool) -> None:
+    """Refuse, before any work, a docker-archive output of ``several`` platforms' images
+    (a build for a list, a pull of ``all``, an index with no platform picked)."""
     spec = parse_spec(spec_text, for_output=True)
-    count = len(index.images) if index is not None else (platforms or 1)
-    if spec.kind == "docker-archive" and count > 1 and platform is None:
+    if spec.kind == "docker-archive" and several:
         from ..errors import UsageError
 
-        raise UsageError(f"--output {spec_text}: a docker-archive holds one platform's image; write "
+        raise UsageError(f"{spec_text}: a docker-archive holds one platform's image; write "
                          f"oci-archive:{spec.path} (or oci:DIR) for all of them, or pick one with --platform")
 
 
@@ -44,7 +40,7 @@ def write_image(image: Target, cache: BlobCache, spec_text: str, platform: Platf
     with ``platform``, only that platform's image of a multi-platform one."""
     spec = parse_spec(spec_text, for_output=True)
     assert spec.path is not None
-    check_output(spec_text, image if isinstance(image, ImageIndex) else None, platform)
+    check_output(spec_text, isinstance(image, ImageIndex) and platform is None)
     if platform is not None or spec.kind == "docker-archive":
         image = for_platform(image, platform, "the image")
     try:
