@@ -24,7 +24,7 @@ def cmd_build(args: argparse.Namespace, out: Out) -> int:
     proj = project(args)
     # a bad --platform, or several for a docker-archive (flag or config), fails before any work too
     check_output(spec or proj.output or "oci-archive:image.tar", bool(proj.platform) and len(parse_platforms(proj.platform)) > 1)
-    built = assemble(args, out)
+    built = assemble(args, out, proj)
     target, cache = built.target, built.cache
     spec = built.project.output or "oci-archive:image.tar"
     write_image(target, cache, spec)

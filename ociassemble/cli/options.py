@@ -88,15 +88,16 @@ def project(args: argparse.Namespace) -> Project:
                         platform=getattr(args, "platform", None))
 
 
-def assemble(args: argparse.Namespace, out: Out) -> BuiltSet:
+def assemble(args: argparse.Namespace, out: Out, proj: Project | None = None) -> BuiltSet:
     """Build the image the flags describe (recipe or plain), for each platform they name:
-    ``build``, ``push`` and ``verify`` share it."""
+    ``build``, ``push`` and ``verify`` share it. ``proj``: the flags' project, if the
+    command already read it (``project``)."""
     from ..build import build_images
     from ..image.layer import LayerSource
     from ..inputs.context import secrets_allowed
 
     cache = blob_cache(args)
-    proj = project(args)
+    proj = proj or project(args)
     extra = [LayerSource.parse(s) for s in args.layer or []]
     opts = registry_options(args) if is_registry(proj.base) else None
     lc = layer_cache(args, cache)
