@@ -9,7 +9,9 @@ the key, init() failing, the sender's retries).
 from __future__ import annotations
 
 import builtins
+import contextlib
 import importlib
+import io
 import logging
 import re
 import subprocess
@@ -149,11 +151,14 @@ def test_print_to_stdout_becomes_a_log_line_with_the_request_id(make_app, caplog
                        "    print('to stderr', file=__import__('sys').stderr)\n    return 1\n")
         app.test_client().post("/score", data="hello", headers={"x-request-id": "rid-9"})
         print("outside", "a request", sep="-")
+        with contextlib.redirect_stdout(io.StringIO()) as captured:  # a script capturing its own prints
+            print("kept by the script")
     finally:
         builtins.print = saved
     lines = [record.getMessage() for record in caplog.records if record.name == PRINT_LOGGER]
     assert lines == ["loading 3", "hello (x-request-id=rid-9)", "outside-a request"]
     assert capsys.readouterr().err == "to stderr\n"
+    assert captured.getvalue() == "kept by the script\n"
 
 
 # --- App Insights ---

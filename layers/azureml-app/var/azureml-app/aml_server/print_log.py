@@ -8,6 +8,11 @@ a trace); a print to any other file is printed as asked.  Here the logger is
 with that request's ``x-request-id`` (the reference leaves it out, so a print
 could not be matched with its request).
 
+One deliberate difference: only prints to the stdout the process had when the
+hook was installed are logged.  The reference logs whatever ``sys.stdout`` is at
+the time, so a score.py capturing its own prints with
+``contextlib.redirect_stdout`` gets nothing; here it gets them.
+
 Installed by the entry points (wsgi.py, ``python create_app.py``), never by
 create_app(): tests that build apps keep their own print.
 """
@@ -43,12 +48,12 @@ def current_request_id() -> str:
     return getattr(ids, "request_id", "") or ""
 
 
-def _print_to_logger(original: Callable[..., Any], logger: logging.Logger) -> Callable[..., None]:
+def _print_to_logger(original: Callable[..., Any], logger: logging.Logger, stdout: Any) -> Callable[..., None]:
     @functools.wraps(original)
     def print_to_logger(*objects: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None,
                         flush: bool = False) -> None:
         target = file or sys.stdout
-        if target is not sys.stdout:
+        if target is not stdout:
             original(*objects, sep=sep, end=end, file=file, flush=flush)
             return
         content = (" " if sep is None else sep).join(map(str, objects))
@@ -66,6 +71,6 @@ def install_print_logger() -> None:
     """Send print() to stdout through the ``aml_server.print`` logger from now on, in this process."""
     if getattr(builtins.print, "__aml_print_logger__", False):
         return
-    hook = _print_to_logger(builtins.print, logging.getLogger(PRINT_LOGGER))
+    hook = _print_to_logger(builtins.print, logging.getLogger(PRINT_LOGGER), sys.stdout)
     hook.__aml_print_logger__ = True  # type: ignore[attr-defined]
     builtins.print = hook
