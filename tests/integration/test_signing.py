@@ -248,7 +248,8 @@ def policy_refs(plain_registry: Registry, images: dict[str, Path], keys: dict[st
             "other": f"{host}/policy/other:1", "moved": f"{host}/policy/moved:1"}
     _json(_push(images["a"], refs["signed"], key=keys["cosign"]))
     _json(_push(images["a"], refs["unsigned"]))
-    _json(_push(images["a"], refs["other"], key=keys["other"]))
+    other = _json(_push(images["a"], refs["other"], env={"OCIASSEMBLE_SIGN_KEY": f"{keys['other']}.key"}))
+    assert other["signatures"][0]["added"] is True  # the key named by the environment
     _json(_push(images["a"], refs["moved"], key=keys["cosign"]))
     _json(_push(images["b"], refs["moved"]))  # the tag now names b, which nobody signed
     return refs
@@ -380,6 +381,9 @@ def test_provenance_verifies_with_securesystemslib(plain_registry: Registry, qui
 
     verified = _json(_cli("verify", ref, "--key", f"{keys['cosign']}.pub", "--provenance", "--json"))
     assert verified["provenance"][0]["builder"] == run["builder"]["id"]
+    from tests.unit.test_cli import _doc_examples, _same_shape, _shape
+
+    _same_shape(_shape(_doc_examples()["verify --key"]), _shape(verified))  # docs/json.md says what this is
     assert _cli("verify", ref, "--key", f"{keys['other']}.pub", "--provenance").returncode == 1
 
 

@@ -168,3 +168,10 @@ def test_sign_flags_refused_before_any_work(tmp_path, capsys: pytest.CaptureFixt
     assert "signing key" in capsys.readouterr().err
     assert main(["verify", "registry.example.com/team/app:1", "--key", str(tmp_path / "x.pub"), "--against", "oci:x"]) == 1
     assert "give one" in capsys.readouterr().err
+
+
+def test_sign_key_in_the_config_is_relative_to_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from ociassemble.azureml.project import load_project
+
+    (tmp_path / "ociassemble.toml").write_text('sign_key = "keys/cosign.key"\n')
+    assert load_project(tmp_path).sign_key == tmp_path / "keys" / "cosign.key"
