@@ -55,9 +55,8 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
 
     cache = blob_cache(args)
     built: BuiltSet | None = None
-    if args.keyless:
-        _keyless_check(args)
-    key = signing_key(args)  # a wrong password or an unsupported key stops here: nothing built, nothing pushed
+    keyless = _keyless_check(args) if args.keyless else None
+    key = None if keyless is not None else signing_key(args)  # a wrong password or an unsupported key stops here: nothing built, nothing pushed
     if args.provenance and key is None and not args.keyless and args.source:
         raise UsageError("--provenance is signed with the signing key: give --sign-key cosign.key (or "
                          "$OCIASSEMBLE_SIGN_KEY)")
@@ -103,35 +102,27 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
         data["platforms"] = [platform_json(b) for b in built.builds]
     if args.sbom:
         data["sbom"] = _push_sboms(args, out, images, built, cache, options, several=isinstance(target, ImageIndex))
-    if key is not None or args.keyless:
-        data.update(_sign(args, out, target, key, built, cache, options, data.get("sbom")))
+    if key is not None or keyless is not None:
+        data.update(_sign(args, out, target, key, built, cache, options, data.get("sbom"), keyless))
     out.result(data, res.digest)
     return 0
 
 
-def _keyless_check(args: argparse.Namespace) -> None:
-    """``--keyless``: say in one line what is missing (the package, an OIDC token) before any work."""
-    from ..errors import InputError
+def _keyless_check(args: argparse.Namespace) -> Any:
+    """``--keyless``: the Sigstore signer, or one line saying what is missing (the package, an
+    OIDC token) before any work."""
+    from ..sign.keyless import KeylessSigner
 
     if args.sign_key:
         raise UsageError("--keyless signs without a key: drop --sign-key (or drop --keyless)")
-    try:
-        import sigstore  # noqa: F401
-    except ImportError:
-        raise InputError("--keyless needs the sigstore package (pip install sigstore) and the internet: it signs with a "
-                         "short-lived Fulcio certificate from the CI's OIDC token; or sign with a key: --sign-key "
-                         "cosign.key (docs/signing.md)") from None
-    import os
-
-    if not os.environ.get("SIGSTORE_ID_TOKEN") and not os.environ.get("ACTIONS_ID_TOKEN_REQUEST_URL"):
-        raise InputError("--keyless found no OIDC identity token: in GitHub Actions give the job 'permissions: "
-                         "id-token: write'; elsewhere put the token in $SIGSTORE_ID_TOKEN (docs/signing.md)")
-    raise InputError("--keyless: storing Sigstore bundles in cosign's layout is not implemented in this version; "
-                     "sign with a key (--sign-key cosign.key), or run 'cosign sign' after the push (docs/signing.md)")
+    if args.provenance:
+        raise UsageError("--provenance is signed with a key (--sign-key cosign.key); with --keyless, attest after the "
+                         "push with 'cosign attest' (docs/signing.md)")
+    return KeylessSigner.from_environment()
 
 
 def _sign(args: argparse.Namespace, out: Out, target: Any, key: Any, built: BuiltSet | None, cache: BlobCache,
-          options: Any, sbom: Any) -> dict[str, Any]:
+          options: Any, sbom: Any, keyless: Any = None) -> dict[str, Any]:
     """Sign what was pushed (and attach its provenance); a failure says that the image itself was pushed."""
     from ..errors import RegistryError, SignaturePushError
     from ..registry.cosign import attest_image, sign_image
@@ -139,9 +130,10 @@ def _sign(args: argparse.Namespace, out: Out, target: Any, key: Any, built: Buil
     refs = list(args.refs)
     what = "signature"
     try:
-        stored = sign_image(target, refs, key, cache, options=options)
+        stored = sign_image(target, refs, key, cache, options=options, keyless=keyless)
         added = sum(s.added for s in stored)
-        out.log(f"signed {target.digest} (key sha256:{key.public.keyid[:16]}…): "
+        by = f"key sha256:{key.public.keyid[:16]}…" if key is not None else "Sigstore keyless"
+        out.log(f"signed {target.digest} ({by}): "
                 f"{added} signature{'s' if added != 1 else ''} added, {len(stored) - added} already there")
         result: dict[str, Any] = {"signatures": [s.to_json() for s in stored]}
         if args.provenance:

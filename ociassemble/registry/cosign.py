@@ -69,18 +69,21 @@ def _signature_of(key: PublicKey, item: Attachment) -> bool:
     return bool(sig) and key.verify(sig, item.payload)
 
 
-def sign_image(target: Target, refs: Sequence[str], key: PrivateKey, cache: BlobCache, *,
-               options: RegistryOptions | None = None) -> list[Stored]:
-    """Sign every subject of ``target`` (``subjects``) in every repository of ``refs``; a
+def sign_image(target: Target, refs: Sequence[str], key: PrivateKey | None, cache: BlobCache, *,
+               options: RegistryOptions | None = None, keyless: Any = None) -> list[Stored]:
+    """Sign every subject of ``target`` (``subjects``) in every repository of ``refs`` with
+    ``key``, or with ``keyless`` (a ``sign.keyless.KeylessSigner``) when there is no key; a
     signature already there by the same key is kept and not pushed again. Raises what
     ``signature.attach`` raises."""
     stored = []
     for repo in _repositories(refs):
         for subject in subjects(target):
             payload = signing_payload(repo.name, subject.digest)
-            item = Attachment(SIMPLESIGNING_MEDIA_TYPE, payload, {SIGNATURE_ANNOTATION: key.sign_b64(payload)})
+            annotations = {SIGNATURE_ANNOTATION: key.sign_b64(payload)} if key is not None else keyless.annotations(payload)
+            item = Attachment(SIMPLESIGNING_MEDIA_TYPE, payload, annotations)
             stored.append(attach(repo, subject, item, suffix=SIG_SUFFIX, artifact_type=SIGNATURE_ARTIFACT_TYPE,
-                                 cache=cache, options=options, already=lambda a: _signature_of(key.public, a)))
+                                 cache=cache, options=options,
+                                 already=lambda a: key is not None and _signature_of(key.public, a)))
     return stored
 
 
