@@ -101,6 +101,94 @@ def sigstore_config(work: Path, plain_registry: Registry, keys: dict[str, Path])
     return out
 
 
+#: go-securesystemslib's Decrypt, as cosign and containers/image open cosign.key, written out with the
+#: same Go primitives (golang.org/x/crypto's scrypt and nacl/secretbox, crypto/x509): the PEM block's
+#: JSON into the Go struct (base64 []byte fields), scrypt(N, r, p, 32), secretbox.Open, PKCS #8.
+GO_KEY_READER = r"""
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"os"
+
+	"golang.org/x/crypto/nacl/secretbox"
+	"golang.org/x/crypto/scrypt"
+)
+
+type box struct {
+	KDF struct {
+		Name   string `json:"name"`
+		Params struct {
+			N int `json:"N"`
+			R int `json:"r"`
+			P int `json:"p"`
+		} `json:"params"`
+		Salt []byte `json:"salt"`
+	} `json:"kdf"`
+	Cipher struct {
+		Name  string `json:"name"`
+		Nonce []byte `json:"nonce"`
+	} `json:"cipher"`
+	Ciphertext []byte `json:"ciphertext"`
+}
+
+func main() {
+	raw, _ := os.ReadFile(os.Args[1])
+	block, _ := pem.Decode(raw)
+	var b box
+	if err := json.Unmarshal(block.Bytes, &b); err != nil {
+		panic(err)
+	}
+	key, err := scrypt.Key([]byte(os.Getenv("COSIGN_PASSWORD")), b.KDF.Salt, b.KDF.Params.N, b.KDF.Params.R, b.KDF.Params.P, 32)
+	if err != nil {
+		panic(err)
+	}
+	var k [32]byte
+	var n [24]byte
+	copy(k[:], key)
+	copy(n[:], b.Cipher.Nonce)
+	der, ok := secretbox.Open(nil, b.Ciphertext, &n, &k)
+	if !ok {
+		fmt.Println("decryption failed")
+		os.Exit(1)
+	}
+	pk, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		panic(err)
+	}
+	pub, _ := x509.MarshalPKIXPublicKey(&pk.(*ecdsa.PrivateKey).PublicKey)
+	fmt.Printf("%s\n%s\n%x\n", block.Type, pk.(*ecdsa.PrivateKey).Curve.Params().Name, pub[len(pub)-8:])
+}
+"""
+GO_PATH = Path("/usr/share/gocode")  # Debian's golang-golang-x-crypto-dev
+
+
+def test_keygen_key_opens_with_go_x_crypto(keys: dict[str, Path], work: Path) -> None:
+    """The private key ``keygen`` wrote opens with Go's x/crypto as cosign opens it, and is the
+    P-256 key whose public half is cosign.pub; a wrong password does not open it."""
+    if shutil.which("go") is None or not (GO_PATH / "src/golang.org/x/crypto/nacl/secretbox").is_dir():
+        pytest.skip("go or golang.org/x/crypto (Debian: golang-go, golang-golang-x-crypto-dev) is not installed")
+    src = work / "gokey" / "main.go"
+    src.parent.mkdir()
+    src.write_text(GO_KEY_READER)
+    env = {**os.environ, "GOPATH": str(GO_PATH), "GO111MODULE": "off", "GOCACHE": str(work / "gocache"), "GOFLAGS": ""}
+    subprocess.run(["go", "build", "-o", str(src.parent / "keycheck"), str(src)], env=env, check=True,
+                   capture_output=True, timeout=300)
+    opened = subprocess.run([str(src.parent / "keycheck"), f"{keys['cosign']}.key"], capture_output=True, text=True,
+                            env={**env, "COSIGN_PASSWORD": PASSWORD})
+    assert opened.returncode == 0, opened.stdout + opened.stderr
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-in", f"{keys['cosign']}.pub", "-outform", "DER"],
+                         capture_output=True, check=True).stdout
+    assert opened.stdout.splitlines() == ["ENCRYPTED COSIGN PRIVATE KEY", "P-256", der[-8:].hex()]
+    wrong = subprocess.run([str(src.parent / "keycheck"), f"{keys['cosign']}.key"], capture_output=True, text=True,
+                           env={**env, "COSIGN_PASSWORD": "not it"})
+    assert wrong.returncode == 1 and "decryption failed" in wrong.stdout
+
+
 def _push(image: Path, ref: str, *args: str, key: Path | None = None, env: dict[str, str] | None = None,
           cache: Path | None = None) -> subprocess.CompletedProcess[str]:
     sign = ["--sign-key", f"{key}.key"] if key else []
