@@ -165,8 +165,8 @@ def _statements(target: Any, refs: list[str], built: BuiltSet | None, options: A
 
         materials = build_materials(built, options)
         params = build_parameters(built, refs)
-    else:
-        params["from"] = args_source_name(target)
+    else:  # push --from: an image built before; what it was made from is that build's to say
+        params["pushedFrom"] = "an image built earlier (push --from)"
     byproducts = []
     for doc in (sbom if isinstance(sbom, list) else [sbom] if sbom else []):
         byproducts.append(Material("sbom" + (f" {doc['platform']}" if "platform" in doc else ""),
@@ -178,10 +178,6 @@ def _statements(target: Any, refs: list[str], built: BuiltSet | None, options: A
                                                           byproducts=byproducts))
             for d in subjects(target)}
 
-
-def args_source_name(target: Any) -> str:
-    """What a ``push --from`` pushed, for its provenance: the image's digest (the source is the image)."""
-    return str(target.digest)
 
 
 def _push_sboms(args: argparse.Namespace, out: Out, images: list[Image], built: BuiltSet | None, cache: BlobCache,
