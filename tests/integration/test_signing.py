@@ -274,10 +274,20 @@ def test_signed_push_is_read_by_skopeo_and_checked_by_openssl(plain_registry: Re
 def test_signature_written_by_containers_image_verifies_with_ours(plain_registry: Registry, images: dict[str, Path],
                                                                  keys: dict[str, Path], sigstore_config: dict[str, Path],
                                                                  work: Path) -> None:
-    """The other way: a signature made by OpenSSL, stored by skopeo (containers/image's own
-    manifest and config for the .sig tag), is accepted by ``verify``; our push then appends to
-    that tag and skopeo reads both."""
+    """The other way: skopeo's own ``--sign-by-sigstore-private-key`` signature (with keygen's
+    key) verifies with ``verify``, where skopeo can sign; Debian's cannot (its containers/image
+    is patched), so there a signature made by OpenSSL, stored by skopeo (containers/image's own
+    manifest and config for the .sig tag), is what ``verify`` must accept; our push then appends
+    to that tag and skopeo reads both."""
     ref = f"{plain_registry.host}/sign/theirs:1"
+    (work / "key-password").write_text(PASSWORD)
+    signed = _skopeo("copy", "--dest-tls-verify=false", "--sign-by-sigstore-private-key", f"{keys['cosign']}.key",
+                     "--sign-passphrase-file", str(work / "key-password"), f"oci:{images['a']}:latest",
+                     f"docker://{plain_registry.host}/sign/skopeo-signed:1", config=sigstore_config)
+    if DEBIAN_NO_SIGSTORE not in signed.stderr:  # a skopeo with sigstore: its signature, keygen's key
+        assert signed.returncode == 0, signed.stderr
+        verified = _json(_cli("verify", f"{plain_registry.host}/sign/skopeo-signed:1", "--key", f"{keys['cosign']}.pub", "--json"))
+        assert verified["signatures"], verified
     layout = work / "theirs"
     assert _skopeo("copy", f"oci:{images['a']}:latest", f"dir:{layout}", config=sigstore_config).returncode == 0
     digest = subprocess.run(["skopeo", "manifest-digest", str(layout / "manifest.json")], capture_output=True,
@@ -334,12 +344,12 @@ def policy_refs(plain_registry: Registry, images: dict[str, Path], keys: dict[st
     host = plain_registry.host
     refs = {"signed": f"{host}/policy/signed:1", "unsigned": f"{host}/policy/unsigned:1",
             "other": f"{host}/policy/other:1", "moved": f"{host}/policy/moved:1"}
-    _json(_push(images["a"], refs["signed"], key=keys["cosign"]))
+    refs["a"] = _json(_push(images["a"], refs["signed"], key=keys["cosign"]))["digest"]
     _json(_push(images["a"], refs["unsigned"]))
     other = _json(_push(images["a"], refs["other"], env={"OCIASSEMBLE_SIGN_KEY": f"{keys['other']}.key"}))
     assert other["signatures"][0]["added"] is True  # the key named by the environment
     _json(_push(images["a"], refs["moved"], key=keys["cosign"]))
-    _json(_push(images["b"], refs["moved"]))  # the tag now names b, which nobody signed
+    refs["b"] = _json(_push(images["b"], refs["moved"]))["digest"]  # the tag now names b, which nobody signed
     return refs
 
 
@@ -371,29 +381,29 @@ def test_sigstore_signed_policy(tool: str, policy_refs: dict[str, str], sigstore
     assert signed.returncode == 0, signed.stderr
 
 
-def test_tag_moved_to_another_digest_is_refused_by_verify(plain_registry: Registry, images: dict[str, Path],
+def test_tag_moved_to_another_digest_is_refused_by_verify(plain_registry: Registry, policy_refs: dict[str, str],
                                                           keys: dict[str, Path], sigstore_config: dict[str, Path]) -> None:
-    ref = f"{plain_registry.host}/sign/moved:1"
-    a = _json(_push(images["a"], ref, key=keys["cosign"]))["digest"]
-    b = _json(_push(images["b"], ref))["digest"]
-    proc = _cli("verify", ref, "--key", f"{keys['cosign']}.pub")
+    host, pub = plain_registry.host, f"{keys['cosign']}.pub"
+    a, b = policy_refs["a"], policy_refs["b"]
+    proc = _cli("verify", policy_refs["moved"], "--key", pub)  # signed as a, then the tag moved to b
     assert proc.returncode == 1 and f"@{b} has no signature" in proc.stderr, proc.stderr
-    # an attacker copies a's signature to b's .sig tag: it names a's digest, so it does not count
-    copy = _skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false",
-                   f"docker://{plain_registry.host}/sign/moved:{_sig_tag(a)}",
-                   f"docker://{plain_registry.host}/sign/moved:{_sig_tag(b)}", config=sigstore_config)
-    assert copy.returncode == 0, copy.stderr
-    proc = _cli("verify", ref, "--key", f"{keys['cosign']}.pub")
+    # an attacker copies a's signature to b's .sig tag (in a copy of the repository, which the
+    # policy test reads as it is): it names a's digest, so it does not count
+    for src, dest in ((policy_refs["moved"], f"{host}/sign/moved:1"),
+                      (f"{host}/policy/moved:{_sig_tag(a)}", f"{host}/sign/moved:{_sig_tag(b)}")):
+        copy = _skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false", f"docker://{src}",
+                       f"docker://{dest}", config=sigstore_config)
+        assert copy.returncode == 0, copy.stderr
+    proc = _cli("verify", f"{host}/sign/moved:1", "--key", pub)
     assert proc.returncode == 1 and f"signed for {a}" in proc.stderr, proc.stderr
-    # and a signature for another repository of the same digest does not count either
-    _json(_push(images["a"], f"{plain_registry.host}/sign/elsewhere:1", key=keys["cosign"]))
-    copy = _skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false",
-                   f"docker://{plain_registry.host}/sign/elsewhere:{_sig_tag(a)}",
-                   f"docker://{plain_registry.host}/sign/other-repo:{_sig_tag(a)}", config=sigstore_config)
-    assert copy.returncode == 0, copy.stderr
-    _json(_push(images["a"], f"{plain_registry.host}/sign/other-repo:1"))
-    proc = _cli("verify", f"{plain_registry.host}/sign/other-repo:1", "--key", f"{keys['cosign']}.pub")
-    assert proc.returncode == 1 and "signed for repository" in proc.stderr, proc.stderr
+    # a's signature for another repository does not count for this one either
+    for src, dest in ((policy_refs["unsigned"], f"{host}/sign/other-repo:1"),
+                      (f"{host}/policy/signed:{_sig_tag(a)}", f"{host}/sign/other-repo:{_sig_tag(a)}")):
+        copy = _skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false", f"docker://{src}",
+                       f"docker://{dest}", config=sigstore_config)
+        assert copy.returncode == 0, copy.stderr
+    proc = _cli("verify", f"{host}/sign/other-repo:1", "--key", pub)
+    assert proc.returncode == 1 and f"signed for repository {host}/policy/signed" in proc.stderr, proc.stderr
 
 
 def test_multi_platform_signs_index_and_each_manifest(plain_registry: Registry, images: dict[str, Path],
