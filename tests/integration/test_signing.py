@@ -495,7 +495,7 @@ def test_wrong_password_and_unsupported_keys_push_nothing(plain_registry: Regist
     proc = _cli("push", "--from", f"oci:{images['a']}:latest", ref, "--sign-key", f"{keys['cosign']}.key",
                 "--sign-key-password-stdin", "--cache-dir", str(work / "cache"), input="also wrong\n")
     assert proc.returncode == 1 and "wrong password" in proc.stderr
-    # an RSA key as openssl writes it (PKCS #1); the other types are refused the same way (tests/unit/test_signing.py)
+    # an RSA key as openssl writes it (PKCS #1); the other types are refused the same way (tests/unit/test_signing_keys.py)
     rsa_key = work / "rsa.pem"
     rsa_key.write_bytes(subprocess.run(["openssl", "genrsa", "-traditional", "2048"], capture_output=True,
                                        check=True).stdout)
