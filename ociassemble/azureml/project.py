@@ -320,6 +320,16 @@ requirements = "requirements.txt"
 # `ociassemble make-base` builds one; default: that one.
 # base = "oci:/path/to/base"
 
+# The image's Python, which picks the default base: "3.9" (Debian bullseye), "3.11"
+# (bookworm) or "3.13" (trixie); `ociassemble make-base --python 3.9` makes it.
+# Default: the conda file's python= pin, else "3.11".
+# python = "3.11"
+
+# An Azure ML v1 project's files are read as they are (docs/azureml-v1.md):
+# inferenceconfig.json in this folder, the deploymentconfig.json beside it.
+# inference_config = "inferenceconfig.json"
+# deploy_config = "deploymentconfig.json"
+
 # The platforms to build for: one, or several for a multi-platform image (an OCI
 # index; each platform's base from `ociassemble make-base --platform ...`).
 # Default: the base's (this machine's).

@@ -86,8 +86,9 @@ def choose_python(project_pin: PythonPin | None, conda_pin: PythonPin | None) ->
     pin = pins[-1]
     minors = pin.minors()
     named = ", ".join(minors[:3]) + (" …" if len(minors) > 3 else "") if minors else "none"
-    have = ", ".join(f"{v} (Debian {r.suite})" for v, r in RELEASES.items())
-    raise InputError(f"{pin.where} pins {pin.text} (Python {named}), which no default base has ({have}): pin "
+    have = ", ".join(f"{v} (Debian {r.suite})" if i == 0 else f"{v} ({r.suite})" for i, (v, r) in enumerate(RELEASES.items()))
+    said = f"{pin.where} {pin.text}" if pin.where.startswith("--") else f"{pin.where} pins {pin.text}"
+    raise InputError(f"{said}: no default base has Python {named} (they have {have}); pin "
                      f"{_nearest(minors)} instead, or pass --base an image with Python {named}, nginx and runit")
 
 

@@ -148,10 +148,10 @@ def test_bad_json_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 @pytest.mark.parametrize("pin,pattern", [
-    ("python=3.6.2", r"myenv\.yml pins python=3\.6\.2 \(Python 3\.6\), which no default base has .*: pin python=3\.9 "
+    ("python=3.6.2", r"myenv\.yml pins python=3\.6\.2: no default base has Python 3\.6 \(.*\); pin python=3\.9 "
                      r"instead, or pass --base an image with Python 3\.6"),
-    ("python=3.10", r"pins python=3\.10 .*pin python=3\.9 or python=3\.11 instead"),
-    ("python=3.12.4", r"pins python=3\.12\.4 .*pin python=3\.11 or python=3\.13 instead"),
+    ("python=3.10", r"pins python=3\.10: .*pin python=3\.9 or python=3\.11 instead"),
+    ("python=3.12.4", r"pins python=3\.12\.4: .*pin python=3\.11 or python=3\.13 instead"),
 ])
 def test_a_pin_no_debian_release_carries_suggests_base_or_the_nearest(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                       pin: str, pattern: str) -> None:
