@@ -161,10 +161,12 @@ def _env_vars(where: str, key: str, value: Any) -> dict[str, str]:
     return {str(k): "" if v is None else (json.dumps(v) if isinstance(v, bool) else str(v)) for k, v in value.items()}
 
 
-def read_environment(doc: dict[str, Any], where: str, folder: Path | None = None) -> V1Settings:
+def read_environment(doc: dict[str, Any], where: str, folder: Path | None = None,
+                     relative_to: Path | None = None) -> V1Settings:
     """An Azure ML Environment (``azureml_environment.json``'s object, or an inference config's
     inline ``environment``). ``folder``: the saved environment's folder, whose
-    ``conda_dependencies.yml`` (and ``BaseDockerfile``) ``Environment.load_from_directory`` reads too."""
+    ``conda_dependencies.yml`` (and ``BaseDockerfile``) ``Environment.load_from_directory`` reads too;
+    ``relative_to``: what a ``python.condaDependenciesFile`` path is relative to (default ``folder``)."""
     out = V1Settings()
     _unknown(where, doc, _ENV_KEYS, "environment")
     w = where
@@ -191,7 +193,7 @@ def read_environment(doc: dict[str, Any], where: str, folder: Path | None = None
             raise InputError(f"{w}: python.condaDependencies must be a conda environment object, not {inline!r}")
         out.conda_doc, out.conda_name = inline, f"{where} python.condaDependencies"
     elif conda_file is not None:
-        out.conda_file = (folder or Path.cwd()) / conda_file
+        out.conda_file = (relative_to or folder or Path.cwd()) / conda_file
     elif saved is not None and saved.is_file():
         out.conda_file = saved
 
@@ -298,7 +300,7 @@ def read_inference_config(path: Path) -> V1Settings:
             env_doc, folder = _environment_at(root / env, where)
             sub = read_environment(env_doc, f"{where} environment {env}", folder)
         elif isinstance(env, dict):
-            sub = read_environment(env, f"{where} environment", None)
+            sub = read_environment(env, f"{where} environment", None, relative_to=rel)
         else:
             raise InputError(f"{where}: environment must be an Environment object or a saved environment's folder")
         merge_settings(out, sub)

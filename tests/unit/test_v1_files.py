@@ -297,3 +297,11 @@ def test_the_server_pins_hold_for_every_default_python() -> None:
     assert pins["3.9"]["gunicorn"] == "23.0.0"  # gunicorn 24+ need Python 3.10
     assert pins["3.11"]["gunicorn"] == pins["3.13"]["gunicorn"] == "27.0.1"
     assert all(set(p) == {"flask", "werkzeug", "gunicorn", "inference-schema"} for p in pins.values())
+
+
+def test_an_inline_environment_may_name_its_conda_file(tmp_path: Path) -> None:
+    env = {"name": "e", "python": {"condaDependenciesFile": "myenv.yml", "userManagedDependencies": False}}
+    p = v1_project(tmp_path, {**IC, "environment": env})
+    proj = project_with(p, cwd=p)
+    assert proj.conda_file == p / "source" / "myenv.yml"  # relative to sourceDirectory, as condaFile is
+    assert user_env_of(proj)[0].requirements == ["azureml-defaults", "numpy"]
