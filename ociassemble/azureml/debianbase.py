@@ -133,6 +133,20 @@ def sources_for(text: str, release: DebianRelease) -> str:
     return "\n".join(out) + "\n"
 
 
+def _mmdebstrap_reason(stderr: str) -> str:
+    """mmdebstrap's first real error, not its closing "failed to run": a package the mirror does
+    not serve (404) is named with how many more there are."""
+    lines = [l.strip() for l in stderr.splitlines() if l.strip()]
+    fetch = [l for l in lines if l.startswith("E: Failed to fetch ")]
+    if fetch:
+        m = re.match(r"E: Failed to fetch (\S+)\s+(.*?)(?:\s*\[IP:.*)?$", fetch[0])
+        what = f"{m.group(1).rsplit('/', 1)[-1]} ({' '.join(m.group(2).split())})" if m else fetch[0][3:]
+        more = f" and {len(fetch) - 1} more packages" if len(fetch) > 1 else ""
+        return f"the apt mirror did not serve {what}{more} (check that it carries this release for this architecture)"
+    errors = [l for l in lines if l.startswith("E: ") and "failed to run" not in l and "apt download failed" not in l]
+    return (errors or lines or ["(no output)"])[0 if errors else -1]
+
+
 def make_base(cache: BlobCache, *, force: bool = False, log=print,  # type: ignore[no-untyped-def]
               platform: Platform | None = None, binfmt: Path = BINFMT, python: str | None = None) -> Path:
     """Build (once) the default base for ``platform`` (default: this machine's) and ``python``
@@ -177,9 +191,9 @@ def _make_base(cache: BlobCache, plat: Platform, release: DebianRelease, target:
         proc = subprocess.run(cmd, input=sources_for(sources.read_text(), release), capture_output=True, text=True,
                               env=env)
         if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise BuildError(f"mmdebstrap --arch={cmd[2].split('=')[1]} failed: {last}; it needs root and this "
-                             "machine's apt sources" + (" (and qemu-user-static for another architecture)" if foreign else ""))
+            raise BuildError(f"mmdebstrap {release.suite} --arch={cmd[2].split('=')[1]} failed: "
+                             f"{_mmdebstrap_reason(proc.stderr)}; it needs root and this machine's apt sources"
+                             + (" (and qemu-user-static for another architecture)" if foreign else ""))
         image = load_base(f"rootfs:{tarball}", cache, platform=plat)
         write_layout(image, cache, target, "latest")
     finally:

@@ -305,3 +305,19 @@ def test_an_inline_environment_may_name_its_conda_file(tmp_path: Path) -> None:
     proj = project_with(p, cwd=p)
     assert proj.conda_file == p / "source" / "myenv.yml"  # relative to sourceDirectory, as condaFile is
     assert user_env_of(proj)[0].requirements == ["azureml-defaults", "numpy"]
+
+
+def test_a_failed_mmdebstrap_names_its_first_error() -> None:
+    from ociassemble.azureml.debianbase import _mmdebstrap_reason
+
+    stderr = ("I: downloading packages with apt...\nGet:1 http://mirror.invalid/debian bullseye/main arm64 dpkg\n"
+              "E: Failed to fetch http://mirror.invalid/debian-security/pool/updates/main/d/dpkg/dpkg_1.20.14_arm64.deb"
+              "  404  Not Found [IP: 192.0.2.1 80]\n"
+              "E: Failed to fetch http://mirror.invalid/debian-security/pool/updates/main/g/glibc/libc6_2.31_arm64.deb"
+              "  404  Not Found [IP: 192.0.2.1 80]\n"
+              "E: Unable to fetch some archives, maybe run apt-get update or try with --fix-missing?\n"
+              "E: mmdebstrap failed to run\n")
+    assert _mmdebstrap_reason(stderr) == ("the apt mirror did not serve dpkg_1.20.14_arm64.deb (404 Not Found) and 1 "
+                                          "more packages (check that it carries this release for this architecture)")
+    assert _mmdebstrap_reason("E: Unable to locate package nginx-light\nE: mmdebstrap failed to run\n") == \
+        "E: Unable to locate package nginx-light"
