@@ -164,7 +164,10 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
         log(note)
     pins = _pins(project, user_env, env_name)
     # the default base's Python (a pin no default base has stops here); a --base's is checked once read
-    python = choose_python(*pins) if project.base is None else (project.python or user_env.python or DEFAULT_PYTHON)
+    # (until then, the Python a --base is expected to have: the pinned minor, else the default's)
+    exact = re.match(r"\d+\.\d+", project.python or "")
+    python = choose_python(*pins) if project.base is None else (exact.group(0) if exact else user_env.python or
+                                                                  DEFAULT_PYTHON)
 
     def merge(python: str) -> Merged:
         return merge_requirements(read_app_pins(layers_dir() / "app-requirements.txt", python), user_env.requirements,
