@@ -54,9 +54,9 @@ class Built:
 
 
 def uses_recipe(project: Project, extra_layers: Sequence[LayerSource] = ()) -> bool:
-    """Whether a project with nothing else said is a scoring image: a config file, or a
-    score.py in its folder and no extra layers."""
-    if project.config_file is not None:
+    """Whether a project with nothing else said is a scoring image: a config file or an Azure
+    ML inference config, or a score.py in its folder and no extra layers."""
+    if project.config_file is not None or project.inference_config is not None:
         return True
     return not extra_layers and (project.root / "score.py").is_file()
 
@@ -177,8 +177,10 @@ def build_images(project: Project, cache: BlobCache, *, platforms: str | Sequenc
     recipe = kw.get("recipe")
     if project.base is None and (recipe if recipe is not None else uses_recipe(project, kw.get("extra_layers", ()))):
         from .azureml.debianbase import require_default_bases
+        from .azureml.recipe import wanted_python
 
-        require_default_bases(cache, parsed)  # every platform's, before any platform is built
+        # every platform's, before any platform is built
+        require_default_bases(cache, parsed, wanted_python(project))
     builds = []
     for p in parsed:
         if len(parsed) > 1:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -78,51 +79,68 @@ def _needs_arm64_base(item: pytest.Item) -> bool:
     return "arm64_base" in getattr(item, "fixturenames", ()) or "test_cross_arch.py" in item.nodeid
 
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Make the arm64 base (mmdebstrap under qemu, ~3 minutes on a fresh machine) in the background
-    while the rest of the suite runs, and run the tests that need it last.
+def _needs_python_bases(item: pytest.Item) -> bool:
+    """The tests that use the Python 3.9 and 3.13 default bases (bullseye, trixie)."""
+    return "test_azureml_v1_pythons.py" in item.nodeid
 
-    ``make-base`` holds a lock while it works, so the ``arm64_base`` fixture (or scripts/cross-arch)
-    asking for the base before it is done waits for this run instead of starting another.
+
+#: the background make-base runs: which tests wait for them, the bases they make, make-base's flags
+_BACKGROUND_BASES = (
+    (_needs_arm64_base, (("--platform", "linux/arm64"),), "make-base-arm64.log"),
+    (_needs_python_bases, (("--python", "3.9"), ("--python", "3.13")), "make-base-pythons.log"),
+)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Make the arm64 base (mmdebstrap under qemu, ~3 minutes on a fresh machine) and the Python
+    3.9 and 3.13 bases (~1 minute each) in the background while the rest of the suite runs, and
+    run the tests that need them last.
+
+    ``make-base`` holds a lock while it works, so a fixture (or scripts/cross-arch) asking for a
+    base before it is done waits for this run instead of starting another.
     """
-    needing = [item for item in items if _needs_arm64_base(item)]
-    if not needing or len(needing) == len(items):
-        return
-    items[:] = [item for item in items if not _needs_arm64_base(item)] + needing
     from ociassemble.azureml.debianbase import default_base_path
     from ociassemble.image.platform import parse_platform
 
     cache = BlobCache(test_cache_root() / "cache")
-    if (default_base_path(cache, parse_platform("linux/arm64")) / "index.json").is_file():
-        return
-    if shutil.which("mmdebstrap") is None or os.geteuid() != 0:
-        return  # the fixture fails with the reason when a test needs it
-    log = open(test_cache_root() / "make-base-arm64.log", "wb")  # noqa: SIM115 (closed at session end)
-    # niced: it takes the CPU the tests leave idle (they wait on servers, disks and the network a
-    # lot), not theirs; once the tests that need it are reached, nothing else competes
-    proc = subprocess.Popen(["nice", "-n", "19", sys.executable, "-m", "ociassemble.cli", "make-base", "--platform", "linux/arm64",
-                             "--cache-dir", str(cache.root)], stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT)
-    config.stash[_BACKGROUND] = (proc, log)
+    started = []
+    for needs, runs, log_name in _BACKGROUND_BASES:
+        needing = [item for item in items if needs(item)]
+        if not needing or len(needing) == len(items):
+            continue
+        items[:] = [item for item in items if not needs(item)] + needing
+        missing = [flags for flags in runs if not (default_base_path(
+            cache, parse_platform(flags[1]) if flags[0] == "--platform" else None,
+            flags[1] if flags[0] == "--python" else None) / "index.json").is_file()]
+        if not missing or shutil.which("mmdebstrap") is None or os.geteuid() != 0:
+            continue  # the fixture fails with the reason when a test needs it
+        log = open(test_cache_root() / log_name, "wb")  # noqa: SIM115 (closed at session end)
+        # niced: it takes the CPU the tests leave idle (they wait on servers, disks and the network a
+        # lot), not theirs; once the tests that need it are reached, nothing else competes
+        script = "; ".join(f"subprocess.run(['nice', '-n', '19', sys.executable, '-m', 'ociassemble.cli', 'make-base', "
+                           f"{flags[0]!r}, {flags[1]!r}, '--cache-dir', {str(cache.root)!r}])" for flags in missing)
+        proc = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; {script}"], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        started.append((proc, log))
+    if started:
+        config.stash[_BACKGROUND] = started
 
 
 _BACKGROUND = pytest.StashKey[tuple]()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Stop the background make-base if the run ended before it did (by its PID: it is ours)."""
-    started = session.config.stash.get(_BACKGROUND, None)
-    if started is None:
-        return
-    proc, log = started
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    log.close()
+    """Stop the background make-base runs if the run ended before they did (by their process
+    group, which each was started as: they are ours)."""
+    for proc, log in session.config.stash.get(_BACKGROUND, None) or ():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
 
 
 def _loaded_credential_check():  # type: ignore[no-untyped-def]

@@ -74,7 +74,22 @@ class Project:
     platform: str | None = None
     #: push signs with this key (cosign.key or a PEM ECDSA P-256 key) unless a flag says otherwise
     sign_key: Path | None = None
+    #: the Python the image must have ("3.9"), which picks the default base (azureml.pythonpin)
+    python: str | None = None
+    #: Azure ML v1 files read into these settings (azureml.v1files): an inference config
+    #: (default: the folder's inferenceconfig.json), a deployment config, a saved environment
+    inference_config: Path | None = None
+    deploy_config: Path | None = None
+    environment: Path | None = None
     config_file: Path | None = None
+    #: set from v1 files only: an Environment's inline conda dependencies and their name in
+    #: messages; userManagedDependencies (install none of them); what the build should say
+    conda_doc: dict[str, Any] | None = None
+    conda_name: str | None = None
+    user_managed_dependencies: bool = False
+    #: where ``python`` was set ("--python", the config file's name), for messages
+    python_source: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def entry(self) -> Path:
@@ -85,12 +100,15 @@ class Project:
         return self.source_dir or self.entry.parent
 
 
-_PATH_KEYS = {"entry_script", "source_dir", "requirements", "conda_file", "sign_key"}
+_PATH_KEYS = {"entry_script", "source_dir", "requirements", "conda_file", "sign_key", "inference_config",
+              "deploy_config", "environment"}
 _STR_KEYS = {"base", "image", "output", "compression", "source_url", "revision", "source_name"}
+#: Project fields no config file sets (the v1 files and the build fill them)
+_NOT_CONFIG = {"root", "config_file", "conda_doc", "conda_name", "user_managed_dependencies", "python_source", "notes"}
 
 
 def _apply(project: Project, data: dict[str, Any], root: Path, where: str) -> None:
-    known = {f.name for f in fields(Project)} - {"root", "config_file"}
+    known = {f.name for f in fields(Project)} - _NOT_CONFIG
     for key, value in data.items():
         k = key.replace("-", "_")
         if k not in known:
@@ -115,6 +133,10 @@ def _apply(project: Project, data: dict[str, Any], root: Path, where: str) -> No
             if not all(isinstance(v, str) and v.strip() for v in items) or not items:
                 raise UsageError(f'{where}: platform must be a string or a list of them, e.g. platform = ["linux/amd64", "linux/arm64"]')
             project.platform = ",".join(items)
+        elif k == "python":
+            if not isinstance(value, str) or not value.strip():
+                raise UsageError(f'{where}: python must be a version string, e.g. python = "3.9"')
+            project.python, project.python_source = value.strip(), Path(where).name
         elif k in ("env", "labels"):
             if not isinstance(value, dict):
                 raise UsageError(f"{where}: {key} must be a table of strings, e.g. {key} = {{ KEY = \"value\" }}")
@@ -158,19 +180,33 @@ def project_with(directory: Path, *, config: Path | None = None, cwd: Path | Non
                  compression: str | None = None, compression_level: int | None = None,
                  env: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
                  source_url: str | None = None, revision: str | None = None,
-                 platform: str | None = None) -> Project:
+                 platform: str | None = None, python: str | None = None,
+                 inference_config: str | Path | None = None, deploy_config: str | Path | None = None,
+                 environment: str | Path | None = None) -> Project:
     """The project of ``directory`` (``load_project``) with these settings put over its config.
 
     What the CLI's flags do, for a program: a value given wins over the config file's;
     relative paths are relative to ``cwd`` (default: the current folder), as a flag's are;
     ``models`` are ``PATH[:NAME[:VERSION]]``. With no requirements or conda file named
     anywhere and no config file, the folder's requirements.txt is used if there is one.
+
+    Azure ML v1 files (``inference_config``, default the folder's ``inferenceconfig.json``;
+    ``deploy_config``, default ``deploymentconfig.json`` beside it; ``environment``, a saved
+    environment's folder) are read first: the config file and these settings go over them,
+    each replacement named in ``project.notes``.
     """
     root = Path(directory)
     if not root.is_dir():
         raise UsageError(f"{root} is not a folder: give the project folder (default: .)")
     project = load_project(root, Path(config) if config else None)
     cwd = cwd or Path.cwd()
+    if inference_config:
+        project.inference_config = cwd / inference_config
+    if deploy_config:
+        project.deploy_config = cwd / deploy_config
+    if environment:
+        project.environment = cwd / environment
+    _apply_v1_files(project, root)
     if entry_script:
         project.entry_script = cwd / entry_script
     if source_dir:
@@ -183,7 +219,10 @@ def project_with(directory: Path, *, config: Path | None = None, cwd: Path | Non
         project.requirements, project.conda_file = cwd / requirements, None
     if conda_file:
         project.conda_file, project.requirements = cwd / conda_file, None
-    if project.requirements is None and project.conda_file is None and requirements is None:
+    if conda_file or requirements:
+        project.conda_doc = None
+    if project.requirements is None and project.conda_file is None and requirements is None \
+            and project.conda_doc is None and project.inference_config is None:
         default = project.root / "requirements.txt"
         if default.is_file() and project.config_file is None:
             project.requirements = default
@@ -195,9 +234,55 @@ def project_with(directory: Path, *, config: Path | None = None, cwd: Path | Non
             setattr(project, key, value)
     if compression_level is not None:
         project.compression_level = compression_level
+    if python:
+        project.python, project.python_source = python, "--python"
     project.env.update(env or {})
     project.labels.update(labels or {})
     return project
+
+
+def _apply_v1_files(project: Project, root: Path) -> None:
+    """Read the project's Azure ML v1 files into it, under what its config file says."""
+    from .v1files import INFERENCE_CONFIG_NAMES, V1Settings, merge_settings, read_deploy_config, \
+        read_inference_config, read_saved_environment
+
+    if project.inference_config is None:
+        project.inference_config = next((root / n for n in INFERENCE_CONFIG_NAMES if (root / n).is_file()), None)
+    if project.inference_config is not None and project.deploy_config is None:
+        beside = project.inference_config.parent / "deploymentconfig.json"
+        project.deploy_config = beside if beside.is_file() else None
+    parts: list[V1Settings] = []
+    for path, read in ((project.inference_config, read_inference_config), (project.environment, read_saved_environment),
+                       (project.deploy_config, read_deploy_config)):
+        if path is None:
+            continue
+        if not path.exists():
+            raise InputError(f"{path} does not exist: check the path of the Azure ML v1 file")
+        parts.append(read(path))
+    if not parts:
+        return
+    v1 = V1Settings()
+    for part in parts:  # a later file wins: the inference config, then --environment, then the deployment config
+        merge_settings(v1, part)
+    where = project.config_file.name if project.config_file else "the config"
+    if v1.conda_file is not None or v1.conda_doc is not None:
+        if project.requirements or project.conda_file:
+            project.notes.append(f"{where}'s {'requirements' if project.requirements else 'conda_file'} replaces "
+                                 "the v1 files' conda dependencies")
+        else:
+            project.conda_file, project.conda_doc, project.conda_name = v1.conda_file, v1.conda_doc, v1.conda_name
+    for name in ("entry_script", "source_dir", "base", "platform"):
+        value = getattr(v1, name)
+        if value is None:
+            continue
+        if getattr(project, name) is not None and getattr(project, name) != value:
+            project.notes.append(f"{where}'s {name} replaces the v1 files' ({value})")
+        else:
+            setattr(project, name, value)
+    project.user_managed_dependencies = v1.user_managed
+    project.env = {**v1.env, **project.env}
+    project.labels = {**v1.labels, **project.labels}
+    project.notes.extend(v1.notes)
 
 
 STARTER_CONFIG = """\
@@ -236,6 +321,16 @@ requirements = "requirements.txt"
 # The base image: a Debian-like image with python3, nginx and runit.
 # `ociassemble make-base` builds one; default: that one.
 # base = "oci:/path/to/base"
+
+# The image's Python, which picks the default base: "3.9" (Debian bullseye), "3.11"
+# (bookworm) or "3.13" (trixie); `ociassemble make-base --python 3.9` makes it.
+# Default: the conda file's python= pin, else "3.11".
+# python = "3.11"
+
+# An Azure ML v1 project's files are read as they are (docs/azureml-v1.md):
+# inferenceconfig.json in this folder, the deploymentconfig.json beside it.
+# inference_config = "inferenceconfig.json"
+# deploy_config = "deploymentconfig.json"
 
 # The platforms to build for: one, or several for a multi-platform image (an OCI
 # index; each platform's base from `ociassemble make-base --platform ...`).

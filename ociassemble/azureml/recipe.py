@@ -25,14 +25,16 @@ from ..inputs.base import load_base
 from ..inputs.context import check_secrets, ignore_for
 from ..resources import layer_symlinks, layers_dir
 from .baseinfo import inspect_base
-from .debianbase import default_base_path, require_default_bases
+from .debianbase import DEFAULT_PYTHON, default_base_path, require_default_bases
 from .deps import DEPS_DIR, deps_cached, deps_key, resolve_deps
 from .project import ModelSpec, Project
-from .requirements import merge_requirements, read_app_pins
+from .pythonpin import PythonPin, check_base_python, choose_python, parse_pin
+from .requirements import Merged, merge_requirements, read_app_pins
 from .script import check_entry_script
-from .userenv import read_user_env
+from .userenv import UserEnv, conda_env, read_user_env
 
-__all__ = ["build_azureml_image", "APP_ROOT", "DEFAULT_SOURCE_NAME", "RecipeResult", "source_name"]
+__all__ = ["build_azureml_image", "APP_ROOT", "DEFAULT_SOURCE_NAME", "RecipeResult", "source_name", "user_env_of",
+           "wanted_python"]
 
 APP_ROOT = "/var/azureml-app"
 MODELS_DIR = f"{APP_ROOT}/azureml-models"
@@ -84,6 +86,41 @@ def source_name(project: Project) -> str:
     return name
 
 
+def user_env_of(project: Project) -> tuple[UserEnv, str | None]:
+    """The project's Python packages (its requirements, conda file or v1 environment's inline
+    conda dependencies) and the name that stands for them in messages (None: none given).
+
+    With ``userManagedDependencies`` (an Azure ML v1 environment) none are installed, as in
+    Azure ML; the Python they pin still picks the base.
+    """
+    if project.requirements and project.conda_file:
+        raise InputError("give either requirements or a conda file, not both")
+    if project.conda_doc is not None:
+        env, name = conda_env(project.conda_doc, project.conda_name or "the environment"), project.conda_name
+    else:
+        path = project.conda_file or project.requirements
+        env, name = read_user_env(path), (path.name if path else None)
+    if project.user_managed_dependencies:
+        env = UserEnv(python=env.python, python_pin=env.python_pin, notes=env.notes)
+    return env, name
+
+
+def _pins(project: Project, user_env: UserEnv, source: str | None) -> tuple[PythonPin | None, PythonPin | None]:
+    """The project's own Python pin (``python``, ``--python``) and its environment's."""
+    mine = parse_pin(project.python, project.python_source or "python") if project.python else None
+    conda = parse_pin(user_env.python_pin, source or "the conda file") if user_env.python_pin else None
+    return mine, conda
+
+
+def wanted_python(project: Project) -> str:
+    """The Python of the default base this project picks ("3.9"; nothing pinned: 3.11).
+
+    Raises InputError when its pins disagree or no default base has the Python they pin.
+    """
+    user_env, source = user_env_of(project)
+    return choose_python(*_pins(project, user_env, source))
+
+
 def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: list[LayerSource] | None = None,
                         log: Callable[[str], None] = print, registry_options: object = None,
                         on_bytes: Callable[[int], None] | None = None, layer_cache: Any = None,
@@ -120,20 +157,28 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     names = [(m.name, m.version) for m in project.models]
     if len(set(names)) != len(names):
         raise InputError("two models have the same name and version; give each a NAME or VERSION (PATH:NAME:VERSION)")
-    if project.requirements and project.conda_file:
-        raise InputError("give either requirements or a conda file, not both")
-    env_file = project.conda_file or project.requirements
-    user_env = read_user_env(env_file)
+    for note in project.notes:
+        log(note)
+    user_env, env_name = user_env_of(project)
     for note in user_env.notes:
         log(note)
+    pins = _pins(project, user_env, env_name)
+    # the default base's Python (a pin no default base has stops here); a --base's is checked once read
+    # (until then, the Python a --base is expected to have: the pinned minor, else the default's)
+    exact = re.match(r"\d+\.\d+", project.python or "")
+    python = choose_python(*pins) if project.base is None else (exact.group(0) if exact else user_env.python or
+                                                                  DEFAULT_PYTHON)
+
+    def merge(python: str) -> Merged:
+        return merge_requirements(read_app_pins(layers_dir() / "app-requirements.txt", python), user_env.requirements,
+                                  source=env_name or "your environment",
+                                  install_serving_stack=project.install_serving_stack)
+
     # one requirement set, the server's pins and the user's merged by project name (a conflict stops
     # the build here, before anything is written)
-    merged = merge_requirements(read_app_pins(layers_dir() / "app-requirements.txt"), user_env.requirements,
-                                source=env_file.name if env_file else "your environment",
-                                install_serving_stack=project.install_serving_stack)
+    merged = merge(python)
     for note in merged.notes:
         log(note)
-
     # the user's files, scanned (not read) before anything is written: no secrets in a layer
     outputs = [Path(o.split(":", 1)[1].split(":")[0]) for o in [project.output or ""] if ":" in o]
     source_ignore = ignore_for(src, also=[m.path for m in project.models] + outputs + [cache.root])
@@ -155,8 +200,8 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
         raise BuildError("base 'scratch' is empty: the scoring image needs python3, nginx and runit's runsvdir; "
                          "use a base that has them (e.g. 'ociassemble make-base'), or --plain for an image of --layer only")
     if project.base is None:
-        require_default_bases(cache, [platform])
-    base_spec = project.base or f"oci:{default_base_path(cache, platform)}"
+        require_default_bases(cache, [platform], python)
+    base_spec = project.base or f"oci:{default_base_path(cache, platform, python)}"
     base = load_base(base_spec, cache, registry_options=registry_options, platform=platform)
     info = inspect_base(base, cache, layer_cache)
     if info.dpkg_architecture and info.dpkg_architecture != base.platform.architecture:
@@ -166,8 +211,9 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     missing = info.missing()
     if missing:
         raise BuildError(f"base {base_spec} has no {', '.join(missing)}: the scoring image needs python3, nginx and runit's runsvdir; use a base that has them (e.g. 'ociassemble make-base')")
-    if user_env.python and user_env.python != info.python:
-        raise BuildError(f"the conda file pins python={user_env.python} but the base has Python {info.python}; change the pin to python={info.python} or use a base with Python {user_env.python}")
+    check_base_python([p for p in pins if p is not None], info.python, base_spec)
+    if info.python != python:  # a --base's Python: the server's pins for it (a conflict stops here too)
+        merged = merge(info.python)
 
     epoch = source_date_epoch()
     result = RecipeResult(image=base)  # replaced below
@@ -203,7 +249,7 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
         if cached_deps is None:
             result.pex_ran = not deps_cached(cache, key_src)
             site = resolve_deps(cache, req_files, info, log=log, debug=debug,
-                                source=f"{env_file.name} with the scoring server's" if env_file else "the scoring server's")
+                                source=f"{env_name} with the scoring server's" if env_name else "the scoring server's")
     finally:
         req_files[0].unlink(missing_ok=True)
     result.deps_site = site

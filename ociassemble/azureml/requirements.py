@@ -59,14 +59,21 @@ class Merged:
         return "".join(line + "\n" for line in self.lines)
 
 
-def read_app_pins(path: Path) -> dict[NormalizedName, AppPin]:
-    """``layers/app-requirements.txt``: one ``name==version  # works with SPEC`` a line."""
+def read_app_pins(path: Path, python: str = "3.11") -> dict[NormalizedName, AppPin]:
+    """``layers/app-requirements.txt``: one ``name==version  # works with SPEC`` a line, for the
+    image's ``python`` ("3.9"): a line with a marker (``; python_version < "3.10"``) counts only
+    where the marker holds, and the pin is kept without it (one line per package)."""
     pins: dict[NormalizedName, AppPin] = {}
+    environment = {"python_version": python, "python_full_version": f"{python}.0"}
     for raw in path.read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
         req = Requirement(line)
+        if req.marker is not None:
+            if not req.marker.evaluate(environment):
+                continue
+            req.marker = None
         match = _WORKS_WITH.search(raw)
         works_with = SpecifierSet(match.group("spec")) if match else req.specifier
         pins[canonicalize_name(req.name)] = AppPin(req, works_with)

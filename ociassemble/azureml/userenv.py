@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import BuildError, InputError
 
-__all__ = ["UserEnv", "read_user_env", "CONDA_ONLY"]
+__all__ = ["UserEnv", "conda_env", "read_user_env", "CONDA_ONLY"]
 
 #: Packages that exist on conda channels but not (usefully) on PyPI: a build that
 #: asks for them cannot give the user what they expect.
@@ -36,6 +36,8 @@ _IGNORED = {"pip", "setuptools", "wheel"}
 class UserEnv:
     requirements: list[str] = field(default_factory=list)
     python: str | None = None  # "3.11" when the conda file pins it
+    #: the conda file's python dependency as written ("python=3.9.12", "python>=3.8,<3.10")
+    python_pin: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -99,8 +101,14 @@ def read_user_env(path: Path | None) -> UserEnv:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise InputError(f"conda file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return conda_env(doc, path.name)
+
+
+def conda_env(doc: object, name: str) -> UserEnv:
+    """A conda environment document (a conda .yml's, or an Azure ML environment's inline
+    ``python.condaDependencies``) as a UserEnv; ``name`` names it in messages."""
     if not isinstance(doc, dict):
-        raise InputError(f"conda file {path} has no 'dependencies:' list")
+        raise InputError(f"conda file {name} has no 'dependencies:' list")
     env = UserEnv()
     if doc.get("channels"):
         env.notes.append(f"conda channels {', '.join(map(str, doc['channels']))} ignored: packages come from PyPI")
@@ -110,19 +118,20 @@ def read_user_env(path: Path | None) -> UserEnv:
             for item in dep.get("pip") or []:
                 env.requirements.append(str(item))
             continue
-        name, req = _conda_spec_to_pip(str(dep))
-        lname = name.lower()
+        dep_name, req = _conda_spec_to_pip(str(dep))
+        lname = dep_name.lower()
         if lname == "python":
             m = re.search(r"(\d+\.\d+)", req)
             env.python = m.group(1) if m else None
+            env.python_pin = str(dep).strip()
         elif lname in _IGNORED:
             continue
         elif lname in CONDA_ONLY:
-            conda_only.append(name)
+            conda_only.append(dep_name)
         else:
-            pypi = _RENAMES.get(lname, name)
-            env.requirements.append(req.replace(name, pypi, 1))
+            pypi = _RENAMES.get(lname, dep_name)
+            env.requirements.append(req.replace(dep_name, pypi, 1))
     if conda_only:
-        raise BuildError(f"conda file {path.name} asks for conda-only packages: {', '.join(conda_only)}; only pip "
+        raise BuildError(f"conda file {name} asks for conda-only packages: {', '.join(conda_only)}; only pip "
                          "packages can be installed: drop them, or use a base image that has them")
     return env

@@ -1,4 +1,5 @@
-"""``ociassemble make-base``: the default Debian base (python3, nginx, runit), made once by mmdebstrap."""
+"""``ociassemble make-base``: a default Debian base (python3, nginx, runit), made once by mmdebstrap:
+bookworm (Python 3.11), or with ``--python`` bullseye (3.9) or trixie (3.13)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ def cmd_make_base(args: argparse.Namespace, out: Out) -> int:
 
     platforms = parse_platforms(args.platform) if args.platform else (None,)
     cache = blob_cache(args)
-    bases = {str(p) if p else "": make_base(cache, force=args.force, log=out.log, platform=p) for p in platforms}
+    bases = {str(p) if p else "": make_base(cache, force=args.force, log=out.log, platform=p,
+                                                    python=args.python) for p in platforms}
     if len(bases) == 1:
         path = next(iter(bases.values()))
         out.result({"base": f"oci:{path}"}, f"oci:{path}")

@@ -85,7 +85,10 @@ def project(args: argparse.Namespace) -> Project:
                         compression_level=getattr(args, "compression_level", None),
                         env=kv(args.env, "--env"), labels=kv(args.label, "--label"),
                         source_url=args.source_url, revision=args.revision,
-                        platform=getattr(args, "platform", None))
+                        platform=getattr(args, "platform", None), python=getattr(args, "python", None),
+                        inference_config=getattr(args, "inference_config", None),
+                        deploy_config=getattr(args, "deploy_config", None),
+                        environment=getattr(args, "environment", None))
 
 
 def assemble(args: argparse.Namespace, out: Out, proj: Project | None = None) -> BuiltSet:
@@ -102,7 +105,8 @@ def assemble(args: argparse.Namespace, out: Out, proj: Project | None = None) ->
     opts = registry_options(args) if is_registry(proj.base) else None
     lc = layer_cache(args, cache)
     recipe = False if args.plain else (True if (args.entry_script or args.model or args.requirements
-                                                 or args.conda_file) else None)
+                                                 or args.conda_file or getattr(args, "inference_config", None))
+                                       else None)
     return build_images(proj, cache, recipe=recipe, extra_layers=extra, cmd=args.cmd, entrypoint=args.entrypoint,
                        ports=args.port or (), workdir=args.workdir, registry_options=opts, layer_cache=lc,
                        allow_secrets=secrets_allowed(args.allow_secrets), log=out.log,

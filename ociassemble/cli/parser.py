@@ -25,6 +25,9 @@ ENV_PASSWORD = "OCIASSEMBLE_PASSWORD"
 ENV_CACHE_REPO = "OCIASSEMBLE_CACHE_REPO"
 ENV_SIGN_KEY = "OCIASSEMBLE_SIGN_KEY"
 ENV_COSIGN_PASSWORD = "COSIGN_PASSWORD"
+# The default bases' Pythons (azureml.debianbase.RELEASES, named here as text for the same reason)
+PYTHONS = ("3.9", "3.11", "3.13")
+PYTHON_CHOICES = "3.9 (Debian bullseye), 3.11 (bookworm) or 3.13 (trixie)"
 
 EPILOG = """\
 examples:
@@ -87,7 +90,20 @@ def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
     g.add_argument("--install-serving-stack", action="store_true", default=None,
                    help="install azureml-defaults, azureml-inference-server-http and azureml-contrib-services when "
                         "the environment lists them (default: the image provides them; not installed)")
+    g.add_argument("--python", metavar="3.X",
+                   help=f"the image's Python, which picks the default base: {PYTHON_CHOICES} (default: the conda "
+                        "file's python pin, else 3.11)")
     g.add_argument("--plain", action="store_true", help="ignore the recipe: assemble only --base and --layer")
+    gv = p.add_argument_group("Azure ML v1 files (see docs/azureml-v1.md)")
+    gv.add_argument("--inference-config", metavar="FILE",
+                    help="an inferenceconfig.json (or .yml), as 'az ml model deploy --ic' takes (default: the project "
+                         "folder's inferenceconfig.json)")
+    gv.add_argument("--deploy-config", metavar="FILE",
+                    help="a deploymentconfig.json, as 'az ml model deploy --dc' takes: its container settings become "
+                         "image Env (default: the deploymentconfig.json beside the inference config)")
+    gv.add_argument("--environment", metavar="DIR",
+                    help="an Azure ML environment as 'az ml environment scaffold' or Environment.save_to_directory "
+                         "write it (a folder with azureml_environment.json, or that file)")
     g2 = p.add_argument_group("image")
     g2.add_argument("--base", metavar="IMAGE", help="base image: oci:DIR, oci-archive:FILE, docker-archive:FILE, a registry reference, a rootfs tarball/folder, or scratch (empty; the default with --plain)")
     g2.add_argument("--platform", metavar="OS/ARCH[,...]",
@@ -212,9 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "architecture runs through qemu user emulation (qemu-user-static, binfmt_misc)")
     _registry_flags(p)
 
-    p = add("make-base", make_base.cmd_make_base, "Build the default base (Debian bookworm + python3, nginx, runit) with mmdebstrap.",
-            "ociassemble make-base")
+    p = add("make-base", make_base.cmd_make_base, "Build a default base (Debian + python3, nginx, runit) with mmdebstrap: "
+            "bookworm (Python 3.11), or bullseye (3.9) or trixie (3.13) with --python.",
+            "ociassemble make-base --python 3.9")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.add_argument("--python", choices=PYTHONS, metavar="3.X",
+                   help=f"the base's Python: {PYTHON_CHOICES} (default 3.11)")
     p.add_argument("--platform", metavar="OS/ARCH[,...]",
                    help="make the base for this platform, e.g. linux/arm64, or a comma list (default: this machine's); "
                         "another architecture needs qemu-user-static and binfmt-support (mmdebstrap runs its "
