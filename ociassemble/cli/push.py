@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UsageError
 from ..progress import human_size
 from ..transport.spec import is_registry
-from .options import assemble, blob_cache, registry_options
+from .options import assemble, blob_cache, project, registry_options
 from .output import Out, layers_json, platform_json, work_json
 
 if TYPE_CHECKING:
@@ -70,10 +70,11 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
             target = for_platform(target, want, args.source)  # type: ignore[arg-type]
     else:
         args.output = None
-        built = assemble(args, out)
+        proj = project(args)
+        if not args.refs and proj.image:  # known before the build: explicit credentials are for its registry
+            args.refs = [proj.image]
+        built = assemble(args, out, proj)
         target, cache = built.target, built.cache
-        if not args.refs and built.project.image:
-            args.refs = [built.project.image]
         if key is None and not args.keyless and built.project.sign_key is not None:
             key = signing_key(args, built.project.sign_key)
         if args.provenance and key is None and not args.keyless:

@@ -22,8 +22,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import AuthError
+from ..image.oci import parse_json
+from ..redact import Secrets
 from .credentials import Credentials
-from .http import LOOPBACK_HOSTS, RegistryHttp
+from .http import LOOPBACK_HOSTS, RegistryHttp, answer_body
 from .retry import TransientRegistryError, parse_retry_after
 
 __all__ = ["Authenticator", "Challenge", "parse_challenge"]
@@ -34,6 +36,9 @@ log = logging.getLogger("ociassemble.registry")
 DEFAULT_TOKEN_LIFETIME = 60.0
 #: Fetch a new token this long before the old one expires, so none expires in flight.
 TOKEN_EXPIRY_MARGIN = 10.0
+#: The most of a token server's answer read: a JWT with its claims is a few KiB (registries
+#: that pack many scopes into one reach tens of KiB); nothing valid comes near 1 MiB.
+TOKEN_ANSWER_MAX = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -44,19 +49,63 @@ class Challenge:
     params: Mapping[str, str] = field(default_factory=dict)
 
 
-_PARAM = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
+_NAME = re.compile(r"[A-Za-z_][\w-]*")
+#: Possessive (``*+``): an unterminated quote fails in one pass, without backtracking.
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*+)"')
+_TOKEN = re.compile(r"[^\s,]*")
+_UNESCAPE = re.compile(r"\\(.)")
+_SPACE = " \t"
+
+
+def _params(rest: str) -> dict[str, str]:
+    """``name=value`` pairs of a challenge, in one left-to-right pass (linear in the header's length).
+
+    A piece that is not ``name=value`` (a token68, garbage) is skipped up to the next
+    comma; the first value of a repeated name wins.
+    """
+    params: dict[str, str] = {}
+    pos, end = 0, len(rest)
+    while pos < end:
+        while pos < end and rest[pos] in " \t,":
+            pos += 1
+        m = _NAME.match(rest, pos)
+        if m is None:
+            nxt = rest.find(",", pos)
+            pos = end if nxt < 0 else nxt + 1
+            continue
+        name, pos = m.group(0).lower(), m.end()
+        while pos < end and rest[pos] in _SPACE:
+            pos += 1
+        if pos >= end or rest[pos] != "=":
+            nxt = rest.find(",", pos)
+            pos = end if nxt < 0 else nxt + 1
+            continue
+        pos += 1
+        while pos < end and rest[pos] in _SPACE:
+            pos += 1
+        q = _QUOTED.match(rest, pos)
+        if q is not None:
+            value, pos = _UNESCAPE.sub(r"\1", q.group(1)), q.end()
+        else:
+            t = _TOKEN.match(rest, pos)
+            assert t is not None  # ``*`` always matches
+            value, pos = t.group(0), t.end()
+        params.setdefault(name, value)
+    return params
 
 
 def parse_challenge(header: str | None) -> Challenge | None:
-    """``Bearer realm="…",service="…",scope="…"`` → Challenge; None if absent or unknown."""
+    """``Bearer realm="…",service="…",scope="…"`` → Challenge; None if absent or unknown.
+
+    Linear in the header's length: a registry (or anything in between) can send a huge one.
+    """
     if not header:
         return None
     scheme, _, rest = header.strip().partition(" ")
-    params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3)) for m in _PARAM.finditer(rest)}
     scheme = scheme.lower()
     if scheme not in ("basic", "bearer"):
         return None
-    return Challenge(scheme, params)
+    return Challenge(scheme, _params(rest))
 
 
 class Authenticator:
@@ -66,10 +115,13 @@ class Authenticator:
     ``token_requests`` counts the tokens fetched (tests assert reuse with it).
     """
 
-    def __init__(self, registry: str, credentials: Credentials | None, http: RegistryHttp) -> None:
+    def __init__(self, registry: str, credentials: Credentials | None, http: RegistryHttp,
+                 secrets: Secrets | None = None) -> None:
         self.registry = registry
         self.credentials = credentials
         self._http = http
+        #: every token fetched is added, so that output can be cleaned of it
+        self.secrets = secrets if secrets is not None else Secrets()
         self._lock = threading.Lock()
         self.challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
@@ -149,6 +201,10 @@ class Authenticator:
         token = body.get("token") or body.get("access_token")
         if not isinstance(token, str) or not token:
             raise AuthError(f"the token server of {self.registry} answered without a token")
+        self.secrets.add(token)
+        refresh = body.get("refresh_token")
+        if isinstance(refresh, str):
+            self.secrets.add(refresh)
         try:
             lifetime = float(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
         except (TypeError, ValueError):
@@ -165,14 +221,20 @@ class Authenticator:
                             f"refusing to send credentials unencrypted; use --insecure-registry {realm_host} "
                             "if that is really wanted")
         if form is not None:
-            resp = self._http.send("POST", url, data=form, what="fetching a registry token")
+            # a redirect would carry the refresh token in its body to wherever it points: not followed
+            resp = self._http.send("POST", url, data=form, what="fetching a registry token", allow_redirects=False,
+                                   body_max=TOKEN_ANSWER_MAX)
         else:
-            resp = self._http.send("GET", url, params=params, auth=auth, what="fetching a registry token")
+            resp = self._http.send("GET", url, params=params, auth=auth, what="fetching a registry token",
+                                   body_max=TOKEN_ANSWER_MAX)
         if resp.status_code >= 500 or resp.status_code == 429:
+            resp.close()
             raise TransientRegistryError(f"the token server of {self.registry} answered HTTP {resp.status_code}",
                                          status=resp.status_code, retry_after=parse_retry_after(resp.headers.get("Retry-After")))
         try:
-            body = resp.json()
+            body = parse_json(answer_body(resp, TOKEN_ANSWER_MAX))
         except ValueError:
             body = None
+        finally:
+            resp.close()
         return resp.status_code, body
