@@ -64,7 +64,8 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
         from ..inputs.base import load_image
 
         want = from_platform(getattr(args, "platform", None))  # a bad --platform fails before any reading
-        opts = registry_options(args) if is_registry(args.source) else None
+        push_opts = registry_options(args)  # credentials bound to the destination (or refused) before any reading
+        opts = push_opts if is_registry(args.source) else None
         target = load_image(args.source, cache, registry_options=opts, verify_diff_ids=True, platform=want)
         if want != ALL:  # an image of one platform must be that platform's
             target = for_platform(target, want, args.source)  # type: ignore[arg-type]
@@ -73,6 +74,7 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
         proj = project(args)
         if not args.refs and proj.image:  # known before the build: explicit credentials are for its registry
             args.refs = [proj.image]
+        registry_options(args)  # credentials bound to the destination (or refused) before the build
         built = assemble(args, out, proj)
         target, cache = built.target, built.cache
         if key is None and not args.keyless and built.project.sign_key is not None:

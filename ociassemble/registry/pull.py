@@ -95,8 +95,9 @@ class RegistryBlobFetcher:
 def _load(data: bytes, what: str) -> dict[str, Any]:
     try:
         doc = parse_json(data)
-    except ValueError:
-        raise ArchiveError(f"{what} is not JSON: the registry sent something that is not an image manifest") from None
+    except ValueError as exc:
+        raise ArchiveError(f"{what} is not usable JSON ({exc}): the registry sent something that is not an image "
+                           "manifest") from None
     if not isinstance(doc, dict):
         raise ArchiveError(f"{what} is not a JSON object")
     return doc
