@@ -216,7 +216,8 @@ class RegistryHttp:
         self.timeout = timeout
         self.retry = retry
         self.on_wait = on_wait
-        self.gate = registry_gate(registry)
+        # keyed by the host requests go to: docker.io and index.docker.io are one registry, one gate
+        self.gate = registry_gate(host.lower())
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"ociassemble/{__version__}"
         # bodies are read raw and bounded (answer_body, blob downloads): ask for them as they are
