@@ -345,9 +345,18 @@ class RegistryClient:
             resp.close()
 
     def _read_limited(self, resp: requests.Response, limit: int, what: str) -> bytes:
+        """At most ``limit`` bytes of the body, as sent (never decompressed: a small compressed
+        answer must not grow past the limit in memory), else RegistryError."""
+        encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            raise RegistryError(f"{what} from {self.registry} came with Content-Encoding {clean(encoding)[:40]}, "
+                                "although none was asked for: a proxy in front of the registry may be compressing it")
         chunks, total = [], 0
         try:
-            for chunk in resp.iter_content(CHUNK):
+            while True:
+                chunk = resp.raw.read(min(CHUNK, limit + 1 - total), decode_content=False)
+                if not chunk:
+                    break
                 total += len(chunk)
                 if total > limit:
                     raise RegistryError(f"{what} from {self.registry} is bigger than {limit} bytes: refusing it")
