@@ -210,6 +210,7 @@ class RegistryHttp:
         self.host = host
         hostname = host[1:host.index("]")] if host.startswith("[") else host.rsplit(":", 1)[0] if ":" in host else host
         self.insecure_registries = tuple(insecure_registries)
+        self._insecure_hosts = frozenset(h.lower() for h in insecure_registries)
         self.explicit_insecure = registry in self.insecure_registries or hostname in self.insecure_registries
         #: Whether plain HTTP may be tried when the host does not speak TLS.
         self.plain_ok = hostname in LOOPBACK_HOSTS or self.explicit_insecure
@@ -246,7 +247,7 @@ class RegistryHttp:
         parts = urlsplit(url)
         hostname = (parts.hostname or "").lower()
         hostport = parts.netloc.rpartition("@")[2].lower()
-        if hostname in self.insecure_registries or hostport in self.insecure_registries:
+        if hostname in self._insecure_hosts or hostport in self._insecure_hosts:
             return False
         return self._verify
 
