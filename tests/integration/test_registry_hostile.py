@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 from hostile_registry import MANIFEST_TYPE, FakeRegistry, Handler, digest, tiny_image
-from registry_fixtures import (TEST_PASSWORD, TEST_USER, FaultProxy, Registry, credential_leaks, make_cert,
-                               stop_pid)
+from registry_fixtures import TEST_PASSWORD, TEST_USER, FaultProxy, Registry, credential_leaks, make_cert
 
 from ociassemble.errors import RegistryError
 from ociassemble.image.assemble import Image
