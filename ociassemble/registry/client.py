@@ -27,7 +27,7 @@ from ..image.digest import CHUNK
 from ..redact import Secrets, clean
 from .auth import Authenticator
 from .credentials import Credentials, resolve_credentials, same_registry
-from .http import DEFAULT_TIMEOUT, Origin, RegistryHttp, registry_errors, short_reason
+from .http import ANSWER_MAX, DEFAULT_TIMEOUT, Origin, RegistryHttp, registry_errors, short_reason
 from .retry import DEFAULT_RETRY, FAST_RETRY, RetryPolicy, TransientRegistryError, call_with_retry, parse_retry_after
 
 __all__ = [
@@ -228,8 +228,10 @@ class RegistryClient:
     def request(self, method: str, path_or_url: str, *, scopes: tuple[str, ...], what: str,
                 ok: tuple[int, ...] = (200,), headers: dict[str, str] | None = None, data: Any = None,
                 params: Any = None, stream: bool = False, digest: str | None = None,
-                repo: str | None = None) -> requests.Response:
+                repo: str | None = None, body_max: int = ANSWER_MAX) -> requests.Response:
         """Send with auth; return the response if its status is in ``ok``.
+
+        Unless ``stream``, the body is read now, at most ``body_max`` bytes (``http.answer_body``).
 
         Answers one 401 challenge (fetching or refreshing a token) and resends. Raises
         TransientRegistryError for 5xx/408/429 (with Retry-After) and network failures,
@@ -242,7 +244,7 @@ class RegistryClient:
         ours = Origin.of(url) == Origin.of(base)
         authorization = self.auth.authorization(scopes) if ours else None
         resp = self.http.send(method, url, headers=headers, data=data, params=params, auth=authorization,
-                              origin=base, stream=stream, what=what)
+                              origin=base, stream=stream, what=what, body_max=body_max)
         # a challenge counts only from the registry itself: another origin (reached by a
         # Location or a redirect) must not point our credentials at a realm of its choosing
         if resp.status_code == 401 and ours and Origin.of(resp.url) == Origin.of(base):
@@ -251,7 +253,7 @@ class RegistryClient:
                 resp.close()
                 authorization = self.auth.authorization(retry_scopes)
                 resp = self.http.send(method, url, headers=headers, data=data, params=params, auth=authorization,
-                                      origin=base, stream=stream, what=what)
+                                      origin=base, stream=stream, what=what, body_max=body_max)
         if resp.status_code in ok:
             return resp
         raise self.error(resp, what, digest=digest, repo=repo)
