@@ -179,7 +179,8 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     merged = merge(python)
     for note in merged.notes:
         log(note)
-    # the user's files, scanned (not read) before anything is written: no secrets in a layer
+    # the user's files, scanned before anything is written (only the first 64 KiB of each read, to look
+    # for credentials): no secrets in a layer
     outputs = [Path(o.split(":", 1)[1].split(":")[0]) for o in [project.output or ""] if ":" in o]
     source_ignore = ignore_for(src, also=[m.path for m in project.models] + outputs + [cache.root])
     # (kind, sources, history line) of the user's layers; scanned once, here, and the same

@@ -10,18 +10,25 @@ Exit codes (``ociassemble.errors``): 0 ok; 1 the user's input or environment (ba
 included: argparse's own 2 is remapped); 2 a registry or the network; 3 a bug (the
 traceback is printed, with one line saying so); 130 interrupted (Ctrl-C or SIGTERM).
 Errors of the ``OciAssembleError`` family print as one line.
+
+Everything printed (results, steps, error lines, log records, ``--debug`` and bug
+tracebacks) is cleaned of the credentials the run sent and of terminal control bytes
+(``redact.clean``), whoever wrote the text: a registry's error, an image's labels.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from .. import __version__
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USER, OciAssembleError
 from ..progress import PROG
+from ..redact import Secrets, clean
 from .completion import completion_script as _completion_script
 from .interrupts import Interrupts
 from .output import Out, error_line
@@ -43,16 +50,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER
     out = Out(args.quiet or args.json, args.json)
+    args.secrets = out.secrets  # the registry options add the run's credentials to it
     # SIGTERM behaves like Ctrl-C: the same cleanup paths (temp files removed) run, in bounded time.
     interrupts = Interrupts()
     interrupts.install()
     try:
-        return args.func(args, out)
+        with _clean_log_records(out.secrets):
+            return args.func(args, out)
     except OciAssembleError as exc:
         out.reporter.close()
         if args.debug:
-            traceback.print_exc()
-        print(f"{PROG}: error: {error_line(exc)}", file=sys.stderr)
+            _print_traceback(out.secrets)
+        print(f"{PROG}: error: {error_line(exc, out.secrets)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         out.reporter.close()
@@ -68,23 +77,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         out.reporter.close()
         if args.debug:
-            traceback.print_exc()
+            _print_traceback(out.secrets)
         import errno
 
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             print(f"{PROG}: error: no space left on device ({exc.filename or 'output'}): free space or use --cache-dir elsewhere", file=sys.stderr)
         else:
-            print(f"{PROG}: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+            print(out.clean(f"{PROG}: error: {exc.filename or ''}: {exc.strerror}"), file=sys.stderr)
         return EXIT_USER
     except Exception:  # noqa: BLE001 - anything else is a bug: keep its traceback, say so, exit 3
         out.reporter.close()
-        traceback.print_exc()
+        _print_traceback(out.secrets)
         print(f"{PROG}: this is a bug in ociassemble {__version__}: please report it with the traceback above",
               file=sys.stderr)
         return EXIT_INTERNAL
     finally:
         out.reporter.close()
         interrupts.uninstall()
+
+
+def _print_traceback(secrets: Secrets) -> None:
+    """The current exception's traceback on stderr, cleaned like every other output."""
+    print(clean(traceback.format_exc(), secrets), end="", file=sys.stderr)
+
+
+@contextmanager
+def _clean_log_records(secrets: Secrets) -> Iterator[None]:
+    """Every log record made while a command runs (ours, requests', urllib3's, whatever handler
+    prints it) carries its message cleaned: formatted now, with the credentials and control
+    bytes taken out. The record factory is the process's, so it is put back afterwards."""
+    previous: Callable[..., logging.LogRecord] = logging.getLogRecordFactory()
+
+    def factory(*a: object, **kw: object) -> logging.LogRecord:
+        record = previous(*a, **kw)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is logging's to report, as it would be
+            return record
+        record.msg, record.args = clean(message, secrets), None
+        return record
+
+    logging.setLogRecordFactory(factory)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(previous)
 
 
 def entry() -> None:

@@ -70,5 +70,5 @@ def cmd_inspect(args: argparse.Namespace, out: Out) -> int:
                     "entries": entries}, "")
         return 0
     for entry in layer_entries(image, cache, args.layer):  # streamed: a big layer prints as it is read
-        print(render_entry(entry))
+        out.print(render_entry(entry))
     return 0

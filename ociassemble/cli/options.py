@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
-from ..transport.spec import is_registry
+from ..transport.spec import is_registry, parse_spec
 from .output import Out
 
 if TYPE_CHECKING:  # the library is imported by the command that needs it: `--help` and completion stay quick
@@ -46,17 +46,57 @@ def blob_cache(args: argparse.Namespace) -> BlobCache:
     return BlobCache(Path(args.cache_dir) if args.cache_dir else default_cache_dir())
 
 
-def registry_options(args: argparse.Namespace) -> RegistryOptions:
-    """The registry settings of the flags and environment; stdin is read once per run."""
+def registry_options(args: argparse.Namespace, proj: Project | None = None) -> RegistryOptions:
+    """The registry settings of the flags and environment; stdin is read once per run.
+
+    Explicit credentials (``-u``/``--password-stdin``, ``$OCIASSEMBLE_USERNAME``/``PASSWORD``)
+    are bound to the registry of the command's target (``credential_targets``); every other
+    registry gets its own from the docker config. Every credential the run sends is
+    collected in ``args.secrets`` (the ``Out``'s), which the output is cleaned of.
+    """
     if getattr(args, "_registry_options", None) is not None:
         return args._registry_options
+    from ..registry.reference import parse_reference
     from ..registry.settings import registry_options as _options
 
     password = sys.stdin.readline().rstrip("\r\n") if getattr(args, "password_stdin", False) else None
     opts = _options(username=getattr(args, "username", None), password=password, ca_cert=getattr(args, "ca_cert", None),
-                    insecure_registries=getattr(args, "insecure_registry", None) or ())
+                    insecure_registries=getattr(args, "insecure_registry", None) or (),
+                    secrets=getattr(args, "secrets", None))
+    targets = credential_targets(args, proj)
+    if args.command == "login":
+        registries = [parse_reference(t).registry if "/" in t or "@" in t else t for t in targets]
+    else:
+        registries = [parse_reference(parse_spec(t).tag or "").registry for t in targets]
+    opts = opts.scoped_to(registries)
     args._registry_options = opts
     return opts
+
+
+def credential_targets(args: argparse.Namespace, proj: Project | None = None) -> list[str]:
+    """What the command's explicit credentials are for: its target's image reference(s).
+
+    push: the destinations; pull, inspect, run: the image; verify: ``--against``; login:
+    the registry; build (which pushes nothing): the ``--base`` (its project's base), else
+    the layer cache repository it reads.
+    """
+    cmd = args.command
+    if cmd == "login":
+        return [args.registry]
+    if cmd == "push":
+        found = list(args.refs or [])
+    elif cmd == "pull":
+        found = [args.ref]
+    elif cmd in ("inspect", "run"):
+        found = [args.image]
+    elif cmd == "verify":
+        found = [args.against]
+    elif cmd == "build":
+        base = proj.base if proj is not None else args.base
+        found = [base] if is_registry(base) else [getattr(args, "cache_repo", None) or getattr(args, "cache_from", None)]
+    else:
+        found = []
+    return [t for t in found if t and is_registry(t)]
 
 
 def layer_cache(args: argparse.Namespace, cache: BlobCache) -> RegistryLayerCache | None:
@@ -102,7 +142,7 @@ def assemble(args: argparse.Namespace, out: Out, proj: Project | None = None) ->
     cache = blob_cache(args)
     proj = proj or project(args)
     extra = [LayerSource.parse(s) for s in args.layer or []]
-    opts = registry_options(args) if is_registry(proj.base) else None
+    opts = registry_options(args, proj) if is_registry(proj.base) else None
     lc = layer_cache(args, cache)
     recipe = False if args.plain else (True if (args.entry_script or args.model or args.requirements
                                                  or args.conda_file or getattr(args, "inference_config", None))

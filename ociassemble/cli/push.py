@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UsageError
 from ..progress import human_size
 from ..transport.spec import is_registry
-from .options import assemble, blob_cache, registry_options
+from .options import assemble, blob_cache, project, registry_options
 from .output import Out, layers_json, platform_json, work_json
 
 if TYPE_CHECKING:
@@ -64,16 +64,19 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
         from ..inputs.base import load_image
 
         want = from_platform(getattr(args, "platform", None))  # a bad --platform fails before any reading
-        opts = registry_options(args) if is_registry(args.source) else None
+        push_opts = registry_options(args)  # credentials bound to the destination (or refused) before any reading
+        opts = push_opts if is_registry(args.source) else None
         target = load_image(args.source, cache, registry_options=opts, verify_diff_ids=True, platform=want)
         if want != ALL:  # an image of one platform must be that platform's
             target = for_platform(target, want, args.source)  # type: ignore[arg-type]
     else:
         args.output = None
-        built = assemble(args, out)
+        proj = project(args)
+        if not args.refs and proj.image:  # known before the build: explicit credentials are for its registry
+            args.refs = [proj.image]
+        registry_options(args)  # credentials bound to the destination (or refused) before the build
+        built = assemble(args, out, proj)
         target, cache = built.target, built.cache
-        if not args.refs and built.project.image:
-            args.refs = [built.project.image]
         if key is None and not args.keyless and built.project.sign_key is not None:
             key = signing_key(args, built.project.sign_key)
         if args.provenance and key is None and not args.keyless:

@@ -16,7 +16,7 @@ from ..errors import ArchiveError
 from .cache import BlobCache
 from .digest import Digest
 from .layer import BuiltLayer
-from .oci import Descriptor, History, ImageConfig, Manifest, MediaType, Platform
+from .oci import Descriptor, History, ImageConfig, Manifest, MediaType, Platform, parse_json
 
 __all__ = ["Image", "ImageBuilder", "BlobFetcher", "FetchByDigest", "rfc3339"]
 
@@ -109,9 +109,7 @@ class Image:
     @classmethod
     def from_parts(cls, manifest: Manifest, config_bytes: bytes, **kw: object) -> "Image":
         try:
-            import json
-
-            config = ImageConfig.from_json(json.loads(config_bytes))
+            config = ImageConfig.from_json(parse_json(config_bytes))
         except ValueError as exc:
             raise ArchiveError(f"image config {manifest.config.digest} is not JSON: {exc}") from None
         if Digest.of_bytes(config_bytes).value != manifest.config.digest:

@@ -24,7 +24,7 @@ from .assemble import Image
 from .cache import BlobCache
 from .digest import Digest
 from .imageindex import ImageIndex
-from .oci import Descriptor, Manifest, MediaType
+from .oci import Descriptor, Manifest, MediaType, parse_json
 
 __all__ = [
     "INSPECT_SCHEMA_VERSION",
@@ -106,7 +106,7 @@ def describe_index(index: ImageIndex, *, name: str = "") -> dict[str, Any]:
 
     media = MediaType.INDEX
     try:
-        media = json.loads(index.index_bytes).get("mediaType") or media  # a docker manifest list says so
+        media = parse_json(index.index_bytes).get("mediaType") or media  # a docker manifest list says so
     except (ValueError, AttributeError):
         pass
     layers = {d.digest: d.size for image in index.images for d in image.manifest.layers}

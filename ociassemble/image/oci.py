@@ -22,6 +22,7 @@ __all__ = [
     "History",
     "ImageConfig",
     "canonical_json",
+    "parse_json",
     "LAYER_MEDIA_TYPES",
 ]
 
@@ -69,6 +70,36 @@ def canonical_json(obj: Any) -> bytes:
     same value always has the same bytes and so the same digest.
     """
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+#: How deep a JSON document read from elsewhere (a registry, an archive) may nest. OCI
+#: manifests, indexes and configs go 4-6 levels deep; 100 leaves room for any annotation
+#: and keeps everything that walks the value later (canonical_json, comparisons) far
+#: from Python's recursion limit.
+MAX_JSON_DEPTH = 100
+
+
+def parse_json(data: bytes | str) -> Any:
+    """``json.loads`` for a document from elsewhere: too deep a nesting is a ValueError like any
+    other bad JSON (not a RecursionError), so a registry's 100,000 nested arrays are one error line.
+
+    Raises ValueError (json.JSONDecodeError for malformed JSON).
+    """
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
+    # iterative, not recursive: the check must not be what overflows
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
+    return value
 
 
 def _req(d: dict[str, Any], key: str, what: str) -> Any:

@@ -28,7 +28,7 @@ from .assemble import Image
 from .cache import BlobCache
 from .describe import SHORT_MEDIA, TAR_TYPES, open_layer
 from .digest import CHUNK
-from .oci import Descriptor, MediaType
+from .oci import Descriptor, MediaType, parse_json
 
 __all__ = ["VERIFY_SCHEMA_VERSION", "Difference", "VerifyReport", "compare_images"]
 
@@ -342,7 +342,7 @@ def _json_differences(mine: bytes, theirs: bytes) -> list[tuple[str, str]]:
     """Every differing key of two JSON documents, as ``(key path, what differs)``, in key order:
     ``config.Env``, ``config.Labels["x"]``, ``history[5].created_by``, ``rootfs.diff_ids[3]``."""
     try:
-        a, b = json.loads(mine), json.loads(theirs)
+        a, b = parse_json(mine), parse_json(theirs)
     except ValueError as exc:
         raise ArchiveError(f"a config or manifest is not JSON: {exc}") from None
     out: list[tuple[str, str]] = []

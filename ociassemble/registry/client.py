@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,10 @@ import urllib3.exceptions
 
 from ..errors import AuthError, RegistryError
 from ..image.digest import CHUNK
+from ..redact import Secrets, clean
 from .auth import Authenticator
-from .credentials import Credentials, resolve_credentials
-from .http import DEFAULT_TIMEOUT, RegistryHttp, registry_errors, short_reason
+from .credentials import Credentials, resolve_credentials, same_registry
+from .http import ANSWER_MAX, DEFAULT_TIMEOUT, Origin, RegistryHttp, registry_errors, short_reason
 from .retry import DEFAULT_RETRY, FAST_RETRY, RetryPolicy, TransientRegistryError, call_with_retry, parse_retry_after
 
 __all__ = [
@@ -65,8 +66,14 @@ MANIFEST_MAX = 4 << 20
 class RegistryOptions:
     """How to reach registries: credentials, TLS, retries, parallelism (for push and pull).
 
-    ``username``/``password`` override the docker config; ``docker_config`` is a
-    config.json (or its directory) to read and for ``login`` to write. A host in
+    ``username``/``password`` override the docker config for one registry only:
+    ``credentials_registry`` (host[:port]; None: the registry of the one operation these
+    options are given to, e.g. ``push_image``'s target, which fills it in). Every other
+    registry the operation reads (a base, a layer cache) gets its own credentials from the
+    docker config or its helpers, never these. ``docker_config`` is a config.json (or its
+    directory) to read and for ``login`` to write. ``secrets`` collects every credential
+    sent (passwords, tokens) so that output can be cleaned of them (``redact.clean``); the
+    copies ``dataclasses.replace`` makes share it. A host in
     ``insecure_registries`` is tried over HTTPS without verification, then plain HTTP;
     loopback hosts may use plain HTTP but their certificates are still verified.
 
@@ -88,10 +95,34 @@ class RegistryOptions:
     #: Told ``(registry, seconds)`` when a registry asks us to wait and every request to
     #: it pauses (the CLI prints it as a progress line). Called from upload threads.
     on_wait: Callable[[str, float], None] | None = field(default=None, compare=False)
+    credentials_registry: str | None = None
+    secrets: Secrets = field(default_factory=Secrets, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.password and self.username:
+            self.secrets.add_login(self.username, self.password)
+        elif self.password:
+            self.secrets.add(self.password)
+
+    def scoped_to(self, registries: tuple[str, ...] | list[str]) -> RegistryOptions:
+        """These options with the explicit credentials bound to ``registries``' one registry,
+        unless bound already. Raises UsageError when explicit credentials would have to
+        serve several registries."""
+        from ..errors import UsageError
+
+        if self.credentials_registry is not None or not (self.username or self.password):
+            return self
+        distinct = list(dict.fromkeys(registries))
+        if len(distinct) > 1:
+            raise UsageError(f"--username/--password-stdin (or $OCIASSEMBLE_USERNAME/$OCIASSEMBLE_PASSWORD) are for one "
+                             f"registry, and {', '.join(distinct)} are several: push to one registry at a time, or "
+                             "'ociassemble login' to each and leave the credentials to the docker config")
+        return replace(self, credentials_registry=distinct[0]) if distinct else self
 
     def __repr__(self) -> str:
         hidden = "<hidden>" if self.password else None
-        return (f"RegistryOptions(username={self.username!r}, password={hidden}, ca_cert={self.ca_cert!r}, "
+        return (f"RegistryOptions(username={self.username!r}, password={hidden}, "
+                f"credentials_registry={self.credentials_registry!r}, ca_cert={self.ca_cert!r}, "
                 f"insecure_registries={self.insecure_registries!r}, retry={self.retry!r}, "
                 f"concurrency={self.concurrency}, docker_config={self.docker_config!r})")
 
@@ -127,9 +158,17 @@ class RegistryClient:
                                  concurrency=o.concurrency, timeout=o.timeout, retry=o.retry, on_wait=o.on_wait)
         self._base: str | None = None
         self._ping_lock = threading.Lock()
+        self.secrets = o.secrets
+        mine = o.credentials_registry is None or same_registry(o.credentials_registry, registry)
+        if (o.username or o.password) and not mine:
+            log.debug("the credentials given are for %s: %s gets its own from the docker config, if any",
+                      o.credentials_registry, registry)
         self.credentials: Credentials | None = resolve_credentials(
-            registry, username=o.username, password=o.password, config_path=o.docker_config)
-        self.auth = Authenticator(registry, self.credentials, self.http)
+            registry, username=o.username if mine else None, password=o.password if mine else None,
+            config_path=o.docker_config)
+        if self.credentials is not None:
+            self.secrets.add_login(self.credentials.username, self.credentials.password)
+        self.auth = Authenticator(registry, self.credentials, self.http, self.secrets)
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.registry!r}, base={self._base!r}, auth={self.auth!r})"
@@ -189,8 +228,10 @@ class RegistryClient:
     def request(self, method: str, path_or_url: str, *, scopes: tuple[str, ...], what: str,
                 ok: tuple[int, ...] = (200,), headers: dict[str, str] | None = None, data: Any = None,
                 params: Any = None, stream: bool = False, digest: str | None = None,
-                repo: str | None = None) -> requests.Response:
+                repo: str | None = None, body_max: int = ANSWER_MAX) -> requests.Response:
         """Send with auth; return the response if its status is in ``ok``.
+
+        Unless ``stream``, the body is read now, at most ``body_max`` bytes (``http.answer_body``).
 
         Answers one 401 challenge (fetching or refreshing a token) and resends. Raises
         TransientRegistryError for 5xx/408/429 (with Retry-After) and network failures,
@@ -198,16 +239,21 @@ class RegistryClient:
         message is one line naming ``what``, the status and the registry's error codes.
         """
         url = self.url(path_or_url)
-        authorization = self.auth.authorization(scopes)
+        base = self.base_url()
+        # credentials only for the registry's own origin (an upload Location may name another)
+        ours = Origin.of(url) == Origin.of(base)
+        authorization = self.auth.authorization(scopes) if ours else None
         resp = self.http.send(method, url, headers=headers, data=data, params=params, auth=authorization,
-                         stream=stream, what=what)
-        if resp.status_code == 401:
+                              origin=base, stream=stream, what=what, body_max=body_max)
+        # a challenge counts only from the registry itself: another origin (reached by a
+        # Location or a redirect) must not point our credentials at a realm of its choosing
+        if resp.status_code == 401 and ours and Origin.of(resp.url) == Origin.of(base):
             retry_scopes = self.auth.unauthorized(resp.headers.get("WWW-Authenticate"), scopes, authorization)
             if retry_scopes is not None:
                 resp.close()
                 authorization = self.auth.authorization(retry_scopes)
                 resp = self.http.send(method, url, headers=headers, data=data, params=params, auth=authorization,
-                                 stream=stream, what=what)
+                                      origin=base, stream=stream, what=what, body_max=body_max)
         if resp.status_code in ok:
             return resp
         raise self.error(resp, what, digest=digest, repo=repo)
@@ -219,7 +265,10 @@ class RegistryClient:
         codes, detail = registry_errors(resp) if resp.request.method != "HEAD" else ((), "")
         resp.close()
         where = f"{self.registry}/{repo}" if repo else self.registry
-        reason = f"HTTP {status}" + (f" {detail}" if detail else f" {resp.reason}" if resp.reason else "")
+        # the registry's own words: no credential it echoes, no terminal control bytes
+        detail, phrase = clean(detail, self.secrets)[:500], clean(str(resp.reason or ""), self.secrets)[:100]
+        codes = tuple(clean(c, self.secrets)[:100] for c in codes)
+        reason = f"HTTP {status}" + (f" {detail}" if detail else f" {phrase}" if phrase else "")
         message = f"{what} at {where} failed: {reason}"
         if status in (408, 429) or status >= 500 and status != 507:
             if status >= 500:
@@ -298,9 +347,18 @@ class RegistryClient:
             resp.close()
 
     def _read_limited(self, resp: requests.Response, limit: int, what: str) -> bytes:
+        """At most ``limit`` bytes of the body, as sent (never decompressed: a small compressed
+        answer must not grow past the limit in memory), else RegistryError."""
+        encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            raise RegistryError(f"{what} from {self.registry} came with Content-Encoding {clean(encoding)[:40]}, "
+                                "although none was asked for: a proxy in front of the registry may be compressing it")
         chunks, total = [], 0
         try:
-            for chunk in resp.iter_content(CHUNK):
+            while True:
+                chunk = resp.raw.read(min(CHUNK, limit + 1 - total), decode_content=False)
+                if not chunk:
+                    break
                 total += len(chunk)
                 if total > limit:
                     raise RegistryError(f"{what} from {self.registry} is bigger than {limit} bytes: refusing it")

@@ -27,7 +27,7 @@ from typing import Any
 from ..errors import ImageReferenceError, SignatureError
 from ..image.cache import BlobCache
 from ..image.imageindex import ImageIndex, Target
-from ..image.oci import Descriptor, MediaType
+from ..image.oci import Descriptor, MediaType, parse_json
 from ..sign.dsse import DSSE_MEDIA_TYPE, IN_TOTO_PAYLOAD_TYPE, Envelope, sign_envelope
 from ..sign.keys import PrivateKey, PublicKey
 from ..sign.provenance import SLSA_PREDICATE_TYPE, STATEMENT_TYPE
@@ -190,7 +190,7 @@ def _check_provenance(ref: Reference, digest: str, key: PublicKey, items: list[A
             why.append("signed by another key")
             continue
         try:
-            statement = json.loads(env.payload)
+            statement = parse_json(env.payload)
             kind, predicate_type = statement["_type"], statement["predicateType"]
             named = [s["digest"].get("sha256") for s in statement["subject"]]
             builder = statement["predicate"]["runDetails"]["builder"]["id"]

@@ -30,6 +30,7 @@ __all__ = [
     "Credentials",
     "docker_config_path",
     "resolve_credentials",
+    "same_registry",
     "server_key",
     "store_credentials",
 ]
@@ -71,6 +72,12 @@ def _normalise_key(key: str) -> str:
     key = re.sub(r"^[a-z]+://", "", key.strip())
     key = key.split("/", 1)[0]
     return "docker.io" if key in _HUB_NAMES else key
+
+
+def same_registry(a: str, b: str) -> bool:
+    """Whether two registry names (host[:port], or docker's keys) are one registry, as the
+    docker config matches them (``docker.io`` and ``index.docker.io`` are one; ports count)."""
+    return _normalise_key(a).lower() == _normalise_key(b).lower()
 
 
 def docker_config_path(explicit: Path | str | None = None) -> Path:

@@ -1,12 +1,25 @@
-"""One registry's HTTP session: TLS choice, the request gate, and network failures as RegistryError.
+"""One registry's HTTP session: TLS choice, the request gate, redirects, bounded answers, network failures as RegistryError.
 
 ``RegistryHttp`` is the only place a request leaves for a registry, shared by the
 distribution API calls (``client``) and the token fetches (``auth``), so one registry
-has one ``requests.Session`` and one connection pool. It sends a request, and turns a
-network failure into ``TransientRegistryError`` (connection lost, timeout: worth
-retrying) or a plain ``RegistryError`` (unresolvable host, TLS failure: retrying
-cannot help); what a response's status means is the caller's business. Nothing from
-``requests`` or ``urllib3`` leaves this package.
+has one ``requests.Session``, one connection pool and one gate (``retry.RegistryGate``):
+every request, whatever its kind (ping, HEAD, POST, PATCH, PUT, token, each redirect
+hop), waits at that gate after a 429. It sends a request, and turns a network failure
+into ``TransientRegistryError`` (connection lost, timeout: worth retrying) or a plain
+``RegistryError`` (unresolvable host, TLS failure: retrying cannot help); what a
+response's status means is the caller's business. Nothing from ``requests`` or
+``urllib3`` leaves this package.
+
+Credentials stay with their origin. The Authorization value given to ``send`` belongs to
+one origin (scheme, host, port: ``Origin``); a request to any other origin, whether an
+upload ``Location`` or a redirect hop, goes without it (as containerd and
+go-containerregistry do), and nothing that started on HTTPS continues over plain HTTP.
+Redirects are followed here, hop by hop, not by ``requests``, so this holds for each.
+
+Answers are bounded: a response is always streamed from the socket, and one the caller
+does not stream (an error, a token, an upload's answer) is read up to ``ANSWER_MAX``
+bytes and its connection dropped if more follows: a registry answering a 300 MB error
+body costs 64 KiB.
 """
 
 from __future__ import annotations
@@ -15,17 +28,21 @@ import logging
 import re
 import socket
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3.exceptions
 
 from .. import __version__
 from ..errors import RegistryError
+from ..image.oci import parse_json
 from .retry import RetryPolicy, TransientRegistryError, parse_retry_after, registry_gate
 
-__all__ = ["DEFAULT_TIMEOUT", "LOOPBACK_HOSTS", "RegistryHttp", "registry_errors", "short_reason"]
+__all__ = ["ANSWER_MAX", "DEFAULT_TIMEOUT", "LOOPBACK_HOSTS", "Origin", "RegistryHttp", "answer_body", "registry_errors",
+           "short_reason"]
 
 log = logging.getLogger("ociassemble.registry")
 
@@ -34,6 +51,36 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 #: Connect within 10 s; a read that stalls for 5 min is a dead connection (a registry
 #: may take a while to answer the final PUT of a big blob while it verifies the digest).
 DEFAULT_TIMEOUT = (10.0, 300.0)
+#: The most of an answer read into memory when the caller does not stream it: an OCI
+#: error document is a few hundred bytes, an upload's answer empty.
+ANSWER_MAX = 64 << 10
+#: Redirect hops followed for one request (requests' own default is 30; registries use one, to a CDN).
+MAX_REDIRECTS = 10
+_REDIRECTS = (301, 302, 303, 307, 308)
+_NETWORK_ERRORS = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Scheme, host and port of a URL: what credentials are scoped to (RFC 6454)."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, url: str) -> Origin:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        return cls(scheme, (parts.hostname or "").lower(), port or (443 if scheme == "https" else 80))
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
 
 
 class _HeaderAuth(requests.auth.AuthBase):
@@ -90,11 +137,46 @@ def short_reason(exc: BaseException) -> str:
     return text.strip(" :,") or type(exc).__name__
 
 
-def registry_errors(resp: requests.Response) -> tuple[tuple[str, ...], str]:
-    """The OCI ``errors[]`` codes and a one-line ``CODE: message`` text (empty if none)."""
+def answer_body(resp: requests.Response, limit: int = ANSWER_MAX) -> bytes:
+    """At most ``limit`` bytes of a response's body, read once and kept as ``resp.content``.
+
+    A longer body is cut at ``limit`` and its connection closed (the rest is never read);
+    one that ends within it leaves the connection for reuse. Raises TransientRegistryError
+    when the connection fails while reading.
+    """
+    if resp._content_consumed or resp._content is not False:  # read already (by us: bounded)
+        return resp.content or b""
+    chunks, total = [], 0
     try:
-        body = resp.json() if resp.content and len(resp.content) < 65536 else None
-    except (ValueError, requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError):
+        while total <= limit:
+            data = resp.raw.read(limit + 1 - total, decode_content=False)
+            if not data:
+                break
+            chunks.append(data)
+            total += len(data)
+    except _NETWORK_ERRORS as exc:
+        resp.raw.close()
+        raise TransientRegistryError(f"reading an answer of {urlsplit(resp.url).netloc}: connection failed "
+                                     f"({short_reason(exc)})") from exc
+    body = b"".join(chunks)
+    if len(body) > limit:
+        resp.raw.close()  # the rest stays unread: this connection cannot be reused
+        body = body[:limit]
+    resp._content = body
+    resp._content_consumed = True
+    return body
+
+
+def registry_errors(resp: requests.Response) -> tuple[tuple[str, ...], str]:
+    """The OCI ``errors[]`` codes and a one-line ``CODE: message`` text (empty if none).
+
+    Reads at most ``ANSWER_MAX`` bytes of the body (a bigger one is not an OCI error
+    document). The text is the registry's: clean it before printing (``redact.clean``).
+    """
+    try:
+        data = answer_body(resp)
+        body = parse_json(data) if data else None
+    except (ValueError, RegistryError):
         body = None  # an error body that cannot be read still leaves the status to report
     errors = body.get("errors") if isinstance(body, dict) else None
     if not isinstance(errors, list):
@@ -128,15 +210,19 @@ class RegistryHttp:
         self.host = host
         hostname = host[1:host.index("]")] if host.startswith("[") else host.rsplit(":", 1)[0] if ":" in host else host
         self.insecure_registries = tuple(insecure_registries)
+        self._insecure_hosts = frozenset(h.lower() for h in insecure_registries)
         self.explicit_insecure = registry in self.insecure_registries or hostname in self.insecure_registries
         #: Whether plain HTTP may be tried when the host does not speak TLS.
         self.plain_ok = hostname in LOOPBACK_HOSTS or self.explicit_insecure
         self.timeout = timeout
         self.retry = retry
         self.on_wait = on_wait
-        self.gate = registry_gate(registry)
+        # keyed by the host requests go to: docker.io and index.docker.io are one registry, one gate
+        self.gate = registry_gate(host.lower())
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"ociassemble/{__version__}"
+        # bodies are read raw and bounded (answer_body, blob downloads): ask for them as they are
+        self.session.headers["Accept-Encoding"] = "identity"
         pool = max(concurrency, 1) + 2
         adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=pool, max_retries=0)
         self.session.mount("https://", adapter)
@@ -145,9 +231,8 @@ class RegistryHttp:
         # override a session's verify (psf/requests#3829, #4726), which would ignore --ca-cert
         self._verify: bool | str = True
         if self.explicit_insecure:
-            self._verify = False
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        elif ca_cert:
+        if ca_cert:
             ca = Path(ca_cert).expanduser()
             if not ca.is_file():
                 raise RegistryError(f"CA certificate {ca} does not exist: give the PEM file of the registry's CA with --ca-cert")
@@ -156,19 +241,74 @@ class RegistryHttp:
     def close(self) -> None:
         self.session.close()
 
-    def send(self, method: str, url: str, *, headers: dict[str, str] | None = None, data: Any = None,
-             params: Any = None, auth: str | None = None, stream: bool = False, what: str = "",
-             allow_redirects: bool = True) -> requests.Response:
-        """One HTTP exchange; network failures become (Transient)RegistryError.
+    def _verify_for(self, url: str) -> bool | str:
+        """TLS verification for ``url``: off only for a host named in ``insecure_registries``
+        (a Location or redirect to another host is verified as usual)."""
+        parts = urlsplit(url)
+        hostname = (parts.hostname or "").lower()
+        hostport = parts.netloc.rpartition("@")[2].lower()
+        if hostname in self._insecure_hosts or hostport in self._insecure_hosts:
+            return False
+        return self._verify
 
-        Starts only once the registry's gate is open, and closes the gate for as long
-        as a 429 (or a 503 with ``Retry-After``) asks.
+    def send(self, method: str, url: str, *, headers: dict[str, str] | None = None, data: Any = None,
+             params: Any = None, auth: str | None = None, origin: str | None = None, stream: bool = False,
+             what: str = "", allow_redirects: bool = True, body_max: int = ANSWER_MAX) -> requests.Response:
+        """One HTTP exchange (redirects followed hop by hop); network failures become (Transient)RegistryError.
+
+        ``auth`` (an Authorization value) belongs to the origin of ``origin`` (a URL;
+        default ``url`` itself): it goes only to requests to that origin, never to an
+        upload Location or redirect hop elsewhere. A request from HTTPS to plain HTTP
+        (``url`` against ``origin``, or a redirect) is refused. With ``stream`` False the
+        body is read now, at most ``body_max`` bytes (``answer_body``).
+
+        Each hop starts only once the registry's gate is open, and closes the gate for
+        as long as a 429 (or a 503 with ``Retry-After``) asks.
         """
+        owner = Origin.of(origin or url)
+        self._refuse_downgrade(owner, url, what or method)
+        hops = 0
+        while True:
+            here = Origin.of(url)
+            value = auth if auth and here == owner else None
+            if auth and value is None:
+                log.debug("%s: %s is another origin than %s: sending no credentials", what or method, here, owner)
+            resp = self._exchange(method, url, headers, data, params, value, what)
+            location = resp.headers.get("Location")
+            if not (allow_redirects and resp.status_code in _REDIRECTS and location):
+                break
+            hops += 1
+            target = urljoin(resp.url, location)
+            answer_body(resp)  # a small body read, so the connection is reused
+            resp.close()
+            if hops > MAX_REDIRECTS:
+                raise RegistryError(f"{what or method} at {self.registry}: more than {MAX_REDIRECTS} redirects")
+            self._refuse_downgrade(here, target, what or method)
+            if resp.status_code in (302, 303) and method != "HEAD" or resp.status_code == 301 and method == "POST":
+                # what requests (and browsers) do: the body is not sent again
+                method, data = "GET", None
+                headers = {k: v for k, v in (headers or {}).items() if not k.lower().startswith("content-")}
+            url, params = target, None
+        if not stream:
+            answer_body(resp, body_max)
+        return resp
+
+    def _refuse_downgrade(self, current: Origin, url: str, what: str) -> None:
+        """Nothing that started on HTTPS goes on over plain HTTP (a Location, a redirect)."""
+        if current.scheme == "https" and Origin.of(url).scheme != "https":
+            raise RegistryError(
+                f"{what} at {self.registry}: the registry sent us from HTTPS to {Origin.of(url)}: refusing to "
+                "leave HTTPS (a proxy in front of the registry may be building its URLs without "
+                "X-Forwarded-Proto: https)")
+
+    def _exchange(self, method: str, url: str, headers: dict[str, str] | None, data: Any, params: Any,
+                  auth: str | None, what: str) -> requests.Response:
+        """One request and its headers (the body left on the socket), after the gate."""
         self.gate.wait()
         try:
             resp = self.session.request(method, url, headers=headers, data=data, params=params,
-                                        auth=_HeaderAuth(auth), stream=stream, timeout=self.timeout,
-                                        allow_redirects=allow_redirects, verify=self._verify)
+                                        auth=_HeaderAuth(auth), stream=True, timeout=self.timeout,
+                                        allow_redirects=False, verify=self._verify_for(url))
         except requests.exceptions.SSLError as exc:
             raise self._tls_error(exc) from exc
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,

@@ -51,7 +51,7 @@ from ..image.assemble import Image
 from ..image.cache import BlobCache
 from ..image.compress import GZIP_LEVELS, Compression
 from ..image.layer import LAYER_FORMAT, BuiltLayer
-from ..image.oci import Descriptor, ImageConfig, Manifest, MediaType, canonical_json
+from ..image.oci import Descriptor, ImageConfig, Manifest, MediaType, canonical_json, parse_json
 from .client import RegistryClient, RegistryOptions
 from .pull import RegistryBlobFetcher
 from .reference import parse_reference
@@ -241,7 +241,7 @@ class RegistryLayerCache:
         if header and header != digest:
             return self._reject(tag, f"the registry names its manifest {header} but the bytes are {digest}")
         try:
-            doc = json.loads(data)
+            doc = parse_json(data)
             manifest = Manifest.from_json(doc)
         except (ValueError, OciAssembleError) as exc:
             return self._reject(tag, f"not an OCI manifest ({exc})")
@@ -352,7 +352,7 @@ class RegistryLayerCache:
             return None
         a = manifest.annotations or {}
         try:
-            doc = json.loads(a.get(A_BASEINFO, ""))
+            doc = parse_json(a.get(A_BASEINFO, ""))
             if not isinstance(doc, dict) or a.get(A_KEY) != config_digest:
                 raise ValueError("not for this base")
         except ValueError as exc:

@@ -39,7 +39,7 @@ def login(registry: str, username: str, password: str, *, options: Any = None) -
     if "/" in registry or "@" in registry:
         host = parse_reference(registry).registry
     base = options if isinstance(options, RegistryOptions) else RegistryOptions()
-    opts = replace(base, username=username, password=password)
+    opts = replace(base, username=username, password=password, credentials_registry=host)
     client = RegistryClient(host, opts)
     try:
         client.request("GET", "/v2/", scopes=(), what="logging in").close()

@@ -9,7 +9,6 @@ on demand and whose ``origin`` lets a push to the same registry mount the layers
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..image.assemble import Image
 from ..image.cache import BlobCache
 from ..image.diffid import stage_layer, verify_cached_diff_id
 from ..image.digest import Digest
-from ..image.oci import Descriptor, ImageConfig, Index, Manifest, MediaType, Platform
+from ..image.oci import Descriptor, ImageConfig, Index, Manifest, MediaType, Platform, parse_json
 from ..image.imageindex import ImageIndex, Target
 from ..image.platform import ALL, pick_platform
 from ..transport.layout import write_layout
@@ -95,9 +94,10 @@ class RegistryBlobFetcher:
 
 def _load(data: bytes, what: str) -> dict[str, Any]:
     try:
-        doc = json.loads(data)
-    except ValueError:
-        raise ArchiveError(f"{what} is not JSON: the registry sent something that is not an image manifest") from None
+        doc = parse_json(data)
+    except ValueError as exc:
+        raise ArchiveError(f"{what} is not usable JSON ({exc}): the registry sent something that is not an image "
+                           "manifest") from None
     if not isinstance(doc, dict):
         raise ArchiveError(f"{what} is not a JSON object")
     return doc
@@ -134,8 +134,8 @@ def pull_image(ref: str, cache: BlobCache, *, options: RegistryOptions | None = 
     Raises ImageReferenceError, AuthError, RegistryError (e.g. MANIFEST_UNKNOWN for
     a missing tag), DigestMismatchError, InputError (no image for the platform).
     """
-    options = options or RegistryOptions()
     r = parse_reference(ref)
+    options = (options or RegistryOptions()).scoped_to([r.registry])
     client = RegistryClient(r.registry, options)
     scopes = client.scopes(r.repository)
     data = _get_manifest(client, r, r.reference, scopes)
@@ -185,7 +185,7 @@ def _image(client: RegistryClient, r: Reference, scopes: tuple[str, ...], cache:
         raise DigestMismatchError(config_desc.digest, actual.value, f"registry {r.name}")
     cache.put_bytes(config_bytes)
     try:
-        config = ImageConfig.from_json(json.loads(config_bytes))
+        config = ImageConfig.from_json(parse_json(config_bytes))
     except ValueError:
         raise ArchiveError(f"the config {config_desc.digest} of {r} is not JSON") from None
     if len(config.diff_ids) != len(manifest.layers):

@@ -41,7 +41,6 @@ when the registry cannot say (distribution 2.8 after a reset mid-PATCH, see
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -56,7 +55,7 @@ from ..image.blobref import SourceChangedError, mismatch_error
 from ..image.cache import BlobCache
 from ..image.digest import Digest
 from ..image.imageindex import ImageIndex, Target
-from ..image.oci import Descriptor, MediaType
+from ..image.oci import Descriptor, MediaType, parse_json
 from ..image.platform import normalize
 from .client import RegistryClient, RegistryOptions
 from .reference import Reference, parse_reference
@@ -258,7 +257,7 @@ class _BlobPusher:
 def _declared_media_type(data: bytes, default: str) -> str:
     """The ``mediaType`` the document's own bytes declare (what the registry will check), else ``default``."""
     try:
-        declared = json.loads(data).get("mediaType")
+        declared = parse_json(data).get("mediaType")
     except (ValueError, AttributeError):
         declared = None
     return declared if isinstance(declared, str) and declared else default
@@ -337,6 +336,8 @@ def push_image(target: Target, cache: BlobCache, refs: Sequence[str], *,
     for r in parsed:
         if r.digest and r.digest != target.digest:
             raise RegistryError(f"{r} pins digest {r.digest} but the image is {target.digest}: drop the @digest or push that image")
+    # explicit credentials are the target registry's (a base's or cache's registry never sees them)
+    options = options.scoped_to([r.registry for r in parsed])
     groups: dict[tuple[str, str], list[Reference]] = {}
     for r in parsed:
         groups.setdefault((r.registry, r.repository), []).append(r)

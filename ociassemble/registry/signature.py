@@ -36,7 +36,7 @@ from ..errors import ArchiveError, RegistryError
 from ..image.assemble import Image
 from ..image.cache import BlobCache
 from ..image.digest import Digest
-from ..image.oci import Descriptor, ImageConfig, Manifest, MediaType, canonical_json
+from ..image.oci import Descriptor, ImageConfig, Manifest, MediaType, canonical_json, parse_json
 from .client import RegistryClient, RegistryOptions
 from .push import push_image
 from .reference import Reference
@@ -50,6 +50,8 @@ ATT_SUFFIX = ".att"
 #: A signature or attestation layer bigger than this is refused on reading (an SLSA
 #: statement is a few KiB; cosign's own limit on a layer it reads is far above).
 ATTACHMENT_MAX = 4 << 20
+#: The most of a referrers answer read (an index of ~300-byte descriptors: thousands of them).
+REFERRERS_MAX = 1 << 20
 #: The config cosign (go-containerregistry's empty image) writes for a new .sig/.att
 #: manifest; the diff_ids are filled in with the layers.
 _NEW_CONFIG: dict[str, Any] = {"architecture": "", "config": {}, "created": "0001-01-01T00:00:00Z",
@@ -110,7 +112,7 @@ def _tag_manifest(client: RegistryClient, repo: str, tag: str, scopes: tuple[str
             return None
         raise
     try:
-        return Manifest.from_json(json.loads(data)), data
+        return Manifest.from_json(parse_json(data)), data
     except (ValueError, ArchiveError, AttributeError) as exc:
         raise RegistryError(f"{client.registry}/{repo}:{tag} is not an OCI manifest ({exc}): another tool wrote "
                             "something else under cosign's tag; delete that tag and push again") from None
@@ -130,13 +132,14 @@ def _has_referrers_api(client: RegistryClient, repo: str, digest: str, scopes: t
     """Whether the registry answers the OCI 1.1 referrers API for this repository (an index, 200)."""
     try:
         resp = client.request("GET", f"/v2/{repo}/referrers/{digest}", scopes=scopes, ok=(200, 400, 404, 405),
-                              headers={"Accept": MediaType.INDEX}, what="asking for referrers", repo=repo)
+                              headers={"Accept": MediaType.INDEX}, what="asking for referrers", repo=repo,
+                              body_max=REFERRERS_MAX)
     except RegistryError:
         return False
     try:
         if resp.status_code != 200:
             return False
-        doc = json.loads(resp.content[:1 << 20])
+        doc = parse_json(resp.content)
         return isinstance(doc, dict) and isinstance(doc.get("manifests"), list)
     except ValueError:
         return False
@@ -177,7 +180,11 @@ def attach(ref: Reference, subject: Descriptor, item: Attachment, *, suffix: str
                         already(Attachment(layer.media_type, item.payload, dict(layer.annotations or {}))):
                     log.info("%s holds this %s already", where, suffix.lstrip("."))
                     return Stored(subject.digest, where, str(Digest.of_bytes(data)), False)
-            loaded = json.loads(_read_blob(client, ref.repository, manifest.config, scopes, options))
+            try:
+                loaded = parse_json(_read_blob(client, ref.repository, manifest.config, scopes, options))
+            except ValueError as exc:
+                raise RegistryError(f"the config of {where} is not usable JSON ({exc}): another tool wrote something "
+                                    "else under cosign's tag; delete that tag and push again") from None
             if isinstance(loaded, dict):
                 config_doc = loaded
             layers, annotations = manifest.layers, manifest.annotations

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..image.oci import parse_json
 from .keys import PrivateKey, PublicKey
 
 __all__ = ["DSSE_MEDIA_TYPE", "IN_TOTO_PAYLOAD_TYPE", "Envelope", "pae", "sign_envelope"]
@@ -45,7 +46,7 @@ class Envelope:
     def parse(cls, data: bytes) -> Envelope | None:
         """The envelope in ``data``, or None when it is not one."""
         try:
-            doc: Any = json.loads(data)
+            doc: Any = parse_json(data)
             payload = base64.b64decode(doc["payload"], validate=True)
             sigs = tuple(base64.b64decode(s["sig"], validate=True) for s in doc["signatures"])
             kind = doc["payloadType"]

@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..image.oci import parse_json
+
 __all__ = ["COSIGN_SIGNATURE_TYPE", "SIGNATURE_ANNOTATION", "SIMPLESIGNING_MEDIA_TYPE", "SignedClaim",
            "parse_payload", "signing_payload"]
 
@@ -49,7 +51,7 @@ def parse_payload(data: bytes) -> SignedClaim | None:
     """The claim of a payload, or None when it is not a cosign image signature payload
     (checked as strictly as containers/image does: the three critical fields, the type)."""
     try:
-        doc: Any = json.loads(data)
+        doc: Any = parse_json(data)
         critical = doc["critical"]
         kind = critical["type"]
         digest = critical["image"]["docker-manifest-digest"]

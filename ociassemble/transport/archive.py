@@ -11,7 +11,6 @@ to the config's diff_ids.
 from __future__ import annotations
 
 import io
-import json
 import os
 import tarfile
 import zlib
@@ -24,7 +23,7 @@ from ..image.cache import BlobCache
 from ..image.diffid import StagedBlob, all_or_nothing, stage_layer
 from ..image.digest import CHUNK, Digest, HashingWriter
 from ..image.imageindex import Target
-from ..image.oci import Descriptor, Index, Manifest, MediaType, Platform, canonical_json
+from ..image.oci import Descriptor, Index, Manifest, MediaType, Platform, canonical_json, parse_json
 from ..image.tarcheck import UnsafeEntry, entry_parts
 from .layout import (_LAYOUT, REF_NAME, _load_json, documents, replace_path, resolve_image, select_manifest,
                      temp_sibling, top_descriptor)
@@ -311,7 +310,7 @@ def read_docker_archive(path: Path, name: str | None, cache: BlobCache) -> Image
     with _open_tar(path, "docker-archive") as tf:
         names = _members(tf, where)
         try:
-            entries = json.loads(_member_bytes(tf, names, "manifest.json", where))
+            entries = parse_json(_member_bytes(tf, names, "manifest.json", where))
         except ValueError as exc:
             raise ArchiveError(f"{where}/manifest.json is not JSON ({exc})") from None
         if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import glob
-import json
 import os
 import shutil
 import stat
@@ -23,7 +22,7 @@ from ..image.cache import BlobCache
 from ..image.diffid import StagedBlob, all_or_nothing, stage_layer
 from ..image.digest import Digest
 from ..image.imageindex import ImageIndex, Target
-from ..image.oci import Descriptor, Index, Manifest, MediaType, Platform, canonical_json
+from ..image.oci import Descriptor, Index, Manifest, MediaType, Platform, canonical_json, parse_json
 
 __all__ = ["write_layout", "read_layout", "select_manifest", "REF_NAME", "replace_path", "temp_sibling",
            "documents", "top_descriptor"]
@@ -189,7 +188,7 @@ def select_manifest(index: Index, tag: str | None, where: str) -> Descriptor:
 
 def _load_json(data: bytes, what: str) -> dict:
     try:
-        obj = json.loads(data)
+        obj = parse_json(data)
     except ValueError as exc:
         raise ArchiveError(f"{what} is not valid JSON ({exc}): not an OCI image") from None
     if not isinstance(obj, dict):

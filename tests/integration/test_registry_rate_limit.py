@@ -132,3 +132,39 @@ def test_cli_push_says_it_is_waiting(plain_registry: Registry, tmp_path: Path) -
     assert proxy.fired_at is not None
     assert f"ociassemble: registry {proxy.host} asked to slow down: waiting 1.0 s before any request to it" \
         in proc.stderr.splitlines(), proc.stderr
+
+
+@pytest.fixture
+def six_layers(tmp_path: Path, cache: BlobCache) -> Image:
+    """Six layers of 1 MiB: with four uploads at a time, the fifth blob's POST comes while the
+    others are in the middle of their PATCHes."""
+    b = ImageBuilder(cache, None)
+    for i in range(6):
+        src = tmp_path / f"six-{i}"
+        src.mkdir()
+        (src / "weights.bin").write_bytes(os.urandom(1 << 20))
+        b.add_layer(build_layer(cache, [LayerSource(src, f"/six{i}")], epoch=0), f"layer {i}")
+    return b.build(0)
+
+
+def test_429_on_a_post_pauses_every_request_class(plain_registry: Registry, cache: BlobCache, six_layers: Image,
+                                                  options: RegistryOptions) -> None:
+    """Issue 23 saw POSTs reach a registry 11 ms after it answered a POST with ``429 Retry-After: 1``.
+    Those were requests already under way (sent before the 429 reached the client): the gate is the
+    registry's, for every request class. Here the 429 lands on an upload's POST while the other
+    uploads are PATCHing: no request of any kind (HEAD, POST, PATCH, PUT) may start in that second."""
+    proxy = RateLimitingProxy(plain_registry.port, uploads=4, method="POST")
+    opts = replace(options, concurrency=4)
+    try:
+        result = push_image(six_layers, cache, [f"{proxy.host}/rate/post:v1"], options=opts)
+    finally:
+        proxy.stop()
+    assert proxy.fired_at is not None, "the 429 was never sent: no fifth upload began"
+    assert result.digest == six_layers.digest
+    before = [m for t, m, p in proxy.arrivals if t < proxy.fired_at and m == "PATCH"]
+    assert before, "no PATCH had begun when the 429 came: the other uploads were not under way"
+    during = [(round(t - proxy.fired_at, 3), m, p.split("?")[0][-24:]) for t, m, p in proxy.arrivals
+              if proxy.fired_at + IN_FLIGHT <= t < proxy.fired_at + 1.0]
+    assert not during, f"requests reached the registry during the second it asked for: {during}"
+    after = {m for t, m, _ in proxy.arrivals if t >= proxy.fired_at + 1.0}
+    assert {"POST", "PATCH"} <= after, after

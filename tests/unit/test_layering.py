@@ -7,7 +7,7 @@ directly or through others, whether at the top or inside a function; an import u
 ``if TYPE_CHECKING:`` is left out of that check only (it never runs, and it is how a
 module names a type of a module that uses it, e.g. ``image.upkeep``'s ``BlobCache``):
 
-0. shared: the root package (``__version__``), ``errors``, ``resources``, ``sizes``,
+0. shared: the root package (``__version__``), ``errors``, ``redact`` (what may be printed), ``resources``, ``sizes``,
    ``emulation`` (whether this machine runs another architecture's programs, via qemu);
 1. ``image``: the engine (digests, OCI types, layers, compression, the blob cache,
    assembling, describing, verifying, the SBOM document); it knows nothing of where
@@ -44,7 +44,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2] / "ociassemble"
 
 #: Lowest first: the top-level names (a module or a package) in each layer ("" is the root package).
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("shared", frozenset({"", "emulation", "errors", "resources", "sizes"})),
+    ("shared", frozenset({"", "emulation", "errors", "redact", "resources", "sizes"})),
     ("image", frozenset({"image"})),
     ("sign", frozenset({"sign"})),
     ("transport", frozenset({"transport"})),

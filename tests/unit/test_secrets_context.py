@@ -124,3 +124,104 @@ def test_cli_help_documents_the_flag() -> None:
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices["build"]
     assert "--allow-secrets" in sub.format_help()
+
+
+# -- the source side: a credential file is refused whatever its in-image name (issue 23) ------------
+
+#: Fake credentials in the shape of the real ones (made up here: none of them opens anything).
+_AWS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzzzzzzzzz"
+CREDENTIAL_CONTENTS = {
+    "a docker config with registry logins":
+        '{\n\t"auths": {\n\t\t"registry.example.com": {\n\t\t\t"auth": "YWxpY2U6czNjcmV0LXBhc3M="\n\t\t}\n\t}\n}\n',
+    "an AWS secret access key":
+        f"[default]\naws_access_key_id = AKIAZZZZZZZZZZZZZZZZ\naws_secret_access_key = {_AWS_KEY}\n",
+    "a kubeconfig client key":
+        "apiVersion: v1\nkind: Config\nusers:\n- name: admin\n  user:\n    client-certificate-data: LS0tLS1CRUdJTg==\n"
+        "    client-key-data: LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQo=\n",
+    "a private key": "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ==\n"
+                     "-----END OPENSSH PRIVATE KEY-----\n",
+}
+#: Files that mention the same words but hold no credential: code that reads one, a docker
+#: config with a credential helper only, a public key, documentation.
+HARMLESS_CONTENTS = {
+    "score.py": 'import boto3, os\ns3 = boto3.client("s3",\n    aws_secret_access_key=os.environ["AWS_SECRET"])\n'
+                'PEM = "-----BEGIN PRIVATE KEY-----"  # the marker the parser looks for\n',
+    "config.json": '{"auths": {"registry.example.com": {}}, "credsStore": "pass"}\n',
+    "cert.txt": "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n",
+    "README.md": "Put your kubeconfig's client-key-data and aws_secret_access_key in the CI secrets.\n",
+}
+
+
+@pytest.mark.parametrize("what", sorted(CREDENTIAL_CONTENTS))
+def test_a_file_holding_a_credential_is_refused_whatever_its_name(tmp_path: Path, what: str) -> None:
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "settings.yaml").write_text(CREDENTIAL_CONTENTS[what])
+    (src / "weights.bin").write_bytes(b"\0" * 1000)
+    with pytest.raises(SecretsInContextError) as info:
+        check_secrets(scan_sources([LayerSource(src, "/var/models")]))
+    message = str(info.value)
+    assert "\n" not in message and f"settings.yaml (holds {what})" in message and "weights.bin" not in message
+    assert "--allow-secrets" in message
+
+
+def test_files_that_only_mention_credentials_are_let_through(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    for name, text in HARMLESS_CONTENTS.items():
+        (tmp_path / "app" / name).write_text(text)
+    assert check_secrets(scan_sources([LayerSource(tmp_path / "app", "/app")])) == []
+
+
+def test_only_the_first_bytes_are_read(tmp_path: Path) -> None:
+    """A multi-GB model is not read to look for secrets: a key past the first 64 KiB is not seen
+    (a credential file is small; its secret is at its start)."""
+    from ociassemble.inputs.context import SNIFF_BYTES
+
+    big = tmp_path / "m" / "weights.bin"
+    big.parent.mkdir()
+    with open(big, "wb") as f:
+        f.write(b"\0" * SNIFF_BYTES)
+        f.write(CREDENTIAL_CONTENTS["a private key"].encode())
+    assert check_secrets(scan_sources([LayerSource(big.parent, "/m")])) == []
+    small = tmp_path / "m" / "notes"
+    small.write_bytes(b"x" * (SNIFF_BYTES - 200) + b"\n" + CREDENTIAL_CONTENTS["a private key"].encode()[:150])
+    assert [e.name for e in find_secrets(scan_sources([LayerSource(small, "/m/")]))] == ["m/notes"]
+
+
+@pytest.mark.parametrize("where", [".docker/config.json", ".aws/credentials", ".kube/config"])
+def test_cli_model_or_layer_from_a_credential_folder_is_refused(tmp_path: Path, capsys, monkeypatch, where: str) -> None:
+    """``-m ~/.docker/config.json`` (in the image: a model file named config.json) and ``--layer
+    ~/.docker:/opt/d`` (in the image: /opt/d/config.json) went into the image silently on main."""
+    monkeypatch.delenv("OCIASSEMBLE_ALLOW_SECRETS", raising=False)
+    home = tmp_path / "home"
+    cred = home / where
+    cred.parent.mkdir(parents=True)
+    cred.write_text("x = 1\n")  # named, not sniffed: the host path alone is the reason
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "score.py").write_text("def init():\n    pass\n\n\ndef run(data):\n    return data\n")
+    cache = tmp_path / "cache"
+    out = tmp_path / "image.tar"
+    for argv in (["build", str(project), "--model", str(cred)],
+                 ["build", "--plain", "--layer", f"{cred.parent}:/opt/d"]):
+        assert cli.main([*argv, "--cache-dir", str(cache), "-o", f"oci-archive:{out}"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("ociassemble: error: 1 file(s) named like secrets or holding "
+                                                   "credentials"), err
+        assert f"{cred} (a credential file)" in err[0]
+        assert not out.exists() and _blobs(cache) == []
+    assert cli.main(["build", "--plain", "--layer", f"{cred.parent}:/opt/d", "--allow-secrets", "--cache-dir",
+                     str(cache), "-o", f"oci-archive:{out}"]) == 0
+    assert "warning: including 1 file(s)" in capsys.readouterr().err and out.exists()
+
+
+def test_cli_a_docker_config_under_another_name_is_refused_by_its_content(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("OCIASSEMBLE_ALLOW_SECRETS", raising=False)
+    layer = tmp_path / "opt"
+    layer.mkdir()
+    (layer / "registry.json").write_text(CREDENTIAL_CONTENTS["a docker config with registry logins"])
+    cache = tmp_path / "cache"
+    assert cli.main(["build", "--plain", "--layer", f"{layer}:/opt", "--cache-dir", str(cache),
+                     "-o", f"oci-archive:{tmp_path / 'i.tar'}"]) == 1
+    err = capsys.readouterr().err
+    assert "registry.json (holds a docker config with registry logins)" in err and _blobs(cache) == []
