@@ -15,22 +15,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import BuildError, InputError, UsageError
+from ..errors import InputError, UsageError
 from ..image.assemble import Image, ImageBuilder, rfc3339
 from ..image.cache import BlobCache
 from ..image.compress import Compression
 from ..image.layer import LAYER_FORMAT, BuiltLayer, Entry, LayerSource, build_layer, scan_sources, source_date_epoch
 from ..image.oci import Platform, canonical_json
-from ..inputs.base import load_base
 from ..inputs.context import check_secrets, ignore_for
 from ..resources import layer_symlinks, layers_dir
-from .baseinfo import inspect_base
-from .debianbase import default_base_path, require_default_bases
 from .deps import DEPS_DIR, deps_cached, deps_key, resolve_deps
+from .locking import LockMode, lock_path, lock_section, usable_lock
 from .project import ModelSpec, Project
-from .requirements import merge_requirements, read_app_pins
+from .pyenv import python_inputs
+from .recipebase import load_recipe_base
 from .script import check_entry_script
-from .userenv import read_user_env
 
 __all__ = ["build_azureml_image", "APP_ROOT", "DEFAULT_SOURCE_NAME", "RecipeResult", "source_name"]
 
@@ -54,6 +52,8 @@ class RecipeResult:
     deps_site: Path | None = None
     #: whether this build ran pex (False: its deps were cached locally or in the registry)
     pex_ran: bool = False
+    #: whether ociassemble.lock gave the base's digest and the Python files
+    locked: bool = False
 
 
 def model_dest(model: ModelSpec) -> str:
@@ -88,7 +88,7 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
                         log: Callable[[str], None] = print, registry_options: object = None,
                         on_bytes: Callable[[int], None] | None = None, layer_cache: Any = None,
                         allow_secrets: bool = False, debug: bool = False,
-                        platform: Platform | None = None) -> RecipeResult:
+                        platform: Platform | None = None, lock_mode: LockMode = "use") -> RecipeResult:
     """Check the inputs, then assemble the scoring image (nothing is written outside the cache).
 
     ``on_bytes`` is passed to every ``build_layer`` (progress display). ``layer_cache``
@@ -100,6 +100,8 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     ``platform``: the image's platform; its base is that platform's (the default base for
     it, or the one image for it in a multi-platform base), and its deps are resolved for
     that base. None: the base's own (this machine's, for a multi-platform base).
+    ``lock_mode``: how ``ociassemble.lock`` is used (``locking``): "use" it when it holds (else a
+    warning and a fresh resolve), "locked" (a stale or missing lock is an error), "off".
     Raises InputError/BuildError with one line naming the problem and the fix.
     """
     src_name = source_name(project)
@@ -122,21 +124,15 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
         raise InputError("two models have the same name and version; give each a NAME or VERSION (PATH:NAME:VERSION)")
     if project.requirements and project.conda_file:
         raise InputError("give either requirements or a conda file, not both")
-    env_file = project.conda_file or project.requirements
-    user_env = read_user_env(env_file)
-    for note in user_env.notes:
-        log(note)
     # one requirement set, the server's pins and the user's merged by project name (a conflict stops
-    # the build here, before anything is written)
-    merged = merge_requirements(read_app_pins(layers_dir() / "app-requirements.txt"), user_env.requirements,
-                                source=env_file.name if env_file else "your environment",
-                                install_serving_stack=project.install_serving_stack)
-    for note in merged.notes:
-        log(note)
+    # the build here, before anything is written), and where its packages come from
+    inputs = python_inputs(project, log)
+    lock = usable_lock(project, inputs, lock_mode, log)
 
     # the user's files, scanned (not read) before anything is written: no secrets in a layer
     outputs = [Path(o.split(":", 1)[1].split(":")[0]) for o in [project.output or ""] if ":" in o]
-    source_ignore = ignore_for(src, also=[m.path for m in project.models] + outputs + [cache.root])
+    # the lock is an input of the build, not of the image: with or without it, the same source layer
+    source_ignore = ignore_for(src, also=[m.path for m in project.models] + outputs + [cache.root, lock_path(project)])
     # (kind, sources, history line) of the user's layers; scanned once, here, and the same
     # entries built below (tar_chunks re-checks each file's stat stamp as it reads it)
     user_layers: list[tuple[str, list[LayerSource], str]] = []
@@ -151,26 +147,15 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     check_secrets([e for entries in user_entries for e in entries], allow=allow_secrets, warn=log)
 
     compression = Compression.parse(project.compression, project.compression_level)
-    if project.base == "scratch":
-        raise BuildError("base 'scratch' is empty: the scoring image needs python3, nginx and runit's runsvdir; "
-                         "use a base that has them (e.g. 'ociassemble make-base'), or --plain for an image of --layer only")
-    if project.base is None:
-        require_default_bases(cache, [platform])
-    base_spec = project.base or f"oci:{default_base_path(cache, platform)}"
-    base = load_base(base_spec, cache, registry_options=registry_options, platform=platform)
-    info = inspect_base(base, cache, layer_cache)
-    if info.dpkg_architecture and info.dpkg_architecture != base.platform.architecture:
-        raise BuildError(f"base {base_spec} is labelled {base.platform} but its packages are for "
-                         f"{info.dpkg_architecture}: give --platform linux/{info.dpkg_architecture} with this base, "
-                         f"or a base made for {base.platform} (ociassemble make-base --platform {base.platform})")
-    missing = info.missing()
-    if missing:
-        raise BuildError(f"base {base_spec} has no {', '.join(missing)}: the scoring image needs python3, nginx and runit's runsvdir; use a base that has them (e.g. 'ociassemble make-base')")
-    if user_env.python and user_env.python != info.python:
-        raise BuildError(f"the conda file pins python={user_env.python} but the base has Python {info.python}; change the pin to python={info.python} or use a base with Python {user_env.python}")
+    section = lock_section(lock, platform, lock_mode, project, log) if lock is not None else None
+    recipe_base = load_recipe_base(project, cache, platform=platform, user_env=inputs.user_env,
+                                   registry_options=registry_options, layer_cache=layer_cache,
+                                   locked_digest=section.base_digest if section is not None else None)
+    base, info = recipe_base.image, recipe_base.info
+    result_locked = section is not None
 
     epoch = source_date_epoch()
-    result = RecipeResult(image=base)  # replaced below
+    result = RecipeResult(image=base, locked=result_locked)  # replaced below
     b = ImageBuilder(cache, base)
 
     def add(kind: str, sources: list[LayerSource], created_by: str, **kw: object) -> None:
@@ -196,14 +181,14 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     site: Path | None = None
     cached_deps: BuiltLayer | None = None
     try:
-        req_files[0].write_text(merged.text())
-        key_src = deps_key(req_files, info)
+        req_files[0].write_text(inputs.merged.text())
+        key_src = deps_key(req_files, info, indexes=inputs.indexes, locked=section)
         if layer_cache is not None and not deps_cached(cache, key_src):
             cached_deps = layer_cache.find_deps(key_src, compression, epoch)
         if cached_deps is None:
             result.pex_ran = not deps_cached(cache, key_src)
-            site = resolve_deps(cache, req_files, info, log=log, debug=debug,
-                                source=f"{env_file.name} with the scoring server's" if env_file else "the scoring server's")
+            site = resolve_deps(cache, req_files, info, log=log, debug=debug, source=inputs.source,
+                                indexes=inputs.indexes, locked=section)
     finally:
         req_files[0].unlink(missing_ok=True)
     result.deps_site = site
