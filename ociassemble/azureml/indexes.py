@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import InputError
 
-__all__ = ["PYPI", "IndexConfig", "index_config", "redact", "strip_credentials"]
+__all__ = ["PYPI", "IndexConfig", "index_config", "inline_password", "redact", "strip_credentials"]
 
 PYPI = "https://pypi.org/simple"
 #: the host PyPI serves its files from (a locked file's URL there is PyPI's)
@@ -52,6 +52,17 @@ def redact(text: str, secrets: Sequence[str] = ()) -> str:
     return text
 
 
+def inline_password(text: str) -> bool:
+    """Whether ``text`` (a requirements file) writes a password or token into a URL itself
+    (``https://user:token@host``), rather than naming it (``${TOKEN}``, pip's expansion)."""
+    for m in re.finditer(r"[A-Za-z][A-Za-z0-9+.-]*://([^/@\s'\"]+)@", text):
+        userinfo = m.group(1)
+        secret = userinfo.split(":", 1)[1] if ":" in userinfo else userinfo
+        if secret and not _ENV_VAR.fullmatch(secret):
+            return True
+    return False
+
+
 def _expand(value: str, environ: Mapping[str, str], where: str) -> str:
     """pip's ``${VAR}`` expansion in a requirements file's option (how tokens are kept out of the file)."""
     def sub(m: re.Match[str]) -> str:
@@ -76,6 +87,9 @@ class IndexConfig:
     no_index: bool = False
     #: where each setting came from, for messages ("requirements.txt", "PIP_INDEX_URL")
     sources: tuple[str, ...] = field(default=(), compare=False)
+
+    def __repr__(self) -> str:  # never the credentials, wherever it is printed
+        return f"IndexConfig({self.redacted()})"
 
     @property
     def indexes(self) -> list[str]:

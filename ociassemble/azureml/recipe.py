@@ -24,6 +24,7 @@ from ..image.oci import Platform, canonical_json
 from ..inputs.context import check_secrets, ignore_for
 from ..resources import layer_symlinks, layers_dir
 from .deps import DEPS_DIR, deps_cached, deps_key, resolve_deps
+from .indexes import inline_password
 from .locking import LockMode, lock_path, lock_section, usable_lock
 from .project import ModelSpec, Project
 from .pyenv import python_inputs
@@ -145,6 +146,7 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     user_entries = [scan_sources(sources, source_ignore if kind == "source" else None)
                     for kind, sources, _ in user_layers]
     check_secrets([e for entries in user_entries for e in entries], allow=allow_secrets, warn=log)
+    _check_env_file_credentials(inputs.env_file, src, source_ignore, allow_secrets, log)
 
     compression = Compression.parse(project.compression, project.compression_level)
     section = lock_section(lock, platform, lock_mode, project, log) if lock is not None else None
@@ -254,6 +256,26 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     )
     result.image = b.build(created=epoch)
     return result
+
+
+def _check_env_file_credentials(env_file: Path | None, src: Path, ignored: Callable[[Path], bool],
+                                allow: bool, log: Callable[[str], None]) -> None:
+    """Refuse an environment file in the source layer that writes an index password in a URL: the
+    image would carry it. pip's ``${VAR}``, ``~/.netrc`` or ``PIP_INDEX_URL`` keep it out."""
+    if env_file is None:
+        return
+    try:
+        env_file.resolve().relative_to(src.resolve())
+    except ValueError:
+        return  # not in the source folder: not in the image
+    if ignored(env_file) or not inline_password(env_file.read_text(errors="replace")):
+        return
+    message = (f"{env_file.name} writes a package index password into a URL and is in the source folder, so the "
+               "image would carry it: write ${TOKEN} in its place (pip's expansion, read from the environment), or "
+               "use ~/.netrc or PIP_INDEX_URL/PIP_EXTRA_INDEX_URL")
+    if not allow:
+        raise InputError(message + " (or --allow-secrets)")
+    log(f"warning: {message}")
 
 
 def _deps_layer_key(site: Path, key_src: dict[str, object], compression: Compression, epoch: int) -> str:
