@@ -27,6 +27,7 @@ from ..errors import BuildError, InputError
 from ..image.cache import BlobCache
 from ..image.oci import Platform
 from ..image.platform import normalize, parse_platforms
+from ..transport.spec import is_registry
 from .deps import lock_deps
 from .indexes import strip_credentials
 from .lockfile import LOCK_NAME, LockFile, PlatformLock, inputs_digest, read_lock, write_lock
@@ -163,9 +164,10 @@ def lock_project(project: Project, cache: BlobCache, *, platforms: str | Sequenc
                     old_section = next(iter(old.platforms.values()))
                 elif platform is not None:
                     old_section = old.platforms.get(str(normalize(platform)))
-            # the base: kept by digest unless everything is upgraded (a registry tag is then read again)
+            # a registry base: kept by digest unless everything is upgraded (its tag is then read again);
+            # any other base is locked as it is now (its old digest cannot be fetched)
             keep_base = old_section.base_digest if old_section is not None and upgrade is None and \
-                old_section.base_spec == _base_name(project, platform) else None
+                is_registry(project.base) and old_section.base_spec == _base_name(project, platform) else None
             base = load_recipe_base(project, cache, platform=platform, user_env=inputs.user_env,
                                     registry_options=registry_options, locked_digest=keep_base)
             key = str(normalize(base.image.platform))
