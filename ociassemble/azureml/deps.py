@@ -208,7 +208,10 @@ def lock_deps(cache: BlobCache, requirement_files: list[Path], info: BaseInfo, *
     resolves = doc.pop("locked_resolves")
     if len(resolves) != 1:
         raise BuildError(f"pex locked {len(resolves)} resolves for one platform ({_where(info)}); this is a bug")
-    fields = {**doc, "platform_tag": resolves[0].get("platform_tag"), "marker": resolves[0].get("marker")}
+    # the versions kept from an earlier lock are how it was made, not what it is: left out, so a
+    # re-lock that changes nothing writes the same file
+    fields = {**doc, "constraints": [], "platform_tag": resolves[0].get("platform_tag"),
+              "marker": resolves[0].get("marker")}
     dists = []
     for req in resolves[0]["locked_requirements"]:
         art = req["artifacts"][0]

@@ -124,9 +124,10 @@ def lock_project(project: Project, cache: BlobCache, *, platforms: str | Sequenc
                  log: Callable[[str], None] = lambda _: None, debug: bool = False) -> LockResult:
     """Write ``ociassemble.lock`` for ``project`` on each of ``platforms`` (default: the project's, else the base's).
 
-    ``upgrade``: None keeps what an existing lock pins where the inputs still admit it (the
-    base's digest, each distribution's version); ``[]`` re-resolves everything (the base too:
-    a registry base's tag is read again); names re-resolve those distributions only.
+    ``upgrade``: None keeps what an existing lock pins where the inputs still admit it (a
+    registry base's digest, each distribution's version), and runs no pex when the inputs and
+    every base are still the lock's; ``[]`` re-resolves everything (a registry base's tag is
+    read again); names re-resolve those distributions only.
 
     Raises BuildError/InputError in one line (pex's reason when the requirements cannot be
     locked for a platform); nothing is written then.
@@ -151,25 +152,29 @@ def lock_project(project: Project, cache: BlobCache, *, platforms: str | Sequenc
         from .debianbase import require_default_bases
 
         require_default_bases(cache, targets)  # every platform's, before any is locked
+    digest = inputs_digest(inputs.normalised())
+    # every platform's base first (cheap): when nothing moved, there is nothing for pex to do
+    bases = []
+    for platform in targets:
+        old_section = _old_section(old, platform)
+        # a registry base: kept by digest unless everything is upgraded (its tag is then read again);
+        # any other base is locked as it is now (its old digest cannot be fetched)
+        keep_base = old_section.base_digest if old_section is not None and upgrade is None and \
+            is_registry(project.base) and old_section.base_spec == _base_name(project, platform) else None
+        base = load_recipe_base(project, cache, platform=platform, user_env=inputs.user_env,
+                                registry_options=registry_options, locked_digest=keep_base)
+        bases.append((platform, old_section, base))
+    if old is not None and upgrade is None and old.inputs == digest and len(old.platforms) == len(bases) and all(
+            o is not None and o.base_digest == b.image.digest and o.base_spec == _base_name(project, p)
+            for p, o, b in bases):
+        return LockResult(path, old, write_lock(path, old), list(inputs.merged.notes))
     sections: dict[str, PlatformLock] = {}
     fd, name = tempfile.mkstemp(dir=cache.tmp_dir, prefix="requirements-", suffix=".txt")
     os.close(fd)
     req_file = Path(name)
     try:
         req_file.write_text(inputs.merged.text())
-        for platform in targets:
-            old_section: PlatformLock | None = None
-            if old is not None:
-                if platform is None and len(old.platforms) == 1:
-                    old_section = next(iter(old.platforms.values()))
-                elif platform is not None:
-                    old_section = old.platforms.get(str(normalize(platform)))
-            # a registry base: kept by digest unless everything is upgraded (its tag is then read again);
-            # any other base is locked as it is now (its old digest cannot be fetched)
-            keep_base = old_section.base_digest if old_section is not None and upgrade is None and \
-                is_registry(project.base) and old_section.base_spec == _base_name(project, platform) else None
-            base = load_recipe_base(project, cache, platform=platform, user_env=inputs.user_env,
-                                    registry_options=registry_options, locked_digest=keep_base)
+        for platform, old_section, base in bases:
             key = str(normalize(base.image.platform))
             if len(targets) > 1 or platform is not None:
                 log(f"platform {key}")
@@ -186,9 +191,17 @@ def lock_project(project: Project, cache: BlobCache, *, platforms: str | Sequenc
             sections[key] = PlatformLock(key, _base_name(project, platform), base.image.digest, dists, fields)
     finally:
         req_file.unlink(missing_ok=True)
-    lock = LockFile(inputs_digest(inputs.normalised()), sections)
+    lock = LockFile(digest, sections)
     written = write_lock(path, lock)
     return LockResult(path, lock, written, list(inputs.merged.notes))
+
+
+def _old_section(old: LockFile | None, platform: Platform | None) -> PlatformLock | None:
+    if old is None:
+        return None
+    if platform is None:
+        return next(iter(old.platforms.values())) if len(old.platforms) == 1 else None
+    return old.platforms.get(str(normalize(platform)))
 
 
 #: what a lock says the base is when the project names none (the cache's path differs between machines)

@@ -52,6 +52,14 @@ def _files_holding(root: Path, needle: bytes) -> list[str]:
     return found
 
 
+def _copy_without(pex_root: Path, dest: Path, name: str) -> None:
+    """pex's downloaded and installed wheels but ``name``'s (pex sets up its own pip again, offline)."""
+    for kind in ("downloads", "installed_wheels"):
+        for entry in (pex_root / kind).glob("*"):
+            if not any(name in p.name for p in entry.rglob("*")):
+                shutil.copytree(entry, dest / kind / entry.name, symlinks=True)
+
+
 def _installed(cache: Path, name: str) -> list[str]:
     """The versions of ``name`` in the deps folders pex made in ``cache``."""
     return sorted(p.name.removesuffix(".dist-info").split("-")[1] for p in cache.glob(f"deps/*/site/{name}-*.dist-info"))
@@ -101,6 +109,20 @@ def test_lock_pins_a_private_index_file_and_no_password_leaks(quick_recipe: Quic
     assert json.loads(again.stdout)["digest"] == first["digest"]
     assert json.loads(again.stdout)["work"]["pex_ran"] is True and _installed(second_cache, "tinypkg") == ["1.0"]
 
+    # lock again: what the lock pins is kept; --upgrade NAME takes the index's newest of that one only
+    before = (project / "ociassemble.lock").read_text()
+    kept = run_cli("lock", str(project), "--base", quick_recipe.base, "--cache-dir", str(first_cache), "--json", env=env)
+    printed.extend([kept.stdout, kept.stderr])
+    assert kept.returncode == 0 and json.loads(kept.stdout)["written"] is False, kept.stderr
+    up = run_cli("lock", str(project), "--base", quick_recipe.base, "--cache-dir", str(first_cache), "--json",
+                 "--upgrade", "tinypkg", env=env)
+    printed.extend([up.stdout, up.stderr])
+    assert up.returncode == 0, up.stderr
+    upgraded = json.loads(up.stdout)["platforms"]["linux/amd64"]["python"]
+    assert upgraded["tinypkg"] == "1.1" and upgraded["flask"] == json.loads(locked.stdout)["platforms"][
+        "linux/amd64"]["python"]["flask"]
+    (project / "ociassemble.lock").write_text(before)
+
     # without the lock the index's newest comes in; the credentials here come from ~/.netrc
     saved = tmp_path / "saved.lock"
     shutil.move(project / "ociassemble.lock", saved)
@@ -121,6 +143,8 @@ def test_lock_pins_a_private_index_file_and_no_password_leaks(quick_recipe: Quic
     (project / "requirements.txt").write_text("tinypkg\n")
     make_wheel(index.root / "files", "tinypkg", "1.0", body="import os  # not what was locked\n")
     write_simple_index(index.root)
+    # a runner that never downloaded tinypkg (the rest of pex's cache kept: PyPI is not the point)
+    _copy_without(pex_root, tmp_path / "pex-root-2", "tinypkg")
     tampered = cli("build", str(project), "--locked", "--debug", "-o", f"oci:{tmp_path / 'four'}",
                    cache=tmp_path / "cache3",
                    extra_env={"PEX_ROOT": str(tmp_path / "pex-root-2"),
