@@ -1,7 +1,7 @@
 """Making ``ociassemble.lock`` and deciding, for a build, whether it holds.
 
 A lock holds when the normalised inputs it was made from (``pyenv.PythonInputs.normalised``:
-the merged requirements and the package sources) are the project's now, and it has a
+the merged requirements and the package indexes the requirements file names) are the project's now, and it has a
 section for the platform being built. A build then installs exactly its files and takes
 the base by its digest. When it does not hold:
 

@@ -9,6 +9,7 @@ pin changed makes the lock stale, a comment or the order of lines does not).
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,10 @@ class PythonInputs:
     env_file: Path | None
     user_env: UserEnv
     merged: Merged  # the requirement lines pex gets (no index options: those are in ``indexes``)
-    indexes: IndexConfig
+    indexes: IndexConfig  # from the requirements file and pip's environment variables
+    #: those the requirements file names (a lock's input: PIP_INDEX_URL and the like differ
+    #: between a laptop and CI, and the lock's files are pinned by hash whichever index serves them)
+    file_indexes: IndexConfig = IndexConfig()
 
     @property
     def source(self) -> str:
@@ -59,7 +63,7 @@ class PythonInputs:
                 except InvalidRequirement:
                     pass
             lines.append(text)
-        return {"requirements": sorted(set(lines)), "indexes": self.indexes.redacted()}
+        return {"requirements": sorted(set(lines)), "indexes": self.file_indexes.redacted()}
 
 
 def python_inputs(project: Project, log: Callable[[str], None]) -> PythonInputs:
@@ -73,6 +77,8 @@ def python_inputs(project: Project, log: Callable[[str], None]) -> PythonInputs:
         log(note)
     source = env_file.name if env_file else "your environment"
     indexes, lines = index_config(user_env.requirements, source=source)
+    file_indexes, _ = index_config(user_env.requirements, source=source,
+                                   environ={k: v for k, v in os.environ.items() if not k.startswith("PIP_")})
     for host in indexes.trusted_hosts:
         if not any(u.startswith(f"http://{host}") for u in [*indexes.indexes, *indexes.find_links]):
             log(f"--trusted-host {host}: pex verifies TLS for https indexes; an http index is trusted as it is given")
@@ -80,4 +86,4 @@ def python_inputs(project: Project, log: Callable[[str], None]) -> PythonInputs:
                                 install_serving_stack=project.install_serving_stack)
     for note in merged.notes:
         log(note)
-    return PythonInputs(env_file, user_env, merged, indexes)
+    return PythonInputs(env_file, user_env, merged, indexes, file_indexes)

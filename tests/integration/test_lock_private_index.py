@@ -157,6 +157,9 @@ def test_lock_pins_a_private_index_file_and_no_password_leaks(quick_recipe: Quic
     leaks = [f for root in (first_cache, second_cache, tmp_path / "cache3", pex_root, tmp_path / "pex-root-2", project,
                             tmp_path / "one", tmp_path / "two", tmp_path / "three")
              for f in _files_holding(root, PASSWORD.encode())]
+    sbom = tmp_path / "one.sbom.spdx.json"
+    assert "tinypkg" in sbom.read_text()
+    leaks += [str(sbom)] if PASSWORD in sbom.read_text() else []
     assert leaks == []
     assert not [text for text in printed if PASSWORD in text]
     assert index.requested  # the index was asked (with the credentials: it answers 401 otherwise)

@@ -78,6 +78,10 @@ def test_normalised_inputs_ignore_comments_order_and_credentials_but_not_a_pin(t
     assert digest("--extra-index-url https://u:${TOK}@pkgs.example/simple\nnumpy==2.1\nscipy\n") != base
     assert digest("--extra-index-url https://u:${TOK}@pkgs.example/simple\nnumpy==2.0\nscipy\npandas\n") != base
     assert digest("--extra-index-url https://u:${TOK}@elsewhere.example/simple\nnumpy==2.0\nscipy\n") != base
+    # pip's environment is the runner's, not the project's: a laptop and CI may name other mirrors
+    monkeypatch.setenv("PIP_INDEX_URL", "https://ci:token@mirror.example/simple")
+    monkeypatch.setenv("PIP_FIND_LINKS", "/opt/wheels")
+    assert digest("--extra-index-url https://u:${TOK}@pkgs.example/simple\nNumPy==2.0  # pinned\nscipy\n") == base
 
 
 def _lock(sha: str = "a" * 64, inputs: str = "sha256:" + "1" * 64) -> LockFile:
