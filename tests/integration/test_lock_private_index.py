@@ -73,7 +73,9 @@ def test_lock_pins_a_private_index_file_and_no_password_leaks(quick_recipe: Quic
     (project / "requirements.txt").write_text(
         f"--extra-index-url http://alice:${{INDEX_TOKEN}}@127.0.0.1:{port}/simple/\ntinypkg\n")
     pex_root = tmp_path / "pex-root"
-    env = {"INDEX_TOKEN": PASSWORD, "PEX_ROOT": str(pex_root)}
+    scratch = tmp_path / "tmpdir"  # pex's and pip's temporary files (pip's log among them)
+    scratch.mkdir()
+    env = {"INDEX_TOKEN": PASSWORD, "PEX_ROOT": str(pex_root), "TMPDIR": str(scratch)}
     printed: list[str] = []
 
     def cli(*args: str, cache: Path, extra_env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
@@ -145,18 +147,22 @@ def test_lock_pins_a_private_index_file_and_no_password_leaks(quick_recipe: Quic
     write_simple_index(index.root)
     # a runner that never downloaded tinypkg (the rest of pex's cache kept: PyPI is not the point)
     _copy_without(pex_root, tmp_path / "pex-root-2", "tinypkg")
-    tampered = cli("build", str(project), "--locked", "--debug", "-o", f"oci:{tmp_path / 'four'}",
-                   cache=tmp_path / "cache3",
-                   extra_env={"PEX_ROOT": str(tmp_path / "pex-root-2"),
-                              "PIP_EXTRA_INDEX_URL": f"http://alice:{PASSWORD}@127.0.0.1:{port}/simple/"})
-    assert tampered.returncode == 1
-    last = tampered.stderr.strip().splitlines()[-1]
-    assert last.startswith("ociassemble: error: ") and wheel.name in last and tiny["sha256"] in last, last
+    tamper_env = {"PEX_ROOT": str(tmp_path / "pex-root-2"),
+                  "PIP_EXTRA_INDEX_URL": f"http://alice:{PASSWORD}@127.0.0.1:{port}/simple/"}
+    tampered = cli("build", str(project), "--locked", "-q", "-o", f"oci:{tmp_path / 'four'}",
+                   cache=tmp_path / "cache3", extra_env=tamper_env)
+    assert tampered.returncode == 1 and tampered.stdout == ""
+    (line,) = tampered.stderr.splitlines()
+    assert line.startswith("ociassemble: error: ") and wheel.name in line and tiny["sha256"] in line, line
     assert not (tmp_path / "four").exists()
+    # --debug shows pex's whole output: the password hidden there too
+    debug = cli("build", str(project), "--locked", "--debug", "-o", f"oci:{tmp_path / 'four'}",
+                cache=tmp_path / "cache3", extra_env=tamper_env)
+    assert debug.returncode == 1 and "pex's output" in debug.stderr
 
-    leaks = [f for root in (first_cache, second_cache, tmp_path / "cache3", pex_root, tmp_path / "pex-root-2", project,
-                            tmp_path / "one", tmp_path / "two", tmp_path / "three")
-             for f in _files_holding(root, PASSWORD.encode())]
+    roots = (first_cache, second_cache, tmp_path / "cache3", pex_root, tmp_path / "pex-root-2", project, scratch,
+             tmp_path / "one", tmp_path / "two", tmp_path / "three")
+    leaks = [f for root in roots for f in _files_holding(root, PASSWORD.encode())]
     sbom = tmp_path / "one.sbom.spdx.json"
     assert "tinypkg" in sbom.read_text()
     leaks += [str(sbom)] if PASSWORD in sbom.read_text() else []
