@@ -139,10 +139,9 @@ def test_lock_pins_a_private_index_file_and_no_password_leaks(quick_recipe: Quic
     assert json.loads(unlocked.stdout)["digest"] != first["digest"]
     assert "1.1" in _installed(second_cache, "tinypkg")
 
-    # a 1.0 wheel that is not the one locked: refused by its hash, in one line (credentials from
-    # PIP_EXTRA_INDEX_URL now: the same index, so the lock still holds)
+    # a 1.0 wheel that is not the one locked: refused by its hash, in one line (the credentials of
+    # the index requirements.txt names come from PIP_EXTRA_INDEX_URL now: the lock still holds)
     shutil.move(saved, project / "ociassemble.lock")
-    (project / "requirements.txt").write_text("tinypkg\n")
     make_wheel(index.root / "files", "tinypkg", "1.0", body="import os  # not what was locked\n")
     write_simple_index(index.root)
     # a runner that never downloaded tinypkg (the rest of pex's cache kept: PyPI is not the point)
