@@ -87,6 +87,9 @@ class IndexConfig:
     no_index: bool = False
     #: where each setting came from, for messages ("requirements.txt", "PIP_INDEX_URL")
     sources: tuple[str, ...] = field(default=(), compare=False)
+    #: the requirements file's folder: a relative ``--find-links`` path is relative to it, as in pip
+    #: (kept as written everywhere else: an absolute path would tie a lock to one checkout)
+    base_dir: str | None = field(default=None, compare=False)
 
     def __repr__(self) -> str:  # never the credentials, wherever it is printed
         return f"IndexConfig({self.redacted()})"
@@ -117,6 +120,8 @@ class IndexConfig:
         for url in self.indexes if (self.no_index or self.index_url) else self.extra_index_urls:
             args += ["--index", url]
         for url in self.find_links:
+            if self.base_dir and "://" not in url and not os.path.isabs(url):
+                url = os.path.join(self.base_dir, url)
             args += ["--find-links", url]
         return args
 
@@ -143,9 +148,11 @@ def _split_env_list(value: str) -> list[str]:
     return [v for v in value.split() if v]
 
 
-def index_config(lines: Sequence[str], *, source: str = "requirements",
+def index_config(lines: Sequence[str], *, source: str = "requirements", base_dir: str | None = None,
                  environ: Mapping[str, str] | None = None) -> tuple[IndexConfig, list[str]]:
     """The index settings of requirement ``lines`` and pip's environment, and the lines left.
+
+    ``base_dir``: the requirements file's folder (a relative ``--find-links`` is relative to it).
 
     Raises InputError for an option with no value, or a ``${VAR}`` that is not set.
     """
@@ -196,4 +203,4 @@ def index_config(lines: Sequence[str], *, source: str = "requirements",
         no_index = True
         sources.append("PIP_NO_INDEX")
     return IndexConfig(index_url, tuple(dict.fromkeys(extra)), tuple(dict.fromkeys(links)),
-                       tuple(dict.fromkeys(trusted)), no_index, tuple(dict.fromkeys(sources))), rest
+                       tuple(dict.fromkeys(trusted)), no_index, tuple(dict.fromkeys(sources)), base_dir), rest

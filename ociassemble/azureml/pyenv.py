@@ -76,8 +76,9 @@ def python_inputs(project: Project, log: Callable[[str], None]) -> PythonInputs:
     for note in user_env.notes:
         log(note)
     source = env_file.name if env_file else "your environment"
-    indexes, lines = index_config(user_env.requirements, source=source)
-    file_indexes, _ = index_config(user_env.requirements, source=source,
+    base_dir = str(env_file.parent.resolve()) if env_file else None
+    indexes, lines = index_config(user_env.requirements, source=source, base_dir=base_dir)
+    file_indexes, _ = index_config(user_env.requirements, source=source, base_dir=base_dir,
                                    environ={k: v for k, v in os.environ.items() if not k.startswith("PIP_")})
     for host in indexes.trusted_hosts:
         if not any(u.startswith(f"http://{host}") for u in [*indexes.indexes, *indexes.find_links]):

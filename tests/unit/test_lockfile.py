@@ -36,6 +36,9 @@ def test_requirement_options_win_over_pips_environment_and_keep_pips_meaning() -
     assert only_env.indexes[0] == "https://env.example/simple"
     plain, _ = index_config(["--extra-index-url=https://extra.example/simple", "x"], environ={})
     assert plain.pex_args() == ["--index", "https://extra.example/simple"] and plain.indexes[0] == PYPI
+    local, _ = index_config(["-f wheels", "-f /abs/wheels"], base_dir="/src/project", environ={})
+    assert local.pex_args() == ["--find-links", "/src/project/wheels", "--find-links", "/abs/wheels"]
+    assert local.redacted()["find_links"] == ["wheels", "/abs/wheels"]  # as written: the same on any checkout
     none, _ = index_config(["--no-index", "--find-links /w"], environ={})
     assert none.pex_args() == ["--no-pypi", "--find-links", "/w"] and none.indexes == []
     assert index_config(["x"], environ={})[0] == IndexConfig()
