@@ -51,6 +51,7 @@ class Built:
     scan_layers: list[Descriptor] | None = None  # the layers whose dpkg status (and dist-infos) the SBOM reads
     pex_ran: bool = False  # the recipe ran pex (its deps were in no cache)
     layer_cache: Any = None  # the registry layer cache (registry.layercache), if on
+    locked: bool = False  # ociassemble.lock gave the base's digest and the Python files
 
 
 def uses_recipe(project: Project, extra_layers: Sequence[LayerSource] = ()) -> bool:
@@ -74,13 +75,15 @@ def build_image(project: Project, cache: BlobCache, *, recipe: bool | None = Non
                 workdir: str | None = None, registry_options: Any = None, layer_cache: Any = None,
                 allow_secrets: bool = False, log: Callable[[str], None] = lambda _: None,
                 on_bytes: Callable[[int], None] | None = None, debug: bool = False,
-                platform: Platform | None = None) -> Built:
+                platform: Platform | None = None, lock_mode: str = "use") -> Built:
     """Build the image ``project`` describes into ``cache``, for ``platform`` (default: the base's).
 
     ``recipe``: True the AzureML recipe, False a plain image (``project.base`` plus
     ``extra_layers``), None decides by ``uses_recipe``. ``cmd``, ``entrypoint``, ``ports``
     (``PORT[/PROTO]``) and ``workdir`` set a plain image's config. ``registry_options``
     is for a registry base; ``layer_cache`` a ``registry.layercache.RegistryLayerCache``.
+    ``lock_mode`` (the recipe): "use" ``ociassemble.lock`` when it holds, "locked" (a stale
+    lock is an error: CI's ``--locked``), "off" (``azureml.locking``).
     Raises UsageError when a plain build has nothing to build.
     """
     extra = list(extra_layers)
@@ -91,12 +94,12 @@ def build_image(project: Project, cache: BlobCache, *, recipe: bool | None = Non
 
         res = build_azureml_image(project, cache, extra_layers=extra, log=log, registry_options=registry_options,
                                   on_bytes=on_bytes, allow_secrets=allow_secrets, layer_cache=layer_cache, debug=debug,
-                                  platform=platform)
+                                  platform=platform, lock_mode=lock_mode)  # type: ignore[arg-type]
         image, layers = res.image, res.layers
         scan = list(image.manifest.layers[:len(image.manifest.layers) - len(layers)])
         if res.deps_site is None:  # the deps layer came from the registry cache: the SBOM reads its dist-infos
             scan += [l.descriptor for kind, l in layers if kind == "python-deps"]
-        return Built(image, layers, project, cache, res.deps_site, scan, res.pex_ran, layer_cache)
+        return Built(image, layers, project, cache, res.deps_site, scan, res.pex_ran, layer_cache, res.locked)
     if not project.base and not extra:
         raise UsageError("nothing to build: give --base and/or --layer SRC:DEST, or a score.py (see 'ociassemble build --help')")
     scanned = [scan_sources([src]) for src in extra]  # once: checked here, built below
@@ -160,6 +163,10 @@ class BuiltSet:
     @property
     def pex_ran(self) -> bool:
         return any(b.pex_ran for b in self.builds)
+
+    @property
+    def locked(self) -> bool:
+        return all(b.locked for b in self.builds)
 
 
 def build_images(project: Project, cache: BlobCache, *, platforms: str | Sequence[str] | Sequence[Platform] | None = None,

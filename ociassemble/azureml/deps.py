@@ -24,8 +24,10 @@ from packaging import tags
 from ..errors import BuildError
 from ..image.cache import BlobCache
 from .baseinfo import BaseInfo
+from .indexes import IndexConfig, redact, strip_credentials
+from .lockfile import Distribution, PlatformLock
 
-__all__ = ["DEPS_DIR", "complete_platform", "deps_cached", "deps_key", "resolve_deps"]
+__all__ = ["DEPS_DIR", "complete_platform", "deps_cached", "deps_key", "lock_deps", "resolve_deps"]
 
 DEPS_DIR = "/var/azureml-deps"
 #: manylinux_2_17 is manylinux2014's glibc; a base with an unknown glibc is assumed
@@ -70,6 +72,15 @@ def _summarise_pex_error(stderr: str) -> str:
     """pex's (or its pip's) own explanation in one line: the requirement and what stands against it."""
     lines = [re.sub(r"^pip:\s*(ERROR:\s*)?", "", l).strip() for l in stderr.splitlines()]
     lines = [l for l in lines if l]
+    # a locked file that is not the file locked: "N. pkg V from URL" then "Expected sha256 hash of X ... hashed to Y"
+    for i, l in enumerate(lines):
+        m = re.search(r"Expected (\w+) hash of ([0-9a-f]+) when downloading (\S+) but hashed to ([0-9a-f]+)", l)
+        if m:
+            where = next((re.search(r"from (\S+)", x) for x in reversed(lines[:i]) if re.search(r" from \S+", x)), None)
+            url = strip_credentials(where.group(1)) if where else m.group(3)
+            return (f"{url.rsplit('/', 1)[-1]} ({url}) hashes to {m.group(1)}:{m.group(4)}, but the lock expects "
+                    f"{m.group(1)}:{m.group(2)}: the file on the index changed since it was locked; find out why, "
+                    "then 'ociassemble lock --upgrade' to take the index's file")
     # pip's resolver: "The conflict is caused by:" then one line per side
     for i, l in enumerate(lines):
         if l.startswith("The conflict is caused by"):
@@ -116,12 +127,26 @@ def _summarise_pex_error(stderr: str) -> str:
     return lines[-1][:300] if lines else "pex failed without a message"
 
 
-def deps_key(requirement_files: list[Path], info: BaseInfo, extra_args: list[str] | None = None) -> dict[str, object]:
-    """What decides the resolved deps: the requirements' texts, the complete platform, pex's version, pex's args."""
+def deps_key(requirement_files: list[Path], info: BaseInfo, extra_args: list[str] | None = None, *,
+             indexes: IndexConfig | None = None, locked: PlatformLock | None = None) -> dict[str, object]:
+    """What decides the resolved deps: the requirements' texts, the complete platform, pex's version, pex's args,
+    and the package sources when they are not PyPI's alone (without credentials).
+
+    With ``locked``, the locked set of files (names and sha256) replaces the requirements and
+    sources: those files give the same layer from any index, so a locked project on a fresh
+    runner finds the deps layer another runner made (registry layer cache).
+    """
     import pex.version
 
-    return {"platform": complete_platform(info), "pex": pex.version.__version__, "args": [*RESOLVER_ARGS, *(extra_args or [])],
-            "reqs": [p.read_text() for p in requirement_files]}
+    key: dict[str, object] = {"platform": complete_platform(info), "pex": pex.version.__version__,
+                              "args": [*RESOLVER_ARGS, *(extra_args or [])]}
+    if locked is not None:
+        key["locked"] = locked.locked_set
+        return key
+    key["reqs"] = [p.read_text() for p in requirement_files]
+    if indexes is not None and indexes != IndexConfig():
+        key["indexes"] = indexes.redacted()
+    return key
 
 
 def _deps_dir(cache: BlobCache, key_src: dict[str, object]) -> Path:
@@ -133,17 +158,87 @@ def deps_cached(cache: BlobCache, key_src: dict[str, object]) -> bool:
     return (_deps_dir(cache, key_src) / ".complete").is_file()
 
 
+def _run_pex(cmd: list[str], indexes: IndexConfig | None, *, log, debug: bool) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    """Run pex (``cmd`` plus the sources' flags); its output with credentials hidden."""
+    secrets = indexes.secrets if indexes is not None else []
+    proc = subprocess.run([*cmd, *(indexes.pex_args() if indexes is not None else [])], capture_output=True, text=True,
+                          env={**os.environ, "PEX_VERBOSE": "0"})
+    proc.stderr = redact(proc.stderr, secrets)
+    proc.stdout = redact(proc.stdout, secrets)
+    if proc.returncode != 0 and debug:
+        log("pex's output:\n" + proc.stderr.rstrip())
+    return proc
+
+
+def _where(info: BaseInfo) -> str:
+    return f"cp{info.python.replace('.', '')} linux/{info.architecture}"
+
+
+def lock_deps(cache: BlobCache, requirement_files: list[Path], info: BaseInfo, *, indexes: IndexConfig | None = None,
+              constraints: list[str] | None = None, log=print, source: str | None = None,
+              debug: bool = False) -> tuple[tuple[Distribution, ...], dict[str, object]]:  # type: ignore[no-untyped-def]
+    """The distributions pex chooses for the requirements on the image's platform, and pex's lock settings.
+
+    ``pex3 lock create --style strict`` with the base's complete platform: exactly the one file
+    per distribution that ``resolve_deps`` installs on that platform (a universal lock would list
+    every file of each version, for platforms the image is not). ``constraints`` (``name==version``
+    lines) keep versions of an earlier lock. Raises BuildError as ``resolve_deps`` does.
+    """
+    tmp = Path(tempfile.mkdtemp(dir=cache.tmp_dir, prefix="lock-"))
+    try:
+        plat_file = tmp / "platform.json"
+        plat_file.write_text(json.dumps(complete_platform(info)))
+        cmd = [sys.executable, "-m", "pex.cli", "lock", "create", "--style", "strict", "--complete-platform",
+               str(plat_file), *RESOLVER_ARGS, "-o", str(tmp / "lock.json")]
+        for r in requirement_files:
+            cmd += ["-r", str(r)]
+        if constraints:
+            (tmp / "constraints.txt").write_text("".join(c + "\n" for c in constraints))
+            cmd += ["--constraints", str(tmp / "constraints.txt")]
+        log(f"locking Python dependencies for {_where(info)} with pex")
+        proc = _run_pex(cmd, indexes, log=log, debug=debug)
+        if proc.returncode != 0:
+            names = source or ", ".join(p.name for p in requirement_files)
+            raise BuildError(f"cannot lock the Python requirements ({names}) for Python {info.python} "
+                             f"linux/{info.architecture}: {_summarise_pex_error(proc.stderr)}; fix the requirement "
+                             "or pin a version that has a wheel for that platform (--debug shows pex's output)")
+        doc = json.loads((tmp / "lock.json").read_text())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    resolves = doc.pop("locked_resolves")
+    if len(resolves) != 1:
+        raise BuildError(f"pex locked {len(resolves)} resolves for one platform ({_where(info)}); this is a bug")
+    # the versions kept from an earlier lock are how it was made, not what it is: left out, so a
+    # re-lock that changes nothing writes the same file
+    fields = {**doc, "constraints": [], "platform_tag": resolves[0].get("platform_tag"),
+              "marker": resolves[0].get("marker")}
+    dists = []
+    for req in resolves[0]["locked_requirements"]:
+        art = req["artifacts"][0]
+        url = strip_credentials(art["url"])
+        dists.append(Distribution(req["project_name"], req["version"], url.rsplit("/", 1)[-1], url,
+                                  (indexes or IndexConfig()).index_of(url), art["hash"],
+                                  tuple(req.get("requires_dists") or ()), req.get("requires_python")))
+    return tuple(sorted(dists, key=lambda d: d.name)), fields
+
+
 def resolve_deps(cache: BlobCache, requirement_files: list[Path], info: BaseInfo, *,
                  extra_args: list[str] | None = None, log=print, source: str | None = None,
-                 debug: bool = False) -> Path:  # type: ignore[no-untyped-def]
+                 debug: bool = False, indexes: IndexConfig | None = None,
+                 locked: PlatformLock | None = None) -> Path:  # type: ignore[no-untyped-def]
     """A directory holding the installed requirements for the image, built once.
 
+    ``indexes``: where packages come from (default PyPI). ``locked``: install exactly that
+    lock's files (pex ``--lock``: nothing resolved, each file's sha256 checked) instead of
+    resolving ``requirement_files``.
+
     Raises BuildError with pex's reason in one line when the requirements cannot be
-    resolved for the image's platform (e.g. a package with no wheel for it); ``source``
-    names the user's file in it.  With ``debug``, pex's whole output is logged first.
+    resolved for the image's platform (e.g. a package with no wheel for it), or a locked
+    file's hash differs; ``source`` names the user's file in it.  With ``debug``, pex's
+    whole output (credentials hidden) is logged first.
     """
     platform = complete_platform(info)
-    key_src = deps_key(requirement_files, info, extra_args)
+    key_src = deps_key(requirement_files, info, extra_args, indexes=indexes, locked=locked)
     final = _deps_dir(cache, key_src)
     if (final / ".complete").is_file():
         return final / "site"
@@ -154,18 +249,23 @@ def resolve_deps(cache: BlobCache, requirement_files: list[Path], info: BaseInfo
         plat_file.write_text(json.dumps(platform))
         cmd = [sys.executable, "-m", "pex.cli", "venv", "create", "--layout", "flat", "-d", str(tmp / "site"),
                "--complete-platform", str(plat_file), *RESOLVER_ARGS]
-        for r in requirement_files:
-            cmd += ["-r", str(r)]
+        if locked is not None:
+            (tmp / "pex.lock").write_text(json.dumps(locked.pex_lock(), sort_keys=True))
+            cmd += ["--lock", str(tmp / "pex.lock")]
+            log(f"installing the {len(locked.distributions)} locked Python distributions for {_where(info)} with pex")
+        else:
+            for r in requirement_files:
+                cmd += ["-r", str(r)]
+            log(f"resolving Python dependencies for {_where(info)} with pex")
         cmd += extra_args or []
-        log(f"resolving Python dependencies for cp{info.python.replace('.', '')} linux/{info.architecture} with pex")
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PEX_VERBOSE": "0"})
+        proc = _run_pex(cmd, indexes, log=log, debug=debug)
         if proc.returncode != 0:
-            if debug:
-                log("pex's output:\n" + proc.stderr.rstrip())
-            names = source or ", ".join(p.name for p in requirement_files)
+            names = "ociassemble.lock" if locked is not None else source or ", ".join(p.name for p in requirement_files)
+            fix = ("; fix the requirement or pin a version that has a wheel for that platform" if locked is None else "")
             raise BuildError(f"cannot install the Python requirements ({names}) for Python {info.python} "
-                             f"linux/{info.architecture}: {_summarise_pex_error(proc.stderr)}; fix the requirement "
-                             "or pin a version that has a wheel for that platform (--debug shows pex's output)")
+                             f"linux/{info.architecture}: {_summarise_pex_error(proc.stderr)}{fix} "
+                             "(--debug shows pex's output)")
+        (tmp / "pex.lock").unlink(missing_ok=True)
         # pex leaves helper scripts whose shebang is '#!python': harmless, kept for `python3 -m`-less tools
         # a token naming this resolution: the deps layer's index key (recipe) changes when
         # the folder is made again (pex may pick other versions of unpinned requirements)

@@ -15,23 +15,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import BuildError, InputError, UsageError
+from ..errors import InputError, UsageError
 from ..image.assemble import Image, ImageBuilder, rfc3339
 from ..image.cache import BlobCache
 from ..image.compress import Compression
 from ..image.layer import LAYER_FORMAT, BuiltLayer, Entry, LayerSource, build_layer, scan_sources, source_date_epoch
 from ..image.oci import Platform, canonical_json
-from ..inputs.base import load_base
 from ..inputs.context import check_secrets, ignore_for
 from ..resources import layer_symlinks, layers_dir
-from .baseinfo import inspect_base
-from .debianbase import DEFAULT_PYTHON, default_base_path, require_default_bases
 from .deps import DEPS_DIR, deps_cached, deps_key, resolve_deps
+from .indexes import inline_password
+from .locking import LockMode, lock_path, lock_section, usable_lock
 from .project import ModelSpec, Project
-from .pythonpin import PythonPin, check_base_python, choose_python, parse_pin
-from .requirements import Merged, merge_requirements, read_app_pins
+from .pyenv import python_inputs, user_env_of, wanted_python
+from .recipebase import load_recipe_base
 from .script import check_entry_script
-from .userenv import UserEnv, conda_env, read_user_env
 
 __all__ = ["build_azureml_image", "APP_ROOT", "DEFAULT_SOURCE_NAME", "RecipeResult", "source_name", "user_env_of",
            "wanted_python"]
@@ -56,6 +54,8 @@ class RecipeResult:
     deps_site: Path | None = None
     #: whether this build ran pex (False: its deps were cached locally or in the registry)
     pex_ran: bool = False
+    #: whether ociassemble.lock gave the base's digest and the Python files
+    locked: bool = False
 
 
 def model_dest(model: ModelSpec) -> str:
@@ -86,46 +86,11 @@ def source_name(project: Project) -> str:
     return name
 
 
-def user_env_of(project: Project) -> tuple[UserEnv, str | None]:
-    """The project's Python packages (its requirements, conda file or v1 environment's inline
-    conda dependencies) and the name that stands for them in messages (None: none given).
-
-    With ``userManagedDependencies`` (an Azure ML v1 environment) none are installed, as in
-    Azure ML; the Python they pin still picks the base.
-    """
-    if project.requirements and project.conda_file:
-        raise InputError("give either requirements or a conda file, not both")
-    if project.conda_doc is not None:
-        env, name = conda_env(project.conda_doc, project.conda_name or "the environment"), project.conda_name
-    else:
-        path = project.conda_file or project.requirements
-        env, name = read_user_env(path), (path.name if path else None)
-    if project.user_managed_dependencies:
-        env = UserEnv(python=env.python, python_pin=env.python_pin, notes=env.notes)
-    return env, name
-
-
-def _pins(project: Project, user_env: UserEnv, source: str | None) -> tuple[PythonPin | None, PythonPin | None]:
-    """The project's own Python pin (``python``, ``--python``) and its environment's."""
-    mine = parse_pin(project.python, project.python_source or "python") if project.python else None
-    conda = parse_pin(user_env.python_pin, source or "the conda file") if user_env.python_pin else None
-    return mine, conda
-
-
-def wanted_python(project: Project) -> str:
-    """The Python of the default base this project picks ("3.9"; nothing pinned: 3.11).
-
-    Raises InputError when its pins disagree or no default base has the Python they pin.
-    """
-    user_env, source = user_env_of(project)
-    return choose_python(*_pins(project, user_env, source))
-
-
 def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: list[LayerSource] | None = None,
                         log: Callable[[str], None] = print, registry_options: object = None,
                         on_bytes: Callable[[int], None] | None = None, layer_cache: Any = None,
                         allow_secrets: bool = False, debug: bool = False,
-                        platform: Platform | None = None) -> RecipeResult:
+                        platform: Platform | None = None, lock_mode: LockMode = "use") -> RecipeResult:
     """Check the inputs, then assemble the scoring image (nothing is written outside the cache).
 
     ``on_bytes`` is passed to every ``build_layer`` (progress display). ``layer_cache``
@@ -137,6 +102,8 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     ``platform``: the image's platform; its base is that platform's (the default base for
     it, or the one image for it in a multi-platform base), and its deps are resolved for
     that base. None: the base's own (this machine's, for a multi-platform base).
+    ``lock_mode``: how ``ociassemble.lock`` is used (``locking``): "use" it when it holds (else a
+    warning and a fresh resolve), "locked" (a stale or missing lock is an error), "off".
     Raises InputError/BuildError with one line naming the problem and the fix.
     """
     src_name = source_name(project)
@@ -159,30 +126,16 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
         raise InputError("two models have the same name and version; give each a NAME or VERSION (PATH:NAME:VERSION)")
     for note in project.notes:
         log(note)
-    user_env, env_name = user_env_of(project)
-    for note in user_env.notes:
-        log(note)
-    pins = _pins(project, user_env, env_name)
-    # the default base's Python (a pin no default base has stops here); a --base's is checked once read
-    # (until then, the Python a --base is expected to have: the pinned minor, else the default's)
-    exact = re.match(r"\d+\.\d+", project.python or "")
-    python = choose_python(*pins) if project.base is None else (exact.group(0) if exact else user_env.python or
-                                                                  DEFAULT_PYTHON)
-
-    def merge(python: str) -> Merged:
-        return merge_requirements(read_app_pins(layers_dir() / "app-requirements.txt", python), user_env.requirements,
-                                  source=env_name or "your environment",
-                                  install_serving_stack=project.install_serving_stack)
-
     # one requirement set, the server's pins and the user's merged by project name (a conflict stops
-    # the build here, before anything is written)
-    merged = merge(python)
-    for note in merged.notes:
-        log(note)
+    # the build here, before anything is written), and where its packages come from
+    inputs = python_inputs(project, log)
+    lock = usable_lock(project, inputs, lock_mode, log)
+
     # the user's files, scanned before anything is written (only the first 64 KiB of each read, to look
     # for credentials): no secrets in a layer
     outputs = [Path(o.split(":", 1)[1].split(":")[0]) for o in [project.output or ""] if ":" in o]
-    source_ignore = ignore_for(src, also=[m.path for m in project.models] + outputs + [cache.root])
+    # the lock is an input of the build, not of the image: with or without it, the same source layer
+    source_ignore = ignore_for(src, also=[m.path for m in project.models] + outputs + [cache.root, lock_path(project)])
     # (kind, sources, history line) of the user's layers; scanned once, here, and the same
     # entries built below (tar_chunks re-checks each file's stat stamp as it reads it)
     user_layers: list[tuple[str, list[LayerSource], str]] = []
@@ -195,29 +148,22 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     user_entries = [scan_sources(sources, source_ignore if kind == "source" else None)
                     for kind, sources, _ in user_layers]
     check_secrets([e for entries in user_entries for e in entries], allow=allow_secrets, warn=log)
+    _check_env_file_credentials(inputs.env_file, src, source_ignore, allow_secrets, log)
 
     compression = Compression.parse(project.compression, project.compression_level)
-    if project.base == "scratch":
-        raise BuildError("base 'scratch' is empty: the scoring image needs python3, nginx and runit's runsvdir; "
-                         "use a base that has them (e.g. 'ociassemble make-base'), or --plain for an image of --layer only")
-    if project.base is None:
-        require_default_bases(cache, [platform], python)
-    base_spec = project.base or f"oci:{default_base_path(cache, platform, python)}"
-    base = load_base(base_spec, cache, registry_options=registry_options, platform=platform)
-    info = inspect_base(base, cache, layer_cache)
-    if info.dpkg_architecture and info.dpkg_architecture != base.platform.architecture:
-        raise BuildError(f"base {base_spec} is labelled {base.platform} but its packages are for "
-                         f"{info.dpkg_architecture}: give --platform linux/{info.dpkg_architecture} with this base, "
-                         f"or a base made for {base.platform} (ociassemble make-base --platform {base.platform})")
-    missing = info.missing()
-    if missing:
-        raise BuildError(f"base {base_spec} has no {', '.join(missing)}: the scoring image needs python3, nginx and runit's runsvdir; use a base that has them (e.g. 'ociassemble make-base')")
-    check_base_python([p for p in pins if p is not None], info.python, base_spec)
-    if info.python != python:  # a --base's Python: the server's pins for it (a conflict stops here too)
-        merged = merge(info.python)
+    section = lock_section(lock, platform, lock_mode, project, log) if lock is not None else None
+    recipe_base = load_recipe_base(project, cache, platform=platform, inputs=inputs,
+                                   registry_options=registry_options, layer_cache=layer_cache,
+                                   locked_digest=section.base_digest if section is not None else None)
+    base, info = recipe_base.image, recipe_base.info
+    result_locked = section is not None
+    if info.python != inputs.python:  # a --base's Python: the server's pins for it (a conflict stops here too)
+        inputs = inputs.for_python(info.python)
+        for note in inputs.merged.notes:
+            log(note)
 
     epoch = source_date_epoch()
-    result = RecipeResult(image=base)  # replaced below
+    result = RecipeResult(image=base, locked=result_locked)  # replaced below
     b = ImageBuilder(cache, base)
 
     def add(kind: str, sources: list[LayerSource], created_by: str, **kw: object) -> None:
@@ -243,14 +189,14 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     site: Path | None = None
     cached_deps: BuiltLayer | None = None
     try:
-        req_files[0].write_text(merged.text())
-        key_src = deps_key(req_files, info)
+        req_files[0].write_text(inputs.merged.text())
+        key_src = deps_key(req_files, info, indexes=inputs.indexes, locked=section)
         if layer_cache is not None and not deps_cached(cache, key_src):
             cached_deps = layer_cache.find_deps(key_src, compression, epoch)
         if cached_deps is None:
             result.pex_ran = not deps_cached(cache, key_src)
-            site = resolve_deps(cache, req_files, info, log=log, debug=debug,
-                                source=f"{env_name} with the scoring server's" if env_name else "the scoring server's")
+            site = resolve_deps(cache, req_files, info, log=log, debug=debug, source=inputs.source,
+                                indexes=inputs.indexes, locked=section)
     finally:
         req_files[0].unlink(missing_ok=True)
     result.deps_site = site
@@ -316,6 +262,26 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     )
     result.image = b.build(created=epoch)
     return result
+
+
+def _check_env_file_credentials(env_file: Path | None, src: Path, ignored: Callable[[Path], bool],
+                                allow: bool, log: Callable[[str], None]) -> None:
+    """Refuse an environment file in the source layer that writes an index password in a URL: the
+    image would carry it. pip's ``${VAR}``, ``~/.netrc`` or ``PIP_INDEX_URL`` keep it out."""
+    if env_file is None:
+        return
+    try:
+        env_file.resolve().relative_to(src.resolve())
+    except ValueError:
+        return  # not in the source folder: not in the image
+    if ignored(env_file) or not inline_password(env_file.read_text(errors="replace")):
+        return
+    message = (f"{env_file.name} writes a package index password into a URL and is in the source folder, so the "
+               "image would carry it: write ${TOKEN} in its place (pip's expansion, read from the environment), or "
+               "use ~/.netrc or PIP_INDEX_URL/PIP_EXTRA_INDEX_URL")
+    if not allow:
+        raise InputError(message + " (or --allow-secrets)")
+    log(f"warning: {message}")
 
 
 def _deps_layer_key(site: Path, key_src: dict[str, object], compression: Compression, epoch: int) -> str:

@@ -150,4 +150,5 @@ def assemble(args: argparse.Namespace, out: Out, proj: Project | None = None) ->
     return build_images(proj, cache, recipe=recipe, extra_layers=extra, cmd=args.cmd, entrypoint=args.entrypoint,
                        ports=args.port or (), workdir=args.workdir, registry_options=opts, layer_cache=lc,
                        allow_secrets=secrets_allowed(args.allow_secrets), log=out.log,
-                       on_bytes=out.reporter.layer_bytes, debug=args.debug)
+                       on_bytes=out.reporter.layer_bytes, debug=args.debug,
+                       lock_mode="locked" if getattr(args, "locked", False) else "use")

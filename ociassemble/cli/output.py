@@ -81,7 +81,7 @@ def work_json(built: Built | BuiltSet | None, out: Out) -> dict[str, Any]:
             "layers_stored_uncompressed": sum(l.outcome == "uncompressed" for l in layers),
             "layers_reused": sum(l.outcome == "reused" for l in layers),
             "layers_from_registry_cache": sum(l.outcome == "registry" for l in layers),
-            "pex_ran": bool(built and built.pex_ran)}
+            "pex_ran": bool(built and built.pex_ran), "locked": bool(built and built.locked)}
     lc = built.layer_cache if built else None
     if built:
         made = [f"{work['layers_compressed']} compressed"]
@@ -91,6 +91,6 @@ def work_json(built: Built | BuiltSet | None, out: Out) -> dict[str, Any]:
             made.append(f"{work['layers_stored_uncompressed']} stored uncompressed")
         out.log(f"layers: {', '.join(made)}, {work['layers_reused']} reused from the local "
                 f"index, {work['layers_from_registry_cache']} from the registry cache"
-                + ("; pex ran" if work["pex_ran"] else ""))
+                + ("; pex ran" if work["pex_ran"] else "") + ("; locked" if work["locked"] else ""))
     return {"work": work, "registry_cache": None if lc is None else
             {"repository": lc.name, "read": lc.read, "write": lc.write_enabled, **lc.stats.to_json()}}

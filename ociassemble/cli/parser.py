@@ -14,7 +14,7 @@ from typing import NoReturn
 from .. import __version__
 from ..errors import EXIT_USER
 from ..progress import PROG
-from . import build, cache, completion, init, inspect, keygen, login, make_base, pull, push, run, verify
+from . import build, cache, completion, init, inspect, keygen, lock, login, make_base, pull, push, run, verify
 
 __all__ = ["EPILOG", "build_parser"]
 
@@ -132,6 +132,9 @@ def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
     g3.add_argument("--cache-from", metavar="REF", help="only read the layer cache in this repository")
     g3.add_argument("--cache-to", metavar="REF", help="push: write the layer cache entries there after the image push")
     g3.add_argument("--no-cache-repo", action="store_true", help=f"no registry layer cache, whatever ${ENV_CACHE_REPO} says")
+    p.add_argument("--locked", action="store_true",
+                   help="fail (exit 1, nothing built) unless ociassemble.lock matches the inputs, instead of resolving "
+                        "without it (for CI; see 'ociassemble lock')")
     p.add_argument("--sbom", action="store_true",
                    help="also make an SPDX 2.3 SBOM (Python and Debian packages): written beside the output as "
                         "<output>.sbom.spdx.json; on push, pushed as an OCI artifact referring to the image")
@@ -194,6 +197,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "(cosign.pub): exit 0 and what verified, 1 and why not")
     g.add_argument("--provenance", action="store_true", help="with --key: also check its signed SLSA provenance")
     _build_flags(p, with_output=False)
+    _registry_flags(p)
+
+    p = add("lock", lock.cmd_lock, "Write ociassemble.lock beside the config: each platform's base by digest and every "
+            "Python distribution of the deps layer (version, file, index, sha256), so build and push install exactly "
+            "those files later.",
+            "ociassemble lock && git add ociassemble.lock\n  ociassemble lock --upgrade numpy    # re-resolve numpy only")
+    p.add_argument("path", nargs="?", default=".", help="project folder (default: .)")
+    p.add_argument("--config", metavar="FILE", help="config file (default: ./ociassemble.toml or [tool.ociassemble] in pyproject.toml)")
+    p.add_argument("--upgrade", nargs="*", metavar="PKG",
+                   help="re-resolve instead of keeping what the lock pins: every distribution and the base (no PKG), "
+                        "or only these distributions")
+    p.add_argument("-r", "--requirements", metavar="FILE", help="requirements.txt for run()'s Python packages")
+    p.add_argument("--conda-file", metavar="FILE", help="conda environment .yml (its pip list and PyPI-available packages)")
+    p.add_argument("--install-serving-stack", action="store_true", default=None,
+                   help="lock azureml-defaults & co. too when the environment lists them (as build's flag)")
+    p.add_argument("--base", metavar="IMAGE", help="base image (as build's --base; default: the make-base one)")
+    p.add_argument("--platform", metavar="OS/ARCH[,...]", help="lock for these platforms (default: the config's, else the base's)")
+    p.set_defaults(entry_script=None, source_dir=None, source_name=None, model=None, output=None, compression=None,
+                   env=None, label=None, source_url=None, revision=None)
     _registry_flags(p)
 
     p = add("pull", pull.cmd_pull, "Pull an image from a registry into an OCI layout or archive.",

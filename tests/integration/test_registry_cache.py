@@ -111,7 +111,7 @@ def test_fresh_runner_compresses_nothing_runs_no_pex_and_uploads_nothing(
     assert b["digest"] == a["digest"]
     assert b["work"] == {"layers_compressed": 0, "layers_held_by_reference": 0, "layers_stored_uncompressed": 0,
                          "layers_reused": 0, "layers_from_registry_cache": 6,
-                         "pex_ran": False}
+                         "pex_ran": False, "locked": False}
     assert all(layer["source"] == "registry" for layer in b["layers"])
     assert b["bytes_uploaded"] == 0 and counting.blob_bytes == 0
     assert b["registry_cache"]["written"] == 0 and not b["registry_cache"]["warnings"]

@@ -20,7 +20,7 @@ from ociassemble.progress import LiveReporter, PlainReporter, Reporter, make_rep
 
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = ("build", "push", "pull", "inspect", "run", "make-base", "init", "login", "cache", "completion", "verify",
-            "keygen")
+            "keygen", "lock")
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -126,6 +126,9 @@ def test_bash_completion_completes_commands_flags_and_choices() -> None:
     assert _complete(script, ["ociassemble", "build", "--compression", "z"]) == ["zstd"]
     assert _complete(script, ["ociassemble", "completion", ""]) == ["bash", "zsh"]
     assert "--sbom" in _complete(script, ["ociassemble", "push", "--s"])
+    assert _complete(script, ["ociassemble", "lo"]) == ["lock", "login"]
+    assert _complete(script, ["ociassemble", "lock", "--up"]) == ["--upgrade"]
+    assert "--locked" in _complete(script, ["ociassemble", "build", "--lo"])
 
 
 def test_zsh_completion_reuses_the_bash_function_through_bashcompinit() -> None:

@@ -1,0 +1,223 @@
+"""Making ``ociassemble.lock`` and deciding, for a build, whether it holds.
+
+A lock holds when the normalised inputs it was made from (``pyenv.PythonInputs.normalised``:
+the merged requirements and the package indexes the requirements file names) are the project's now, and it has a
+section for the platform being built. A build then installs exactly its files and takes
+the base by its digest. When it does not hold:
+
+- ``--locked`` (``mode="locked"``, for CI): one line, exit 1, nothing built;
+- otherwise: one warning line, and the build resolves as if there were no lock (the lock
+  is left as it is: only ``ociassemble lock`` writes it).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from ..errors import BuildError, InputError
+from ..image.cache import BlobCache
+from ..image.oci import Platform
+from ..image.platform import normalize, parse_platforms
+from ..transport.spec import is_registry
+from .deps import lock_deps
+from .indexes import strip_credentials
+from .lockfile import LOCK_NAME, LockFile, PlatformLock, inputs_digest, read_lock, write_lock
+from .project import Project
+from .pyenv import PythonInputs, python_inputs
+from .recipebase import load_recipe_base
+
+__all__ = ["LockMode", "LockResult", "lock_path", "lock_project", "lock_section", "lock_summary", "usable_lock"]
+
+#: "use": the lock when it holds, a warning when it is stale; "locked": a stale lock is an error;
+#: "off": no lock (``lock`` itself, or a program that wants a fresh resolve)
+LockMode = Literal["use", "locked", "off"]
+
+
+def lock_path(project: Project) -> Path:
+    """Where the project's lock lives: beside its config file, else in the project folder."""
+    return (project.config_file.parent if project.config_file is not None else project.root) / LOCK_NAME
+
+
+def _stale(path: Path, why: str, mode: LockMode, log: Callable[[str], None]) -> None:
+    if mode == "locked":
+        raise InputError(f"{path} does not match the inputs ({why}): run 'ociassemble lock' and commit it "
+                         "(--locked builds only what the lock pins)")
+    log(f"warning: {path} is out of date ({why}): resolving without it; run 'ociassemble lock' to update it")
+
+
+def usable_lock(project: Project, inputs: PythonInputs, mode: LockMode, log: Callable[[str], None]) -> LockFile | None:
+    """The project's lock if it holds for these inputs, else None (after a warning), or an error with ``locked``."""
+    if mode == "off":
+        return None
+    path = lock_path(project)
+    lock = read_lock(path)
+    if lock is None:
+        if mode == "locked":
+            raise InputError(f"--locked: there is no {path}; run 'ociassemble lock' and commit it")
+        return None
+    if lock.inputs != inputs_digest(inputs.normalised()):
+        _stale(path, "the requirements or package indexes changed since it was written", mode, log)
+        return None
+    return lock
+
+
+def lock_section(lock: LockFile, platform: Platform | None, mode: LockMode, project: Project,
+                 log: Callable[[str], None]) -> PlatformLock | None:
+    """The lock's section for ``platform`` (None: the lock's one platform), or None after a warning."""
+    if platform is None and len(lock.platforms) == 1:
+        return next(iter(lock.platforms.values()))
+    key = str(normalize(platform)) if platform is not None else None
+    if key is not None and key in lock.platforms:
+        return lock.platforms[key]
+    _stale(lock_path(project), f"it has no section for {key or 'this build'}; it locks {', '.join(sorted(lock.platforms))}",
+           mode, log)
+    return None
+
+
+@dataclass
+class LockResult:
+    path: Path
+    lock: LockFile
+    written: bool  # False: the file already said exactly that
+    notes: list[str]
+
+
+def _keep_versions(old: PlatformLock | None, inputs: PythonInputs, upgrade: Sequence[str] | None) -> list[str]:
+    """``name==version`` of the old lock's distributions a re-lock keeps: all but those upgraded, and
+    but those a changed requirement no longer admits."""
+    if old is None or upgrade == []:
+        return []
+    skip = {canonicalize_name(n) for n in upgrade or ()}
+    wanted: dict[str, Requirement] = {}
+    for line in inputs.merged.lines:
+        try:
+            req = Requirement(line.strip())
+        except InvalidRequirement:
+            continue
+        wanted[canonicalize_name(req.name)] = req
+    keep = []
+    for d in old.distributions:
+        name = canonicalize_name(d.name)
+        if name in skip:
+            continue
+        req = wanted.get(name)
+        try:
+            if req is not None and (req.url or not req.specifier.contains(Version(d.version), prereleases=True)):
+                continue
+        except InvalidVersion:
+            continue
+        keep.append(f"{d.name}=={d.version}")
+    return sorted(keep)
+
+
+def lock_project(project: Project, cache: BlobCache, *, platforms: str | Sequence[str] | None = None,
+                 upgrade: Sequence[str] | None = None, registry_options: object = None,
+                 log: Callable[[str], None] = lambda _: None, debug: bool = False) -> LockResult:
+    """Write ``ociassemble.lock`` for ``project`` on each of ``platforms`` (default: the project's, else the base's).
+
+    ``upgrade``: None keeps what an existing lock pins where the inputs still admit it (a
+    registry base's digest, each distribution's version), and runs no pex when the inputs and
+    every base are still the lock's; ``[]`` re-resolves everything (a registry base's tag is
+    read again); names re-resolve those distributions only.
+
+    Raises BuildError/InputError in one line (pex's reason when the requirements cannot be
+    locked for a platform); nothing is written then.
+    """
+    inputs = python_inputs(project, log)
+    path = lock_path(project)
+    try:
+        old = read_lock(path)
+    except InputError as exc:
+        log(f"warning: {exc}; writing a new one")
+        old = None
+    if old is not None and upgrade:
+        known = {canonicalize_name(d.name) for p in old.platforms.values() for d in p.distributions}
+        unknown = [n for n in upgrade if canonicalize_name(n) not in known]
+        if unknown:
+            raise InputError(f"--upgrade {' '.join(unknown)}: not in {path} (it locks "
+                             f"{', '.join(sorted(known)) or 'nothing'}); name a locked distribution, or give no name "
+                             "to re-resolve all")
+    wanted = platforms if platforms is not None else project.platform
+    targets: list[Platform | None] = list(parse_platforms(wanted)) if wanted else [None]
+    if project.base is None and None not in targets:
+        from .debianbase import require_default_bases
+
+        require_default_bases(cache, targets, inputs.python)  # every platform's, before any is locked
+    digest = inputs_digest(inputs.normalised())
+    # every platform's base first (cheap): when nothing moved, there is nothing for pex to do
+    bases = []
+    for platform in targets:
+        old_section = _old_section(old, platform)
+        # a registry base: kept by digest unless everything is upgraded (its tag is then read again);
+        # any other base is locked as it is now (its old digest cannot be fetched)
+        keep_base = old_section.base_digest if old_section is not None and upgrade is None and \
+            is_registry(project.base) and old_section.base_spec == _base_name(project, platform) else None
+        base = load_recipe_base(project, cache, platform=platform, inputs=inputs,
+                                registry_options=registry_options, locked_digest=keep_base)
+        bases.append((platform, old_section, base))
+    if old is not None and upgrade is None and old.inputs == digest and len(old.platforms) == len(bases) and all(
+            o is not None and o.base_digest == b.image.digest and o.base_spec == _base_name(project, p)
+            for p, o, b in bases):
+        return LockResult(path, old, write_lock(path, old), list(inputs.merged.notes))
+    sections: dict[str, PlatformLock] = {}
+    fd, name = tempfile.mkstemp(dir=cache.tmp_dir, prefix="requirements-", suffix=".txt")
+    os.close(fd)
+    req_file = Path(name)
+    try:
+        for platform, old_section, base in bases:
+            key = str(normalize(base.image.platform))
+            if len(targets) > 1 or platform is not None:
+                log(f"platform {key}")
+            # a --base's Python: the server's pins for it
+            inputs = inputs.for_python(base.info.python)
+            req_file.write_text(inputs.merged.text())
+            keep = _keep_versions(old_section, inputs, upgrade)
+            try:
+                dists, fields = lock_deps(cache, [req_file], base.info, indexes=inputs.indexes, constraints=keep,
+                                          log=log, source=inputs.source, debug=debug)
+            except BuildError:
+                if not keep:
+                    raise
+                log("the versions locked before do not fit the inputs now: re-resolving every distribution")
+                dists, fields = lock_deps(cache, [req_file], base.info, indexes=inputs.indexes, log=log,
+                                          source=inputs.source, debug=debug)
+            sections[key] = PlatformLock(key, _base_name(project, platform), base.image.digest, dists, fields)
+    finally:
+        req_file.unlink(missing_ok=True)
+    lock = LockFile(digest, sections)
+    written = write_lock(path, lock)
+    return LockResult(path, lock, written, list(inputs.merged.notes))
+
+
+def _old_section(old: LockFile | None, platform: Platform | None) -> PlatformLock | None:
+    if old is None:
+        return None
+    if platform is None:
+        return next(iter(old.platforms.values())) if len(old.platforms) == 1 else None
+    return old.platforms.get(str(normalize(platform)))
+
+
+#: what a lock says the base is when the project names none (the cache's path differs between machines)
+DEFAULT_BASE_NAME = "default (ociassemble make-base)"
+
+
+def _base_name(project: Project, platform: Platform | None) -> str:
+    """The base a lock section names: the project's spec, or the default base (never its machine's path)."""
+    return strip_credentials(project.base) if project.base else DEFAULT_BASE_NAME
+
+
+def lock_summary(result: LockResult) -> dict[str, Any]:
+    """What ``ociassemble lock`` prints with ``--json``: the file, and per platform its base and distributions."""
+    return {"lock": str(result.path), "written": result.written, "inputs": result.lock.inputs,
+            "platforms": {k: {"base": p.base_digest, "distributions": len(p.distributions),
+                              "python": {d.name: d.version for d in p.distributions}}
+                          for k, p in sorted(result.lock.platforms.items())}}

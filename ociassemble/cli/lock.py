@@ -1,0 +1,25 @@
+"""``ociassemble lock``: write ``ociassemble.lock`` (each platform's base digest and Python files) for the project."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..transport.spec import is_registry
+from .options import blob_cache, project, registry_options
+from .output import Out
+
+__all__ = ["cmd_lock"]
+
+
+def cmd_lock(args: argparse.Namespace, out: Out) -> int:
+    from ..azureml.locking import lock_project, lock_summary
+
+    proj = project(args)
+    opts = registry_options(args) if is_registry(proj.base) else None
+    res = lock_project(proj, blob_cache(args), upgrade=args.upgrade, registry_options=opts, log=out.log,
+                       debug=args.debug)
+    parts = [f"{key}: base {p.base_digest[:19]}…, {len(p.distributions)} Python distributions"
+             for key, p in sorted(res.lock.platforms.items())]
+    text = f"{'wrote' if res.written else 'unchanged'} {res.path} ({'; '.join(parts)})"
+    out.result(lock_summary(res), text)
+    return 0
