@@ -31,7 +31,7 @@ import pytest
 from tests.conftest import run_cli
 from tests.integration.recipe_fixtures import QuickRecipe
 from tests.integration.registry_fixtures import FaultProxy, Registry
-from tests.integration.trixie_skopeo import ForeignSkopeo
+from tests.integration.trixie_tools import ForeignTool
 
 DEBIAN_NO_SIGSTORE = "Debian-local change: sigstore disabled"
 PASSWORD = "correct horse"
@@ -116,7 +116,7 @@ def _push(image: Path, ref: str, *args: str, key: Path | None = None, env: dict[
 
 
 def _skopeo(*args: str, config: dict[str, Path], policy: str = "any",
-            skopeo: ForeignSkopeo | None = None) -> subprocess.CompletedProcess[str]:
+            skopeo: ForeignTool | None = None) -> subprocess.CompletedProcess[str]:
     """The machine's skopeo (Debian bookworm's), or ``skopeo``: trixie's, which verifies sigstore."""
     argv = skopeo.argv if skopeo else lambda *a: ["skopeo", *a]
     return subprocess.run(argv("--policy", str(config[policy]), "--registries.d", str(config["registries.d"]), *args),
@@ -195,7 +195,7 @@ def test_signed_push_is_read_by_skopeo_and_checked_by_openssl(plain_registry: Re
 
 def test_signature_written_by_containers_image_verifies_with_ours(plain_registry: Registry, images: dict[str, Path],
                                                                  keys: dict[str, Path], sigstore_config: dict[str, Path],
-                                                                 trixie_skopeo: ForeignSkopeo, work: Path) -> None:
+                                                                 trixie_skopeo: ForeignTool, work: Path) -> None:
     """The other way: skopeo's own ``--sign-by-sigstore-private-key`` signature, made with the key
     ``keygen`` wrote (so containers/image, through go-securesystemslib as cosign, opens our
     encrypted key format with its password, and refuses it with another), verifies with our
@@ -241,15 +241,21 @@ def test_signature_written_by_containers_image_verifies_with_ours(plain_registry
     assert sorted(p.name for p in out.glob("signature-*")) == ["signature-1", "signature-2"]
 
 
-def _podman(config: dict[str, Path], ref: str) -> subprocess.CompletedProcess[str]:
+def _podman(config: dict[str, Path], ref: str, podman: ForeignTool | None = None) -> subprocess.CompletedProcess[str]:
+    """``podman pull`` with the ``signed`` policy: the machine's podman, or trixie's (``podman``)."""
     from tests.e2e.conftest import podman_command
 
     storage = Path(tempfile.mkdtemp(prefix="ociassemble-podman-sign-"))
     runroot = Path(tempfile.mkdtemp(prefix="pr-", dir="/tmp"))
+    pull = ["pull", "--tls-verify=false", "--signature-policy", str(config["signed"]), ref]
     try:
-        cmd = [*podman_command(storage / "root", runroot), "pull", "--tls-verify=false",
-               "--signature-policy", str(config["signed"]), ref]
-        # containers/image reads registries.d from $HOME/.config/containers/registries.d
+        if podman is not None:  # containers/image reads registries.d from $HOME/.config/containers/registries.d
+            cmd = podman.argv("--root", str(storage / "root"), "--runroot", str(runroot), "--storage-driver", "vfs",
+                              "--cgroup-manager", "cgroupfs", "--runtime", "/usr/bin/crun", *pull,
+                              binds=(config["home"],),
+                              env={"HOME": str(config["home"]), "PODMAN_IGNORE_CGROUPSV1_WARNING": "1"})
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        cmd = [*podman_command(storage / "root", runroot), *pull]
         env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_CONFIG", "REGISTRY_AUTH_FILE")}
         return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**env, "HOME": str(config["home"])})
     finally:
@@ -287,41 +293,47 @@ def policy_refs(plain_registry: Registry, images: dict[str, Path], keys: dict[st
 
 def _policy_pull(tool: str, ref: str, config: dict[str, Path], out: Path,
                  request: pytest.FixtureRequest) -> subprocess.CompletedProcess[str]:
-    if tool == "podman":
-        return _podman(config, ref)
-    skopeo = request.getfixturevalue("trixie_skopeo") if tool == "trixie-skopeo" else None
+    """Pull ``ref`` under the ``signed`` policy with ``tool``: ``skopeo``/``podman`` (the machine's,
+    Debian bookworm's) or ``trixie-skopeo``/``trixie-podman``."""
+    trixie = request.getfixturevalue(f"trixie_{tool.split('-')[1]}") if tool.startswith("trixie-") else None
+    if tool.endswith("podman"):
+        return _podman(config, ref, trixie)
     return _skopeo("copy", "--src-tls-verify=false", f"docker://{ref}", f"dir:{out}", config=config, policy="signed",
-                   skopeo=skopeo)
+                   skopeo=trixie)
 
 
 NO_SIGNATURE = "A signature was required, but no signature exists"
 
 
-def test_sigstore_signed_policy_admits_ours(policy_refs: dict[str, str], sigstore_config: dict[str, Path],
+@pytest.mark.parametrize("tool", ["trixie-skopeo", "trixie-podman"])
+def test_sigstore_signed_policy_admits_ours(tool: str, policy_refs: dict[str, str], sigstore_config: dict[str, Path],
                                             request: pytest.FixtureRequest, work: Path) -> None:
     """policy.json ``sigstoreSigned`` by cosign.pub + ``matchRepository``, as containers/image
-    (Debian trixie's skopeo 1.18, not our code) checks it: our signed image is admitted, and copied
-    with its signature; the unsigned image, the one signed by another key, the tag moved to an
-    unsigned digest, that tag with a's signature copied beside it, and a's signature copied to
-    another repository are each refused, for that reason."""
+    (Debian trixie's skopeo 1.18 and podman 5.4, not our code) checks it: our signed image is
+    admitted, with its signature; the unsigned image, the one signed by another key, the tag moved
+    to an unsigned digest, that tag with a's signature copied beside it, and a's signature copied
+    to another repository are each refused, for that reason."""
     refs = policy_refs
 
     def pull(name: str) -> subprocess.CompletedProcess[str]:
-        return _policy_pull("trixie-skopeo", refs[name], sigstore_config, work / f"trixie-{name}", request)
+        return _policy_pull(tool, refs[name], sigstore_config, work / f"{tool}-{name}", request)
 
     signed = pull("signed")
     assert signed.returncode == 0, signed.stderr
-    assert (work / "trixie-signed" / "signature-1").is_file()
-    assert subprocess.run(["skopeo", "manifest-digest", str(work / "trixie-signed" / "manifest.json")],
-                          capture_output=True, text=True, check=True).stdout.strip() == refs["a"]
+    if tool == "trixie-skopeo":  # the copy holds image a and the signature skopeo verified
+        assert (work / f"{tool}-signed" / "signature-1").is_file()
+        assert subprocess.run(["skopeo", "manifest-digest", str(work / f"{tool}-signed" / "manifest.json")],
+                              capture_output=True, text=True, check=True).stdout.strip() == refs["a"]
+    else:
+        assert "Storing signatures" in signed.stderr, signed.stderr
     refused = {name: pull(name) for name in ("unsigned", "moved", "other", "copied", "elsewhere")}
     assert all(p.returncode != 0 for p in refused.values()), {n: p.stderr for n, p in refused.items()}
-    reasons = {name: proc.stderr for name, proc in refused.items()}
+    reasons = {name: proc.stderr.replace('\\"', '"') for name, proc in refused.items()}  # skopeo's log quotes
     assert NO_SIGNATURE in reasons["unsigned"] and NO_SIGNATURE in reasons["moved"], reasons
     assert "cryptographic signature verification failed" in reasons["other"], reasons
     assert f"Signature for digest {refs['a']} does not match" in reasons["copied"], reasons  # the tag names b
     signed_repo = refs["signed"].rsplit(":", 1)[0]
-    assert f'Signature for identity \\"{signed_repo}\\" is not accepted' in reasons["elsewhere"], reasons
+    assert f'Signature for identity "{signed_repo}" is not accepted' in reasons["elsewhere"], reasons
 
 
 @pytest.mark.parametrize("tool", ["skopeo", "podman"])

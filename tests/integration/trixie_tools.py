@@ -1,15 +1,17 @@
-"""Debian trixie's skopeo, run on this bookworm machine: a containers/image that verifies sigstore.
+"""Debian trixie's skopeo and podman, run on this bookworm machine: a containers/image that verifies sigstore.
 
 Why: Debian bookworm's skopeo 1.9.3 and podman 4.3.1 are built with ``disable-sigstore.patch``
 ("Debian-local change: sigstore disabled"), so a ``sigstoreSigned`` policy refuses every image
-there and acceptance of our signatures cannot be shown with them. Trixie's skopeo (1.18) has no
-such patch but needs glibc 2.38. So, from the machine's own apt sources with the suite renamed
-(no mirror is named here), in a private apt directory that leaves the host's apt state alone:
-``apt-get download`` skopeo and the shared libraries its package depends on, ``dpkg-deb -x`` them
-into one folder, and run skopeo with that folder's own dynamic loader (``ld.so --library-path``),
-so none of the host's libraries is mixed in (checked with ``ld.so --list``).
+there and acceptance of our signatures cannot be shown with them. Trixie's skopeo 1.18 and
+podman 5.4 have no such patch but need glibc 2.38+. So, from the machine's own apt sources with
+the suite renamed (no mirror is named here), in a private apt directory that leaves the host's
+apt state alone: ``apt-get download`` the tool's packages and the shared libraries they depend
+on, ``dpkg-deb -x`` them into one folder, and run the tool in a bubblewrap sandbox whose ``/usr``
+is that folder (its own ``ld.so`` and libc; none of the host's libraries), with the host's
+network, ``/tmp`` and the paths a test names.
 
-Kept in the test cache (``trixie-skopeo/``), made once under a lock and renamed into place whole.
+Kept in the test cache (``trixie-skopeo/``, ``trixie-podman/``), made once under a lock and
+renamed into place whole.
 """
 
 from __future__ import annotations
@@ -27,41 +29,51 @@ import pytest
 
 from tests.conftest import test_cache_root
 
-#: The Debian release whose skopeo verifies sigstore signatures (1.18.0, containers/image 5.34).
+#: The Debian release whose skopeo and podman verify sigstore signatures.
 SUITE = "trixie"
-PACKAGE = "skopeo"
-#: What is kept: bump when the layout of the cached folder changes.
-CACHE_NAME = f"{SUITE}-skopeo"
-APT_TIMEOUT = 600  # seconds: the trixie Packages index is ~10 MB, the debs ~12 MB
+#: The packages each tool needs besides its shared libraries, and their programs (run once with
+#: --version before the folder is kept): podman checks at start that conmon runs and that
+#: netavark and an OCI runtime (crun) are there, even for a pull.
+TOOLS = {"skopeo": {"skopeo": "/usr/bin/skopeo"},
+         "podman": {"podman": "/usr/bin/podman", "conmon": "/usr/bin/conmon", "crun": "/usr/bin/crun",
+                    "netavark": "/usr/lib/podman/netavark"}}
+APT_TIMEOUT = 600  # seconds: the trixie Packages index is ~10 MB, podman's debs ~35 MB
 
 
-class TrixieSkopeoError(RuntimeError):
-    """Trixie's skopeo could not be obtained or does not run: the message says which step and why."""
+class TrixieToolError(RuntimeError):
+    """A trixie tool could not be obtained or does not run: the message says which step and why."""
 
 
 @dataclass(frozen=True)
-class ForeignSkopeo:
-    """A skopeo extracted with its own libc: ``argv(...)`` is the command line that runs it."""
+class ForeignTool:
+    """A trixie program extracted with its libraries: ``argv(...)`` runs it in a sandbox whose
+    ``/usr`` is ``root/usr``, with this machine's network, ``/tmp`` (read-write) and ``binds``."""
 
+    name: str
+    program: str
     root: Path
-    loader: Path
-    library_path: str
     version: str
     packages: tuple[str, ...]
 
-    @property
-    def binary(self) -> Path:
-        return self.root / "usr" / "bin" / PACKAGE
-
-    def argv(self, *args: str) -> list[str]:
-        return [str(self.loader), "--library-path", self.library_path, str(self.binary), *args]
+    def argv(self, *args: str, binds: tuple[Path, ...] = (), env: dict[str, str] | None = None) -> list[str]:
+        cmd = ["bwrap", "--die-with-parent", "--ro-bind", str(self.root / "usr"), "/usr"]
+        for link in ("bin", "sbin", "lib", "lib64"):  # the merged-/usr links the loader path goes through
+            cmd += ["--symlink", f"usr/{link}", f"/{link}"]
+        cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/var/tmp", "--dir", "/etc"]
+        for path in ("/etc/passwd", "/etc/group"):
+            cmd += ["--ro-bind", path, path]
+        for path in sorted({Path(tempfile.gettempdir()), Path("/tmp"), *binds}):  # parents first
+            cmd += ["--bind", str(path), str(path)]
+        for key, value in (env or {}).items():
+            cmd += ["--setenv", key, value]
+        return [*cmd, self.program, *args]
 
 
 def _host_codename() -> str:
     text = Path("/etc/os-release").read_text()
     match = re.search(r"^VERSION_CODENAME=\"?([a-z]+)\"?$", text, re.M)
     if match is None:
-        raise TrixieSkopeoError("/etc/os-release names no VERSION_CODENAME: not a Debian machine?")
+        raise TrixieToolError("/etc/os-release names no VERSION_CODENAME: not a Debian machine?")
     return match.group(1)
 
 
@@ -87,7 +99,7 @@ def _renamed_sources(codename: str) -> tuple[str, str]:
                 kept = [l for l in fields if l.split(":", 1)[0].strip().lower() not in ("types", "suites")]
                 stanzas.append("\n".join(["Types: deb", f"Suites: {SUITE}", *kept]))
     if not one_line and not stanzas:
-        raise TrixieSkopeoError(f"no 'deb' entry for {codename} in /etc/apt/sources.list(.d): cannot derive a {SUITE} "
+        raise TrixieToolError(f"no 'deb' entry for {codename} in /etc/apt/sources.list(.d): cannot derive a {SUITE} "
                                 f"source from the machine's apt sources")
     return "".join(l + "\n" for l in one_line), "\n\n".join(stanzas) + ("\n" if stanzas else "")
 
@@ -120,17 +132,17 @@ class _PrivateApt:
                               timeout=APT_TIMEOUT, env={**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"})
         if proc.returncode != 0 or "\nW: Failed to fetch" in proc.stderr or proc.stderr.startswith("E:"):
             last = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["(no output)"]
-            raise TrixieSkopeoError(f"{tool} {' '.join(args[:2])} for {SUITE} failed (exit {proc.returncode}): {last[0]}")
+            raise TrixieToolError(f"{tool} {' '.join(args[:2])} for {SUITE} failed (exit {proc.returncode}): {last[0]}")
         return proc.stdout
 
 
-def _library_closure(apt: _PrivateApt, package: str) -> list[str]:
-    """``package`` and the shared-library packages (Debian names them ``lib*``) it depends on,
+def _library_closure(apt: _PrivateApt, wanted: tuple[str, ...]) -> list[str]:
+    """``wanted`` and the shared-library packages (Debian names them ``lib*``) they depend on,
     transitively: the first of each set of alternatives, Depends and Pre-Depends only. Other
-    dependencies (containers-common's config, gnupg's programs) are files skopeo reads only when
-    not told otherwise: the tests pass ``--policy`` and ``--registries.d``."""
-    seen = [package]
-    todo = [package]
+    dependencies (containers-common's config, gnupg's programs) are files the tools read only when
+    not told otherwise: the tests pass the policy and registries.d."""
+    seen = list(wanted)
+    todo = list(wanted)
     while todo:
         out = apt.run("apt-cache", "depends", "--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks",
                       "--no-replaces", "--no-enhances", *todo)
@@ -149,50 +161,30 @@ def _library_closure(apt: _PrivateApt, package: str) -> list[str]:
     return seen
 
 
-def _loader(root: Path) -> tuple[Path, str]:
-    """The extracted folder's dynamic loader and its library directories (this machine's arch)."""
-    found = sorted(p for p in (root / "usr" / "lib").glob("*/ld-linux*.so*") if p.is_file() and not p.is_symlink())
-    if not found:
-        raise TrixieSkopeoError(f"no dynamic loader (ld-linux*.so*) in the extracted libc6 under {root}/usr/lib")
-    triplet = found[0].parent.name
-    dirs = [d for d in (root / "usr" / "lib" / triplet, root / "lib" / triplet) if d.is_dir()]
-    return found[0], ":".join(str(d) for d in dirs)
-
-
-def _check_runs(skopeo: ForeignSkopeo) -> str:
-    """Every library skopeo loads comes from the extracted folder (none from the host); its version."""
-    listed = subprocess.run([str(skopeo.loader), "--library-path", skopeo.library_path, "--list", str(skopeo.binary)],
-                            capture_output=True, text=True, timeout=60)
-    if listed.returncode != 0:
-        raise TrixieSkopeoError(f"{SUITE} skopeo's libraries do not resolve: {listed.stderr.strip() or listed.stdout.strip()}")
-    for line in listed.stdout.splitlines():
-        if "not found" in line:
-            raise TrixieSkopeoError(f"{SUITE} skopeo needs a library no downloaded package has: {line.strip()}")
-        match = re.search(r"=>\s+(/\S+)", line)
-        if match and not Path(match.group(1)).resolve().is_relative_to(skopeo.root.resolve()):
-            raise TrixieSkopeoError(f"{SUITE} skopeo would load the host's {match.group(1)}: a library package is missing")
-    version = subprocess.run(skopeo.argv("--version"), capture_output=True, text=True, timeout=60)
-    if version.returncode != 0 or not version.stdout.startswith("skopeo version"):
-        raise TrixieSkopeoError(f"{SUITE} skopeo does not run here: {version.stderr.strip() or version.stdout.strip()}")
-    return version.stdout.split()[2]
-
-
-def _load(folder: Path) -> ForeignSkopeo:
-    root = folder / "root"
-    loader, library_path = _loader(root)
+def _load(folder: Path, name: str) -> ForeignTool:
+    """The tool in ``folder``, once each of its programs has run (``--version``) in the sandbox:
+    a missing library shows here, as the loader's own message."""
     packages = tuple((folder / "packages.txt").read_text().split())
-    skopeo = ForeignSkopeo(root=root, loader=loader, library_path=library_path, version="", packages=packages)
-    return ForeignSkopeo(root=root, loader=loader, library_path=library_path, version=_check_runs(skopeo),
-                         packages=packages)
+    root = folder / "root"
+    versions = []
+    for package, program in TOOLS[name].items():
+        proc = subprocess.run(ForeignTool(package, program, root, "", packages).argv("--version"), capture_output=True,
+                              text=True, timeout=60)
+        if proc.returncode != 0:
+            raise TrixieToolError(f"{SUITE}'s {program} does not run here: {(proc.stderr or proc.stdout).strip()}")
+        versions.append(proc.stdout)
+    match = re.search(r"version (\S+)", versions[0])
+    return ForeignTool(name=name, program=TOOLS[name][name], root=root,
+                       version=match.group(1) if match else versions[0].strip(), packages=packages)
 
 
-def _make(dest: Path) -> None:
-    work = Path(tempfile.mkdtemp(prefix=f".{CACHE_NAME}-", dir=dest.parent))
+def _make(dest: Path, name: str) -> None:
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
         apt = _PrivateApt(work / "apt")
         apt.prepare(_host_codename())
         apt.run("apt-get", "update")
-        packages = _library_closure(apt, PACKAGE)
+        packages = _library_closure(apt, tuple(TOOLS[name]))
         debs = work / "debs"
         debs.mkdir()
         apt.run("apt-get", "download", *packages, cwd=debs)
@@ -201,29 +193,42 @@ def _make(dest: Path) -> None:
         (work / "packages.txt").write_text("".join(f"{d.name}\n" for d in sorted(debs.glob("*.deb"))))
         shutil.rmtree(debs)
         shutil.rmtree(work / "apt")  # the lists (~50 MB unpacked) are not needed once the debs are out
-        _load(work)  # it runs, with only its own libraries, before it is kept
+        _load(work, name)  # it runs, with only its own libraries, before it is kept
         work.rename(dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def obtain_trixie_skopeo(cache_root: Path) -> ForeignSkopeo:
-    """Trixie's skopeo under ``cache_root/trixie-skopeo`` (made on first use; raises
-    ``TrixieSkopeoError`` with the failing step when it cannot be made or run)."""
-    dest = cache_root / CACHE_NAME
-    with open(cache_root / f"{CACHE_NAME}.lock", "w") as lock:
+def obtain_trixie_tool(cache_root: Path, name: str) -> ForeignTool:
+    """Trixie's ``name`` (a key of ``TOOLS``) under ``cache_root/trixie-NAME``, made on first use;
+    raises ``TrixieToolError`` naming the failing step when it cannot be made or run."""
+    dest = cache_root / f"{SUITE}-{name}"
+    if shutil.which("bwrap") is None:
+        raise TrixieToolError("bwrap is not installed (Debian: bubblewrap; scripts/setup installs it)")
+    with open(cache_root / f"{SUITE}-{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another test session may be making it
         if not (dest / "packages.txt").is_file():
             shutil.rmtree(dest, ignore_errors=True)
-            _make(dest)
-        return _load(dest)
+            _make(dest, name)
+        return _load(dest, name)
+
+
+def _fixture(name: str) -> ForeignTool:
+    try:
+        return obtain_trixie_tool(test_cache_root(), name)
+    except (TrixieToolError, OSError, subprocess.SubprocessError) as exc:
+        pytest.fail(f"{SUITE}'s {name} (a containers/image that verifies sigstore signatures) is not available: {exc}")
 
 
 @pytest.fixture(scope="session")
-def trixie_skopeo() -> ForeignSkopeo:
+def trixie_skopeo() -> ForeignTool:
     """Trixie's skopeo from the machine's apt sources (~20 s once, then cached): fails, never
     skips, when it cannot be had, since the acceptance of our signatures rests on it."""
-    try:
-        return obtain_trixie_skopeo(test_cache_root())
-    except (TrixieSkopeoError, OSError, subprocess.SubprocessError) as exc:
-        pytest.fail(f"{SUITE}'s skopeo (a containers/image that verifies sigstore signatures) is not available: {exc}")
+    return _fixture("skopeo")
+
+
+@pytest.fixture(scope="session")
+def trixie_podman() -> ForeignTool:
+    """Trixie's podman (with conmon, crun, netavark: ~35 MB of debs once, then cached), as
+    ``trixie_skopeo``."""
+    return _fixture("podman")
