@@ -359,6 +359,56 @@ def test_sigstore_signed_policy_debian_bookworm(tool: str, policy_refs: dict[str
     assert signed.returncode != 0 and DEBIAN_NO_SIGSTORE in signed.stderr, signed.stderr
 
 
+#: cosign offline: a key, no transparency log, plain HTTP to the loopback registry. Any other
+#: HTTP(S) it might try is sent to a closed loopback port (Go never proxies loopback addresses),
+#: so nothing leaves the machine; with these flags it needs nothing else (checked once with the
+#: registry and cosign in a network namespace of their own, holding only loopback).
+COSIGN_OFFLINE = ("--insecure-ignore-tlog=true", "--allow-http-registry=true")
+COSIGN_ENV = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "",
+              "SIGSTORE_NO_CACHE": "true"}
+
+
+def _cosign(cosign: ForeignTool, *args: str, home: Path, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cosign.argv(*args, env={**COSIGN_ENV, "HOME": str(home), **(env or {})}),
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cosign_verifies_ours_and_signs_what_ours_verifies(plain_registry: Registry, policy_refs: dict[str, str],
+                                                           images: dict[str, Path], keys: dict[str, Path],
+                                                           trixie_cosign: ForeignTool, work: Path) -> None:
+    """cosign 2.5 itself (Debian trixie's): ``cosign verify --key cosign.pub`` accepts our
+    signature (its claims: the payload names the digest it pulled) and refuses the unsigned image,
+    the other key's, the moved tag and a's signature copied beside it (cosign checks no
+    repository: ``elsewhere`` is the policy's and our ``verify``'s to refuse); ``cosign sign --key`` with a key from ``keygen`` (cosign
+    opens our key file) writes a signature our ``verify`` accepts with the public half."""
+    def verify(name: str, key: str = "cosign") -> subprocess.CompletedProcess[str]:
+        return _cosign(trixie_cosign, "verify", "--key", f"{keys[key]}.pub", *COSIGN_OFFLINE, policy_refs[name],
+                       home=work)
+
+    ok = verify("signed")
+    assert ok.returncode == 0, ok.stderr
+    [claims] = json.loads(ok.stdout)
+    assert claims["critical"]["image"] == {"docker-manifest-digest": policy_refs["a"]}
+    assert claims["critical"]["identity"] == {"docker-reference": policy_refs["signed"].rsplit(":", 1)[0]}
+    expected = {"unsigned": "no signatures found", "moved": "no signatures found",
+                "other": "no matching signatures: invalid signature",
+                "copied": f"no matching signatures: invalid or missing digest in claim: {policy_refs['a']}"}
+    for name, reason in expected.items():
+        refused = verify(name)
+        assert refused.returncode != 0 and f"Error: {reason}" in refused.stderr, (name, refused.stderr)
+    assert verify("signed", key="other").returncode != 0
+
+    ref = f"{plain_registry.host}/sign/cosign-signed:1"
+    _json(_push(images["b"], ref))
+    signed = _cosign(trixie_cosign, "sign", "--key", f"{keys['other']}.key", "--tlog-upload=false",
+                     "--allow-http-registry=true", "--yes", ref, home=work, env={"COSIGN_PASSWORD": PASSWORD})
+    assert signed.returncode == 0, signed.stderr
+    verified = _json(_cli("verify", ref, "--key", f"{keys['other']}.pub", "--json"))
+    assert verified["verified"] is True and verified["signatures"] == [{"dockerReference": ref.rsplit(":", 1)[0]}]
+    assert _cli("verify", ref, "--key", f"{keys['cosign']}.pub").returncode == 1
+
+
 def test_tag_moved_to_another_digest_is_refused_by_verify(plain_registry: Registry, policy_refs: dict[str, str],
                                                           keys: dict[str, Path]) -> None:
     host, pub = plain_registry.host, f"{keys['cosign']}.pub"
@@ -387,7 +437,8 @@ def test_multi_platform_signs_index_and_each_manifest(plain_registry: Registry, 
 
 
 def test_provenance_verifies_with_securesystemslib(plain_registry: Registry, quick_recipe: QuickRecipe,
-                                                   keys: dict[str, Path]) -> None:
+                                                   keys: dict[str, Path], trixie_cosign: ForeignTool,
+                                                   work: Path) -> None:
     from securesystemslib.dsse import Envelope
     from securesystemslib.signer import SSlibKey
 
@@ -443,6 +494,14 @@ def test_provenance_verifies_with_securesystemslib(plain_registry: Registry, qui
     assert run["builder"]["version"]["ociassemble"]
     assert run["metadata"]["invocationId"] == "https://github.example/team/model/actions/runs/42/attempts/2"
     assert run["byproducts"][0]["digest"] == {"sha256": pushed["sbom"]["digest"].split(":", 1)[1]}
+
+    # cosign (not our code) verifies the attestation: DSSE signature, in-toto subject = the digest
+    att_check = _cosign(trixie_cosign, "verify-attestation", "--key", f"{keys['cosign']}.pub",
+                        "--type", "slsaprovenance1", *COSIGN_OFFLINE, ref, home=work)
+    assert att_check.returncode == 0, att_check.stderr
+    assert json.loads(base64.b64decode(json.loads(att_check.stdout.splitlines()[0])["payload"])) == statement
+    assert _cosign(trixie_cosign, "verify-attestation", "--key", f"{keys['other']}.pub", "--type", "slsaprovenance1",
+                   *COSIGN_OFFLINE, ref, home=work).returncode != 0
 
     verified = _json(_cli("verify", ref, "--key", f"{keys['cosign']}.pub", "--provenance", "--json"))
     assert verified["provenance"][0]["builder"] == run["builder"]["id"]

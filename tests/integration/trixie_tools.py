@@ -1,16 +1,16 @@
-"""Debian trixie's skopeo and podman, run on this bookworm machine: a containers/image that verifies sigstore.
+"""Debian trixie's skopeo, podman and cosign, run on this bookworm machine: verifiers of sigstore signatures.
 
 Why: Debian bookworm's skopeo 1.9.3 and podman 4.3.1 are built with ``disable-sigstore.patch``
 ("Debian-local change: sigstore disabled"), so a ``sigstoreSigned`` policy refuses every image
 there and acceptance of our signatures cannot be shown with them. Trixie's skopeo 1.18 and
-podman 5.4 have no such patch but need glibc 2.38+. So, from the machine's own apt sources with
+podman 5.4 have no such patch but need glibc 2.38+; trixie also has cosign 2.5 (bookworm has none). So, from the machine's own apt sources with
 the suite renamed (no mirror is named here), in a private apt directory that leaves the host's
 apt state alone: ``apt-get download`` the tool's packages and the shared libraries they depend
 on, ``dpkg-deb -x`` them into one folder, and run the tool in a bubblewrap sandbox whose ``/usr``
 is that folder (its own ``ld.so`` and libc; none of the host's libraries), with the host's
 network, ``/tmp`` and the paths a test names.
 
-Kept in the test cache (``trixie-skopeo/``, ``trixie-podman/``), made once under a lock and
+Kept in the test cache (``trixie-skopeo/``, ``trixie-podman/``, ``trixie-cosign/``), made once under a lock and
 renamed into place whole.
 """
 
@@ -29,14 +29,17 @@ import pytest
 
 from tests.conftest import test_cache_root
 
-#: The Debian release whose skopeo and podman verify sigstore signatures.
+#: The Debian release whose skopeo and podman verify sigstore signatures, and that has cosign.
 SUITE = "trixie"
 #: The packages each tool needs besides its shared libraries, and their programs (run once with
 #: --version before the folder is kept): podman checks at start that conmon runs and that
 #: netavark and an OCI runtime (crun) are there, even for a pull.
 TOOLS = {"skopeo": {"skopeo": "/usr/bin/skopeo"},
          "podman": {"podman": "/usr/bin/podman", "conmon": "/usr/bin/conmon", "crun": "/usr/bin/crun",
-                    "netavark": "/usr/lib/podman/netavark"}}
+                    "netavark": "/usr/lib/podman/netavark"},
+         "cosign": {"cosign": "/usr/bin/cosign"}}
+#: How a program says its version when not with ``--version``.
+VERSION_ARGS = {"cosign": ("version",)}
 APT_TIMEOUT = 600  # seconds: the trixie Packages index is ~10 MB, podman's debs ~35 MB
 
 
@@ -166,16 +169,15 @@ def _load(folder: Path, name: str) -> ForeignTool:
     a missing library shows here, as the loader's own message."""
     packages = tuple((folder / "packages.txt").read_text().split())
     root = folder / "root"
-    versions = []
     for package, program in TOOLS[name].items():
-        proc = subprocess.run(ForeignTool(package, program, root, "", packages).argv("--version"), capture_output=True,
-                              text=True, timeout=60)
+        version_args = VERSION_ARGS.get(package, ("--version",))
+        proc = subprocess.run(ForeignTool(package, program, root, "", packages).argv(*version_args),
+                              capture_output=True, text=True, timeout=60)
         if proc.returncode != 0:
             raise TrixieToolError(f"{SUITE}'s {program} does not run here: {(proc.stderr or proc.stdout).strip()}")
-        versions.append(proc.stdout)
-    match = re.search(r"version (\S+)", versions[0])
-    return ForeignTool(name=name, program=TOOLS[name][name], root=root,
-                       version=match.group(1) if match else versions[0].strip(), packages=packages)
+    [deb] = [d for d in packages if d.startswith(f"{name}_")]  # NAME_VERSION_ARCH.deb
+    return ForeignTool(name=name, program=TOOLS[name][name], root=root, version=deb.split("_")[1].replace("%3a", ":"),
+                       packages=packages)
 
 
 def _make(dest: Path, name: str) -> None:
@@ -199,6 +201,14 @@ def _make(dest: Path, name: str) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _is_complete(folder: Path, name: str) -> bool:
+    """``folder`` was made with every package ``TOOLS`` now names for ``name`` (a folder made
+    before a package was added there is made again)."""
+    listed = folder / "packages.txt"
+    debs = listed.read_text().split() if listed.is_file() else []
+    return all(any(deb.startswith(f"{package}_") for deb in debs) for package in TOOLS[name])
+
+
 def obtain_trixie_tool(cache_root: Path, name: str) -> ForeignTool:
     """Trixie's ``name`` (a key of ``TOOLS``) under ``cache_root/trixie-NAME``, made on first use;
     raises ``TrixieToolError`` naming the failing step when it cannot be made or run."""
@@ -207,7 +217,7 @@ def obtain_trixie_tool(cache_root: Path, name: str) -> ForeignTool:
         raise TrixieToolError("bwrap is not installed (Debian: bubblewrap; scripts/setup installs it)")
     with open(cache_root / f"{SUITE}-{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another test session may be making it
-        if not (dest / "packages.txt").is_file():
+        if not _is_complete(dest, name):
             shutil.rmtree(dest, ignore_errors=True)
             _make(dest, name)
         return _load(dest, name)
@@ -232,3 +242,9 @@ def trixie_podman() -> ForeignTool:
     """Trixie's podman (with conmon, crun, netavark: ~35 MB of debs once, then cached), as
     ``trixie_skopeo``."""
     return _fixture("podman")
+
+
+@pytest.fixture(scope="session")
+def trixie_cosign() -> ForeignTool:
+    """Trixie's cosign 2.5 (one static Go program, ~20 s once, then cached), as ``trixie_skopeo``."""
+    return _fixture("cosign")
