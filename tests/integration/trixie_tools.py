@@ -103,7 +103,7 @@ def _renamed_sources(codename: str) -> tuple[str, str]:
                 stanzas.append("\n".join(["Types: deb", f"Suites: {SUITE}", *kept]))
     if not one_line and not stanzas:
         raise TrixieToolError(f"no 'deb' entry for {codename} in /etc/apt/sources.list(.d): cannot derive a {SUITE} "
-                                f"source from the machine's apt sources")
+                              f"source from the machine's apt sources")
     return "".join(l + "\n" for l in one_line), "\n\n".join(stanzas) + ("\n" if stanzas else "")
 
 
@@ -133,7 +133,7 @@ class _PrivateApt:
     def run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
         proc = subprocess.run([tool, *self.options(), *args], capture_output=True, text=True, cwd=cwd,
                               timeout=APT_TIMEOUT, env={**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"})
-        if proc.returncode != 0 or "\nW: Failed to fetch" in proc.stderr or proc.stderr.startswith("E:"):
+        if proc.returncode != 0 or re.search(r"^(W: Failed to fetch|E:)", proc.stderr, re.M):
             last = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["(no output)"]
             raise TrixieToolError(f"{tool} {' '.join(args[:2])} for {SUITE} failed (exit {proc.returncode}): {last[0]}")
         return proc.stdout
