@@ -1,13 +1,16 @@
 """Signed pushes checked by verifiers we did not write, against a real docker-registry (distribution 2.8).
 
-- containers/image (skopeo 1.9.3, podman 4.3.1) reads our ``.sig`` attachments and writes its
-  own, which our ``verify`` accepts (the formats agree both ways); OpenSSL's CLI checks our
-  signature over the payload skopeo handed out; securesystemslib checks our provenance's
-  DSSE envelope.
-- The ``sigstoreSigned`` policy refuses an unsigned image and a tag moved to an unsigned
-  digest; acceptance of the signed one needs a containers/image built with sigstore: Debian
-  bookworm's is patched to refuse every sigstore signature ("Debian-local change: sigstore
-  disabled"), and the test says so by skipping that one assertion there.
+- Acceptance: Debian trixie's skopeo 1.18 (containers/image 5.34 with sigstore; obtained from the
+  machine's apt sources by ``trixie_skopeo.py``) admits our signed image under a ``sigstoreSigned``
+  policy and refuses the unsigned one, one signed by another key, a tag moved to another digest
+  (with and without the old signature copied beside it) and a signature copied to another
+  repository. Its own ``--sign-by-sigstore-private-key`` signature, with ``keygen``'s key, verifies
+  with our ``verify`` (the formats and the key file agree both ways).
+- Debian bookworm's skopeo 1.9.3 and podman 4.3.1 (the machine's) are built with sigstore
+  verification patched out ("Debian-local change: sigstore disabled"): they read our ``.sig``
+  attachments and refuse the same images, and refuse the signed one naming that patch.
+- OpenSSL's CLI checks our signature over the payload skopeo handed out; securesystemslib checks
+  our provenance's DSSE envelope.
 - Bad input: a wrong password, an unsupported key, a registry refusing the ``.sig`` tag.
 """
 
@@ -28,6 +31,7 @@ import pytest
 from tests.conftest import run_cli
 from tests.integration.recipe_fixtures import QuickRecipe
 from tests.integration.registry_fixtures import FaultProxy, Registry
+from tests.integration.trixie_tools import ForeignTool
 
 DEBIAN_NO_SIGSTORE = "Debian-local change: sigstore disabled"
 PASSWORD = "correct horse"
@@ -85,108 +89,23 @@ def images(work: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def sigstore_config(work: Path, plain_registry: Registry, keys: dict[str, Path]) -> dict[str, Path]:
-    """A registries.d turning on sigstore attachments for the registry, and two policies:
-    ``any`` (accept anything) and ``signed`` (sigstoreSigned by cosign.pub, matchRepository)."""
+    """A registries.d turning on sigstore attachments for the registry, and policies: ``any``
+    (accept anything), ``signed`` (sigstoreSigned by cosign.pub, matchRepository), ``signed-openssl``
+    (the same with the openssl-made key)."""
     regd = work / "home" / ".config" / "containers" / "registries.d"
     regd.mkdir(parents=True)
     (regd / "local.yaml").write_text(f"docker:\n  {plain_registry.host}:\n    use-sigstore-attachments: true\n")
+    def signed_by(key: Path) -> dict:
+        return {"default": [{"type": "reject"}], "transports": {"docker": {plain_registry.host: [
+            {"type": "sigstoreSigned", "keyPath": f"{key}.pub", "signedIdentity": {"type": "matchRepository"}}]}}}
+
     policies = {"any": {"default": [{"type": "insecureAcceptAnything"}]},
-                "signed": {"default": [{"type": "reject"}], "transports": {"docker": {plain_registry.host: [
-                    {"type": "sigstoreSigned", "keyPath": f"{keys['cosign']}.pub",
-                     "signedIdentity": {"type": "matchRepository"}}]}}}}
+                "signed": signed_by(keys["cosign"]), "signed-openssl": signed_by(keys["openssl"])}
     out = {"registries.d": regd, "home": work / "home"}
     for name, doc in policies.items():
         (work / f"policy-{name}.json").write_text(json.dumps(doc))
         out[name] = work / f"policy-{name}.json"
     return out
-
-
-#: go-securesystemslib's Decrypt, as cosign and containers/image open cosign.key, written out with the
-#: same Go primitives (golang.org/x/crypto's scrypt and nacl/secretbox, crypto/x509): the PEM block's
-#: JSON into the Go struct (base64 []byte fields), scrypt(N, r, p, 32), secretbox.Open, PKCS #8.
-GO_KEY_READER = r"""
-package main
-
-import (
-	"crypto/ecdsa"
-	"crypto/x509"
-	"encoding/json"
-	"encoding/pem"
-	"fmt"
-	"os"
-
-	"golang.org/x/crypto/nacl/secretbox"
-	"golang.org/x/crypto/scrypt"
-)
-
-type box struct {
-	KDF struct {
-		Name   string `json:"name"`
-		Params struct {
-			N int `json:"N"`
-			R int `json:"r"`
-			P int `json:"p"`
-		} `json:"params"`
-		Salt []byte `json:"salt"`
-	} `json:"kdf"`
-	Cipher struct {
-		Name  string `json:"name"`
-		Nonce []byte `json:"nonce"`
-	} `json:"cipher"`
-	Ciphertext []byte `json:"ciphertext"`
-}
-
-func main() {
-	raw, _ := os.ReadFile(os.Args[1])
-	block, _ := pem.Decode(raw)
-	var b box
-	if err := json.Unmarshal(block.Bytes, &b); err != nil {
-		panic(err)
-	}
-	key, err := scrypt.Key([]byte(os.Getenv("COSIGN_PASSWORD")), b.KDF.Salt, b.KDF.Params.N, b.KDF.Params.R, b.KDF.Params.P, 32)
-	if err != nil {
-		panic(err)
-	}
-	var k [32]byte
-	var n [24]byte
-	copy(k[:], key)
-	copy(n[:], b.Cipher.Nonce)
-	der, ok := secretbox.Open(nil, b.Ciphertext, &n, &k)
-	if !ok {
-		fmt.Println("decryption failed")
-		os.Exit(1)
-	}
-	pk, err := x509.ParsePKCS8PrivateKey(der)
-	if err != nil {
-		panic(err)
-	}
-	pub, _ := x509.MarshalPKIXPublicKey(&pk.(*ecdsa.PrivateKey).PublicKey)
-	fmt.Printf("%s\n%s\n%x\n", block.Type, pk.(*ecdsa.PrivateKey).Curve.Params().Name, pub[len(pub)-8:])
-}
-"""
-GO_PATH = Path("/usr/share/gocode")  # Debian's golang-golang-x-crypto-dev
-
-
-def test_keygen_key_opens_with_go_x_crypto(keys: dict[str, Path], work: Path) -> None:
-    """The private key ``keygen`` wrote opens with Go's x/crypto as cosign opens it, and is the
-    P-256 key whose public half is cosign.pub; a wrong password does not open it."""
-    if shutil.which("go") is None or not (GO_PATH / "src/golang.org/x/crypto/nacl/secretbox").is_dir():
-        pytest.skip("go or golang.org/x/crypto (Debian: golang-go, golang-golang-x-crypto-dev) is not installed")
-    src = work / "gokey" / "main.go"
-    src.parent.mkdir()
-    src.write_text(GO_KEY_READER)
-    env = {**os.environ, "GOPATH": str(GO_PATH), "GO111MODULE": "off", "GOCACHE": str(work / "gocache"), "GOFLAGS": ""}
-    subprocess.run(["go", "build", "-o", str(src.parent / "keycheck"), str(src)], env=env, check=True,
-                   capture_output=True, timeout=300)
-    opened = subprocess.run([str(src.parent / "keycheck"), f"{keys['cosign']}.key"], capture_output=True, text=True,
-                            env={**env, "COSIGN_PASSWORD": PASSWORD})
-    assert opened.returncode == 0, opened.stdout + opened.stderr
-    der = subprocess.run(["openssl", "pkey", "-pubin", "-in", f"{keys['cosign']}.pub", "-outform", "DER"],
-                         capture_output=True, check=True).stdout
-    assert opened.stdout.splitlines() == ["ENCRYPTED COSIGN PRIVATE KEY", "P-256", der[-8:].hex()]
-    wrong = subprocess.run([str(src.parent / "keycheck"), f"{keys['cosign']}.key"], capture_output=True, text=True,
-                           env={**env, "COSIGN_PASSWORD": "not it"})
-    assert wrong.returncode == 1 and "decryption failed" in wrong.stdout
 
 
 def _push(image: Path, ref: str, *args: str, key: Path | None = None, env: dict[str, str] | None = None,
@@ -196,9 +115,12 @@ def _push(image: Path, ref: str, *args: str, key: Path | None = None, env: dict[
                 "--cache-dir", str(cache or image.parent / "cache"), *args, env=env)
 
 
-def _skopeo(*args: str, config: dict[str, Path], policy: str = "any") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["skopeo", "--policy", str(config[policy]), "--registries.d", str(config["registries.d"]),
-                           *args], capture_output=True, text=True, timeout=120)
+def _skopeo(*args: str, config: dict[str, Path], policy: str = "any",
+            skopeo: ForeignTool | None = None) -> subprocess.CompletedProcess[str]:
+    """The machine's skopeo (Debian bookworm's), or ``skopeo``: trixie's, which verifies sigstore."""
+    argv = skopeo.argv if skopeo else lambda *a: ["skopeo", *a]
+    return subprocess.run(argv("--policy", str(config[policy]), "--registries.d", str(config["registries.d"]), *args),
+                          capture_output=True, text=True, timeout=120)
 
 
 def _blob(registry: Registry, repo: str, digest: str) -> bytes:
@@ -273,63 +195,67 @@ def test_signed_push_is_read_by_skopeo_and_checked_by_openssl(plain_registry: Re
 
 def test_signature_written_by_containers_image_verifies_with_ours(plain_registry: Registry, images: dict[str, Path],
                                                                  keys: dict[str, Path], sigstore_config: dict[str, Path],
-                                                                 work: Path) -> None:
-    """The other way: skopeo's own ``--sign-by-sigstore-private-key`` signature (with keygen's
-    key) verifies with ``verify``, where skopeo can sign; Debian's cannot (its containers/image
-    is patched), so there a signature made by OpenSSL, stored by skopeo (containers/image's own
-    manifest and config for the .sig tag), is what ``verify`` must accept; our push then appends
-    to that tag and skopeo reads both."""
+                                                                 trixie_skopeo: ForeignTool, work: Path) -> None:
+    """The other way: skopeo's own ``--sign-by-sigstore-private-key`` signature, made with the key
+    ``keygen`` wrote (so containers/image, through go-securesystemslib as cosign, opens our
+    encrypted key format with its password, and refuses it with another), verifies with our
+    ``verify --key`` and keygen's public half. Our push then appends our signature (a plain
+    PKCS #8 key made by openssl) to the tag skopeo wrote, and skopeo, verifying, admits the image
+    by that key among the two signatures."""
     ref = f"{plain_registry.host}/sign/theirs:1"
     (work / "key-password").write_text(PASSWORD)
-    signed = _skopeo("copy", "--dest-tls-verify=false", "--sign-by-sigstore-private-key", f"{keys['cosign']}.key",
-                     "--sign-passphrase-file", str(work / "key-password"), f"oci:{images['a']}:latest",
-                     f"docker://{plain_registry.host}/sign/skopeo-signed:1", config=sigstore_config)
-    if DEBIAN_NO_SIGSTORE not in signed.stderr:  # a skopeo with sigstore: its signature, keygen's key
-        assert signed.returncode == 0, signed.stderr
-        verified = _json(_cli("verify", f"{plain_registry.host}/sign/skopeo-signed:1", "--key", f"{keys['cosign']}.pub", "--json"))
-        assert verified["signatures"], verified
-    layout = work / "theirs"
-    assert _skopeo("copy", f"oci:{images['a']}:latest", f"dir:{layout}", config=sigstore_config).returncode == 0
-    digest = subprocess.run(["skopeo", "manifest-digest", str(layout / "manifest.json")], capture_output=True,
-                            text=True, check=True).stdout.strip()
-    # as containers/image signs: the full reference with its tag, a creator and a timestamp in "optional"
-    payload = json.dumps({"critical": {"identity": {"docker-reference": ref}, "image": {"docker-manifest-digest": digest},
-                                       "type": "cosign container image signature"},
-                          "optional": {"creator": "openssl, by hand", "timestamp": 1700000000}}).encode()
-    (work / "theirs.payload").write_bytes(payload)
-    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", f"{keys['openssl']}.key", str(work / "theirs.payload")],
-                         capture_output=True, check=True).stdout
-    doc = {"mimeType": "application/vnd.dev.cosign.simplesigning.v1+json", "payload": base64.b64encode(payload).decode(),
-           "annotations": {"dev.cosignproject.cosign/signature": base64.b64encode(sig).decode()}}
-    (layout / "signature-1").write_bytes(b"\x00sigstore-json\n" + json.dumps(doc).encode())
-    proc = _skopeo("copy", "--dest-tls-verify=false", f"dir:{layout}", f"docker://{ref}", config=sigstore_config)
-    assert proc.returncode == 0, proc.stderr
+    (work / "wrong-password").write_text("not it")
 
-    verified = _json(_cli("verify", ref, "--key", f"{keys['openssl']}.pub", "--json"))
-    assert verified["digest"] == digest and verified["signatures"] == [{"dockerReference": ref}]
-    assert _cli("verify", ref, "--key", f"{keys['cosign']}.pub").returncode == 1
+    def sign(password: Path) -> subprocess.CompletedProcess[str]:
+        return _skopeo("copy", "--dest-tls-verify=false", "--sign-by-sigstore-private-key", f"{keys['cosign']}.key",
+                       "--sign-passphrase-file", str(password), f"oci:{images['a']}:latest", f"docker://{ref}",
+                       config=sigstore_config, skopeo=trixie_skopeo)
+
+    wrong = sign(work / "wrong-password")
+    assert wrong.returncode != 0 and "initializing private key: decrypt: encrypted: decryption failed" in wrong.stderr, \
+        wrong.stderr
+    signed = sign(work / "key-password")
+    assert signed.returncode == 0, signed.stderr
+    verified = _json(_cli("verify", ref, "--key", f"{keys['cosign']}.pub", "--json"))
+    digest = verified["digest"]
+    assert verified["signatures"] == [{"dockerReference": ref}]  # containers/image names the tag too
+    stored = _manifest(plain_registry, "sign/theirs", _sig_tag(digest))  # skopeo's own .sig manifest
+    assert stored is not None and [l["mediaType"] for l in stored["layers"]] == [
+        "application/vnd.dev.cosign.simplesigning.v1+json"]
+    payload = json.loads(_blob(plain_registry, "sign/theirs", stored["layers"][0]["digest"]))
+    assert payload["critical"]["image"] == {"docker-manifest-digest": digest} and payload["optional"]["creator"]
+    other = _cli("verify", ref, "--key", f"{keys['other']}.pub")
+    assert other.returncode == 1 and "signed by another key" in other.stderr, other.stderr
 
     # our signature, by the openssl PKCS #8 key (plain PEM), is appended to skopeo's tag
     pushed = _json(_push(images["a"], ref, key=keys["openssl"]))
-    assert pushed["signatures"][0]["added"] is True
+    assert pushed["digest"] == digest and pushed["signatures"][0]["added"] is True
     stored = _manifest(plain_registry, "sign/theirs", _sig_tag(digest))
     assert stored is not None and len(stored["layers"]) == 2
-    both = _json(_cli("verify", ref, "--key", f"{keys['openssl']}.pub", "--json"))
-    assert len(both["signatures"]) == 2
+    for key in ("cosign", "openssl"):  # each key verifies its own one of the two
+        assert len(_json(_cli("verify", ref, "--key", f"{keys[key]}.pub", "--json"))["signatures"]) == 1
     out = work / "theirs-copied"
-    assert _skopeo("copy", "--src-tls-verify=false", f"docker://{ref}", f"dir:{out}", config=sigstore_config).returncode == 0
+    admitted = _skopeo("copy", "--src-tls-verify=false", f"docker://{ref}", f"dir:{out}", config=sigstore_config,
+                       policy="signed-openssl", skopeo=trixie_skopeo)
+    assert admitted.returncode == 0, admitted.stderr
     assert sorted(p.name for p in out.glob("signature-*")) == ["signature-1", "signature-2"]
 
 
-def _podman(config: dict[str, Path], ref: str) -> subprocess.CompletedProcess[str]:
+def _podman(config: dict[str, Path], ref: str, podman: ForeignTool | None = None) -> subprocess.CompletedProcess[str]:
+    """``podman pull`` with the ``signed`` policy: the machine's podman, or trixie's (``podman``)."""
     from tests.e2e.conftest import podman_command
 
     storage = Path(tempfile.mkdtemp(prefix="ociassemble-podman-sign-"))
     runroot = Path(tempfile.mkdtemp(prefix="pr-", dir="/tmp"))
+    pull = ["pull", "--tls-verify=false", "--signature-policy", str(config["signed"]), ref]
     try:
-        cmd = [*podman_command(storage / "root", runroot), "pull", "--tls-verify=false",
-               "--signature-policy", str(config["signed"]), ref]
-        # containers/image reads registries.d from $HOME/.config/containers/registries.d
+        if podman is not None:  # containers/image reads registries.d from $HOME/.config/containers/registries.d
+            cmd = podman.argv("--root", str(storage / "root"), "--runroot", str(runroot), "--storage-driver", "vfs",
+                              "--cgroup-manager", "cgroupfs", "--runtime", "/usr/bin/crun", *pull,
+                              binds=(config["home"],),
+                              env={"HOME": str(config["home"]), "PODMAN_IGNORE_CGROUPSV1_WARNING": "1"})
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        cmd = [*podman_command(storage / "root", runroot), *pull]
         env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_CONFIG", "REGISTRY_AUTH_FILE")}
         return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**env, "HOME": str(config["home"])})
     finally:
@@ -338,71 +264,162 @@ def _podman(config: dict[str, Path], ref: str) -> subprocess.CompletedProcess[st
 
 
 @pytest.fixture(scope="module")
-def policy_refs(plain_registry: Registry, images: dict[str, Path], keys: dict[str, Path]) -> dict[str, str]:
-    """Images for the policy: signed by cosign.key, unsigned, signed by another key, and a tag
-    moved (after signing) to an image nobody signed."""
+def policy_refs(plain_registry: Registry, images: dict[str, Path], keys: dict[str, Path],
+                sigstore_config: dict[str, Path]) -> dict[str, str]:
+    """Images for the policy: ``signed`` by cosign.key, ``unsigned``, signed by an ``other`` key, a
+    tag ``moved`` (after signing) to an image nobody signed, and two forgeries an attacker can make
+    without the key: ``copied``, the moved tag with a's signature copied to b's .sig tag (it names
+    a's digest), and ``elsewhere``, a's signature copied to another repository (it names
+    policy/signed). ``a``, ``b``: the two digests."""
     host = plain_registry.host
     refs = {"signed": f"{host}/policy/signed:1", "unsigned": f"{host}/policy/unsigned:1",
-            "other": f"{host}/policy/other:1", "moved": f"{host}/policy/moved:1"}
-    refs["a"] = _json(_push(images["a"], refs["signed"], key=keys["cosign"]))["digest"]
+            "other": f"{host}/policy/other:1", "moved": f"{host}/policy/moved:1",
+            "copied": f"{host}/sign/moved:1", "elsewhere": f"{host}/sign/other-repo:1"}
+    refs["a"] = a = _json(_push(images["a"], refs["signed"], key=keys["cosign"]))["digest"]
     _json(_push(images["a"], refs["unsigned"]))
     other = _json(_push(images["a"], refs["other"], env={"OCIASSEMBLE_SIGN_KEY": f"{keys['other']}.key"}))
     assert other["signatures"][0]["added"] is True  # the key named by the environment
     _json(_push(images["a"], refs["moved"], key=keys["cosign"]))
-    refs["b"] = _json(_push(images["b"], refs["moved"]))["digest"]  # the tag now names b, which nobody signed
-    return refs
-
-
-@pytest.mark.parametrize("tool", ["skopeo", "podman"])
-def test_sigstore_signed_policy(tool: str, policy_refs: dict[str, str], sigstore_config: dict[str, Path],
-                                work: Path) -> None:
-    """policy.json ``sigstoreSigned`` + ``matchRepository``: the unsigned image, the one signed by
-    another key, and a tag moved to an unsigned digest are refused; the signed one is admitted
-    (where containers/image has sigstore: not in Debian bookworm, see the module docstring)."""
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} is not installed")
-    refs = policy_refs
-
-    def pull(name: str) -> subprocess.CompletedProcess[str]:
-        if tool == "skopeo":
-            return _skopeo("copy", "--src-tls-verify=false", f"docker://{refs[name]}", f"dir:{work / f'{tool}-{name}'}",
-                           config=sigstore_config, policy="signed")
-        return _podman(sigstore_config, refs[name])
-
-    for name in ("unsigned", "moved"):
-        proc = pull(name)
-        assert proc.returncode != 0 and "A signature was required, but no signature exists" in proc.stderr, proc.stderr
-    other = pull("other")
-    assert other.returncode != 0 and "no signature exists" not in other.stderr, other.stderr  # found, not accepted
-    signed = pull("signed")
-    if DEBIAN_NO_SIGSTORE in signed.stderr:
-        pytest.skip(f"{tool} here is built with sigstore verification disabled ({DEBIAN_NO_SIGSTORE!r}): it found "
-                    "our signature and refuses every sigstore signature, so acceptance cannot be shown with it")
-    assert signed.returncode == 0, signed.stderr
-
-
-def test_tag_moved_to_another_digest_is_refused_by_verify(plain_registry: Registry, policy_refs: dict[str, str],
-                                                          keys: dict[str, Path], sigstore_config: dict[str, Path]) -> None:
-    host, pub = plain_registry.host, f"{keys['cosign']}.pub"
-    a, b = policy_refs["a"], policy_refs["b"]
-    proc = _cli("verify", policy_refs["moved"], "--key", pub)  # signed as a, then the tag moved to b
-    assert proc.returncode == 1 and f"@{b} has no signature" in proc.stderr, proc.stderr
-    # an attacker copies a's signature to b's .sig tag (in a copy of the repository, which the
-    # policy test reads as it is): it names a's digest, so it does not count
-    for src, dest in ((policy_refs["moved"], f"{host}/sign/moved:1"),
-                      (f"{host}/policy/moved:{_sig_tag(a)}", f"{host}/sign/moved:{_sig_tag(b)}")):
-        copy = _skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false", f"docker://{src}",
-                       f"docker://{dest}", config=sigstore_config)
-        assert copy.returncode == 0, copy.stderr
-    proc = _cli("verify", f"{host}/sign/moved:1", "--key", pub)
-    assert proc.returncode == 1 and f"signed for {a}" in proc.stderr, proc.stderr
-    # a's signature for another repository does not count for this one either
-    for src, dest in ((policy_refs["unsigned"], f"{host}/sign/other-repo:1"),
+    refs["b"] = b = _json(_push(images["b"], refs["moved"]))["digest"]  # the tag now names b, which nobody signed
+    for src, dest in ((refs["moved"], refs["copied"]),
+                      (f"{host}/policy/moved:{_sig_tag(a)}", f"{host}/sign/moved:{_sig_tag(b)}"),
+                      (refs["unsigned"], refs["elsewhere"]),
                       (f"{host}/policy/signed:{_sig_tag(a)}", f"{host}/sign/other-repo:{_sig_tag(a)}")):
         copy = _skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false", f"docker://{src}",
                        f"docker://{dest}", config=sigstore_config)
         assert copy.returncode == 0, copy.stderr
-    proc = _cli("verify", f"{host}/sign/other-repo:1", "--key", pub)
+    return refs
+
+
+def _policy_pull(tool: str, ref: str, config: dict[str, Path], out: Path,
+                 request: pytest.FixtureRequest) -> subprocess.CompletedProcess[str]:
+    """Pull ``ref`` under the ``signed`` policy with ``tool``: ``skopeo``/``podman`` (the machine's,
+    Debian bookworm's) or ``trixie-skopeo``/``trixie-podman``."""
+    trixie = request.getfixturevalue(f"trixie_{tool.split('-')[1]}") if tool.startswith("trixie-") else None
+    if tool.endswith("podman"):
+        return _podman(config, ref, trixie)
+    return _skopeo("copy", "--src-tls-verify=false", f"docker://{ref}", f"dir:{out}", config=config, policy="signed",
+                   skopeo=trixie)
+
+
+NO_SIGNATURE = "A signature was required, but no signature exists"
+
+
+@pytest.mark.parametrize("tool", ["trixie-skopeo", "trixie-podman"])
+def test_sigstore_signed_policy_admits_ours(tool: str, policy_refs: dict[str, str], sigstore_config: dict[str, Path],
+                                            request: pytest.FixtureRequest, work: Path) -> None:
+    """policy.json ``sigstoreSigned`` by cosign.pub + ``matchRepository``, as containers/image
+    (Debian trixie's skopeo 1.18 and podman 5.4, not our code) checks it: our signed image is
+    admitted, with its signature; the unsigned image, the one signed by another key, the tag moved
+    to an unsigned digest, that tag with a's signature copied beside it, and a's signature copied
+    to another repository are each refused, for that reason."""
+    refs = policy_refs
+
+    def pull(name: str) -> subprocess.CompletedProcess[str]:
+        return _policy_pull(tool, refs[name], sigstore_config, work / f"{tool}-{name}", request)
+
+    signed = pull("signed")
+    assert signed.returncode == 0, signed.stderr
+    if tool == "trixie-skopeo":  # the copy holds image a and the signature skopeo verified
+        assert (work / f"{tool}-signed" / "signature-1").is_file()
+        assert subprocess.run(["skopeo", "manifest-digest", str(work / f"{tool}-signed" / "manifest.json")],
+                              capture_output=True, text=True, check=True).stdout.strip() == refs["a"]
+    else:
+        assert "Storing signatures" in signed.stderr, signed.stderr
+    refused = {name: pull(name) for name in ("unsigned", "moved", "other", "copied", "elsewhere")}
+    assert all(p.returncode != 0 for p in refused.values()), {n: p.stderr for n, p in refused.items()}
+    reasons = {name: proc.stderr.replace('\\"', '"') for name, proc in refused.items()}  # skopeo's log quotes
+    assert NO_SIGNATURE in reasons["unsigned"] and NO_SIGNATURE in reasons["moved"], reasons
+    assert "cryptographic signature verification failed" in reasons["other"], reasons
+    assert f"Signature for digest {refs['a']} does not match" in reasons["copied"], reasons  # the tag names b
+    signed_repo = refs["signed"].rsplit(":", 1)[0]
+    assert f'Signature for identity "{signed_repo}" is not accepted' in reasons["elsewhere"], reasons
+
+
+@pytest.mark.parametrize("tool", ["skopeo", "podman"])
+def test_sigstore_signed_policy_debian_bookworm(tool: str, policy_refs: dict[str, str],
+                                                sigstore_config: dict[str, Path], request: pytest.FixtureRequest,
+                                                work: Path) -> None:
+    """The machine's own skopeo 1.9.3 / podman 4.3.1 (Debian bookworm, sigstore patched out): they
+    find the attachments as the same policy asks (no signature on the unsigned and moved-tag
+    images; one found on the other-key image), and refuse our signed image naming Debian's patch,
+    not our signature: what docs/signing.md tells a bookworm user to expect."""
+    if shutil.which(tool) is None:
+        pytest.fail(f"{tool} is not installed: scripts/setup installs it")
+
+    def pull(name: str) -> subprocess.CompletedProcess[str]:
+        return _policy_pull(tool, policy_refs[name], sigstore_config, work / f"{tool}-{name}", request)
+
+    for name in ("unsigned", "moved"):
+        proc = pull(name)
+        assert proc.returncode != 0 and NO_SIGNATURE in proc.stderr, proc.stderr
+    other = pull("other")
+    assert other.returncode != 0 and NO_SIGNATURE not in other.stderr, other.stderr  # found, not accepted
+    signed = pull("signed")
+    assert signed.returncode != 0 and DEBIAN_NO_SIGSTORE in signed.stderr, signed.stderr
+
+
+#: cosign offline: a key, no transparency log, plain HTTP to the loopback registry. Any other
+#: HTTP(S) it might try is sent to a closed loopback port (Go never proxies loopback addresses),
+#: so nothing leaves the machine; with these flags it needs nothing else (checked once with the
+#: registry and cosign in a network namespace of their own, holding only loopback).
+COSIGN_OFFLINE = ("--insecure-ignore-tlog=true", "--allow-http-registry=true")
+COSIGN_ENV = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "",
+              "SIGSTORE_NO_CACHE": "true"}
+
+
+def _cosign(cosign: ForeignTool, *args: str, home: Path, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cosign.argv(*args, env={**COSIGN_ENV, "HOME": str(home), **(env or {})}),
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cosign_verifies_ours_and_signs_what_ours_verifies(plain_registry: Registry, policy_refs: dict[str, str],
+                                                           images: dict[str, Path], keys: dict[str, Path],
+                                                           trixie_cosign: ForeignTool, work: Path) -> None:
+    """cosign 2.5 itself (Debian trixie's): ``cosign verify --key cosign.pub`` accepts our
+    signature (its claims: the payload names the digest it pulled) and refuses the unsigned image,
+    the other key's, the moved tag and a's signature copied beside it (cosign checks no
+    repository: ``elsewhere`` is the policy's and our ``verify``'s to refuse); ``cosign sign --key`` with a key from ``keygen`` (cosign
+    opens our key file) writes a signature our ``verify`` accepts with the public half."""
+    def verify(name: str, key: str = "cosign") -> subprocess.CompletedProcess[str]:
+        return _cosign(trixie_cosign, "verify", "--key", f"{keys[key]}.pub", *COSIGN_OFFLINE, policy_refs[name],
+                       home=work)
+
+    ok = verify("signed")
+    assert ok.returncode == 0, ok.stderr
+    [claims] = json.loads(ok.stdout)
+    assert claims["critical"]["image"] == {"docker-manifest-digest": policy_refs["a"]}
+    assert claims["critical"]["identity"] == {"docker-reference": policy_refs["signed"].rsplit(":", 1)[0]}
+    expected = {"unsigned": "no signatures found", "moved": "no signatures found",
+                "other": "no matching signatures: invalid signature",
+                "copied": f"no matching signatures: invalid or missing digest in claim: {policy_refs['a']}"}
+    for name, reason in expected.items():
+        refused = verify(name)
+        assert refused.returncode != 0 and f"Error: {reason}" in refused.stderr, (name, refused.stderr)
+    assert verify("signed", key="other").returncode != 0
+
+    ref = f"{plain_registry.host}/sign/cosign-signed:1"
+    _json(_push(images["b"], ref))
+    signed = _cosign(trixie_cosign, "sign", "--key", f"{keys['other']}.key", "--tlog-upload=false",
+                     "--allow-http-registry=true", "--yes", ref, home=work, env={"COSIGN_PASSWORD": PASSWORD})
+    assert signed.returncode == 0, signed.stderr
+    verified = _json(_cli("verify", ref, "--key", f"{keys['other']}.pub", "--json"))
+    assert verified["verified"] is True and verified["signatures"] == [{"dockerReference": ref.rsplit(":", 1)[0]}]
+    assert _cli("verify", ref, "--key", f"{keys['cosign']}.pub").returncode == 1
+
+
+def test_tag_moved_to_another_digest_is_refused_by_verify(plain_registry: Registry, policy_refs: dict[str, str],
+                                                          keys: dict[str, Path]) -> None:
+    host, pub = plain_registry.host, f"{keys['cosign']}.pub"
+    a, b = policy_refs["a"], policy_refs["b"]
+    proc = _cli("verify", policy_refs["moved"], "--key", pub)  # signed as a, then the tag moved to b
+    assert proc.returncode == 1 and f"@{b} has no signature" in proc.stderr, proc.stderr
+    # an attacker copies a's signature to b's .sig tag: it names a's digest, so it does not count
+    proc = _cli("verify", policy_refs["copied"], "--key", pub)
+    assert proc.returncode == 1 and f"signed for {a}" in proc.stderr, proc.stderr
+    # a's signature for another repository does not count for this one either
+    proc = _cli("verify", policy_refs["elsewhere"], "--key", pub)
     assert proc.returncode == 1 and f"signed for repository {host}/policy/signed" in proc.stderr, proc.stderr
 
 
@@ -420,7 +437,8 @@ def test_multi_platform_signs_index_and_each_manifest(plain_registry: Registry, 
 
 
 def test_provenance_verifies_with_securesystemslib(plain_registry: Registry, quick_recipe: QuickRecipe,
-                                                   keys: dict[str, Path]) -> None:
+                                                   keys: dict[str, Path], trixie_cosign: ForeignTool,
+                                                   work: Path) -> None:
     from securesystemslib.dsse import Envelope
     from securesystemslib.signer import SSlibKey
 
@@ -476,6 +494,14 @@ def test_provenance_verifies_with_securesystemslib(plain_registry: Registry, qui
     assert run["builder"]["version"]["ociassemble"]
     assert run["metadata"]["invocationId"] == "https://github.example/team/model/actions/runs/42/attempts/2"
     assert run["byproducts"][0]["digest"] == {"sha256": pushed["sbom"]["digest"].split(":", 1)[1]}
+
+    # cosign (not our code) verifies the attestation: DSSE signature, in-toto subject = the digest
+    att_check = _cosign(trixie_cosign, "verify-attestation", "--key", f"{keys['cosign']}.pub",
+                        "--type", "slsaprovenance1", *COSIGN_OFFLINE, ref, home=work)
+    assert att_check.returncode == 0, att_check.stderr
+    assert json.loads(base64.b64decode(json.loads(att_check.stdout.splitlines()[0])["payload"])) == statement
+    assert _cosign(trixie_cosign, "verify-attestation", "--key", f"{keys['other']}.pub", "--type", "slsaprovenance1",
+                   *COSIGN_OFFLINE, ref, home=work).returncode != 0
 
     verified = _json(_cli("verify", ref, "--key", f"{keys['cosign']}.pub", "--provenance", "--json"))
     assert verified["provenance"][0]["builder"] == run["builder"]["id"]
