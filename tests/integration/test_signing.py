@@ -444,7 +444,12 @@ def test_provenance_verifies_with_securesystemslib(plain_registry: Registry, qui
 
     project = quick_recipe.project("signed-provenance")
     (project / "requirements.txt").write_text("")
-    (project / "ociassemble.lock").write_text("# a lock file\n")
+    # a lock made for other inputs: the build says it is out of date and resolves without it, and the
+    # provenance still records the file the project holds
+    from ociassemble.azureml.lockfile import LockFile, write_lock
+
+    write_lock(project / "ociassemble.lock", LockFile("sha256:" + "0" * 64, {}))
+    lock_bytes = (project / "ociassemble.lock").read_bytes()
     ref = f"{plain_registry.host}/sign/provenance:1"
     env = {"GITHUB_ACTIONS": "true", "GITHUB_SERVER_URL": "https://github.example", "GITHUB_REPOSITORY": "team/model",
            "GITHUB_RUN_ID": "42", "GITHUB_RUN_ATTEMPT": "2", "GITHUB_SHA": "a" * 40, "GITHUB_REF": "refs/heads/main",
@@ -482,7 +487,7 @@ def test_provenance_verifies_with_securesystemslib(plain_registry: Registry, qui
 
     assert deps["model model:1"]["digest"] == {"sha256": hashlib.sha256(b"a tiny model\n").hexdigest()}
     assert deps["model model:1"]["uri"] == "model.bin"
-    assert deps["lock file"]["digest"] == {"sha256": hashlib.sha256(b"# a lock file\n").hexdigest()}
+    assert deps["lock file"]["digest"] == {"sha256": hashlib.sha256(lock_bytes).hexdigest()}
     assert deps["requirements"]["digest"] == {"sha256": hashlib.sha256(b"").hexdigest()}
     assert any(name.startswith("base ") for name in deps)
     source_layer = next(l for l in pushed["layers"] if l["what"] == "source")
