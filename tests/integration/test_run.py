@@ -25,6 +25,7 @@ from ociassemble.image.cache import BlobCache
 from ociassemble.image.layer import LayerSource, build_layer
 from ociassemble.inputs.base import load_base
 from ociassemble.run.container import RunningImage, run_image
+from ociassemble.run.idmap import host_idmap
 from ociassemble.run.unpack import rootfs_path
 
 pytestmark = [
@@ -149,7 +150,7 @@ def test_runs_start_clean_with_env_and_workdir(run_cache: BlobCache, make_image:
             running.wait_until_ready(60)
             assert get(port, "/marker.txt") == "run\n"  # the previous run's write is gone
             assert get(port, "/env.txt") == f"hi image /opt/work {img.digest[7:19]}\n"
-    rootfs = rootfs_path(run_cache, img)
+    rootfs = rootfs_path(run_cache, img, host_idmap())
     assert not (rootfs / "var" / "lib" / "marker").exists()
     assert not (rootfs / "srv" / "marker.txt").exists()
     assert not (rootfs / "opt" / "work").exists()
@@ -224,7 +225,7 @@ def test_copy_fallback_without_overlayfs(run_cache: BlobCache, make_image: Calla
         with RunningImage(img, run_cache, publish={port: 5001}) as running:
             running.wait_until_ready(60)
             assert get(port, "/m.txt") == "run\n"
-    assert not (rootfs_path(run_cache, img) / "var" / "lib" / "marker").exists()
+    assert not (rootfs_path(run_cache, img, host_idmap()) / "var" / "lib" / "marker").exists()
     assert not any((run_cache.root / "run").glob("[0-9]*"))
 
 
