@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import RunError
 
-__all__ = ["IdMap", "IdRange", "ROOT_BASE", "RANGE_SIZE", "host_idmap"]
+__all__ = ["IdMap", "IdRange", "ROOT_BASE", "RANGE_SIZE", "host_idmap", "check_userns"]
 
 #: Where the image's ids start on the host when root runs it without a subordinate range of its
 #: own: inside systemd's range for container ids (524288 … 1879048191, "Users, Groups, UIDs and
@@ -147,17 +147,17 @@ def host_idmap(*, etc: Path = Path("/etc")) -> IdMap:
     return IdMap(own_u, own_g, privileged=False)
 
 
-def check_userns() -> None:
-    """Raise RunError when this kernel does not let us make a user namespace."""
+def check_userns(sysctl: Path = Path("/proc/sys")) -> None:
+    """Raise RunError when this kernel does not let us make a user namespace (``sysctl``: another /proc/sys in tests)."""
     try:
-        if int(Path("/proc/sys/user/max_user_namespaces").read_text()) <= 0:
+        if int((sysctl / "user/max_user_namespaces").read_text()) <= 0:
             raise RunError("ociassemble run needs user namespaces, disabled on this machine "
                            "(sysctl user.max_user_namespaces is 0): raise it")
     except (OSError, ValueError):
         pass
     if os.geteuid() != 0:
         try:
-            if Path("/proc/sys/kernel/unprivileged_userns_clone").read_text().strip() == "0":
+            if (sysctl / "kernel/unprivileged_userns_clone").read_text().strip() == "0":
                 raise RunError("ociassemble run by a user other than root needs unprivileged user namespaces "
                                "(sysctl kernel.unprivileged_userns_clone=1), or run it as root")
         except OSError:
