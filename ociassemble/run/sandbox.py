@@ -44,6 +44,7 @@ from .idmap import IdMap, check_userns
 from .namespaces import PidNamespace, pid_namespace, pids_in
 from .rootpath import resolve_in_root
 from .seccomp import seccomp_program
+from .stdio import OutputPipe
 from .userns import ROOTFS_TARGET, start_in_userns
 
 __all__ = ["Sandbox", "check_host", "MASKED_PATHS", "READONLY_PATHS"]
@@ -129,6 +130,7 @@ class Sandbox:
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
+        self._outputs: list[OutputPipe] = []
         self._ns: PidNamespace | None = None
         #: Host PID of the PID namespace's init (bwrap's reaper).
         self.pid: int | None = None
@@ -146,6 +148,10 @@ class Sandbox:
 
         Raises RunError when the sandbox does not start or the command exits at once.
         """
+        owner = None
+        if idmap.privileged:
+            owner = (idmap.host_uid(0), idmap.host_gid(0))
+        self._outputs = [OutputPipe(stdout, owner, 1), OutputPipe(stderr, owner, 2)]  # type: ignore[arg-type]
         info_r, info_w = os.pipe()
         seccomp_r, seccomp_w = os.pipe()
         try:
@@ -153,9 +159,11 @@ class Sandbox:
             os.close(seccomp_w)
             seccomp_w = -1
             cmd = _bwrap_args(bwrap, command, lower, info_w, seccomp_r)
-            self._proc = start_in_userns(idmap, rootfs_spec, cmd, pass_fds=(info_w, seccomp_r), stdout=stdout,
-                                         stderr=stderr, env={"PATH": os.environ.get("PATH", DEFAULT_PATH)},
-                                         new_session=True)
+            self._proc = start_in_userns(idmap, rootfs_spec, cmd, pass_fds=(info_w, seccomp_r),
+                                         stdout=self._outputs[0].fd, stderr=self._outputs[1].fd,
+                                         env={"PATH": os.environ.get("PATH", DEFAULT_PATH)}, new_session=True)
+            for output in self._outputs:
+                output.started()
             os.close(info_w)
             info_w = -1
             info = self._read_info(info_r)
@@ -238,6 +246,8 @@ class Sandbox:
         while self.pids() and time.monotonic() < deadline:
             self._signal_all(signal.SIGKILL, include_init=True)
             time.sleep(_POLL)
+        for output in self._outputs:
+            output.close()
         return None if proc is None else proc.returncode
 
     def close(self) -> None:
