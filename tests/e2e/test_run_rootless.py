@@ -4,8 +4,8 @@ A user made with ``useradd`` (its /etc/subuid and /etc/subgid ranges come with i
 the CLI (through ``setpriv``), with its own HOME and cache: the image's root is that user,
 www-data is one of its subordinate ids, the port forwarder works without any privilege.
 The user runs ociassemble from a venv of the system's Python (the test venv's Python may
-live under /root, which the user cannot read), with this checkout installed editable:
-made once per checkout under /var/tmp.
+live under /root, which the user cannot read, and so may the checkout), with this
+checkout installed into it: made once per version of the sources under /var/tmp.
 """
 
 from __future__ import annotations
@@ -61,17 +61,21 @@ def rootless_user() -> pwd.struct_passwd:
 
 @pytest.fixture(scope="module")
 def rootless_venv() -> Path:
-    """A venv of the system Python with this checkout installed editable, readable by every user."""
+    """A venv of the system Python with this checkout installed (a copy), readable by every user."""
     if not SYSTEM_PYTHON.is_file():
         pytest.skip("no /usr/bin/python3 for the unprivileged user")
-    key = hashlib.sha256(str(CHECKOUT).encode() + (CHECKOUT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    sources = hashlib.sha256((CHECKOUT / "pyproject.toml").read_bytes())
+    for path in sorted((CHECKOUT / "ociassemble").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            sources.update(str(path.relative_to(CHECKOUT)).encode() + b"\0" + path.read_bytes())
+    key = sources.hexdigest()[:16]
     venv = Path("/var/tmp") / f"ociassemble-rootless-venv-{key}"
     with open(f"{venv}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (venv / "ready").exists():
             shutil.rmtree(venv, ignore_errors=True)
             subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(venv)], check=True, capture_output=True)
-            r = subprocess.run([str(venv / "bin/pip"), "install", "-q", "-e", str(CHECKOUT)],
+            r = subprocess.run([str(venv / "bin/pip"), "install", "-q", str(CHECKOUT)],
                                capture_output=True, text=True, check=False)
             assert r.returncode == 0, r.stderr[-3000:]
             (venv / "ready").touch()
