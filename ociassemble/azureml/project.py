@@ -72,6 +72,8 @@ class Project:
     #: the platforms to build for, a comma list ("linux/amd64,linux/arm64"); None: the base's
     #: (this machine's). Two or more make a multi-platform image (an OCI image index).
     platform: str | None = None
+    #: push signs with this key (cosign.key or a PEM ECDSA P-256 key) unless a flag says otherwise
+    sign_key: Path | None = None
     config_file: Path | None = None
 
     @property
@@ -83,7 +85,7 @@ class Project:
         return self.source_dir or self.entry.parent
 
 
-_PATH_KEYS = {"entry_script", "source_dir", "requirements", "conda_file"}
+_PATH_KEYS = {"entry_script", "source_dir", "requirements", "conda_file", "sign_key"}
 _STR_KEYS = {"base", "image", "output", "compression", "source_url", "revision", "source_name"}
 
 

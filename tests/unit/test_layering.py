@@ -12,6 +12,8 @@ module names a type of a module that uses it, e.g. ``image.upkeep``'s ``BlobCach
 1. ``image``: the engine (digests, OCI types, layers, compression, the blob cache,
    assembling, describing, verifying, the SBOM document); it knows nothing of where
    images go;
+1b. ``sign``: keys, the simple-signing payload, DSSE envelopes, the SLSA statement: pure
+   documents and cryptography, which ``registry`` stores beside images;
 2. ``transport``: images on disk (OCI layouts, archives); needs only ``image``;
 3. ``registry``: images over HTTP (references, auth, push, pull, the layer cache, the
    SBOM artifact push); ``pull_to_layout`` writes a layout, so it sits above ``transport``;
@@ -19,7 +21,8 @@ module names a type of a module that uses it, e.g. ``image.upkeep``'s ``BlobCach
    or a registry, so it sits above both;
 5. ``azureml``: the recipe, built on ``inputs``;
 5b. ``build``: one build from options (the recipe or a plain image) into an ``Image``:
-   the library's front door, which the CLI's build, push and verify call;
+   the library's front door, which the CLI's build, push and verify call; ``materials``:
+   what a build was made from, by digest (the provenance's inputs);
 6. ``run``: running an image without a daemon; needs only ``image`` (nothing below
    uses it, so it sits just under the command line);
 7. the command line: ``cli``, ``__main__`` and ``progress`` (how the command line shows
@@ -43,11 +46,12 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2] / "ociassemble"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("shared", frozenset({"", "emulation", "errors", "resources", "sizes"})),
     ("image", frozenset({"image"})),
+    ("sign", frozenset({"sign"})),
     ("transport", frozenset({"transport"})),
     ("registry", frozenset({"registry"})),
     ("inputs", frozenset({"inputs"})),
     ("azureml", frozenset({"azureml"})),
-    ("build", frozenset({"build"})),
+    ("build", frozenset({"build", "materials"})),
     ("run", frozenset({"run"})),
     ("cli", frozenset({"cli", "__main__", "progress"})),
 )
