@@ -1,7 +1,7 @@
 """Running an image built by the engine: namespaces, port publishing, clean stop, fresh runs.
 
 Uses the real Debian base (python3, nginx-light, runit): ``/tmp/base/base.tar`` if it
-exists, else one built once with mmdebstrap into the test cache. Needs root and bwrap.
+exists, else one built once with mmdebstrap into the test cache. Runs as root, with bwrap.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from ociassemble.run.unpack import rootfs_path
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="ociassemble run needs root"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="runs as root (tests/e2e/test_run_rootless.py runs as another user)"),
     pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed"),
 ]
 
