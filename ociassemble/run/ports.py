@@ -65,7 +65,8 @@ class _Relay:
         self._dir_fd = os.open(ports_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._proc = subprocess.Popen([sys.executable, "-I", "-S", str(_RELAY), str(userns_fd), str(netns_fd),
                                        str(ports_dir), *map(str, ports)],
-                                      stdin=subprocess.PIPE, pass_fds=(userns_fd, netns_fd))
+                                      stdin=subprocess.PIPE, pass_fds=(userns_fd, netns_fd),
+                                      start_new_session=True)  # a terminal's Ctrl-C is ours to handle, not its
 
     def dial(self, container_port: int, timeout: float) -> socket.socket | None:
         """A Unix socket connected through the relay to ``container_port`` in the image, or None."""

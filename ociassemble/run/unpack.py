@@ -265,6 +265,8 @@ def _main() -> int:
     except OciAssembleError as exc:
         json.dump({"error": type(exc).__name__, "message": str(exc)}, sys.stdout)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C reached the whole process group: the parent reports it
+        return 130
     return 0
 
 
