@@ -115,4 +115,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    try:
+        main(sys.argv)
+    except OSError as exc:  # a folder of the spec gone, a uid the map lacks: one line, not a traceback
+        sys.stderr.write(f"ociassemble run: cannot set up the run's namespaces: {exc}\n")
+        sys.exit(1)
