@@ -45,6 +45,24 @@ def _subordinate(path: str, name: str) -> tuple[int, int]:
     raise AssertionError(f"{name} has no line in {path}")
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process started, directly or not, by ``pid``."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_bytes().rpartition(b")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 @pytest.fixture(scope="module")
 def rootless_user() -> pwd.struct_passwd:
     try:
@@ -108,17 +126,16 @@ def test_a_user_other_than_root_runs_and_scores_the_example(example_build: dict,
         assert status == 200, body
         assert json.loads(body) == pytest.approx(_expected_prediction(trained_example))
         assert "nginx" in headers.get("server", "")
-        owners = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
-                    uid = os.stat(f"/proc/{entry}").st_uid
-                except OSError:
-                    continue
-                for name in (b"gunicorn", b"nginx: master", b"nginx: worker", b"runsvdir /var/runit"):
-                    if cmdline.startswith(name) or (name == b"gunicorn" and b"-m gunicorn" in cmdline):
-                        owners.setdefault(name.decode(), set()).add(uid)
+        owners: dict[str, set[int]] = {}
+        for pid in _descendants(proc.pid):  # other tests on this machine may run nginx or gunicorn too
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                uid = os.stat(f"/proc/{pid}").st_uid
+            except OSError:
+                continue
+            for name in (b"gunicorn", b"nginx: master", b"nginx: worker", b"runsvdir /var/runit"):
+                if cmdline.startswith(name) or (name == b"gunicorn" and b"-m gunicorn" in cmdline):
+                    owners.setdefault(name.decode(), set()).add(uid)
         # the image's root is the user itself; www-data (33) is the user's subordinate id 32
         assert owners["runsvdir /var/runit"] == {rootless_user.pw_uid}
         assert owners["nginx: master"] == {rootless_user.pw_uid}
