@@ -1,7 +1,8 @@
 """What an image's config asks to run: argv, environment, working directory and hostname.
 
 Only what ``ociassemble run`` supports is accepted: a command must be set, and it runs
-as root (a rootless or ``User`` run is refused with a RunError, not ignored).
+as the image's root (root of the run's user namespace, an unprivileged host id); an
+image whose ``User`` is another user is refused with a RunError, not ignored.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ __all__ = ["Command", "image_command", "DEFAULT_PATH"]
 
 #: PATH when the image's Env has none (Docker's default).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#: ``User`` values that mean root, the only user ``run`` runs as yet.
+#: ``User`` values that mean the image's root, the only user ``run`` starts the command as yet.
 _ROOT_USERS = (None, "", "0", "root", "0:0", "root:root")
 
 

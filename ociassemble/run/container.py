@@ -1,15 +1,17 @@
 """A running image: its command in a sandbox over its own rootfs, with its ports published.
 
-How a run is put together (root on the host; see the design's "Running an image"),
-each part in its own module:
+How a run is put together (by root or any other user; see the design's "Running an
+image" and docs/run-isolation.md), each part in its own module:
 
+* ``idmap``: which host ids the image's users are in the run's user namespace.
 * ``command``: what the image's config asks to run (argv, Env, working directory).
 * ``rootfs``: the run's writable root, an overlay (or a copy) over the image's
   rootfs, unpacked once into the cache by ``unpack``.
-* ``sandbox``: bubblewrap's namespaces around the command, and stopping it
-  (SIGTERM, ``stop_timeout`` seconds' grace, SIGKILL).
+* ``sandbox``: the user namespace (``userns``) and bubblewrap's namespaces around the
+  command, its seccomp filter and masked /proc, and stopping it (SIGTERM,
+  ``stop_timeout`` seconds' grace, SIGKILL).
 * ``ports``: each published host port forwarded into the image's private network,
-  through ``namespaces``.
+  through a relay in the image's namespaces.
 
 An image for another CPU architecture (``linux/arm64`` on an x86-64 machine) runs
 through qemu user emulation: nothing in the sandbox changes, because the kernel's
@@ -43,6 +45,7 @@ from ..image.oci import Platform
 from ..image.platform import normalize
 from . import health
 from .command import image_command
+from .idmap import host_idmap
 from .ports import PublishedPorts
 from .rootfs import RunRootfs
 from .sandbox import Sandbox, check_host
@@ -113,13 +116,13 @@ class RunningImage:
     def start(self) -> "RunningImage":
         """Unpack (once), set up the run directory and start the command; returns at once.
 
-        Raises RunError (not root, bwrap missing, an image of another architecture and no
+        Raises RunError (bwrap missing, no user namespaces, an image of another architecture and no
         qemu emulation, a port taken, no command, the sandbox failed to start), ArchiveError
         from unpacking.
         """
         if self._sandbox.started:
             raise RunError("this RunningImage was already started; make a new one")
-        bwrap, unshare = check_host()
+        bwrap = check_host()
         if self.emulated:
             try:
                 ensure_emulation(self.platform.architecture, what=f"running a {self.platform} image",
@@ -130,13 +133,14 @@ class RunningImage:
             self._log(f"the image is for {self.platform}: its programs run through qemu user emulation "
                       f"(several times slower{wait})")
         command = image_command(self.image, self.env)
-        self._rootfs = rootfs = RunRootfs(self.image, self.cache, unshare, limits=self._limits)
+        idmap = host_idmap()
+        self._rootfs = rootfs = RunRootfs(self.image, self.cache, idmap, limits=self._limits)
         try:
             self._ports.listen()
             rootfs.prepare()
-            self._sandbox.start(bwrap, command, rootfs.merged, rootfs.lower, wrap=rootfs.wrap,
+            self._sandbox.start(bwrap, command, rootfs.spec, rootfs.lower, idmap,
                                 stdout=self._stdout, stderr=self._stderr)
-            self._ports.start(self._sandbox.netns)
+            self._ports.start(self._sandbox.userns, self._sandbox.netns, rootfs.ports_dir)
         except BaseException:
             self.stop()
             raise

@@ -27,7 +27,7 @@ import stat
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..image.cache import DiskFullError
 from ..image.digest import CHUNK
@@ -41,6 +41,19 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Above this size a file's room on the disk is checked before writing it, so a big
 #: model fails with DiskFullError at once rather than after gigabytes.
 _CHECK_SPACE_ABOVE = 64 << 20
+
+
+#: Maps an entry's (uid, gid) to the ids to give the file (shifted into a run's id range).
+Owners = Callable[[int, int], tuple[int, int]]
+
+
+def _unmapped_ok(chown: Callable[[], None]) -> None:
+    """Run ``chown``; an id our user namespace does not map (EINVAL) leaves the file its root's."""
+    try:
+        chown()
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
 
 
 class _MissingParent(Exception):
@@ -134,7 +147,8 @@ class LayerWriter:
 
     parents: ParentDirs
     root: Path
-    owners: bool
+    #: The host (uid, gid) for an entry's (uid, gid), or None to leave files owned by us.
+    owners: Owners | None
     written: set[str] = field(default_factory=set)
     holders: set[str] = field(default_factory=set)  # parents of written paths
     skipped: list[str] = field(default_factory=list)
@@ -162,8 +176,9 @@ class LayerWriter:
         elif kind is Kind.SYMLINK:
             _clear(dfd, base, keep_dir=False)
             os.symlink(m.linkname, base, dir_fd=dfd)
-            if self.owners:
-                os.chown(base, m.uid, m.gid, dir_fd=dfd, follow_symlinks=False)
+            if self.owners is not None:
+                _unmapped_ok(lambda: os.chown(base, *self.owners(m.uid, m.gid), dir_fd=dfd,  # type: ignore[misc]
+                                              follow_symlinks=False))
         elif kind is Kind.HARDLINK:
             if entry.target == parts:
                 return
@@ -180,8 +195,8 @@ class LayerWriter:
             self.holders.add("/".join(parts[:i]))
 
     def _meta(self, fd: int, m: tarfile.TarInfo) -> None:
-        if self.owners:
-            os.fchown(fd, m.uid, m.gid)
+        if self.owners is not None:
+            _unmapped_ok(lambda: os.fchown(fd, *self.owners(m.uid, m.gid)))  # type: ignore[misc]
         os.fchmod(fd, m.mode & 0o7777 & ~_SUGID)
 
     def _meta_at(self, dfd: int, base: str, flags: int, m: tarfile.TarInfo) -> None:

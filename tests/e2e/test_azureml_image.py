@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ociassemble.image.cache import BlobCache
+from ociassemble.run.idmap import host_idmap
 from tests.conftest import run_cli
 from tests.e2e.conftest import free_port, http, wait_healthy
 
@@ -60,10 +61,12 @@ def test_run_serves_health_score_and_swagger(example_build: dict, trained_exampl
         assert status == 405
         running = _processes_named({"runsvdir", "runsv", "nginx", "gunicorn", "python3"})
         assert running.get("runsvdir") and len(running.get("runsv", [])) >= 2 and running.get("nginx")
-        # the scoring code runs unprivileged (Debian's www-data, uid 33), not as root
+        # the scoring code runs unprivileged (Debian's www-data, uid 33 in the image: in the run's
+        # user namespace, an unprivileged host id), not as root
         servers = [p for p in running.get("gunicorn", []) + running.get("python3", [])
                    if b"gunicorn" in Path(f"/proc/{p}/cmdline").read_bytes()]
-        assert servers and all(os.stat(f"/proc/{p}").st_uid == 33 for p in servers)
+        www_data = host_idmap().host_uid(33)
+        assert servers and all(os.stat(f"/proc/{p}").st_uid == www_data for p in servers)
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -1,7 +1,7 @@
 """Running an image built by the engine: namespaces, port publishing, clean stop, fresh runs.
 
 Uses the real Debian base (python3, nginx-light, runit): ``/tmp/base/base.tar`` if it
-exists, else one built once with mmdebstrap into the test cache. Needs root and bwrap.
+exists, else one built once with mmdebstrap into the test cache. Runs as root, with bwrap.
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from ociassemble.image.cache import BlobCache
 from ociassemble.image.layer import LayerSource, build_layer
 from ociassemble.inputs.base import load_base
 from ociassemble.run.container import RunningImage, run_image
+from ociassemble.run.idmap import host_idmap
 from ociassemble.run.unpack import rootfs_path
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="ociassemble run needs root"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="runs as root (tests/e2e/test_run_rootless.py runs as another user)"),
     pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed"),
 ]
 
@@ -83,7 +84,9 @@ def get(port: int, path: str) -> str:
 
 @pytest.fixture(scope="module")
 def run_cache(tmp_path_factory: pytest.TempPathFactory) -> BlobCache:
-    return BlobCache(tmp_path_factory.mktemp("run-cache"))
+    # one folder for the session: the modules importing these fixtures (test_run_isolation)
+    # reuse the base's unpacked rootfs
+    return BlobCache(tmp_path_factory.getbasetemp() / "run-cache")
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +153,7 @@ def test_runs_start_clean_with_env_and_workdir(run_cache: BlobCache, make_image:
             running.wait_until_ready(60)
             assert get(port, "/marker.txt") == "run\n"  # the previous run's write is gone
             assert get(port, "/env.txt") == f"hi image /opt/work {img.digest[7:19]}\n"
-    rootfs = rootfs_path(run_cache, img)
+    rootfs = rootfs_path(run_cache, img, host_idmap())
     assert not (rootfs / "var" / "lib" / "marker").exists()
     assert not (rootfs / "srv" / "marker.txt").exists()
     assert not (rootfs / "opt" / "work").exists()
@@ -225,17 +228,13 @@ def test_copy_fallback_without_overlayfs(run_cache: BlobCache, make_image: Calla
         with RunningImage(img, run_cache, publish={port: 5001}) as running:
             running.wait_until_ready(60)
             assert get(port, "/m.txt") == "run\n"
-    assert not (rootfs_path(run_cache, img) / "var" / "lib" / "marker").exists()
+    assert not (rootfs_path(run_cache, img, host_idmap()) / "var" / "lib" / "marker").exists()
     assert not any((run_cache.root / "run").glob("[0-9]*"))
 
 
 def test_host_requirements_are_run_errors(run_cache: BlobCache, make_image: Callable[..., Image],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     img = make_image(SERVER)
-    with monkeypatch.context() as m:
-        m.setattr(os, "geteuid", lambda: 1000)
-        with pytest.raises(RunError, match="needs root"):
-            RunningImage(img, run_cache).start()
     with monkeypatch.context() as m:
         m.setattr(shutil, "which", lambda name: None)
         with pytest.raises(RunError, match="needs bubblewrap"):
