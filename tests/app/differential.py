@@ -24,7 +24,7 @@ from typing import Protocol
 import pytest
 from app_layer_paths import APP_ROOT_IN_LAYER, SCRIPTS_DIR
 
-from tests.conftest import free_port
+from tests.ports import free_port
 
 requests = pytest.importorskip("requests")
 
