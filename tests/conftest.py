@@ -80,7 +80,7 @@ def _needs_arm64_base(item: pytest.Item) -> bool:
 
 def _needs_python_bases(item: pytest.Item) -> bool:
     """The tests that use the Python 3.9 and 3.13 default bases (bullseye, trixie)."""
-    return "test_azureml_v1_pythons.py" in item.nodeid
+    return "test_azureml_v1_pythons.py" in item.nodeid or "test_app_pythons.py" in item.nodeid
 
 
 #: the background make-base runs: which tests wait for them, the bases they make, make-base's flags
@@ -126,6 +126,15 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 _BACKGROUND = pytest.StashKey[tuple]()
+_PYTHON_BASES_LOG = _BACKGROUND_BASES[1][2]
+
+
+def wait_for_background_bases(config: pytest.Config) -> None:
+    """Wait until this run's background make-base of the Python 3.9 and 3.13 bases has ended (at
+    once when none was started): for a test that finds its base missing and fails if it still is."""
+    for proc, log in config.stash.get(_BACKGROUND, None) or ():
+        if Path(log.name).name == _PYTHON_BASES_LOG:
+            proc.wait()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
