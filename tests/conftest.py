@@ -7,10 +7,8 @@ test runs (``$OCIASSEMBLE_TEST_CACHE`` or ``~/.cache/ociassemble-test``).
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ociassemble.image.cache import BlobCache
+from tests.ports import free_port  # noqa: F401 (the tests import it from here)
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "sklearn-diabetes"
@@ -81,7 +80,7 @@ def _needs_arm64_base(item: pytest.Item) -> bool:
 
 def _needs_python_bases(item: pytest.Item) -> bool:
     """The tests that use the Python 3.9 and 3.13 default bases (bullseye, trixie)."""
-    return "test_azureml_v1_pythons.py" in item.nodeid
+    return "test_azureml_v1_pythons.py" in item.nodeid or "test_app_pythons.py" in item.nodeid
 
 
 #: the background make-base runs: which tests wait for them, the bases they make, make-base's flags
@@ -127,6 +126,15 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 _BACKGROUND = pytest.StashKey[tuple]()
+_PYTHON_BASES_LOG = _BACKGROUND_BASES[1][2]
+
+
+def wait_for_background_bases(config: pytest.Config) -> None:
+    """Wait until this run's background make-base of the Python 3.9 and 3.13 bases has ended (at
+    once when none was started): for a test that finds its base missing and fails if it still is."""
+    for proc, log in config.stash.get(_BACKGROUND, None) or ():
+        if Path(log.name).name == _PYTHON_BASES_LOG:
+            proc.wait()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -193,27 +201,3 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "ociassemble.cli", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, input=input, timeout=900)
-
-
-def free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range.
-
-    A port from bind(0) is an ephemeral one, and until the server binds it, any outgoing
-    connection (the health checks of the other servers starting at the same time) may be
-    given it: seen as gunicorn's "Address already in use". Ports below the range are
-    never handed out that way.
-    """
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.SystemRandom()
-    for _ in range(200):
-        port = rng.randrange(20000, max(low, 20001))
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free loopback port below the ephemeral range")

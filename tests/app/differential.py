@@ -9,6 +9,7 @@ in the former's docstring and in the README.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ from typing import Protocol
 import pytest
 from app_layer_paths import APP_ROOT_IN_LAYER, SCRIPTS_DIR
 
-from tests.conftest import free_port
+from tests.ports import free_port
 
 requests = pytest.importorskip("requests")
 
@@ -35,6 +36,8 @@ __all__ = ["APP_INSIGHTS_KEYS", "BOOT_TIMEOUT_S", "CALLS", "COMPARED_HEADERS", "
 
 ORACLE_VERSION = "1.5.1"
 ORACLE_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ociassemble-test" / "oracle-venv"
+#: an oracle interpreter other than ORACLE_VENV's (see oracle_python)
+ORACLE_PYTHON_VAR = "OCIASSEMBLE_TEST_ORACLE_PYTHON"
 ORACLE_PACKAGES = [f"azureml-inference-server-http=={ORACLE_VERSION}", "gunicorn==27.0.1", "numpy", "pandas"]
 BOOT_TIMEOUT_S = 60  # both servers import pandas on 2 cores while ~30 processes start at once
 REQUEST_TIMEOUT_S = 15
@@ -116,7 +119,14 @@ EXEC_MS = re.compile(r"^\d+\.\d{3}$")
 
 
 def oracle_python() -> Path:
-    """The oracle venv's interpreter, creating the venv on first use (cached across runs)."""
+    """The oracle venv's interpreter, creating the venv on first use (cached across runs).
+
+    ``$OCIASSEMBLE_TEST_ORACLE_PYTHON`` names another one: tests/app/test_app_pythons.py runs this suite
+    inside the Python 3.9 and 3.13 bases, each with the oracle installed for that Python.
+    """
+    given = os.environ.get(ORACLE_PYTHON_VAR)
+    if given:
+        return Path(given)
     python = ORACLE_VENV / "bin" / "python"
     check = [str(python), "-c", "import azureml_inference_server_http, numpy, pandas, gunicorn"]
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
@@ -182,6 +192,15 @@ def _app_root(base: Path, script: str, ours: bool) -> Path:
     return root
 
 
+@functools.lru_cache(maxsize=None)
+def _no_control_socket(python: Path) -> tuple[str, ...]:
+    """``--no-control-socket`` for a gunicorn that opens one (24 and later, under $HOME); gunicorn
+    23, Python 3.9's, has neither the socket nor the flag (our gunicorn_conf.py sets it by name)."""
+    probe = [str(python), "-c", "import gunicorn; print(gunicorn.version_info[0])"]
+    major = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+    return ("--no-control-socket",) if int(major) >= 24 else ()
+
+
 def start_server(script: str, ours: bool, base: Path, oracle_python: Path, ingestion: str = "") -> Server:
     """Serve ``script`` by our app (``ours``) or the oracle; ``ingestion``: the fake App Insights endpoint."""
     root = _app_root(base, script, ours)
@@ -212,7 +231,7 @@ def start_server(script: str, ours: bool, base: Path, oracle_python: Path, inges
         # What azmlinfsrv runs (amlserver_linux.run), bound to loopback instead of 0.0.0.0.
         workers = env.get("WORKER_COUNT", "1")
         command = [str(oracle_python), "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", workers, "--timeout", "60"]
-        command += ["--access-logfile", "-", "--no-control-socket"]
+        command += ["--access-logfile", "-", *_no_control_socket(oracle_python)]
         if env.get("WORKER_PRELOAD", "false").lower() == "true":
             command.append("--preload")
         command.append("azureml_inference_server_http.server.entry:app")
