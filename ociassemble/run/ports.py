@@ -30,32 +30,14 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import RunError
+from .port_relay import CONNECTED, pump
 
 __all__ = ["PortForwarder", "PublishedPorts"]
 
-#: Bytes copied per recv: large enough for a JSON scoring request in one go.
-_BUF = 1 << 16
+#: the relay, run by path (its pump and "connected" byte serve our half too)
 _RELAY = Path(__file__).with_name("port_relay.py")
-#: The relay's byte for "connected to the port in the image" (port_relay.CONNECTED).
-_CONNECTED = b"1"
 #: How long a connection waits for the relay to start and the port in the image to accept.
 _DIAL_TIMEOUT = 5.0
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while True:
-            data = src.recv(_BUF)
-            if not data:
-                break
-            dst.sendall(data)
-        dst.shutdown(socket.SHUT_WR)
-    except OSError:
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _Relay:
@@ -78,7 +60,7 @@ class _Relay:
             try:
                 s.settimeout(max(0.1, deadline - time.monotonic()))
                 s.connect(path)
-                if s.recv(1) == _CONNECTED:
+                if s.recv(1) == CONNECTED:
                     s.settimeout(None)
                     return s
                 s.close()
@@ -157,9 +139,9 @@ class PortForwarder:
                 up.close()
                 return
             self._active.update((conn, up))
-        back = threading.Thread(target=_pump, args=(up, conn), daemon=True)
+        back = threading.Thread(target=pump, args=(up, conn), daemon=True)
         back.start()
-        _pump(conn, up)
+        pump(conn, up)
         back.join()
         with self._lock:
             self._active.difference_update((conn, up))

@@ -25,19 +25,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from ociassemble.image.cache import BlobCache
-from tests.conftest import free_port, run_cli
-from tests.e2e.conftest import http
+from tests.conftest import run_cli
+from tests.e2e.conftest import http, serving
 
 joblib = pytest.importorskip("joblib")
 
@@ -246,38 +241,8 @@ def served(debian_base: str, shared_cache: BlobCache,
                        "--cache-dir", str(shared_cache.root), cwd=folder)
         assert proc.returncode == 0, proc.stderr
         builds[name] = (out, proc.stderr)
-    runs: dict[str, tuple[subprocess.Popen[bytes], int, Path]] = {}
-    try:
-        for name, (out, _) in builds.items():
-            port = free_port()
-            log = root / f"{name}.log"
-            with open(log, "wb") as f:
-                runs[name] = (subprocess.Popen([sys.executable, "-m", "ociassemble.cli", "run", f"oci-archive:{out}:latest",
-                                                "--publish", f"127.0.0.1:{port}:5001", "--cache-dir", str(shared_cache.root)],
-                                               stdout=f, stderr=subprocess.STDOUT), port, log)
-        deadline = time.monotonic() + BOOT_TIMEOUT_S
-        pending = set(runs)
-        while pending and time.monotonic() < deadline:
-            for name in list(pending):
-                proc, port, log = runs[name]
-                assert proc.poll() is None, f"{name} exited early:\n{log.read_text(errors='replace')[-3000:]}"
-                try:
-                    if http("GET", f"http://127.0.0.1:{port}/", timeout=2)[2] == b"Healthy":
-                        pending.discard(name)
-                except OSError:
-                    pass
-            time.sleep(0.5)
-        assert not pending, "\n".join(f"{n} never healthy:\n{runs[n][2].read_text(errors='replace')[-3000:]}" for n in pending)
-        yield {name: (port, builds[name][1]) for name, (_, port, _) in runs.items()}
-    finally:
-        for proc, _, _ in runs.values():
-            proc.send_signal(signal.SIGINT)
-        for proc, _, _ in runs.values():
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with serving({name: out for name, (out, _) in builds.items()}, root, shared_cache.root, BOOT_TIMEOUT_S) as ports:
+        yield {name: (port, builds[name][1]) for name, port in ports.items()}
 
 
 def _score(port: int, body: object) -> object:

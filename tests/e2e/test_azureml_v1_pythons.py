@@ -19,10 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -30,8 +26,8 @@ import pytest
 
 from ociassemble.azureml.debianbase import make_base
 from ociassemble.image.cache import BlobCache
-from tests.conftest import free_port, run_cli
-from tests.e2e.conftest import http
+from tests.conftest import run_cli
+from tests.e2e.conftest import http, serving
 
 pytestmark = [
     pytest.mark.slow,
@@ -115,38 +111,8 @@ def served(shared_cache: BlobCache, tmp_path_factory: pytest.TempPathFactory) ->
                        "--cache-dir", str(shared_cache.root), cwd=folder)
         assert proc.returncode == 0, proc.stderr
         builds[python] = (out, proc.stderr)
-    runs: dict[str, tuple[subprocess.Popen[bytes], int, Path]] = {}
-    try:
-        for python, (out, _) in builds.items():
-            port = free_port()
-            log = root / f"py{python}.log"
-            with open(log, "wb") as f:
-                runs[python] = (subprocess.Popen([sys.executable, "-m", "ociassemble.cli", "run", f"oci-archive:{out}:latest",
-                                                  "--publish", f"127.0.0.1:{port}:5001", "--cache-dir", str(shared_cache.root)],
-                                                 stdout=f, stderr=subprocess.STDOUT), port, log)
-        deadline = time.monotonic() + BOOT_TIMEOUT_S
-        pending = set(runs)
-        while pending and time.monotonic() < deadline:
-            for python in list(pending):
-                proc, port, log = runs[python]
-                assert proc.poll() is None, f"{python} exited early:\n{log.read_text(errors='replace')[-3000:]}"
-                try:
-                    if http("GET", f"http://127.0.0.1:{port}/", timeout=2)[2] == b"Healthy":
-                        pending.discard(python)
-                except OSError:
-                    pass
-            time.sleep(0.5)
-        assert not pending, "\n".join(f"{p} never healthy:\n{runs[p][2].read_text(errors='replace')[-3000:]}" for p in pending)
-        yield {python: (port, builds[python][1]) for python, (_, port, _) in runs.items()}
-    finally:
-        for proc, _, _ in runs.values():
-            proc.send_signal(signal.SIGINT)
-        for proc, _, _ in runs.values():
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with serving({python: out for python, (out, _) in builds.items()}, root, shared_cache.root, BOOT_TIMEOUT_S) as ports:
+        yield {python: (port, builds[python][1]) for python, port in ports.items()}
 
 
 @pytest.mark.parametrize("python,patch", [("3.9", "3.9."), ("3.13", "3.13.")])
