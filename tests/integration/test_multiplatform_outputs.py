@@ -153,6 +153,6 @@ def test_missing_default_bases_are_named_before_any_platform_is_built(tmp_path: 
                    "--cache-dir", str(tmp_path / "cache"))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        "ociassemble: error: no base image for linux/amd64,linux/arm64: run 'ociassemble make-base --platform "
+        "ociassemble: error: no base image for linux/amd64,linux/arm64 with Python 3.11: run 'ociassemble make-base --platform "
         "linux/amd64,linux/arm64' once (Debian bookworm with python3, nginx, runit), or pass --base")
     assert "layer" not in proc.stderr and not (tmp_path / "out").exists()
