@@ -14,11 +14,19 @@ to pex as flags (``indexes``). pip's order, each later one overriding a key of t
 ``PIP_CONFIG_FILE=/dev/null`` reads none (pip's way to ignore them). Within the merged files,
 ``[install]`` and ``[download]`` (pex resolves with ``pip download``, a user installs with
 ``pip install``) override ``[global]``; the ``PIP_*`` variables override all of them (``indexes``).
+
+pex's own pip still reads some of these files (its ``--isolated`` skips the user's files and the
+``PIP_*`` variables, not the site-wide ones nor ``$PIP_CONFIG_FILE``): their index keys would
+join the ones given to pex, a URL there without its password (the keyring's) would win over
+the one with it, and a cache key would not know them. ``for_pex`` is the file pex's pip reads
+instead of ``$PIP_CONFIG_FILE``: its other settings (``cert``, ``constraint``, ``timeout``…)
+kept, every index key emptied, so the settings read here are the only ones.
 """
 
 from __future__ import annotations
 
 import configparser
+import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +34,7 @@ from pathlib import Path
 
 from ..errors import InputError
 
-__all__ = ["KEYS", "PipConfig", "config_files", "read_pip_config"]
+__all__ = ["KEYS", "PipConfig", "config_files", "for_pex", "read_pip_config"]
 
 #: the settings read (pip's names; ``index_url`` is also accepted, as pip does)
 KEYS = ("index-url", "extra-index-url", "find-links", "trusted-host", "no-index")
@@ -98,3 +106,37 @@ def read_pip_config(environ: Mapping[str, str] | None = None) -> PipConfig:
             if sec == section:
                 out[key] = found
     return PipConfig(tuple((k, v, w) for k, (v, w) in sorted(out.items())))
+
+
+_NEUTRAL = {"index-url": "https://pypi.org/simple", "extra-index-url": "", "find-links": "", "trusted-host": "",
+            "no-index": "false"}
+
+
+def for_pex(environ: Mapping[str, str] | None = None) -> str | None:
+    """The text of the ``PIP_CONFIG_FILE`` pex's pip is to read (None: leave it, pip reads none).
+
+    It is read last, so its empty index keys in every section pip reads override those of the
+    site-wide files; the rest of ``$PIP_CONFIG_FILE`` is kept. May hold what that file holds
+    (a proxy's password): write it to a private temporary file only.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("PIP_CONFIG_FILE") == os.devnull:
+        return None
+    parser = configparser.RawConfigParser()
+    own = env.get("PIP_CONFIG_FILE")
+    if own and os.path.isfile(own):
+        try:
+            parser.read(own, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError, OSError):
+            pass  # read_pip_config says what is wrong with it, first
+    for section in (*_SECTIONS, "wheel"):
+        if not parser.has_section(section):
+            parser.add_section(section)
+        for key in list(parser.options(section)):
+            if _normalise(key) in KEYS:
+                parser.remove_option(section, key)
+        for key, value in _NEUTRAL.items():
+            parser.set(section, key, value)
+    out = io.StringIO()
+    parser.write(out)
+    return out.getvalue()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ociassemble.azureml.indexes import PYPI, index_config
-from ociassemble.azureml.pipconfig import config_files, read_pip_config
+from ociassemble.azureml.pipconfig import config_files, for_pex, read_pip_config
 from ociassemble.errors import InputError
 
 
@@ -74,3 +74,19 @@ def test_no_index_from_a_file_and_a_broken_file_is_one_line(tmp_path: Path) -> N
     _write(own, "index-url = https://no-section.example/simple\n")
     with pytest.raises(InputError, match=r"own\.conf: pip's configuration file cannot be read .*PIP_CONFIG_FILE=/dev/null"):
         read_pip_config(env)
+
+
+def test_pexs_pip_gets_pip_config_file_without_its_index_keys(tmp_path: Path) -> None:
+    import configparser
+
+    own = _write(tmp_path / "own.conf", "[global]\ncert = /corp/ca.pem\nextra-index-url = https://u@feed.example/s\n"
+                                        "[download]\nfind_links = /w\ntimeout = 60\n")
+    text = for_pex({"PIP_CONFIG_FILE": str(own)})
+    assert text is not None and "feed.example" not in text and "/w" not in text
+    parsed = configparser.RawConfigParser()
+    parsed.read_string(text)
+    assert parsed.get("global", "cert") == "/corp/ca.pem" and parsed.get("download", "timeout") == "60"
+    for section in ("global", "download", "install", "wheel"):  # a site-wide file's section cannot add one back
+        assert parsed.get(section, "extra-index-url") == "" and parsed.get(section, "no-index") == "false"
+    assert for_pex({"PIP_CONFIG_FILE": os.devnull}) is None
+    assert "find-links = \n" in (for_pex({}) or "")
