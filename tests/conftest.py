@@ -31,6 +31,27 @@ def test_cache_root() -> Path:
 test_cache_root.__test__ = False  # type: ignore[attr-defined]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_pip_config(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The tests' own (empty) pip configuration file, unless a test names another.
+
+    ociassemble reads pip's configuration files as pip does; a file named by PIP_CONFIG_FILE
+    replaces the user's (``~/.config/pip/pip.conf``: a developer's mirrors), so no test builds from
+    their index settings: the tests resolve as they did before pip.conf was read. The site-wide
+    files (/etc/xdg/pip, /etc/pip.conf) are read as before, by pex's pip too.
+    """
+    if "PIP_CONFIG_FILE" in os.environ:  # the runner chose (e.g. /dev/null): theirs
+        yield
+        return
+    conf = tmp_path_factory.mktemp("pip-config") / "pip.conf"
+    conf.write_text("# the test suite's: no index settings of the machine's user files\n")
+    os.environ["PIP_CONFIG_FILE"] = str(conf)
+    try:
+        yield
+    finally:
+        os.environ.pop("PIP_CONFIG_FILE", None)
+
+
 @pytest.fixture
 def cache(tmp_path: Path) -> BlobCache:
     return BlobCache(tmp_path / "cache")

@@ -26,6 +26,7 @@ from ..image.cache import BlobCache
 from .baseinfo import BaseInfo
 from .indexes import IndexConfig, redact, strip_credentials
 from .lockfile import Distribution, PlatformLock
+from .pipconfig import for_pex
 
 __all__ = ["DEPS_DIR", "complete_platform", "deps_cached", "deps_key", "lock_deps", "resolve_deps"]
 
@@ -161,8 +162,15 @@ def deps_cached(cache: BlobCache, key_src: dict[str, object]) -> bool:
 def _run_pex(cmd: list[str], indexes: IndexConfig | None, *, log, debug: bool) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     """Run pex (``cmd`` plus the sources' flags); its output with credentials hidden."""
     secrets = indexes.secrets if indexes is not None else []
-    proc = subprocess.run([*cmd, *(indexes.pex_args() if indexes is not None else [])], capture_output=True, text=True,
-                          env={**os.environ, "PEX_VERBOSE": "0"})
+    env = {**os.environ, "PEX_VERBOSE": "0"}
+    # pex's pip reads no index setting of pip's configuration files: ``indexes`` holds them (pipconfig)
+    conf = for_pex()
+    with tempfile.TemporaryDirectory(prefix="ociassemble-pipconf-") as private:  # 0700
+        if conf is not None:
+            env["PIP_CONFIG_FILE"] = os.path.join(private, "pip.conf")
+            Path(env["PIP_CONFIG_FILE"]).write_text(conf)
+        proc = subprocess.run([*cmd, *(indexes.pex_args() if indexes is not None else [])], capture_output=True,
+                              text=True, env=env)
     proc.stderr = redact(proc.stderr, secrets)
     proc.stdout = redact(proc.stdout, secrets)
     if proc.returncode != 0 and debug:

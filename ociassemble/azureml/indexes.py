@@ -3,14 +3,15 @@
 pip takes its index settings from requirements files (``--index-url``, ``--extra-index-url``,
 ``--find-links``, ``--no-index``, ``--trusted-host``) and from its environment
 (``PIP_INDEX_URL``, ``PIP_EXTRA_INDEX_URL``, ``PIP_FIND_LINKS``, ``PIP_NO_INDEX``,
-``PIP_TRUSTED_HOST``): Azure Artifacts, Artifactory and devpi users set them there. pex runs
-pip isolated from both, so they are read here and given to pex as its own flags, with pip's
-meaning (an ``--index-url`` replaces PyPI, an extra one is added to it). Lines of a requirements
-file win over the environment, as in pip.
+``PIP_TRUSTED_HOST``) and configuration files (``pip.conf``, ``pipconfig``): Azure Artifacts,
+Artifactory and devpi users set them there. pex runs pip isolated from all three, so they are
+read here and given to pex as its own flags, with pip's meaning (an ``--index-url`` replaces
+PyPI, an extra one is added to it). Lines of a requirements file win over the environment, and
+the environment over the configuration files, as in pip.
 
 Credentials may sit in the URL (``https://user:token@host/simple``, also written with
-``${VAR}`` as pip expands it), in ``~/.netrc`` (pex and pip read it themselves) or in the
-environment variables above. They go to pex's command line only: every other place an
+``${VAR}`` as pip expands it), in ``~/.netrc`` (pex and pip read it themselves), in the
+environment variables above, or in a keyring (``keyringauth``: a URL with a user and no password). They go to pex's command line only: every other place an
 index is named (the lock, cache keys, logs, ``--json``, error lines) gets ``redacted`` text.
 """
 
@@ -21,9 +22,10 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import InputError
+from .pipconfig import PipConfig
 
 __all__ = ["PYPI", "IndexConfig", "index_config", "inline_password", "redact", "strip_credentials"]
 
@@ -110,7 +112,7 @@ class IndexConfig:
             if "@" in parts.netloc:
                 userinfo = parts.netloc.rsplit("@", 1)[0]
                 out += [p for p in userinfo.split(":", 1) if p]
-        return out
+        return list(dict.fromkeys([*out, *(unquote(p) for p in out)]))  # a keyring's password is quoted
 
     def pex_args(self) -> list[str]:
         """pex's flags for these sources (with credentials: for pex's command line only)."""
@@ -149,8 +151,10 @@ def _split_env_list(value: str) -> list[str]:
 
 
 def index_config(lines: Sequence[str], *, source: str = "requirements", base_dir: str | None = None,
-                 environ: Mapping[str, str] | None = None) -> tuple[IndexConfig, list[str]]:
-    """The index settings of requirement ``lines`` and pip's environment, and the lines left.
+                 environ: Mapping[str, str] | None = None,
+                 pip_config: PipConfig | None = None) -> tuple[IndexConfig, list[str]]:
+    """The index settings of requirement ``lines``, pip's environment and ``pip_config`` (its
+    configuration files, ``read_pip_config``), and the lines left.
 
     ``base_dir``: the requirements file's folder (a relative ``--find-links`` is relative to it).
 
@@ -190,17 +194,30 @@ def index_config(lines: Sequence[str], *, source: str = "requirements", base_dir
         else:
             trusted.append(value)
         sources.append(source)
-    # pip's environment: below the requirements file's lines (pip's own order of precedence)
-    if index_url is None and env.get("PIP_INDEX_URL", "").strip():
-        index_url = env["PIP_INDEX_URL"].strip()
-        sources.append("PIP_INDEX_URL")
-    for name, target in (("PIP_EXTRA_INDEX_URL", extra), ("PIP_FIND_LINKS", links), ("PIP_TRUSTED_HOST", trusted)):
-        values = [v for v in _split_env_list(env.get(name, "")) if v not in target]
-        if values:
+    # pip's options: below the requirements file's lines; a PIP_* variable overrides the
+    # same key of pip's configuration files (pip's own order of precedence)
+    conf = pip_config or PipConfig()
+
+    def option(key: str) -> tuple[str, str] | None:
+        var = "PIP_" + key.upper().replace("-", "_")
+        if env.get(var, "").strip():
+            return env[var].strip(), var
+        found = conf.get(key)
+        return (found[0].strip(), found[1]) if found and found[0].strip() else None
+
+    found = option("index-url")
+    if index_url is None and found:
+        index_url, where = found
+        sources.append(where)
+    for key, target in (("extra-index-url", extra), ("find-links", links), ("trusted-host", trusted)):
+        found = option(key)
+        values = [v for v in _split_env_list(found[0]) if v not in target] if found else []
+        if found and values:
             target.extend(values)
-            sources.append(name)
-    if not no_index and env.get("PIP_NO_INDEX", "").strip().lower() in ("1", "true", "yes", "on"):
+            sources.append(found[1])
+    found = option("no-index")
+    if not no_index and found and found[0].lower() in ("1", "true", "yes", "on", "y", "t"):
         no_index = True
-        sources.append("PIP_NO_INDEX")
+        sources.append(found[1])
     return IndexConfig(index_url, tuple(dict.fromkeys(extra)), tuple(dict.fromkeys(links)),
                        tuple(dict.fromkeys(trusted)), no_index, tuple(dict.fromkeys(sources)), base_dir), rest

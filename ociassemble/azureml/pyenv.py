@@ -26,6 +26,8 @@ from ..errors import InputError
 from ..resources import layers_dir
 from .debianbase import DEFAULT_PYTHON
 from .indexes import IndexConfig, index_config
+from .keyringauth import from_keyring
+from .pipconfig import read_pip_config
 from .project import Project
 from .pythonpin import PythonPin, choose_python, parse_pin
 from .requirements import Merged, merge_requirements, read_app_pins
@@ -40,7 +42,7 @@ class PythonInputs:
     env_file: Path | None
     user_env: UserEnv
     merged: Merged  # the requirement lines pex gets (no index options: those are in ``indexes``)
-    indexes: IndexConfig  # from the requirements file and pip's environment variables
+    indexes: IndexConfig  # from the requirements file, pip's environment variables and pip.conf
     #: those the requirements file names (a lock's input: PIP_INDEX_URL and the like differ
     #: between a laptop and CI, and the lock's files are pinned by hash whichever index serves them)
     file_indexes: IndexConfig = IndexConfig()
@@ -153,7 +155,10 @@ def python_inputs(project: Project, log: Callable[[str], None]) -> PythonInputs:
     env_file = None if project.conda_doc is not None else project.conda_file or project.requirements
     source = env_name or "your environment"
     base_dir = str(env_file.parent.resolve()) if env_file else None
-    indexes, lines = index_config(user_env.requirements, source=source, base_dir=base_dir)
+    indexes, lines = index_config(user_env.requirements, source=source, base_dir=base_dir,
+                                  pip_config=read_pip_config())
+    indexes = from_keyring(indexes, log)
+    # the lock's input: the requirements file's own (not PIP_* nor pip.conf: they are the machine's)
     file_indexes, _ = index_config(user_env.requirements, source=source, base_dir=base_dir,
                                    environ={k: v for k, v in os.environ.items() if not k.startswith("PIP_")})
     for host in indexes.trusted_hosts:

@@ -3,7 +3,8 @@
 One project, built step by step: locked while tinypkg 1.0 is the newest; 1.1 published; the
 locked build on an empty cache is the first image, bit for bit; without the lock 1.1 comes in;
 a 1.0 wheel replaced on the index is refused in one line naming it and the locked hash. The
-password (given through the environment, ``${VAR}`` in requirements.txt and ~/.netrc) is then
+password (given through the environment, ``${VAR}`` in requirements.txt, ~/.netrc, and last a
+keyring command for an index named in pip.conf with a user and no password) is then
 looked for in every file of the caches, pex's cache, the project, the images' layers and
 everything printed: it is nowhere.
 """
@@ -13,7 +14,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,7 +79,8 @@ def test_lock_pins_a_private_index_file_and_no_password_leaks(quick_recipe: Quic
     pex_root = tmp_path / "pex-root"
     scratch = tmp_path / "tmpdir"  # pex's and pip's temporary files (pip's log among them)
     scratch.mkdir()
-    env = {"INDEX_TOKEN": PASSWORD, "PEX_ROOT": str(pex_root), "TMPDIR": str(scratch)}
+    # pip's configuration files: none (this machine's own are not the test's), till the keyring step's
+    env = {"INDEX_TOKEN": PASSWORD, "PEX_ROOT": str(pex_root), "TMPDIR": str(scratch), "PIP_CONFIG_FILE": os.devnull}
     printed: list[str] = []
 
     def cli(*args: str, cache: Path, extra_env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
@@ -159,8 +164,29 @@ def test_lock_pins_a_private_index_file_and_no_password_leaks(quick_recipe: Quic
                 cache=tmp_path / "cache3", extra_env=tamper_env)
     assert debug.returncode == 1 and "pex's output" in debug.stderr
 
-    roots = (first_cache, second_cache, tmp_path / "cache3", pex_root, tmp_path / "pex-root-2", project, scratch,
-             tmp_path / "one", tmp_path / "two", tmp_path / "three")
+    # the index named by pip.conf only (PIP_CONFIG_FILE), as alice with no password: the keyring
+    # command on PATH (keyring + keyrings.alt's plaintext file, the test extra) gives it; no ~/.netrc
+    shutil.move(project / "ociassemble.lock", saved)
+    (project / "requirements.txt").write_text("tinypkg\n")
+    conf = tmp_path / "pip.conf"
+    conf.write_text(f"[global]\nextra-index-url = http://alice@127.0.0.1:{port}/simple/\n")
+    bin_dir = tmp_path / "keyring-bin"
+    bin_dir.mkdir()
+    (bin_dir / "keyring").symlink_to(Path(sys.executable).parent / "keyring")
+    keyring_env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path / "home-2"),
+                   "XDG_DATA_HOME": str(tmp_path / "keyring-data"),
+                   "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring"}
+    subprocess.run(["keyring", "set", index.url, "alice"], input=PASSWORD + "\n", text=True, check=True,
+                   env={**os.environ, **keyring_env})
+    del index.requested[:]
+    keyed = cli("build", str(project), "-o", f"oci:{tmp_path / 'five'}", "--json", cache=tmp_path / "cache4",
+                extra_env={**keyring_env, "PIP_CONFIG_FILE": str(conf)})
+    assert keyed.returncode == 0, keyed.stderr
+    assert _installed(tmp_path / "cache4", "tinypkg") == ["1.1"] and "/simple/tinypkg/" in index.requested
+
+    roots = (first_cache, second_cache, tmp_path / "cache3", tmp_path / "cache4", pex_root, tmp_path / "pex-root-2",
+             project, scratch, tmp_path / "one", tmp_path / "two", tmp_path / "three", tmp_path / "five",
+             tmp_path / "home-2")
     leaks = [f for root in roots for f in _files_holding(root, PASSWORD.encode())]
     sbom = tmp_path / "one.sbom.spdx.json"
     assert "tinypkg" in sbom.read_text()
