@@ -52,7 +52,8 @@ def require_default_bases(cache: BlobCache, platforms: Sequence[Platform | None]
 
 
 def make_base(cache: BlobCache, *, force: bool = False, log=print,  # type: ignore[no-untyped-def]
-              platform: Platform | None = None, binfmt: Path = BINFMT) -> Path:
+              platform: Platform | None = None, binfmt: Path = BINFMT, from_debs: bool = False,
+              release: str = SUITE, apt_mirror: str | None = None, keyring: Path | None = None) -> Path:
     """Build (once) the default base for ``platform`` (default: this machine's) as an OCI
     layout in the cache and return its path.
 
@@ -60,11 +61,20 @@ def make_base(cache: BlobCache, *, force: bool = False, log=print,  # type: igno
     under qemu user emulation (``emulation.ensure_emulation``: BuildError saying what to
     install or mount when this machine cannot; ``binfmt``: where binfmt_misc is mounted,
     another folder in tests).
+
+    ``from_debs``: made from ``release``'s .debs by ``debsbase.make_base_from_debs`` instead
+    (no mmdebstrap, no root, no qemu, for any architecture); ``apt_mirror`` and ``keyring``
+    are its mirror and keyring (default: this machine's apt sources and Debian's keyring).
     """
     plat = normalize(platform or host_platform())
     target = default_base_path(cache, plat)
     if (target / "index.json").is_file() and not force:
         return target
+    if from_debs:
+        from .debsbase import make_base_from_debs
+
+        return make_base_from_debs(cache, target, release=release, platform=plat, apt_mirror=apt_mirror,
+                                   keyring=keyring, log=log)
     target.parent.mkdir(parents=True, exist_ok=True)
     # one mmdebstrap per base at a time: a second build (or test run) waits, then takes the first's
     with open(target.parent / f".{target.name}.lock", "a") as lock:

@@ -1,4 +1,4 @@
-"""``ociassemble make-base``: the default Debian base (python3, nginx, runit), made once by mmdebstrap."""
+"""``ociassemble make-base``: the default Debian base (python3, nginx, runit), made once by mmdebstrap (or from .debs: --from-debs)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,11 @@ def cmd_make_base(args: argparse.Namespace, out: Out) -> int:
 
     platforms = parse_platforms(args.platform) if args.platform else (None,)
     cache = blob_cache(args)
-    bases = {str(p) if p else "": make_base(cache, force=args.force, log=out.log, platform=p) for p in platforms}
+    from pathlib import Path
+
+    keyring = Path(args.apt_keyring) if args.apt_keyring else None
+    bases = {str(p) if p else "": make_base(cache, force=args.force, log=out.log, platform=p, from_debs=args.from_debs,
+                                            apt_mirror=args.apt_mirror, keyring=keyring) for p in platforms}
     if len(bases) == 1:
         path = next(iter(bases.values()))
         out.result({"base": f"oci:{path}"}, f"oci:{path}")

@@ -67,6 +67,15 @@ def _registry_flags(p: argparse.ArgumentParser) -> None:
                    help="allow plain HTTP to this registry (localhost is always allowed)")
 
 
+def _apt_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Debian packages (see docs/debian-packages.md)")
+    g.add_argument("--apt-mirror", metavar="URL",
+                   help="the Debian mirror (the folder holding dists/ and pool/; default: this machine's apt sources)")
+    g.add_argument("--apt-keyring", metavar="FILE",
+                   help="check the mirror's InRelease with this OpenPGP keyring (default: the apt source's Signed-By, "
+                        "else /usr/share/keyrings/debian-archive-keyring.gpg)")
+
+
 def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
     p.add_argument("path", nargs="?", default=".", help="project folder (default: .)")
     p.add_argument("--config", metavar="FILE", help="config file (default: ./ociassemble.toml or [tool.ociassemble] in pyproject.toml)")
@@ -196,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make the base for this platform, e.g. linux/arm64, or a comma list (default: this machine's); "
                         "another architecture needs qemu-user-static and binfmt-support (mmdebstrap runs its "
                         "package scripts under emulation)")
+    p.add_argument("--from-debs", action="store_true",
+                   help="make it from Debian's .debs as ociassemble unpacks them (no mmdebstrap, no root, no qemu: "
+                        "any architecture in seconds; maintainer scripts are not run, see docs/debian-packages.md)")
+    _apt_flags(p)
 
     p = add("init", init.cmd_init, "Write a commented starter ociassemble.toml.", "ociassemble init")
     p.add_argument("path", nargs="?", default=".", help="project folder (default: .)")

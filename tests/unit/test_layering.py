@@ -12,6 +12,8 @@ module names a type of a module that uses it, e.g. ``image.upkeep``'s ``BlobCach
 1. ``image``: the engine (digests, OCI types, layers, compression, the blob cache,
    assembling, describing, verifying, the SBOM document); it knows nothing of where
    images go;
+1b. ``debian``: Debian packages into a layer (repository client, resolver, .deb unpacking);
+   needs only ``image`` (its layer writer and blob cache);
 2. ``transport``: images on disk (OCI layouts, archives); needs only ``image``;
 3. ``registry``: images over HTTP (references, auth, push, pull, the layer cache, the
    SBOM artifact push); ``pull_to_layout`` writes a layout, so it sits above ``transport``;
@@ -43,6 +45,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2] / "ociassemble"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("shared", frozenset({"", "emulation", "errors", "resources", "sizes"})),
     ("image", frozenset({"image"})),
+    ("debian", frozenset({"debian"})),
     ("transport", frozenset({"transport"})),
     ("registry", frozenset({"registry"})),
     ("inputs", frozenset({"inputs"})),
