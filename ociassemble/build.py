@@ -94,6 +94,8 @@ def build_image(project: Project, cache: BlobCache, *, recipe: bool | None = Non
                                   platform=platform)
         image, layers = res.image, res.layers
         scan = list(image.manifest.layers[:len(image.manifest.layers) - len(layers)])
+        # the Debian packages layer holds the dpkg status with the base's and its own packages
+        scan += [l.descriptor for kind, l in layers if kind == "debian-packages"]
         if res.deps_site is None:  # the deps layer came from the registry cache: the SBOM reads its dist-infos
             scan += [l.descriptor for kind, l in layers if kind == "python-deps"]
         return Built(image, layers, project, cache, res.deps_site, scan, res.pex_ran, layer_cache)

@@ -72,6 +72,11 @@ class Project:
     #: the platforms to build for, a comma list ("linux/amd64,linux/arm64"); None: the base's
     #: (this machine's). Two or more make a multi-platform image (an OCI image index).
     platform: str | None = None
+    #: Debian packages added over the base, from the base's own release (``apt = ["libgomp1"]``)
+    apt: list[str] = field(default_factory=list)
+    #: the Debian mirror for them (default: this machine's apt sources) and its keyring
+    apt_mirror: str | None = None
+    apt_keyring: Path | None = None
     config_file: Path | None = None
 
     @property
@@ -83,8 +88,8 @@ class Project:
         return self.source_dir or self.entry.parent
 
 
-_PATH_KEYS = {"entry_script", "source_dir", "requirements", "conda_file"}
-_STR_KEYS = {"base", "image", "output", "compression", "source_url", "revision", "source_name"}
+_PATH_KEYS = {"entry_script", "source_dir", "requirements", "conda_file", "apt_keyring"}
+_STR_KEYS = {"base", "image", "output", "compression", "source_url", "revision", "source_name", "apt_mirror"}
 
 
 def _apply(project: Project, data: dict[str, Any], root: Path, where: str) -> None:
@@ -113,6 +118,11 @@ def _apply(project: Project, data: dict[str, Any], root: Path, where: str) -> No
             if not all(isinstance(v, str) and v.strip() for v in items) or not items:
                 raise UsageError(f'{where}: platform must be a string or a list of them, e.g. platform = ["linux/amd64", "linux/arm64"]')
             project.platform = ",".join(items)
+        elif k == "apt":
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, str) and v.strip() for v in items):
+                raise UsageError(f'{where}: apt must be a list of Debian package names, e.g. apt = ["libgomp1"]')
+            project.apt = [v.strip() for v in items]
         elif k in ("env", "labels"):
             if not isinstance(value, dict):
                 raise UsageError(f"{where}: {key} must be a table of strings, e.g. {key} = {{ KEY = \"value\" }}")
@@ -156,7 +166,8 @@ def project_with(directory: Path, *, config: Path | None = None, cwd: Path | Non
                  compression: str | None = None, compression_level: int | None = None,
                  env: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
                  source_url: str | None = None, revision: str | None = None,
-                 platform: str | None = None) -> Project:
+                 platform: str | None = None, apt: Sequence[str] = (), apt_mirror: str | None = None,
+                 apt_keyring: str | Path | None = None) -> Project:
     """The project of ``directory`` (``load_project``) with these settings put over its config.
 
     What the CLI's flags do, for a program: a value given wins over the config file's;
@@ -193,6 +204,11 @@ def project_with(directory: Path, *, config: Path | None = None, cwd: Path | Non
             setattr(project, key, value)
     if compression_level is not None:
         project.compression_level = compression_level
+    project.apt = [*project.apt, *(a for a in apt if a not in project.apt)]
+    if apt_mirror:
+        project.apt_mirror = apt_mirror
+    if apt_keyring:
+        project.apt_keyring = cwd / apt_keyring
     project.env.update(env or {})
     project.labels.update(labels or {})
     return project
@@ -239,6 +255,10 @@ requirements = "requirements.txt"
 # index; each platform's base from `ociassemble make-base --platform ...`).
 # Default: the base's (this machine's).
 # platform = ["linux/amd64", "linux/arm64"]
+
+# Debian packages the model needs from the system (lightgbm's wheel needs libgomp1),
+# from the base's own release; their dependencies come too. Default: none.
+# apt = ["libgomp1"]
 
 # Where `ociassemble build` writes, and where `ociassemble push` pushes.
 output = "oci-archive:image.tar"

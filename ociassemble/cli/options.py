@@ -85,7 +85,8 @@ def project(args: argparse.Namespace) -> Project:
                         compression_level=getattr(args, "compression_level", None),
                         env=kv(args.env, "--env"), labels=kv(args.label, "--label"),
                         source_url=args.source_url, revision=args.revision,
-                        platform=getattr(args, "platform", None))
+                        platform=getattr(args, "platform", None), apt=getattr(args, "apt_package", None) or (),
+                        apt_mirror=getattr(args, "apt_mirror", None), apt_keyring=getattr(args, "apt_keyring", None))
 
 
 def assemble(args: argparse.Namespace, out: Out, proj: Project | None = None) -> BuiltSet:

@@ -67,13 +67,14 @@ def _registry_flags(p: argparse.ArgumentParser) -> None:
                    help="allow plain HTTP to this registry (localhost is always allowed)")
 
 
-def _apt_flags(p: argparse.ArgumentParser) -> None:
+def _apt_flags(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     g = p.add_argument_group("Debian packages (see docs/debian-packages.md)")
     g.add_argument("--apt-mirror", metavar="URL",
                    help="the Debian mirror (the folder holding dists/ and pool/; default: this machine's apt sources)")
     g.add_argument("--apt-keyring", metavar="FILE",
                    help="check the mirror's InRelease with this OpenPGP keyring (default: the apt source's Signed-By, "
                         "else /usr/share/keyrings/debian-archive-keyring.gpg)")
+    return g
 
 
 def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
@@ -120,6 +121,10 @@ def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
     g3.add_argument("--cache-from", metavar="REF", help="only read the layer cache in this repository")
     g3.add_argument("--cache-to", metavar="REF", help="push: write the layer cache entries there after the image push")
     g3.add_argument("--no-cache-repo", action="store_true", help=f"no registry layer cache, whatever ${ENV_CACHE_REPO} says")
+    g4 = _apt_flags(p)
+    g4.add_argument("--apt-package", action="append", metavar="NAME",
+                    help="add this Debian package (and what it depends on) from the base's own release, e.g. "
+                         "libgomp1 (repeatable; or apt = [...] in the config)")
     p.add_argument("--sbom", action="store_true",
                    help="also make an SPDX 2.3 SBOM (Python and Debian packages): written beside the output as "
                         "<output>.sbom.spdx.json; on push, pushed as an OCI artifact referring to the image")
