@@ -24,9 +24,10 @@ from ..transport.layout import write_layout
 
 __all__ = ["make_base_from_debs", "BASE_PACKAGES", "BASE_ENV"]
 
-#: what the scoring image needs beyond the essential set; usr-is-merged says the root is
+#: what the scoring image needs beyond the essential set (libstdc++6: the C++ runtime manylinux wheels such
+#: as numpy's load from the system, which mmdebstrap's minbase has through apt); usr-is-merged says the root is
 #: merged-/usr (what init-system-helpers asks for), as the layer lays it out
-BASE_PACKAGES = ("usr-is-merged", "python3", "nginx-light", "runit", "ca-certificates")
+BASE_PACKAGES = ("usr-is-merged", "python3", "nginx-light", "runit", "ca-certificates", "libstdc++6")
 #: the environment Debian's images set (debuerreotype's PATH)
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
