@@ -15,8 +15,6 @@ status and the layout; a warm build neither reads nor unpacks a package.
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import PackageError
 from ..image.compress import Compression
-from ..image.layer import LAYER_FORMAT, BuiltLayer, build_layer
+from ..image.layer import LAYER_FORMAT, BuiltLayer, layer_from_stream
 from ..image.oci import canonical_json
 from .deb import DebFile, open_deb
 from .fetch import Fetcher
@@ -39,6 +37,8 @@ __all__ = ["PackagesLayer", "packages_layer", "fetch_debs", "ENGINE"]
 ENGINE = "ociassemble-debs-1"
 #: parallel downloads: enough to fill a link to a near mirror with ~100 small files
 _DOWNLOADS = 8
+#: data.tar decompressions at once: the codecs release the GIL, so two cores are both used
+_UNPACKERS = 4
 
 
 @dataclass
@@ -77,41 +77,57 @@ def _safe(name: str, deb: DebFile) -> None:
                            "the package is corrupt or hostile")
 
 
-def _unpack(tree: Tree, deb: DebFile) -> list[str]:
-    """Put a package's files into ``tree``; returns its file list as dpkg's ``.list`` has it."""
-    listed = ["/."]
+@dataclass(frozen=True)
+class _Member:
+    """One data.tar entry as read: its header fields and, for a file, its bytes."""
+
+    name: str  # as in the package, without "./"
+    kind: str  # dir | file | symlink | hardlink
+    mode: int
+    uid: int
+    gid: int
+    linkname: str = ""
+    data: bytes = b""
+
+
+def _read_data(deb: DebFile) -> list[_Member]:
+    """A package's data.tar, read whole (decompressing on a pool thread: lzma and zstd let go of the GIL)."""
+    out = []
     with deb.data() as tf:
         for m in tf:
-            orig = m.name.removeprefix("./").rstrip("/")
-            if not orig or orig == ".":
+            name = m.name.removeprefix("./").rstrip("/")
+            if not name or name == ".":
                 continue
-            _safe(orig, deb)
-            listed.append("/" + orig)
-            name = tree.canonical(orig)
-            mode = m.mode & 0o7777
-            if m.isdir():
-                current = tree.entries.get(name)
-                if current is None:
-                    tree.add_dir(name, mode, m.uid, m.gid)
-            elif m.isreg():
-                path = tree.stage_file()
-                src = tf.extractfile(m)
-                with open(path, "wb") as out:
-                    if src is not None:
-                        shutil.copyfileobj(src, out, 1 << 20)
-                tree.parents(name)
-                tree.put_file(name, path, mode, m.uid, m.gid)
-            elif m.issym():
-                tree.entries.pop(name, None)
-                tree.add_symlink(name, m.linkname)
-            elif m.islnk():
-                target = tree.entries.get(tree.canonical(m.linkname))
-                if target is None or target.kind != "file" or target.source is None:
-                    raise PackageError(f"{deb.name}: the hard link {orig} names {m.linkname}, which is not a file "
-                                       "before it; the package is corrupt")
-                tree.parents(name)
-                tree.put_file(name, Path(target.source), mode, m.uid, m.gid)
+            _safe(name, deb)
+            if m.isreg():
+                f = tf.extractfile(m)
+                out.append(_Member(name, "file", m.mode & 0o7777, m.uid, m.gid, data=f.read() if f else b""))
+            elif m.isdir() or m.issym() or m.islnk():
+                kind = "dir" if m.isdir() else "symlink" if m.issym() else "hardlink"
+                out.append(_Member(name, kind, m.mode & 0o7777, m.uid, m.gid, m.linkname))
             # devices and FIFOs: none in Debian's packages; an image's runtime provides /dev
+    return out
+
+
+def _unpack(tree: Tree, deb: DebFile, members: list[_Member]) -> list[str]:
+    """Put a package's files into ``tree``; returns its file list as dpkg's ``.list`` has it."""
+    listed = ["/."]
+    for m in members:
+        listed.append("/" + m.name)
+        name = tree.canonical(m.name)
+        if m.kind == "dir":
+            if name not in tree.entries:
+                tree.add_dir(name, m.mode, m.uid, m.gid)
+        elif m.kind == "file":
+            tree.add_file(name, m.data, m.mode, m.uid, m.gid)
+        elif m.kind == "symlink":
+            tree.add_symlink(name, m.linkname)
+        else:
+            data = tree.contents.get(tree.canonical(m.linkname))
+            if data is None:
+                raise PackageError(f"{deb.name}: the hard link {m.name} names {m.linkname}, which is not a file "
+                                   "before it; the package is corrupt")
+            tree.add_file(name, data, m.mode, m.uid, m.gid)
     return listed
 
 
@@ -129,30 +145,29 @@ def packages_layer(cache, fetcher: Fetcher, packages: list[Package], *, base_sta
         notes = notes_path.read_text().splitlines() if notes_path.is_file() else []
         return PackagesLayer(BuiltLayer.from_record(record), packages, notes)
     paths = fetch_debs(fetcher, packages)
-    staging = Path(tempfile.mkdtemp(prefix="debs-", dir=cache.tmp_dir))
-    try:
-        tree = Tree(staging, merged_usr)
-        debs = [open_deb(path, f"{p.name} {p.version}") for p, path in zip(packages, paths)]
-        lists = [_unpack(tree, deb) for deb in debs]
-        names = [p.name for p in packages]
-        notes = [f"done for {line}" for line in apply_actions(tree, names)]
-        postinsts = {p.name: d.info.scripts.get("postinst", "") for p, d in zip(packages, debs)}
-        alts = apply_alternatives(tree, postinsts)
-        mods = nginx_modules(tree, postinsts)
-        if mods:
-            notes.append("nginx modules enabled: " + ", ".join(mods))
-        if alts:
-            notes.append("alternatives: " + ", ".join(alts))
-        notes += [line for p, d in zip(packages, debs) if (line := uncovered(p.name, d.info.scripts))]
-        _record(tree, packages, debs, lists, base_status, new_root)
-        if new_root and merged_usr:
-            for top in MERGED_DIRS:
-                if tree.has(f"usr/{top}") and top not in tree.entries:
-                    tree.add_symlink(top, f"usr/{top}")
-        built = build_layer(cache, [], entries=tree.sorted_entries(), compression=compression, epoch=epoch,
-                            by_reference=False)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    debs = [open_deb(path, f"{p.name} {p.version}") for p, path in zip(packages, paths)]
+    with ThreadPoolExecutor(_UNPACKERS) as pool:
+        contents = list(pool.map(_read_data, debs))
+    tree = Tree(merged_usr)
+    lists = [_unpack(tree, deb, members) for deb, members in zip(debs, contents)]
+    del contents
+    names = [p.name for p in packages]
+    notes = [f"done for {line}" for line in apply_actions(tree, names)]
+    postinsts = {p.name: d.info.scripts.get("postinst", "") for p, d in zip(packages, debs)}
+    alts = apply_alternatives(tree, postinsts)
+    if alts:
+        notes.append("alternatives: " + ", ".join(alts))
+    mods = nginx_modules(tree, postinsts)
+    if mods:
+        notes.append("nginx modules enabled: " + ", ".join(mods))
+    notes += [line for p, d in zip(packages, debs) if (line := uncovered(p.name, d.info.scripts))]
+    _record(tree, packages, debs, lists, base_status, new_root)
+    if new_root and merged_usr:
+        for top in MERGED_DIRS:
+            if tree.has(f"usr/{top}") and top not in tree.entries:
+                tree.add_symlink(top, f"usr/{top}")
+    samples, total = tree.samples()
+    built = layer_from_stream(cache, tree.tar_chunks(epoch), compression, samples, total)
     cache.put_layer(key, built.to_record())
     notes_path.write_text("".join(n + "\n" for n in notes))
     return PackagesLayer(built, packages, notes)

@@ -1,18 +1,22 @@
-"""The files of a package layer being made: layer entries, their contents staged in a folder.
+"""The files of a package layer being made: layer entries, and file contents held in memory.
 
 Paths are the layer's (relative, no leading ``/``). On a merged-/usr root, a path
 under ``bin``, ``sbin`` or ``lib*`` is put under ``usr/`` (``canonical``), as
 dpkg's files land on such a system through the ``/bin -> usr/bin`` symlinks: a layer
-holding a ``bin/`` folder would replace the base's symlink.
+holding a ``bin/`` folder would replace the base's symlink. Contents stay in memory
+(a base's packages are ~150 MB): no staging folder of thousands of files written and
+read back.
 """
 
 from __future__ import annotations
 
 import os
+import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from ..image.tarstream import Entry
+from ..image.digest import CHUNK
+from ..image.tarstream import Entry, entry_headers
 
 __all__ = ["Tree", "MERGED_DIRS"]
 
@@ -22,12 +26,11 @@ MERGED_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 @dataclass
 class Tree:
-    """Entries by path, and the staging folder their file contents are written to."""
+    """Entries by path, and the content of each file entry."""
 
-    staging: Path
     merged_usr: bool
     entries: dict[str, Entry] = field(default_factory=dict)
-    _count: int = 0
+    contents: dict[str, bytes] = field(default_factory=dict)
 
     def canonical(self, name: str) -> str:
         name = name.removeprefix("./").lstrip("/").rstrip("/")
@@ -37,33 +40,20 @@ class Tree:
                 return "usr/" + name
         return name
 
-    def _stage(self, data: bytes | None = None) -> Path:
-        self._count += 1
-        path = self.staging / f"{self._count:06d}"
-        if data is not None:
-            path.write_bytes(data)
-        return path
-
-    def stage_file(self) -> Path:
-        """A new staging file's path, for a caller that writes the content itself."""
-        return self._stage()
-
-    def put_file(self, name: str, path: Path, mode: int, uid: int = 0, gid: int = 0) -> None:
-        st = os.stat(path)
-        self.entries[name] = Entry(name, "file", mode, st.st_size, str(path), uid=uid, gid=gid,
-                                   stamp=(st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
-
     def add_file(self, name: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
         self.parents(name)
-        self.put_file(name, self._stage(data), mode, uid, gid)
+        self.entries[name] = Entry(name, "file", mode, len(data), uid=uid, gid=gid)
+        self.contents[name] = data
 
     def add_symlink(self, name: str, target: str) -> None:
         self.parents(name)
+        self.contents.pop(name, None)
         self.entries[name] = Entry(name, "symlink", 0o777, linkname=target)
 
     def add_dir(self, name: str, mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
         """A folder, or a folder's owner and mode changed (as a script's chown/chmod would)."""
         self.parents(name)
+        self.contents.pop(name, None)
         self.entries[name] = Entry(name, "dir", mode, uid=uid, gid=gid)
 
     def parents(self, name: str) -> None:
@@ -79,11 +69,8 @@ class Tree:
             e = self.entries.get(name)
             if e is None:
                 return None
-            if e.kind == "file" and e.source:
-                return Path(e.source).read_bytes()
-            if e.kind == "hardlink":
-                name = e.linkname
-                continue
+            if e.kind == "file":
+                return self.contents.get(name)
             if e.kind != "symlink":
                 return None
             target = e.linkname
@@ -96,3 +83,29 @@ class Tree:
 
     def sorted_entries(self) -> list[Entry]:
         return sorted(self.entries.values(), key=lambda e: e.name.encode())
+
+    def tar_chunks(self, epoch: int) -> Iterator[bytes]:
+        """The layer's tar stream (``tarstream``'s headers) in ``CHUNK``-sized chunks, the last shorter."""
+        buf = bytearray()
+        for e, header in entry_headers(self.sorted_entries(), epoch):
+            buf += header
+            if e.kind == "file":
+                data = self.contents[e.name]
+                buf += data
+                buf += b"\0" * (-len(data) % tarfile.BLOCKSIZE)
+            while len(buf) >= CHUNK:
+                yield bytes(buf[:CHUNK])
+                del buf[:CHUNK]
+        buf += b"\0" * (2 * tarfile.BLOCKSIZE)
+        while len(buf) >= CHUNK:
+            yield bytes(buf[:CHUNK])
+            del buf[:CHUNK]
+        if buf:
+            yield bytes(buf)
+
+    def samples(self) -> tuple[list[bytes], int]:
+        """Slices of the biggest files and the total size: what ``auto`` compression decides by."""
+        from ..image.layer import SAMPLE_BYTES, SAMPLE_FILES
+
+        big = sorted(self.contents.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:SAMPLE_FILES]
+        return [d[len(d) // 2:len(d) // 2 + SAMPLE_BYTES] for _, d in big], sum(map(len, self.contents.values()))

@@ -32,7 +32,7 @@ def _stanza(name: str, version: str, depends: str = "", provides: str = "", prio
 
 def _index(*stanzas: str) -> PackageIndex:
     index = PackageIndex("amd64")
-    index.add("\n\n".join(stanzas) + "\n", "http://127.0.0.1/")
+    index.add(("\n\n".join(stanzas) + "\n").encode(), "http://127.0.0.1/")
     return index
 
 
