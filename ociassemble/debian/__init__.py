@@ -5,6 +5,6 @@ deterministic layer with dpkg's records; no maintainer script, no dpkg, no root,
 Modules, lowest first: ``version`` (dpkg's ordering, relations), ``sources`` (the machine's apt
 sources), ``fetch`` (HTTP into the blob cache), ``release`` (InRelease by gpgv), ``packages``
 (Packages indexes), ``resolve``, ``deb`` (.deb files), ``tree``, ``status`` (dpkg's database),
-``scripts`` (what maintainer scripts would do, by name), ``install`` (the layer), ``repository``
-(one release for one architecture) and ``baseinfo`` (what a base's dpkg status and os-release say).
+``scripts`` (what maintainer scripts would do, by name), ``install`` (the layer) and ``repository``
+(one release for one architecture).
 """
