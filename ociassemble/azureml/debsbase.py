@@ -46,7 +46,8 @@ def make_base_from_debs(cache: BlobCache, target: Path, *, release: str = "bookw
         fcntl.flock(lock, fcntl.LOCK_EX)
         arch = debian_arch(plat.architecture, plat.variant)
         repo = open_repository(cache, Target("debian", release, arch), apt_mirror=apt_mirror, keyring=keyring)
-        wanted = repo.essential() + list(packages)
+        # usr-is-merged exists from bookworm on; bullseye's essential set asks for no merge
+        wanted = repo.essential() + [p for p in packages if p != "usr-is-merged" or repo.index.versions(p)]
         chosen = repo.resolve(wanted)
         log(f"making the {release} {plat} base from {len(chosen)} Debian packages (no mmdebstrap, no emulation)")
         made = packages_layer(cache, repo.fetcher, chosen, new_root=True, merged_usr=True,

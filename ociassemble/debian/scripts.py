@@ -108,6 +108,12 @@ def nginx_modules(tree: Tree, scripts: dict[str, str]) -> list[str]:
     return made
 
 
+def _tzdata(tree: Tree) -> None:
+    if tree.has("usr/share/zoneinfo/Etc/UTC") and not tree.has("etc/localtime"):
+        tree.add_symlink("etc/localtime", "/usr/share/zoneinfo/Etc/UTC")
+        tree.add_file("etc/timezone", b"Etc/UTC\n")
+
+
 def _nginx_common(tree: Tree) -> None:
     tree.add_dir("var/log/nginx", 0o755, gid=_gid(tree, "adm"))
     if not tree.has("var/lib/nginx"):
@@ -121,6 +127,7 @@ ACTIONS: dict[str, tuple[str, Callable[[Tree], None]]] = {
     "libc-bin": ("/etc/nsswitch.conf", _libc_bin),
     "ca-certificates": ("/etc/ssl/certs/ca-certificates.crt and .pem links", _ca_certificates),
     "nginx-common": ("/var/log/nginx owned by root:adm, /var/lib/nginx", _nginx_common),
+    "tzdata": ("/etc/localtime -> Etc/UTC (debconf's default answer)", _tzdata),
 }
 
 
@@ -198,6 +205,10 @@ NOT_NEEDED = {
     "usr-is-merged": "checks of the /usr merge", "util-linux": "/etc/adjtime and service setup", "tar": "the rmt alternative",
     "gawk": "the awk alternative", "mawk": "the awk alternative", "sysvinit-utils": "service setup",
     "libgomp1": "ldconfig", "perl-base": "nothing", "ncurses-base": "nothing", "sed": "nothing",
+    "netbase": "/etc/hosts (the runtime provides it)", "gzip": "moving old /bin links", "libselinux1": "clean-up",
+    "login.defs": "conffile adoption", "perl": "dpkg triggers", "debconf": "its own frontend setup",
+    "libssl1.1": "restarting services", "libssl3": "restarting services", "libssl3t64": "restarting services",
+    "nginx-light": "starting the service",
 }
 
 

@@ -125,6 +125,10 @@ def repositories_for(release: str, distro: str = "debian", *, apt_mirror: str | 
             raise InputError(f"apt mirror {apt_mirror!r} is not an http:// or https:// URL; give the folder that "
                              "holds dists/ and pool/")
         return [Repository(apt_mirror, release, ("main",), default)]
+    host_distro = _os_release_field("ID") or "debian"
+    if host_distro != distro:
+        raise InputError(f"the base is {distro} but this machine's apt sources are {host_distro}'s: give {distro}'s "
+                         "mirror with --apt-mirror URL (or apt_mirror in the config)")
     sources = read_apt_sources(apt_dir)
     host = host_release or _host_codename(sources)
     out: list[Repository] = []
@@ -143,13 +147,19 @@ def repositories_for(release: str, distro: str = "debian", *, apt_mirror: str | 
     return out
 
 
-def _host_codename(sources: list[AptSource]) -> str | None:
-    """The machine's release: VERSION_CODENAME of /etc/os-release, else its first source's suite."""
+def _os_release_field(name: str) -> str | None:
+    """A field of this machine's /etc/os-release, unquoted, or None."""
     try:
         text = Path("/etc/os-release").read_text()
     except OSError:
-        text = ""
-    m = re.search(r"^VERSION_CODENAME=\"?([a-z]+)\"?$", text, re.M)
-    if m:
-        return m.group(1)
+        return None
+    m = re.search(rf"^{name}=\"?([^\"\n]*)\"?$", text, re.M)
+    return m.group(1).strip().lower() if m else None
+
+
+def _host_codename(sources: list[AptSource]) -> str | None:
+    """The machine's release: VERSION_CODENAME of /etc/os-release, else its first source's suite."""
+    codename = _os_release_field("VERSION_CODENAME")
+    if codename:
+        return codename
     return sources[0].suites[0].partition("-")[0] if sources and sources[0].suites else None
