@@ -299,8 +299,16 @@ def _debian_layer(project: Project, cache: BlobCache, base: Image, base_spec: st
     from .baseinfo import base_debian
 
     deb = base_debian(base, cache)
-    target = target_from_os_release(deb.os_release, debian_arch(base.platform.architecture, base.platform.variant),
-                                     f"base {base_spec}")
+    try:
+        target = target_from_os_release(deb.os_release, debian_arch(base.platform.architecture,
+                                                                     base.platform.variant), f"base {base_spec}")
+    except InputError as exc:
+        if not serving:
+            raise
+        lacks = ", ".join(m for m, pkg in _SERVING_PACKAGES.items() if pkg in serving)
+        raise BuildError(f"base {base_spec} has no {lacks}, and they cannot be added ({exc}); use a base that has "
+                         "python3, nginx and runit's runsvdir (e.g. 'ociassemble make-base') or a Debian-based "
+                         "one with python3") from None
     if serving:
         log(f"the base has no {', '.join(serving)}: added from {target}")
     repo = open_repository(cache, target, apt_mirror=project.apt_mirror, keyring=project.apt_keyring)
