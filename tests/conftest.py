@@ -69,7 +69,16 @@ def debian_base(shared_cache: BlobCache) -> str:
 @pytest.fixture(scope="session")
 def arm64_base(shared_cache: BlobCache) -> str:
     """``oci:DIR`` of the same base for linux/arm64 (``make-base --platform linux/arm64``: mmdebstrap
-    --arch=arm64 under qemu, ~3 minutes once; scripts/cross-arch unpacks this one too)."""
+    --arch=arm64 under qemu, ~3 minutes once; scripts/cross-arch unpacks this one too).
+    ``OCIASSEMBLE_TEST_BASE=debs``: ``make-base --from-debs --platform linux/arm64`` (no qemu)."""
+    if TEST_BASE == "debs":
+        from ociassemble.azureml.debsbase import make_base_from_debs
+        from ociassemble.image.platform import parse_platform
+
+        target = shared_cache.root / "bases" / "test-debs-bookworm-arm64"
+        if not (target / "index.json").is_file():
+            make_base_from_debs(shared_cache, target, platform=parse_platform("linux/arm64"), log=lambda m: None)
+        return f"oci:{target}"
     if shutil.which("mmdebstrap") is None:
         pytest.fail("mmdebstrap is not installed: .ci/run installs it (apt-get install mmdebstrap)")
     from ociassemble.azureml.debianbase import make_base
