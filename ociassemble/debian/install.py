@@ -34,7 +34,7 @@ from .tree import MERGED_DIRS, Tree
 __all__ = ["PackagesLayer", "packages_layer", "fetch_debs", "ENGINE"]
 
 #: Names how a package layer is made; bumped when the same .debs would give other bytes.
-ENGINE = "ociassemble-debs-2"
+ENGINE = "ociassemble-debs-3"
 #: parallel downloads: enough to fill a link to a near mirror with ~100 small files
 _DOWNLOADS = 8
 #: data.tar decompressions at once: the codecs release the GIL, so two cores are both used

@@ -146,8 +146,8 @@ _ALT = re.compile(r"update-alternatives\s+(?:--quiet\s+)?--install\s+(\S+)\s+(\S
 
 def apply_alternatives(tree: Tree, scripts: dict[str, str]) -> list[str]:
     """``/etc/alternatives`` links from the ``update-alternatives --install`` lines of the
-    postinsts given (package → script), the highest priority of each name winning (ties:
-    the package sorted first); a slave only where its target is in the layer."""
+    postinsts given (package → script), the highest priority of each name whose program is in
+    the layer winning (ties: the package sorted first); a slave only where its target is too."""
     best: dict[str, tuple[int, str, str, list[tuple[str, str, str]]]] = {}
     for pkg in sorted(scripts):
         text = re.sub(r"\\\n\s*", " ", scripts[pkg])
@@ -156,6 +156,8 @@ def apply_alternatives(tree: Tree, scripts: dict[str, str]) -> list[str]:
             if "$" in link + name + path:
                 continue
             slaves = re.findall(r"--slave\s+(\S+)\s+(\S+)\s+(\S+)", m.group(5) or "")
+            if not tree.has(tree.canonical(path)):
+                continue  # an alternative whose program is not in the layer (a postinst of another release)
             if name not in best or prio > best[name][0]:
                 best[name] = (prio, link, path, slaves)
     made = []
