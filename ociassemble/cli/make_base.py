@@ -18,6 +18,11 @@ def cmd_make_base(args: argparse.Namespace, out: Out) -> int:
     cache = blob_cache(args)
     from pathlib import Path
 
+    from ..errors import UsageError
+
+    if (args.apt_mirror or args.apt_keyring) and not args.from_debs:
+        raise UsageError("--apt-mirror and --apt-keyring are for make-base --from-debs (mmdebstrap reads this "
+                         "machine's apt sources); add --from-debs")
     keyring = Path(args.apt_keyring) if args.apt_keyring else None
     bases = {str(p) if p else "": make_base(cache, force=args.force, log=out.log, platform=p, from_debs=args.from_debs,
                                             apt_mirror=args.apt_mirror, keyring=keyring) for p in platforms}

@@ -210,9 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make the base for this platform, e.g. linux/arm64, or a comma list (default: this machine's); "
                         "another architecture needs qemu-user-static and binfmt-support (mmdebstrap runs its "
                         "package scripts under emulation)")
-    p.add_argument("--from-debs", action="store_true",
-                   help="make it from Debian's .debs as ociassemble unpacks them (no mmdebstrap, no root, no qemu: "
-                        "any architecture in seconds; maintainer scripts are not run, see docs/debian-packages.md)")
+    engine = p.add_mutually_exclusive_group()
+    engine.add_argument("--from-debs", action="store_true",
+                        help="make it from Debian's .debs as ociassemble unpacks them (no mmdebstrap, no root, no "
+                             "qemu: any architecture in seconds; maintainer scripts are not run, see "
+                             "docs/debian-packages.md)")
+    engine.add_argument("--with-mmdebstrap", action="store_true",
+                        help="make it with mmdebstrap, its maintainer scripts run (the default for now; needs root, "
+                             "and qemu for another architecture)")
     _apt_flags(p)
 
     p = add("init", init.cmd_init, "Write a commented starter ociassemble.toml.", "ociassemble init")
