@@ -24,6 +24,7 @@ from ..image.oci import Platform, canonical_json
 from ..inputs.base import load_base
 from ..inputs.context import check_secrets, ignore_for
 from ..resources import layer_symlinks, layers_dir
+from .aptlayer import SERVING_PACKAGES, debian_layer
 from .baseinfo import inspect_base
 from .debianbase import default_base_path, require_default_bases
 from .deps import DEPS_DIR, deps_cached, deps_key, resolve_deps
@@ -169,7 +170,7 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
                          "the model with the base's Python; use a Python base (e.g. python:3.12-slim-bookworm, or "
                          "'ociassemble make-base')")
     # what serving needs and the base lacks comes from the base's own release, with the user's packages
-    serving = [_SERVING_PACKAGES[m] for m in missing if m in _SERVING_PACKAGES]
+    serving = [SERVING_PACKAGES[m] for m in missing if m in SERVING_PACKAGES]
     if user_env.python and user_env.python != info.python:
         raise BuildError(f"the conda file pins python={user_env.python} but the base has Python {info.python}; change the pin to python={info.python} or use a base with Python {user_env.python}")
 
@@ -193,7 +194,7 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     # our own and generated trees are cached as bytes; the user's (model, source, extra
     # layers) are held by reference when uncompressed (layer.build_layer)
     if project.apt or serving:
-        added = _debian_layer(project, cache, base, base_spec, serving, compression, epoch, log)
+        added = debian_layer(project, cache, base, base_spec, serving, compression, epoch, log)
         if added is not None:
             log("layer debian-packages")
             b.add_layer(added.layer, added.created_by())
@@ -279,51 +280,6 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     )
     result.image = b.build(created=epoch)
     return result
-
-
-#: what a base lacks (``BaseInfo.missing``) → the Debian package that brings it
-_SERVING_PACKAGES = {"nginx": "nginx-light", "runsvdir": "runit"}
-
-
-def _debian_layer(project: Project, cache: BlobCache, base: Image, base_spec: str, serving: list[str],
-                  compression: Compression, epoch: int, log: Callable[[str], None]) -> Any:
-    """The layer of the project's Debian packages and the serving packages the base lacks, from the
-    base's own release and architecture (its os-release and dpkg status); None when the base has them all.
-
-    Raises InputError for a base that is not Debian-like, PackageError for a package that
-    cannot be resolved or trusted, MirrorError for the network.
-    """
-    from ..debian.install import packages_layer
-    from ..debian.repository import debian_arch, open_repository, target_from_os_release
-    from ..debian.status import installed_from_status
-    from .baseinfo import base_debian
-
-    deb = base_debian(base, cache)
-    try:
-        target = target_from_os_release(deb.os_release, debian_arch(base.platform.architecture,
-                                                                     base.platform.variant), f"base {base_spec}")
-    except InputError as exc:
-        if not serving:
-            raise
-        lacks = ", ".join(m for m, pkg in _SERVING_PACKAGES.items() if pkg in serving)
-        raise BuildError(f"base {base_spec} has no {lacks}, and they cannot be added ({exc}); use a base that has "
-                         "python3, nginx and runit's runsvdir (e.g. 'ociassemble make-base') or a Debian-based "
-                         "one with python3") from None
-    if serving:
-        log(f"the base has no {', '.join(serving)}: added from {target}")
-    repo = open_repository(cache, target, apt_mirror=project.apt_mirror, keyring=project.apt_keyring)
-    installed = installed_from_status(deb.status, *deb.status_d)
-    chosen = repo.resolve([*project.apt, *(s for s in serving if s not in project.apt)], installed)
-    if not chosen:
-        log(f"debian packages: the base already has {', '.join(project.apt)}")
-        return None
-    log(f"debian packages from {target}: " + ", ".join(f"{p.name} {p.version}" for p in chosen))
-    made = packages_layer(cache, repo.fetcher, chosen, base_status=deb.status, merged_usr=deb.merged_usr,
-                          compression=compression, epoch=epoch, log=log)
-    for note in made.notes:
-        if "postinst was not run" in note:
-            log(note)
-    return made
 
 
 def _deps_layer_key(site: Path, key_src: dict[str, object], compression: Compression, epoch: int) -> str:

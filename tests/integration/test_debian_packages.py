@@ -5,6 +5,7 @@ the machine's apt sources for an unknown name. Each bad input: one line, exit 1,
 from __future__ import annotations
 
 import gzip
+import json
 import subprocess
 import tarfile
 from pathlib import Path
@@ -169,3 +170,20 @@ def test_packages_index_that_does_not_match_the_release(mini: MiniRepo, project:
     finally:
         server.shutdown()
     assert not {expected, _sha(packages)} & _blob_names(cache)
+
+
+def test_plain_build_adds_the_packages_over_any_debian_base(mini: MiniRepo, project: tuple[Path, Path],
+                                                           tmp_path: Path) -> None:
+    """``build --plain --base B --apt-package NAME``: one layer over the base; inspect names it with its version."""
+    _, base = project
+    url, server = serve(mini.root)
+    try:
+        proc = run_cli("build", "--plain", "--base", f"rootfs:{base}", "--apt-package", "tool", "--apt-mirror", url,
+                       "--apt-keyring", str(mini.keyring), "--cache-dir", str(tmp_path / "cache"),
+                       "-o", f"oci:{tmp_path / 'out'}", "--json")
+    finally:
+        server.shutdown()
+    assert proc.returncode == 0, proc.stderr
+    assert [l["what"] for l in json.loads(proc.stdout)["layers"]] == ["debian-packages"]
+    shown = run_cli("inspect", f"oci:{tmp_path / 'out'}", "--json")
+    assert "debian packages libthing=1.2-1 tool=1.0-1" in shown.stdout
