@@ -23,6 +23,8 @@ __all__ = [
     "RunError",
     "PackageError",
     "MirrorError",
+    "SignatureError",
+    "SignaturePushError",
     "EXIT_OK",
     "EXIT_USER",
     "EXIT_REGISTRY",
@@ -114,6 +116,14 @@ class RegistryError(OciAssembleError):
 
 class AuthError(RegistryError):
     """Credentials are missing or were refused."""
+
+
+class SignatureError(OciAssembleError):
+    """An image's signature or provenance is missing or does not verify (``verify --key``)."""
+
+
+class SignaturePushError(RegistryError):
+    """The image was pushed, but storing its signature or provenance failed: the message says both."""
 
 
 class RunError(OciAssembleError):

@@ -77,6 +77,8 @@ class Project:
     #: the Debian mirror for them (default: this machine's apt sources) and its keyring
     apt_mirror: str | None = None
     apt_keyring: Path | None = None
+    #: push signs with this key (cosign.key or a PEM ECDSA P-256 key) unless a flag says otherwise
+    sign_key: Path | None = None
     config_file: Path | None = None
 
     @property
@@ -88,7 +90,7 @@ class Project:
         return self.source_dir or self.entry.parent
 
 
-_PATH_KEYS = {"entry_script", "source_dir", "requirements", "conda_file", "apt_keyring"}
+_PATH_KEYS = {"entry_script", "source_dir", "requirements", "conda_file", "apt_keyring", "sign_key"}
 _STR_KEYS = {"base", "image", "output", "compression", "source_url", "revision", "source_name", "apt_mirror"}
 
 

@@ -14,7 +14,7 @@ from typing import NoReturn
 from .. import __version__
 from ..errors import EXIT_USER
 from ..progress import PROG
-from . import build, cache, completion, init, inspect, login, make_base, pull, push, run, verify
+from . import build, cache, completion, init, inspect, keygen, login, make_base, pull, push, run, verify
 
 __all__ = ["EPILOG", "build_parser"]
 
@@ -23,6 +23,8 @@ __all__ = ["EPILOG", "build_parser"]
 ENV_USERNAME = "OCIASSEMBLE_USERNAME"
 ENV_PASSWORD = "OCIASSEMBLE_PASSWORD"
 ENV_CACHE_REPO = "OCIASSEMBLE_CACHE_REPO"
+ENV_SIGN_KEY = "OCIASSEMBLE_SIGN_KEY"
+ENV_COSIGN_PASSWORD = "COSIGN_PASSWORD"
 
 EPILOG = """\
 examples:
@@ -32,10 +34,13 @@ examples:
   ociassemble push localhost:5000/team/model:1.0   # build and push from the cache
   ociassemble make-base --platform linux/arm64     # once: the arm64 base (needs qemu-user-static)
   ociassemble push --platform linux/amd64,linux/arm64 localhost:5000/team/model:1.0   # one tag, both
+  ociassemble push --sign-key cosign.key --provenance localhost:5000/team/model:1.0   # signed, as cosign does
+  ociassemble verify localhost:5000/team/model:1.0 --key cosign.pub --provenance
 
 exit codes: 0 ok, 1 bad input or environment, 2 registry or network, 3 internal error (a bug), 130 interrupted.
 environment: OCIASSEMBLE_USERNAME, OCIASSEMBLE_PASSWORD (registry credentials), OCIASSEMBLE_CACHE (the cache),
              OCIASSEMBLE_CACHE_REPO (a registry layer cache, as --cache-repo; off when unset),
+             OCIASSEMBLE_SIGN_KEY (push --sign-key), COSIGN_PASSWORD (the signing key's password),
              SOURCE_DATE_EPOCH (every timestamp in the image; default 0).
 docs: docs/index.md in the source tree; shell completion: ociassemble completion bash|zsh
 """
@@ -157,17 +162,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("refs", nargs="*", metavar="REF", help="destination reference(s); several tags push one image")
     p.add_argument("--from", dest="source", metavar="IMAGE", help="push this image instead of building: oci:DIR, oci-archive:FILE, …")
     p.add_argument("--digest-file", metavar="FILE", help="write the pushed manifest digest here")
+    g = p.add_argument_group("signing (see docs/signing.md)")
+    g.add_argument("--sign-key", metavar="FILE",
+                   help=f"sign the pushed image as cosign does (sha256-<hex>.sig), with cosign.key or a PEM ECDSA "
+                        f"P-256 key (or ${ENV_SIGN_KEY}, or sign_key in the config)")
+    g.add_argument("--sign-key-password-stdin", action="store_true",
+                   help=f"read the signing key's password from stdin (or ${ENV_COSIGN_PASSWORD})")
+    g.add_argument("--provenance", action="store_true",
+                   help="also attach a signed SLSA v1 provenance statement (in-toto, DSSE; sha256-<hex>.att): the "
+                        "inputs by digest, the builder, the CI run, the SBOM")
+    g.add_argument("--keyless", action="store_true",
+                   help="sign with Sigstore (Fulcio certificate from the CI's OIDC token, logged in Rekor) instead of "
+                        "a key; needs the sigstore package and the internet (off by default)")
     _build_flags(p, with_output=False)
     p.set_defaults(path=".")
     _registry_flags(p)
 
     p = add("verify", verify.cmd_verify, "Rebuild the project from its inputs and compare with an image: exit 0 and its "
             "digest when they are the same, 1 and the first difference (a layer's file, only its compression, the "
-            "config key) when not.",
-            "ociassemble verify . --against registry.example.com/team/model:1.0")
-    p.add_argument("--against", required=True, metavar="IMAGE",
+            "config key) when not. With --key: check a pushed image's signature (and --provenance) instead.",
+            "ociassemble verify . --against registry.example.com/team/model:1.0\n"
+            "  ociassemble verify registry.example.com/team/model:1.0 --key cosign.pub --provenance")
+    p.add_argument("--against", metavar="IMAGE",
                    help="the image to check: a registry reference (docker://REF), oci:DIR[:TAG], oci-archive:FILE[:TAG] "
                         "or docker-archive:FILE[:NAME:TAG]")
+    g = p.add_argument_group("signatures (verify IMAGE --key cosign.pub)")
+    g.add_argument("--key", metavar="FILE",
+                   help="check the signature of the registry image given as the first argument with this public key "
+                        "(cosign.pub): exit 0 and what verified, 1 and why not")
+    g.add_argument("--provenance", action="store_true", help="with --key: also check its signed SLSA provenance")
     _build_flags(p, with_output=False)
     _registry_flags(p)
 
@@ -223,6 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("init", init.cmd_init, "Write a commented starter ociassemble.toml.", "ociassemble init")
     p.add_argument("path", nargs="?", default=".", help="project folder (default: .)")
     p.add_argument("--force", action="store_true", help="overwrite an existing ociassemble.toml")
+
+    p = add("keygen", keygen.cmd_keygen, "Make a signing key pair cosign reads: <prefix>.key (ECDSA P-256, "
+            "encrypted with a password) and <prefix>.pub.",
+            "COSIGN_PASSWORD=... ociassemble keygen            # writes cosign.key and cosign.pub")
+    p.add_argument("--output-key-prefix", default="cosign", metavar="PREFIX",
+                   help="write PREFIX.key and PREFIX.pub (default: cosign)")
+    p.add_argument("--password-stdin", action="store_true",
+                   help=f"read the private key's password from stdin (or ${ENV_COSIGN_PASSWORD}; a terminal asks)")
+    p.add_argument("--force", action="store_true", help="replace existing key files")
 
     p = add("login", login.cmd_login, "Store registry credentials in the docker config.",
             "echo \"$TOKEN\" | ociassemble login registry.example.com -u ci --password-stdin")

@@ -3,6 +3,11 @@
 A multi-platform image (``--platform linux/amd64,linux/arm64``, or ``--from`` an index)
 is pushed whole: the tags name the index; with ``--sbom`` each platform's image gets
 its own SBOM, referring to that platform's manifest.
+
+With ``--sign-key`` (``signing``) the pushed manifest (an index and each platform's) is
+signed as cosign signs, and with ``--provenance`` a signed SLSA statement is attached.
+The key is opened before anything is built; the signature is stored after the image,
+and a failure there says that the image itself was pushed.
 """
 
 from __future__ import annotations
@@ -46,8 +51,15 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
     from ..registry.push import push_image
     from ..registry.reference import parse_reference
 
+    from .signing import signing_key
+
     cache = blob_cache(args)
     built: BuiltSet | None = None
+    keyless = _keyless_check(args) if args.keyless else None
+    key = None if keyless is not None else signing_key(args)  # a wrong password or an unsupported key stops here: nothing built, nothing pushed
+    if args.provenance and key is None and not args.keyless and args.source:
+        raise UsageError("--provenance is signed with the signing key: give --sign-key cosign.key (or "
+                         "$OCIASSEMBLE_SIGN_KEY)")
     if args.source:
         from ..inputs.base import load_image
 
@@ -62,6 +74,11 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
         target, cache = built.target, built.cache
         if not args.refs and built.project.image:
             args.refs = [built.project.image]
+        if key is None and not args.keyless and built.project.sign_key is not None:
+            key = signing_key(args, built.project.sign_key)
+        if args.provenance and key is None and not args.keyless:
+            raise UsageError("--provenance is signed with the signing key: give --sign-key cosign.key (or "
+                             "$OCIASSEMBLE_SIGN_KEY, or sign_key in the config)")
     if not args.refs:
         raise UsageError("push needs a destination, e.g. 'ociassemble push registry.example.com/team/model:1.0'")
     images: list[Image] = list(target.images) if isinstance(target, ImageIndex) else [target]
@@ -85,8 +102,82 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
         data["platforms"] = [platform_json(b) for b in built.builds]
     if args.sbom:
         data["sbom"] = _push_sboms(args, out, images, built, cache, options, several=isinstance(target, ImageIndex))
+    if key is not None or keyless is not None:
+        data.update(_sign(args, out, target, key, built, cache, options, data.get("sbom"), keyless))
     out.result(data, res.digest)
     return 0
+
+
+def _keyless_check(args: argparse.Namespace) -> Any:
+    """``--keyless``: the Sigstore signer, or one line saying what is missing (the package, an
+    OIDC token) before any work."""
+    from ..sign.keyless import KeylessSigner
+
+    if args.sign_key:
+        raise UsageError("--keyless signs without a key: drop --sign-key (or drop --keyless)")
+    if args.provenance:
+        raise UsageError("--provenance is signed with a key (--sign-key cosign.key); with --keyless, attest after the "
+                         "push with 'cosign attest' (docs/signing.md)")
+    return KeylessSigner.from_environment()
+
+
+def _sign(args: argparse.Namespace, out: Out, target: Any, key: Any, built: BuiltSet | None, cache: BlobCache,
+          options: Any, sbom: Any, keyless: Any = None) -> dict[str, Any]:
+    """Sign what was pushed (and attach its provenance); a failure says that the image itself was pushed."""
+    from ..errors import RegistryError, SignaturePushError
+    from ..registry.cosign import attest_image, sign_image
+
+    refs = list(args.refs)
+    what = "signature"
+    try:
+        stored = sign_image(target, refs, key, cache, options=options, keyless=keyless)
+        added = sum(s.added for s in stored)
+        by = f"key sha256:{key.public.keyid[:16]}…" if key is not None else "Sigstore keyless"
+        out.log(f"signed {target.digest} ({by}): "
+                f"{added} signature{'s' if added != 1 else ''} added, {len(stored) - added} already there")
+        result: dict[str, Any] = {"signatures": [s.to_json() for s in stored]}
+        if args.provenance:
+            what = "provenance"
+            statements = _statements(target, refs, built, options, sbom)
+            attested = attest_image(target, refs, key, statements, cache, options=options)
+            out.log(f"attached the SLSA provenance to {len(statements)} manifest{'s' if len(statements) != 1 else ''}")
+            result["provenance"] = [s.to_json() for s in attested]
+        return result
+    except RegistryError as exc:
+        raise SignaturePushError(f"pushed {target.digest} as {', '.join(refs)}, but its {what} was not stored: {exc}",
+                                 status=exc.status, codes=exc.codes) from exc
+
+
+def _statements(target: Any, refs: list[str], built: BuiltSet | None, options: Any, sbom: Any) -> dict[str, bytes]:
+    """The SLSA statement for each subject of ``target`` (the same inputs, each subject's own digest)."""
+    import os
+
+    from ..image.oci import canonical_json
+    from ..registry.cosign import subjects
+    from ..registry.reference import parse_reference
+    from ..sign.ci import ci_run
+    from ..sign.provenance import Material, provenance_statement
+
+    materials: list[Material] = []
+    params: dict[str, Any] = {"refs": refs}
+    if built is not None:
+        from ..materials import build_materials, build_parameters
+
+        materials = build_materials(built, options)
+        params = build_parameters(built, refs)
+    else:  # push --from: an image built before; what it was made from is that build's to say
+        params["pushedFrom"] = "an image built earlier (push --from)"
+    byproducts = []
+    for doc in (sbom if isinstance(sbom, list) else [sbom] if sbom else []):
+        byproducts.append(Material("sbom" + (f" {doc['platform']}" if "platform" in doc else ""),
+                                   {"sha256": doc["digest"].split(":", 1)[1]}, doc["refs"][0] if doc.get("refs") else None,
+                                   {"mediaType": doc.get("artifactType", "")}))
+    name = parse_reference(refs[0]).name
+    ci = ci_run(os.environ)
+    return {d.digest: canonical_json(provenance_statement(name, d.digest, materials=materials, parameters=params, ci=ci,
+                                                          byproducts=byproducts))
+            for d in subjects(target)}
+
 
 
 def _push_sboms(args: argparse.Namespace, out: Out, images: list[Image], built: BuiltSet | None, cache: BlobCache,

@@ -75,6 +75,8 @@ def cmd_run(args: argparse.Namespace, out: Out) -> int:
     def ready(running: RunningImage) -> None:
         urls = ", ".join(f"http://127.0.0.1:{h}/ -> {c}" for h, c in publish.items())
         how = f"{running.platform}" + (", emulated by qemu" if running.emulated else "")
-        out.log(f"running {image.digest[:19]} ({how})" + (f"; serving {urls}" if urls else "") + "; Ctrl-C stops it")
+        healthy = " (GET / answers Healthy)" if running.health_port is not None else ""
+        out.log(f"running {image.digest[:19]} ({how})" + (f"; serving {urls}{healthy}" if urls else "")
+                + "; Ctrl-C stops it")
 
     return run_image(image, cache, publish=publish, env=kv(args.env, "--env"), on_ready=ready, log=out.log)

@@ -1,6 +1,9 @@
-"""``ociassemble verify``: rebuild from the inputs (writing nothing) and compare with ``--against``.
+"""``ociassemble verify``: rebuild from the inputs (writing nothing) and compare with ``--against``;
+or, with ``--key``, check a pushed image's signature (and ``--provenance``).
 
 Exit 0 and the digest when they are the same image, 1 and the first difference otherwise.
+With ``--key``: exit 0 and what verified, 1 and one line saying why not (no signature, another
+key, another digest), 2 when the registry cannot be read.
 """
 
 from __future__ import annotations
@@ -16,6 +19,48 @@ __all__ = ["cmd_verify"]
 
 
 def cmd_verify(args: argparse.Namespace, out: Out) -> int:
+    if args.key:
+        return _verify_signature(args, out)
+    if args.provenance:
+        raise UsageError("--provenance checks a signed image: give the public key, e.g. verify IMAGE --key cosign.pub "
+                         "--provenance")
+    if not args.against:
+        raise UsageError("verify needs --against IMAGE (rebuild and compare) or IMAGE --key cosign.pub (check its "
+                         "signature)")
+    return _verify_rebuild(args, out)
+
+
+def _verify_signature(args: argparse.Namespace, out: Out) -> int:
+    """``verify IMAGE --key cosign.pub [--provenance]``: the signature cosign (or we) stored."""
+    from pathlib import Path
+
+    from ..errors import InputError
+    from ..registry.cosign import verify_image
+    from ..sign.keys import load_public_key
+
+    if args.against:
+        raise UsageError("--key checks a signature and --against rebuilds: give one (verify IMAGE --key cosign.pub)")
+    image = args.path
+    if image in (None, "."):
+        raise UsageError("verify --key needs the image, e.g. 'ociassemble verify registry.example.com/team/model:1.0 "
+                         "--key cosign.pub'")
+    spec = parse_spec(image)
+    if spec.kind != "docker":
+        raise UsageError(f"{image}: signatures live in a registry; give a registry reference, e.g. "
+                         "registry.example.com/team/model:1.0")
+    try:
+        data = Path(args.key).read_bytes()
+    except OSError as exc:
+        raise InputError(f"public key {args.key} cannot be read: {exc.strerror}; give cosign.pub") from None
+    key = load_public_key(data, f"public key {args.key}")
+    name = image.removeprefix("docker://")
+    out.log(f"checking the signature{' and provenance' if args.provenance else ''} of {name}")
+    report = verify_image(name, key, provenance=args.provenance, options=registry_options(args))
+    out.result(report.to_json(), report.render())
+    return 0
+
+
+def _verify_rebuild(args: argparse.Namespace, out: Out) -> int:
     from ..image.assemble import Image
     from ..image.verify import compare_images
     from ..inputs.base import load_image

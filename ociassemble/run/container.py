@@ -18,11 +18,16 @@ flag so it works inside the image's root (``emulation``). ``start`` sets that up
 fails with the one line saying what to install, before anything is unpacked; the
 readiness wait allows ``emulation.SLOWDOWN`` times longer.
 
+Ready means every published port accepts connections and, for a scoring image
+(``health``), its health probe ``GET /`` answers ``Healthy``: nginx accepts
+connections long before gunicorn has run init().
+
 Logs: the command's stdout and stderr are ours (the terminal), stdin is /dev/null.
 """
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -36,13 +41,14 @@ from ..image.assemble import Image
 from ..image.cache import BlobCache
 from ..image.oci import Platform
 from ..image.platform import normalize
+from . import health
 from .command import image_command
 from .ports import PublishedPorts
 from .rootfs import RunRootfs
 from .sandbox import Sandbox, check_host
 from .unpack import DEFAULT_LIMITS, UnpackLimits
 
-__all__ = ["RunningImage", "run_image", "DEFAULT_STOP_TIMEOUT", "DEFAULT_READY_TIMEOUT"]
+__all__ = ["RunningImage", "StillStarting", "run_image", "DEFAULT_STOP_TIMEOUT", "DEFAULT_READY_TIMEOUT"]
 
 #: Grace between SIGTERM and SIGKILL: Docker's ``stop`` default.
 DEFAULT_STOP_TIMEOUT = 10.0
@@ -50,8 +56,15 @@ DEFAULT_STOP_TIMEOUT = 10.0
 #: importing a big model can take this long on a cold disk (times ``emulation.SLOWDOWN``
 #: for an image of another architecture).
 DEFAULT_READY_TIMEOUT = 120.0
-#: How often ``wait_until_ready`` dials the ports.
+#: How often ``wait_until_ready`` dials the ports, and asks a scoring image's health probe.
 _READY_POLL = 0.1
+_HEALTH_POLL = 0.5
+#: Seconds between two progress lines while a scoring image is not Healthy yet.
+PROGRESS_EVERY = 15.0
+
+
+class StillStarting(RunError):
+    """Every port answers but the scoring server's health probe has not said Healthy in time; the image runs on."""
 
 
 class RunningImage:
@@ -138,15 +151,36 @@ class RunningImage:
         return self._sandbox.pids()
 
     @property
+    def run_env(self) -> dict[str, str]:
+        """The run's environment as far as readiness cares: the image's Env with ``env`` on top."""
+        return {**self.image.config.env_dict(), **self.env}
+
+    @property
+    def health_port(self) -> int | None:
+        """The host port whose ``GET /`` must answer Healthy (a scoring image's published 5001), or None."""
+        return health.health_port(self.run_env, self.publish)
+
+    @property
     def ready_timeout(self) -> float:
-        """``wait_until_ready``'s default: ``DEFAULT_READY_TIMEOUT``, ``SLOWDOWN`` times that under emulation."""
-        return DEFAULT_READY_TIMEOUT * (SLOWDOWN if self.emulated else 1)
+        """``wait_until_ready``'s default, ``SLOWDOWN`` times longer under emulation.
 
-    def wait_until_ready(self, timeout: float | None = None) -> None:
-        """Return once every published container port accepts connections.
+        ``DEFAULT_READY_TIMEOUT``, or a scoring image's own ``WORKER_TIMEOUT`` when longer
+        (gunicorn allows init() that long).
+        """
+        base = DEFAULT_READY_TIMEOUT
+        if self.health_port is not None:
+            base = health.ready_timeout(self.run_env, DEFAULT_READY_TIMEOUT)
+        return base * (SLOWDOWN if self.emulated else 1)
 
-        Raises RunError if the command exits first or ``timeout`` seconds pass (default:
-        ``ready_timeout``, which allows for emulation).
+    def wait_until_ready(self, timeout: float | None = None,
+                         progress: Callable[[str], None] | None = None) -> None:
+        """Return once every published container port accepts connections and a scoring image answers Healthy.
+
+        ``progress`` hears a line when the scoring server is not Healthy yet, then every
+        ``PROGRESS_EVERY`` seconds. Raises RunError if the command exits first or a port does
+        not answer within ``timeout`` seconds (default: ``ready_timeout``, which allows for
+        emulation); StillStarting (a RunError) if the ports answer but the health probe does
+        not say Healthy in that time.
         """
         if not self._sandbox.started:
             raise RunError("the image is not running: call start() first")
@@ -160,10 +194,36 @@ class RunningImage:
                 raise RunError(f"the image's command exited with status {status} before port {pending[0]} answered; see its log above")
             pending = [p for p in pending if not self._ports.answers(p)]
             if not pending:
-                return
+                break
             if time.monotonic() > deadline:
                 raise RunError(f"port {pending[0]} in the image did not answer within {timeout:g} s; see its log above")
             time.sleep(_READY_POLL)
+        port = self.health_port
+        if port is not None:
+            self._wait_until_healthy(port, deadline, timeout, progress)
+
+    def _wait_until_healthy(self, port: int, deadline: float, timeout: float,
+                            progress: Callable[[str], None] | None) -> None:
+        url = f"http://127.0.0.1:{port}/"
+        started = time.monotonic()
+        next_note = started
+        while True:
+            status = self._sandbox.returncode
+            if status is not None:
+                raise RunError(f"the image's command exited with status {status} before GET {url} answered "
+                               f"{health.HEALTHY}; see its log above")
+            answer = health.probe(port)
+            if not answer:
+                return
+            now = time.monotonic()
+            if now > deadline:
+                raise StillStarting(f"the scoring server has not answered GET {url} with {health.HEALTHY} within "
+                                    f"{timeout:g} s ({answer}): it is still starting, or its init() failed (see its log above)")
+            if progress is not None and now >= next_note:
+                progress(f"waiting for the scoring server to answer GET {url} with {health.HEALTHY} "
+                         f"({answer}; {now - started:.0f} s, up to {timeout:g} s)")
+                next_note = now + PROGRESS_EVERY
+            time.sleep(_HEALTH_POLL)
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the command to end on its own; its exit status (raises TimeoutExpired)."""
@@ -205,9 +265,11 @@ def run_image(image: Image, cache: BlobCache, *, publish: Mapping[int, int] | No
         status = run_image(image, cache, publish={18080: 5001},
                            on_ready=lambda r: print("serving on http://127.0.0.1:18080"))
 
-    ``on_ready`` is called once every published port answers (at once without ports),
-    waiting up to ``ready_timeout`` seconds (default: ``RunningImage.ready_timeout``,
-    longer for an image run through qemu).
+    ``on_ready`` is called once, when every published port answers (at once without ports)
+    and a scoring image answers ``GET /`` with Healthy; ``log`` hears progress while it
+    waits. After ``ready_timeout`` seconds (default: ``RunningImage.ready_timeout``, longer
+    for an image run through qemu) a scoring image still not Healthy is said to be still
+    starting and keeps running: ``on_ready`` comes when it answers.
     Returns the command's exit status, or 143 after SIGTERM; after Ctrl-C the image is
     stopped and KeyboardInterrupt re-raised (the CLI exits 130).
 
@@ -225,7 +287,11 @@ def run_image(image: Image, cache: BlobCache, *, publish: Mapping[int, int] | No
     try:
         running.start()
         if on_ready is not None:
-            running.wait_until_ready(ready_timeout)
+            try:
+                running.wait_until_ready(ready_timeout, progress=log)
+            except StillStarting as exc:
+                log(f"{exc}; it keeps running and is reported ready once it answers (Ctrl-C stops it)")
+                running.wait_until_ready(math.inf)
             on_ready(running)
         return running.wait()
     except _Terminated:

@@ -28,7 +28,8 @@ from tests.conftest import free_port
 
 requests = pytest.importorskip("requests")
 
-__all__ = ["BOOT_TIMEOUT_S", "CALLS", "COMPARED_HEADERS", "Call", "EXTRA_ENV", "FAILING_SCRIPTS", "HasURL", "JSON",
+__all__ = ["APP_INSIGHTS_KEYS", "BOOT_TIMEOUT_S", "CALLS", "COMPARED_HEADERS", "CORS_ORIGINS", "Call", "EXTRA_ENV",
+           "FAILING_SCRIPTS", "HasURL", "JSON", "OWN_TEST_SCRIPTS",
            "MODEL_FILES", "REQUEST_TIMEOUT_S", "SCORING_TIMEOUT_MS", "Server", "TEXT", "assert_same_answer", "free_port",
            "model_build_flags", "oracle_python", "start_server", "wait_until_up", "write_models"]
 
@@ -41,7 +42,36 @@ SCORING_TIMEOUT_MS = "500"  # for slow_run.py only
 
 # Scripts whose worker must not boot; every other script must answer GET / with 200.
 FAILING_SCRIPTS = {"init_raises", "import_error", "missing_run"}
-EXTRA_ENV = {"slow_run": {"SCORING_TIMEOUT_MS": SCORING_TIMEOUT_MS}}
+# Scripts served by both servers but compared by their own tests (test_app_differential.py), not by CALLS:
+# their answers depend on the process (pids), on telemetry, or on a nested source tree.
+OWN_TEST_SCRIPTS = {"nested_source", "preload_pids", "appinsights_print"}
+CORS_ORIGINS = "https://allowed.example, http://localhost:3000"
+# App Insights: each side its own instrumentation key, so one fake endpoint tells their envelopes apart.
+APP_INSIGHTS_KEYS = {True: "00000000-0000-4000-8000-000000000001", False: "00000000-0000-4000-8000-000000000002"}
+# Values may name {ingestion} (the fake endpoint's URL) and {ikey} (the side's key).
+EXTRA_ENV = {
+    "slow_run": {"SCORING_TIMEOUT_MS": SCORING_TIMEOUT_MS},
+    "cors_echo": {"AML_CORS_ORIGINS": CORS_ORIGINS},
+    "preload_pids": {"WORKER_PRELOAD": "true", "WORKER_COUNT": "2"},
+    "appinsights_print": {
+        "AML_APP_INSIGHTS_ENABLED": "true",
+        "AML_APP_INSIGHTS_KEY": "{ikey}",
+        # The reference takes only an instrumentation key in AML_APP_INSIGHTS_KEY; its exporter
+        # reads the endpoint from this variable (ours reads it the same way).
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey={ikey};IngestionEndpoint={ingestion}",
+        "SERVICE_NAME": "diff-service",
+        "WORKSPACE_NAME": "diff-workspace",
+        "HOSTNAME": "diff-host",
+    },
+}
+# Where the entry script goes under src/ (default score.py), and other files of the source tree.
+ENTRY_UNDER_SOURCE = {"nested_source": "scoring/score.py"}
+SOURCE_TREES = {
+    "nested_source": {
+        "nestedpkg/__init__.py": '"""A package at the source root, imported by src/scoring/score.py."""\n',
+        "nestedpkg/text.py": "def shout(text):\n    return text.upper() + '!'\n",
+    },
+}
 
 ORACLE_SHIMS = {
     "azureml/contrib/services/aml_request.py": (
@@ -77,7 +107,11 @@ def model_build_flags(folder: Path) -> list[str]:
 
 
 # Headers of the contract whose values must be equal on both sides.
-COMPARED_HEADERS = ("x-ms-run-function-failed", "x-ms-client-request-id", "content-type", "traceid", "x-multi", "allow")
+COMPARED_HEADERS = ("x-ms-run-function-failed", "x-ms-client-request-id", "content-type", "traceid", "x-multi", "allow",
+                    "vary", "access-control-allow-origin", "access-control-allow-methods",
+                    "access-control-allow-headers", "access-control-allow-credentials",
+                    "access-control-expose-headers", "access-control-max-age")
+UNORDERED_HEADERS = ("allow",)
 EXEC_MS = re.compile(r"^\d+\.\d{3}$")
 
 
@@ -137,35 +171,51 @@ def _app_root(base: Path, script: str, ours: bool) -> Path:
             (root / relative).write_text(text)
     write_models(root / "azureml-models")
     source = root / "src"
-    source.mkdir()
-    shutil.copy(SCRIPTS_DIR / f"{script}.py", source / "score.py")
+    entry = source / ENTRY_UNDER_SOURCE.get(script, "score.py")
+    entry.parent.mkdir(parents=True)
+    shutil.copy(SCRIPTS_DIR / f"{script}.py", entry)
     for helper in SCRIPTS_DIR.glob("_*.py"):
         shutil.copy(helper, source / helper.name)
+    for relative, text in SOURCE_TREES.get(script, {}).items():
+        (source / relative).parent.mkdir(parents=True, exist_ok=True)
+        (source / relative).write_text(text)
     return root
 
 
-def start_server(script: str, ours: bool, base: Path, oracle_python: Path) -> Server:
+def start_server(script: str, ours: bool, base: Path, oracle_python: Path, ingestion: str = "") -> Server:
+    """Serve ``script`` by our app (``ours``) or the oracle; ``ingestion``: the fake App Insights endpoint."""
     root = _app_root(base, script, ours)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZUREML_", "AML_", "PYTHON"))}
+    prefixes = ("AZUREML_", "AML_", "PYTHON", "APPLICATIONINSIGHTS_", "APPINSIGHTS_", "WORKER_", "SERVICE_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    extra = {name: value.format(ingestion=ingestion, ikey=APP_INSIGHTS_KEYS[ours])
+             for name, value in EXTRA_ENV.get(script, {}).items()}
     env.update(
         AML_APP_ROOT=str(root),
-        AZUREML_ENTRY_SCRIPT="src/score.py",
-        # How Azure ML tells the oracle where the source tree is (it appends it to
-        # sys.path); ours puts the entry script's folder first on sys.path anyway.
+        AZUREML_ENTRY_SCRIPT="src/" + ENTRY_UNDER_SOURCE.get(script, "score.py"),
+        # How Azure ML tells the servers where the source tree is: both append it to
+        # sys.path (ours also puts the entry script's folder first).
         AZUREML_SOURCE_DIRECTORY="src",
         AZUREML_MODEL_DIR=str(root / "azureml-models"),
         WORKER_TIMEOUT="60",
         PYTHONUNBUFFERED="1",
-        **EXTRA_ENV.get(script, {}),
+        # The oracle's telemetry exporter must never report about itself to Microsoft's hosts,
+        # and keeps its retry files in the test's folder.
+        APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL="true",
+        TMPDIR=str(base),
+        **extra,
     )
     if ours:
         command = [sys.executable, "-m", "gunicorn", "-c", str(root / "gunicorn_conf.py"), "-b", f"127.0.0.1:{port}"]
         command.append("wsgi:app")
     else:
         # What azmlinfsrv runs (amlserver_linux.run), bound to loopback instead of 0.0.0.0.
-        command = [str(oracle_python), "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "1", "--timeout", "60"]
-        command += ["--access-logfile", "-", "--no-control-socket", "azureml_inference_server_http.server.entry:app"]
+        workers = env.get("WORKER_COUNT", "1")
+        command = [str(oracle_python), "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", workers, "--timeout", "60"]
+        command += ["--access-logfile", "-", "--no-control-socket"]
+        if env.get("WORKER_PRELOAD", "false").lower() == "true":
+            command.append("--preload")
+        command.append("azureml_inference_server_http.server.entry:app")
     log_path = base / f"{'ours' if ours else 'oracle'}-{script}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -329,6 +379,29 @@ CALLS: dict[str, list[Call]] = {
         Call("GET", "/score?q=1", headers={"X-Custom": "get"}),
     ],
     "sibling_import": [Call("POST", "/score", b"ab", TEXT)],
+    # AML_CORS_ORIGINS (CORS_ORIGINS): an allowed origin, another origin, preflights, no Origin at all.
+    "cors_echo": [
+        Call("POST", "/score", b"hi", {**TEXT, "Origin": "https://allowed.example"}),
+        Call("POST", "/score", b"hi", {**TEXT, "Origin": "http://localhost:3000"}),
+        Call("POST", "/score", b"hi", {**TEXT, "Origin": "https://other.example"}),
+        Call("POST", "/score", b"hi", TEXT),
+        Call("GET", "/score?x=1", headers={"Origin": "https://allowed.example"}),
+        Call("GET", "/", headers={"Origin": "https://allowed.example"}),
+        Call("GET", "/"),
+        Call("GET", "/swagger.json", headers={"Origin": "https://allowed.example"}),
+        Call("OPTIONS", "/score", headers={"Origin": "https://allowed.example", "Access-Control-Request-Method": "POST",
+                                           "Access-Control-Request-Headers": "content-type, x-custom"}),
+        Call("OPTIONS", "/score", headers={"Origin": "https://allowed.example", "Access-Control-Request-Method": "PUT"}),
+        Call("OPTIONS", "/score", headers={"Origin": "https://other.example", "Access-Control-Request-Method": "POST"}),
+        Call("OPTIONS", "/score", headers={"Origin": "https://allowed.example"}),
+        Call("OPTIONS", "/score"),
+        Call("OPTIONS", "/", headers={"Origin": "https://allowed.example", "Access-Control-Request-Method": "GET"}),
+        Call("OPTIONS", "/swagger.json", headers={"Origin": "http://localhost:3000",
+                                                  "Access-Control-Request-Method": "GET"}),
+        Call("PUT", "/score", b"x", {**TEXT, "Origin": "https://allowed.example"}),
+        Call("GET", "/no/such/path", headers={"Origin": "https://allowed.example"}),
+        Call("POST", "/score", b"x", {**TEXT, "Origin": "https://allowed.example", "x-request-id": "r" * 101}),
+    ],
     "model_files": [Call("POST", "/score", b'{"key": "b"}', JSON), Call("POST", "/score", b'{"key": "zz"}', JSON)],
     # Its one AMLResponse is difference 4; the routes around it still agree.
     "rawhttp_content_type": [Call("GET", "/"), Call("GET", "/swagger.json"), Call("PUT", "/score")],
@@ -348,7 +421,11 @@ def assert_same_answer(call: Call, ours: requests.Response, oracle: requests.Res
     else:
         assert ours.content == oracle.content, where
     for name in COMPARED_HEADERS:
-        assert ours.headers.get(name) == oracle.headers.get(name), f"{where}: header {name}"
+        mine, theirs = ours.headers.get(name), oracle.headers.get(name)
+        if name in UNORDERED_HEADERS and mine and theirs:
+            # Werkzeug lists the methods of a set: their order changes with each process's hash seed.
+            mine, theirs = sorted(mine.split(", ")), sorted(theirs.split(", "))
+        assert mine == theirs, f"{where}: header {name}"
     for name in ("x-request-id", "x-ms-request-id", "x-ms-run-fn-exec-ms"):
         assert (name in ours.headers) == (name in oracle.headers), f"{where}: presence of {name}"
     if "x-request-id" in call.headers and "x-request-id" in oracle.headers:

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
@@ -241,3 +242,76 @@ def test_host_requirements_are_run_errors(run_cache: BlobCache, make_image: Call
             RunningImage(img, run_cache).start()
     with pytest.raises(RunError, match="ports are 1 to 65535"):
         RunningImage(img, run_cache, publish={0: 5001})
+
+
+# --- readiness of a scoring image: GET / answers Healthy ---
+
+#: Answers GET / with 502 until STARTUP_DELAY seconds have passed, then 200 "Healthy": nginx in front of a
+#: gunicorn still running init() looks like this.
+SLOW_SCORING_SERVER = ("python3", "-c", (
+    "import http.server, os, time\n"
+    "t0 = time.monotonic(); delay = float(os.environ['STARTUP_DELAY'])\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        ready = time.monotonic() - t0 > delay\n"
+    "        body = b'Healthy' if ready else b'{\"message\": \"starting\"}'\n"
+    "        self.send_response(200 if ready else 502)\n"
+    "        self.send_header('Content-Length', str(len(body)))\n"
+    "        self.end_headers()\n"
+    "        self.wfile.write(body)\n"
+    "    def log_message(self, *args):\n"
+    "        pass\n"
+    "http.server.HTTPServer(('127.0.0.1', 5001), H).serve_forever()\n"
+))
+
+
+def _run_until_ready(img: Image, run_cache: BlobCache, ready_timeout: float) -> tuple[list[str], list[tuple[float, str]], float]:
+    """run_image on ``img``; its log lines, what each on_ready call saw (time, GET /), and when it started."""
+    port = free_port()
+    lines: list[str] = []
+    seen: list[tuple[float, str]] = []
+
+    def on_ready(running: RunningImage) -> None:
+        try:
+            body = get(port, "/")
+        except urllib.error.HTTPError as exc:
+            body = f"HTTP {exc.code}"
+        seen.append((time.monotonic(), body))
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    t0 = time.monotonic()
+    status = run_image(img, run_cache, publish={port: 5001}, on_ready=on_ready, ready_timeout=ready_timeout,
+                       log=lines.append)
+    assert status == 128 + signal.SIGTERM
+    return lines, seen, t0
+
+
+def test_a_scoring_image_is_ready_when_it_answers_healthy(run_cache: BlobCache, make_image: Callable[..., Image]) -> None:
+    """Not when its port accepts connections: run reports ready once, when GET / says Healthy, with progress before."""
+    img = make_image(SLOW_SCORING_SERVER, env=("AML_APP_ROOT=/var/azureml-app", "STARTUP_DELAY=3", "PATH=/usr/bin:/bin"))
+    lines, seen, t0 = _run_until_ready(img, run_cache, 60)
+    assert len(seen) == 1 and seen[0][1] == "Healthy"
+    assert seen[0][0] - t0 >= 3
+    progress = [line for line in lines if line.startswith("waiting for the scoring server")]
+    assert progress and "(it answers 502;" in progress[0], lines
+    assert not any("still starting" in line for line in lines)
+
+
+def test_a_scoring_image_not_healthy_in_time_is_still_starting(run_cache: BlobCache,
+                                                               make_image: Callable[..., Image]) -> None:
+    """Past the timeout run says it is still starting, keeps it running, and reports ready once it answers."""
+    img = make_image(SLOW_SCORING_SERVER, env=("AML_APP_ROOT=/var/azureml-app", "STARTUP_DELAY=4", "PATH=/usr/bin:/bin"))
+    lines, seen, t0 = _run_until_ready(img, run_cache, 1.5)
+    still = [line for line in lines if "still starting" in line]
+    assert len(still) == 1 and "within 1.5 s (it answers 502)" in still[0], lines
+    assert "it keeps running" in still[0]
+    assert len(seen) == 1 and seen[0][1] == "Healthy" and seen[0][0] - t0 >= 4
+
+
+def test_other_images_are_ready_when_their_ports_answer(run_cache: BlobCache,
+                                                        make_image: Callable[..., Image]) -> None:
+    """Without AML_APP_ROOT in its Env, the same never-Healthy server is ready as soon as it listens."""
+    img = make_image(SLOW_SCORING_SERVER, env=("STARTUP_DELAY=1000", "PATH=/usr/bin:/bin"))
+    lines, seen, _ = _run_until_ready(img, run_cache, 60)
+    assert seen == [(seen[0][0], "HTTP 502")]
+    assert not any("scoring server" in line for line in lines)

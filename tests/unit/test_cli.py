@@ -19,7 +19,8 @@ from ociassemble.image.oci import Descriptor, MediaType
 from ociassemble.progress import LiveReporter, PlainReporter, Reporter, make_reporter
 
 REPO = Path(__file__).resolve().parents[2]
-COMMANDS = ("build", "push", "pull", "inspect", "run", "make-base", "init", "login", "cache", "completion", "verify")
+COMMANDS = ("build", "push", "pull", "inspect", "run", "make-base", "init", "login", "cache", "completion", "verify",
+            "keygen")
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -14,6 +14,8 @@ module names a type of a module that uses it, e.g. ``image.upkeep``'s ``BlobCach
    images go;
 1b. ``debian``: Debian packages into a layer (repository client, resolver, .deb unpacking);
    needs only ``image`` (its layer writer and blob cache);
+1c. ``sign``: keys, the simple-signing payload, DSSE envelopes, the SLSA statement: pure
+   documents and cryptography, which ``registry`` stores beside images;
 2. ``transport``: images on disk (OCI layouts, archives); needs only ``image``;
 3. ``registry``: images over HTTP (references, auth, push, pull, the layer cache, the
    SBOM artifact push); ``pull_to_layout`` writes a layout, so it sits above ``transport``;
@@ -21,7 +23,8 @@ module names a type of a module that uses it, e.g. ``image.upkeep``'s ``BlobCach
    or a registry, so it sits above both;
 5. ``azureml``: the recipe, built on ``inputs``;
 5b. ``build``: one build from options (the recipe or a plain image) into an ``Image``:
-   the library's front door, which the CLI's build, push and verify call;
+   the library's front door, which the CLI's build, push and verify call; ``materials``:
+   what a build was made from, by digest (the provenance's inputs);
 6. ``run``: running an image without a daemon; needs only ``image`` (nothing below
    uses it, so it sits just under the command line);
 7. the command line: ``cli``, ``__main__`` and ``progress`` (how the command line shows
@@ -46,11 +49,12 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("shared", frozenset({"", "emulation", "errors", "resources", "sizes"})),
     ("image", frozenset({"image"})),
     ("debian", frozenset({"debian"})),
+    ("sign", frozenset({"sign"})),
     ("transport", frozenset({"transport"})),
     ("registry", frozenset({"registry"})),
     ("inputs", frozenset({"inputs"})),
     ("azureml", frozenset({"azureml"})),
-    ("build", frozenset({"build"})),
+    ("build", frozenset({"build", "materials"})),
     ("run", frozenset({"run"})),
     ("cli", frozenset({"cli", "__main__", "progress"})),
 )

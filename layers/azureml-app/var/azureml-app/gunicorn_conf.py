@@ -3,7 +3,10 @@
 nginx on :5001 is the only client, so gunicorn listens on loopback only.
 Workers are the sync kind, as in Azure ML's image: the SCORING_TIMEOUT_MS
 deadline is a SIGALRM timer that needs run() on the worker's main thread.
-No preload: each worker imports wsgi.py and so calls the user's init() itself.
+No preload by default: each worker imports wsgi.py and so calls the user's init()
+itself.  WORKER_PRELOAD=true (as the reference's ``--preload``) imports it once in
+the arbiter before forking, so the workers share the loaded model's memory
+(copy-on-write); init() then runs once, in the arbiter.
 """
 
 import os
@@ -15,7 +18,8 @@ workers = int(os.environ.get("WORKER_COUNT", "1"))
 # nginx's proxy timeouts in sites-available/app use the same default of 300 s.
 timeout = int(os.environ.get("WORKER_TIMEOUT", "300"))
 graceful_timeout = 30
-preload_app = False
+# Only the word "true" (any case) turns it on, as in the reference's launcher.
+preload_app = os.environ.get("WORKER_PRELOAD", "false").strip().lower() == "true"
 # Gunicorn >= 24 opens a control socket under $HOME by default; nothing in the
 # image uses it, and the container's HOME may not be writable.
 control_socket_disable = True

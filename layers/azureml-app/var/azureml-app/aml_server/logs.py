@@ -51,7 +51,8 @@ def log_startup_failure(error: StartupError, model_dir: str, logger: logging.Log
     """Log why the worker cannot serve: one headline, then the traceback (and the models if init failed)."""
     logger.error("%s: %s", error.headline, error)
     cause = error.__cause__ or error
-    logger.error("".join(traceback.format_exception(cause)).rstrip())
+    # The three-argument form: the one-argument one is Python 3.10+, and the app runs on 3.9 bases too.
+    logger.error("".join(traceback.format_exception(type(cause), cause, cause.__traceback__)).rstrip())
     if isinstance(error, ScriptInitError) and model_dir and os.path.exists(model_dir):
         logger.info("Model directory contents (%s):", model_dir)
         for number, line in enumerate(_model_tree(model_dir)):

@@ -14,6 +14,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from .appinsights import AppInsightsClient
 from .config import ServerConfig
 from .errors import BadInput, RunFunctionError, ScoringTimeout, UnsupportedInput, UnsupportedMethod
 from .request_ids import RequestIds, add_request_id_headers, read_request_ids
@@ -46,8 +47,12 @@ def _score_response(output: Any, elapsed_ms: float) -> Response:
     return response
 
 
-def scoring_blueprint(script: UserScript, swagger: SwaggerDocuments, config: ServerConfig) -> Blueprint:
+def scoring_blueprint(
+    script: UserScript, swagger: SwaggerDocuments, config: ServerConfig, telemetry: AppInsightsClient | None = None
+) -> Blueprint:
     """A new blueprint serving ``script``; one per app, so apps never share state.
+
+    ``telemetry`` (App Insights) hears of each run() that raises or times out.
 
     Example::
 
@@ -65,6 +70,11 @@ def scoring_blueprint(script: UserScript, swagger: SwaggerDocuments, config: Ser
     def _echo_request_ids(response: Response) -> Response:
         ids: RequestIds = g.get("aml_request_ids", RequestIds())
         return add_request_id_headers(response, ids, request, config.server_version)
+
+    def _report(error: BaseException) -> None:
+        if telemetry is not None:
+            ids: RequestIds = g.get("aml_request_ids", RequestIds())
+            telemetry.report_exception(error, ids.request_id, ids.client_request_id)
 
     @blueprint.route("/", methods=["GET"])
     def health() -> str:
@@ -92,9 +102,11 @@ def scoring_blueprint(script: UserScript, swagger: SwaggerDocuments, config: Ser
             return error_response(405, METHOD_NOT_ALLOWED)
         except ScoringTimeout as ex:
             logger.error("run() did not finish within %d ms", ex.timeout_ms)
+            _report(ex)
             return error_response(500, str(ex), run_function_failed=True)
-        except RunFunctionError:
+        except RunFunctionError as ex:
             logger.exception("User's run function failed")
+            _report(ex.__cause__ or ex)
             return error_response(500, RUN_ERROR, run_function_failed=True)
         return _score_response(result.output, result.elapsed_ms)
 

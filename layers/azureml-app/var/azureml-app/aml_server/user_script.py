@@ -171,12 +171,16 @@ def _classify(run: Callable[..., Any], path: str) -> tuple[ScriptKind, InputPars
     return ScriptKind.TEXT, TextBodyParser(inputs[0].name), takes_headers
 
 
-def load_user_script(path: str, app_root: str, module_name: str = ENTRY_MODULE_NAME) -> UserScript:
+def load_user_script(
+    path: str, app_root: str, module_name: str = ENTRY_MODULE_NAME, source_dir: str = ""
+) -> UserScript:
     """Import the script at ``path`` and check it has init() and a usable run().
 
     The script's directory goes first on ``sys.path`` so its sibling modules
-    import; the app root is appended (as the reference does) so packages of the
-    source tree import by their full name.
+    import; the app root and then the source folder (``source_dir``, the absolute
+    AZUREML_SOURCE_DIRECTORY, if any) are appended, as the reference does, so a
+    script nested in the source tree (``src/scoring/score.py``) imports the
+    packages at the source root (``src/utils/``) by their own names.
 
     Example::
 
@@ -188,8 +192,9 @@ def load_user_script(path: str, app_root: str, module_name: str = ENTRY_MODULE_N
     """
     path = os.path.abspath(path)
     _prepend_sys_path(os.path.dirname(path))
-    if app_root not in sys.path:
-        sys.path.append(app_root)
+    for directory in (app_root, source_dir):
+        if directory and directory not in sys.path:
+            sys.path.append(directory)
     module = _import_by_path(path, module_name)
 
     if not callable(getattr(module, "init", None)):
