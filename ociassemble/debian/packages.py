@@ -8,7 +8,6 @@ for it, so a release is ready in well under a second per index.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
