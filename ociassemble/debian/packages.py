@@ -184,7 +184,7 @@ def load_indexes(fetcher: Fetcher, releases: list[Release], architecture: str) -
             if fmt is None:
                 continue
             sha, size = release.files[base + fmt]
-            path = fetcher.blob(repo.dists(base + fmt), sha, size, f"{repo.suite} {base}{fmt}")
+            path = fetcher.blob(release.index_url(base + fmt), sha, size, f"{repo.suite} {base}{fmt}")
             index.add(_read(path, fmt), repo.uri)
             found = True
         if not found and repo.suite == release.repository.suite.split("-", 1)[0]:

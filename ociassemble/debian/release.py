@@ -39,6 +39,16 @@ class Release:
     files: dict[str, tuple[str, int]]
     #: the SHA256 of the signed text: what a resolution made from this Release is keyed by
     digest: str
+    #: ``Acquire-By-Hash: yes``: indexes are also served under ``by-hash/SHA256/<hex>``, which a
+    #: mirror updating at the same moment never changes under us (apt fetches them that way)
+    by_hash: bool = False
+
+    def index_url(self, path: str) -> str:
+        """Where to fetch the index ``path`` this Release lists: by its hash when the archive offers it."""
+        if self.by_hash:
+            folder = path.rsplit("/", 1)[0]
+            return self.repository.dists(f"{folder}/by-hash/SHA256/{self.files[path][0]}")
+        return self.repository.dists(path)
 
 
 def verify_inrelease(data: bytes, keyring: Path, where: str) -> bytes:
@@ -101,4 +111,5 @@ def fetch_release(fetcher: Fetcher, repo: Repository) -> Release:
         raise PackageError(f"{url} is signed for {codename}, not {repo.suite}: a mirror may not serve one release "
                            "as another; check --apt-mirror")
     return Release(repo, codename, fields.get("Suite", ""), tuple(fields.get("Architectures", "").split()),
-                   tuple(fields.get("Components", "").split()), files, "sha256:" + hashlib.sha256(text).hexdigest())
+                   tuple(fields.get("Components", "").split()), files, "sha256:" + hashlib.sha256(text).hexdigest(),
+                   fields.get("Acquire-By-Hash", "").lower() == "yes")
