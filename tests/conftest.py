@@ -43,9 +43,23 @@ def shared_cache() -> BlobCache:
     return BlobCache(test_cache_root() / "cache")
 
 
+#: Which base ``debian_base`` is: ``mmdebstrap`` (default: ``make-base``'s), ``debs`` (``make-base
+#: --from-debs``), or ``debs-python3`` (the essential set and python3 only, from .debs: the recipe
+#: adds nginx and runit from its release). The golden digests hold for the default only.
+TEST_BASE = os.environ.get("OCIASSEMBLE_TEST_BASE", "mmdebstrap")
+
+
 @pytest.fixture(scope="session")
 def debian_base(shared_cache: BlobCache) -> str:
-    """``oci:DIR`` of the mmdebstrap bookworm base with python3, nginx-light and runit."""
+    """``oci:DIR`` of the bookworm base with python3, nginx-light and runit (``TEST_BASE``)."""
+    if TEST_BASE in ("debs", "debs-python3"):
+        from ociassemble.azureml.debsbase import BASE_PACKAGES, make_base_from_debs
+
+        target = shared_cache.root / "bases" / f"test-{TEST_BASE}-bookworm-amd64"
+        packages = BASE_PACKAGES if TEST_BASE == "debs" else ("usr-is-merged", "python3", "libstdc++6")
+        if not (target / "index.json").is_file():
+            make_base_from_debs(shared_cache, target, packages=packages, log=lambda m: None)
+        return f"oci:{target}"
     if shutil.which("mmdebstrap") is None:
         pytest.fail("mmdebstrap is not installed: .ci/run installs it (apt-get install mmdebstrap)")
     from ociassemble.azureml.debianbase import make_base
@@ -56,7 +70,16 @@ def debian_base(shared_cache: BlobCache) -> str:
 @pytest.fixture(scope="session")
 def arm64_base(shared_cache: BlobCache) -> str:
     """``oci:DIR`` of the same base for linux/arm64 (``make-base --platform linux/arm64``: mmdebstrap
-    --arch=arm64 under qemu, ~3 minutes once; scripts/cross-arch unpacks this one too)."""
+    --arch=arm64 under qemu, ~3 minutes once; scripts/cross-arch unpacks this one too).
+    ``OCIASSEMBLE_TEST_BASE=debs``: ``make-base --from-debs --platform linux/arm64`` (no qemu)."""
+    if TEST_BASE == "debs":
+        from ociassemble.azureml.debsbase import make_base_from_debs
+        from ociassemble.image.platform import parse_platform
+
+        target = shared_cache.root / "bases" / "test-debs-bookworm-arm64"
+        if not (target / "index.json").is_file():
+            make_base_from_debs(shared_cache, target, platform=parse_platform("linux/arm64"), log=lambda m: None)
+        return f"oci:{target}"
     if shutil.which("mmdebstrap") is None:
         pytest.fail("mmdebstrap is not installed: .ci/run installs it (apt-get install mmdebstrap)")
     from ociassemble.azureml.debianbase import make_base

@@ -32,7 +32,7 @@ from ..inputs.base import load_base
 from ..transport.layout import write_layout
 
 __all__ = ["DebianRelease", "RELEASES", "DEFAULT_PYTHON", "default_base_path", "make_base", "make_base_command",
-           "release_for", "require_default_bases", "sources_for", "PACKAGES", "SUITE"]
+           "debs_packages", "release_for", "require_default_bases", "sources_for", "PACKAGES", "SUITE"]
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,8 @@ def _mmdebstrap_reason(stderr: str) -> str:
 
 
 def make_base(cache: BlobCache, *, force: bool = False, log=print,  # type: ignore[no-untyped-def]
-              platform: Platform | None = None, binfmt: Path = BINFMT, python: str | None = None) -> Path:
+              platform: Platform | None = None, binfmt: Path = BINFMT, python: str | None = None,
+              from_debs: bool = False, apt_mirror: str | None = None, keyring: Path | None = None) -> Path:
     """Build (once) the default base for ``platform`` (default: this machine's) and ``python``
     (default: 3.11; ``release_for``) as an OCI layout in the cache and return its path.
 
@@ -156,12 +157,21 @@ def make_base(cache: BlobCache, *, force: bool = False, log=print,  # type: igno
     under qemu user emulation (``emulation.ensure_emulation``: BuildError saying what to
     install or mount when this machine cannot; ``binfmt``: where binfmt_misc is mounted,
     another folder in tests).
+
+    ``from_debs``: made from ``release``'s .debs by ``debsbase.make_base_from_debs`` instead
+    (no mmdebstrap, no root, no qemu, for any architecture); ``apt_mirror`` and ``keyring``
+    are its mirror and keyring (default: this machine's apt sources and Debian's keyring).
     """
     plat = normalize(platform or host_platform())
     release = release_for(python)
     target = default_base_path(cache, plat, python)
     if (target / "index.json").is_file() and not force:
         return target
+    if from_debs:
+        from .debsbase import make_base_from_debs
+
+        return make_base_from_debs(cache, target, release=release.suite, platform=plat,
+                                   packages=debs_packages(release), apt_mirror=apt_mirror, keyring=keyring, log=log)
     target.parent.mkdir(parents=True, exist_ok=True)
     # one mmdebstrap per base at a time: a second build (or test run) waits, then takes the first's
     with open(target.parent / f".{target.name}.lock", "a") as lock:
@@ -169,6 +179,14 @@ def make_base(cache: BlobCache, *, force: bool = False, log=print,  # type: igno
         if (target / "index.json").is_file() and not force:
             return target
         return _make_base(cache, plat, release, target, log, binfmt)
+
+
+def debs_packages(release: DebianRelease) -> tuple[str, ...]:
+    """What a base made from .debs installs beyond the release's essential set: the release's
+    packages, ``usr-is-merged`` (the layer is laid out merged-/usr; bullseye has no such package
+    and ``make_base_from_debs`` drops it there) and ``libstdc++6`` (the C++ runtime manylinux
+    wheels such as numpy's load from the system, which mmdebstrap's minbase has through apt)."""
+    return ("usr-is-merged", *release.packages, "libstdc++6")
 
 
 def _make_base(cache: BlobCache, plat: Platform, release: DebianRelease, target: Path, log,  # type: ignore[no-untyped-def]

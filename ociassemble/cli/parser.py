@@ -75,6 +75,16 @@ def _registry_flags(p: argparse.ArgumentParser) -> None:
                    help="allow plain HTTP to this registry (localhost is always allowed)")
 
 
+def _apt_flags(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    g = p.add_argument_group("Debian packages (see docs/debian-packages.md)")
+    g.add_argument("--apt-mirror", metavar="URL",
+                   help="the Debian mirror (the folder holding dists/ and pool/; default: this machine's apt sources)")
+    g.add_argument("--apt-keyring", metavar="FILE",
+                   help="check the mirror's InRelease with this OpenPGP keyring (default: the apt source's Signed-By, "
+                        "else /usr/share/keyrings/debian-archive-keyring.gpg)")
+    return g
+
+
 def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
     p.add_argument("path", nargs="?", default=".", help="project folder (default: .)")
     p.add_argument("--config", metavar="FILE", help="config file (default: ./ociassemble.toml or [tool.ociassemble] in pyproject.toml)")
@@ -135,6 +145,10 @@ def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
     p.add_argument("--locked", action="store_true",
                    help="fail (exit 1, nothing built) unless ociassemble.lock matches the inputs, instead of resolving "
                         "without it (for CI; see 'ociassemble lock')")
+    g4 = _apt_flags(p)
+    g4.add_argument("--apt-package", action="append", metavar="NAME",
+                    help="add this Debian package (and what it depends on) from the base's own release, e.g. "
+                         "libgomp1 (repeatable; or apt = [...] in the config)")
     p.add_argument("--sbom", action="store_true",
                    help="also make an SPDX 2.3 SBOM (Python and Debian packages): written beside the output as "
                         "<output>.sbom.spdx.json; on push, pushed as an OCI artifact referring to the image")
@@ -260,6 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make the base for this platform, e.g. linux/arm64, or a comma list (default: this machine's); "
                         "another architecture needs qemu-user-static and binfmt-support (mmdebstrap runs its "
                         "package scripts under emulation)")
+    engine = p.add_mutually_exclusive_group()
+    engine.add_argument("--from-debs", action="store_true",
+                        help="make it from Debian's .debs as ociassemble unpacks them (no mmdebstrap, no root, no "
+                             "qemu: any architecture in seconds; maintainer scripts are not run, see "
+                             "docs/debian-packages.md)")
+    engine.add_argument("--with-mmdebstrap", action="store_true",
+                        help="make it with mmdebstrap, its maintainer scripts run (the default for now; needs root, "
+                             "and qemu for another architecture)")
+    _apt_flags(p)
 
     p = add("init", init.cmd_init, "Write a commented starter ociassemble.toml.", "ociassemble init")
     p.add_argument("path", nargs="?", default=".", help="project folder (default: .)")
