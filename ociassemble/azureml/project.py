@@ -296,6 +296,7 @@ def _apply_v1_files(project: Project, root: Path) -> None:
         else:
             setattr(project, name, value)
     project.user_managed_dependencies = v1.user_managed
+    project.apt = [*v1.apt, *(a for a in project.apt if a not in v1.apt)]
     project.env = {**v1.env, **project.env}
     project.labels = {**v1.labels, **project.labels}
     project.notes.extend(v1.notes)
