@@ -1,6 +1,8 @@
 """A LightGBM model, whose manylinux wheel loads the system's libgomp.so.1: with
 ``apt = ["libgomp1"]`` the image gets it from the base's own release and serves predictions;
-``inspect`` and the SBOM name the package and its version; dpkg's status lists it."""
+``inspect`` and the SBOM name the package and its version; dpkg's status lists it. The same
+package from an Azure ML v1 ``extraDockerfileSteps`` file gives the same layer (a second build
+from the first's cache: no second image is run)."""
 
 from __future__ import annotations
 
@@ -123,3 +125,38 @@ def test_inspect_sbom_and_dpkg_name_the_package(lightgbm_image: tuple[int, Path,
     listed = subprocess.run(["dpkg-query", "--admindir", str(rootfs / "var/lib/dpkg"), "-W", "-f",
                              "${Package} ${Version}\n"], capture_output=True, text=True, check=True).stdout
     assert f"libgomp1 {gomp[0]}" in listed and "python3 " in listed and "nginx-light " in listed
+
+
+def _layers(archive: Path, where: Path) -> list[tuple[str, str]]:
+    """(history line, digest) of each layer of the oci-archive's one image."""
+    with tarfile.open(archive) as outer:
+        outer.extractall(where, filter="tar")
+    blob = lambda d: json.loads((where / "blobs/sha256" / d[7:]).read_text())  # noqa: E731
+    manifest = blob(json.loads((where / "index.json").read_text())["manifests"][0]["digest"])
+    history = [h.get("created_by", "") for h in blob(manifest["config"]["digest"])["history"] if not h.get("empty_layer")]
+    return list(zip(history, [layer["digest"] for layer in manifest["layers"]]))
+
+
+def test_extra_dockerfile_steps_give_the_same_packages_layer(lightgbm_image: tuple[int, Path, list[float]],
+                                                             debian_base: str, shared_cache: BlobCache,
+                                                             tmp_path: Path) -> None:
+    """As Azure's docs tell v1 users: libgomp1 from an inferenceconfig.json's extraDockerfileSteps."""
+    _, out, _ = lightgbm_image
+    root = tmp_path / "v1"
+    root.mkdir()
+    for name in ("score.py", "model.txt", "requirements.txt"):
+        (root / name).write_bytes((out.parent / name).read_bytes())
+    (root / "ociassemble.toml").write_text('models = ["model.txt:lgbm:1"]\nrequirements = "requirements.txt"\n'
+                                           'env = { WORKER_COUNT = "1" }\n')
+    (root / "steps.dockerfile").write_text("RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 "
+                                           "&& rm -rf /var/lib/apt/lists/*\n")
+    (root / "inferenceconfig.json").write_text(json.dumps({"entryScript": "score.py", "runtime": "python",
+                                                           "extraDockerfileSteps": "steps.dockerfile"}))
+    v1_out = tmp_path / "v1.tar"
+    proc = run_cli("build", str(root), "--base", debian_base, "-o", f"oci-archive:{v1_out}:latest",
+                   "--cache-dir", str(shared_cache.root), cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert "extraDockerfileSteps (steps.dockerfile) installs libgomp1" in proc.stderr
+    first = [x for x in _layers(out, tmp_path / "a") if "libgomp1" in x[0]]
+    second = [x for x in _layers(v1_out, tmp_path / "b") if "libgomp1" in x[0]]
+    assert len(first) == 1 and second == first
