@@ -34,7 +34,7 @@ from .tree import MERGED_DIRS, Tree
 __all__ = ["PackagesLayer", "packages_layer", "fetch_debs", "ENGINE"]
 
 #: Names how a package layer is made; bumped when the same .debs would give other bytes.
-ENGINE = "ociassemble-debs-3"
+ENGINE = "ociassemble-debs-4"
 #: parallel downloads: enough to fill a link to a near mirror with ~100 small files
 _DOWNLOADS = 8
 #: data.tar decompressions at once: the codecs release the GIL, so two cores are both used
@@ -115,6 +115,11 @@ def _unpack(tree: Tree, deb: DebFile, members: list[_Member]) -> list[str]:
     for m in members:
         listed.append("/" + m.name)
         name = tree.canonical(m.name)
+        if m.kind == "symlink" and tree.merged_usr and m.name.strip("/") in MERGED_DIRS:
+            # the merged-/usr links themselves (trixie's base-files ships ``bin -> usr/bin``): they stay
+            # where they are; moved under usr/ they would make usr/bin a link to itself
+            tree.add_symlink(m.name.strip("/"), m.linkname)
+            continue
         if m.kind == "dir":
             if name not in tree.entries:
                 tree.add_dir(name, m.mode, m.uid, m.gid)
