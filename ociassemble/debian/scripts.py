@@ -120,6 +120,18 @@ def _nginx_common(tree: Tree) -> None:
         tree.add_dir("var/lib/nginx")
 
 
+def _python_local_site(version: str) -> Callable[[Tree], None]:
+    """python3.X-minimal's postinst: the empty /usr/local/lib/python3.X/dist-packages (0755 root:root,
+    as without /etc/staff-group-for-usr-local), where pip installs and .pth files are read from."""
+
+    def action(tree: Tree) -> None:
+        for folder in (f"usr/local/lib/python{version}", f"usr/local/lib/python{version}/dist-packages"):
+            if not tree.has(folder):
+                tree.add_dir(folder)
+
+    return action
+
+
 #: package → what of its postinst is done here (in this order: passwd first, others read /etc/group)
 ACTIONS: dict[str, tuple[str, Callable[[Tree], None]]] = {
     "base-passwd": ("/etc/passwd and /etc/group from the masters", _base_passwd),
@@ -128,6 +140,8 @@ ACTIONS: dict[str, tuple[str, Callable[[Tree], None]]] = {
     "ca-certificates": ("/etc/ssl/certs/ca-certificates.crt and .pem links", _ca_certificates),
     "nginx-common": ("/var/log/nginx owned by root:adm, /var/lib/nginx", _nginx_common),
     "tzdata": ("/etc/localtime -> Etc/UTC (debconf's default answer)", _tzdata),
+    **{f"python{v}-minimal": (f"/usr/local/lib/python{v}/dist-packages", _python_local_site(v))
+       for v in ("3.9", "3.11", "3.13")},
 }
 
 
@@ -201,9 +215,9 @@ NOT_NEEDED = {
     "login": "faillog (no logins)", "passwd": "shadow files (no logins)", "nginx": "starting the service",
     "openssl": "an old /usr/lib/ssl link", "python3": "/etc/python3/debian_config and byte-compiling",
     "python3-minimal": "byte-compiling", "libpython3.11-minimal": "sitecustomize link", "python3.11": "byte-compiling",
-    "python3.11-minimal": "byte-compiling", "libpython3.9-minimal": "sitecustomize link", "python3.9": "byte-compiling",
-    "python3.9-minimal": "byte-compiling", "libpython3.13-minimal": "sitecustomize link", "python3.13": "byte-compiling",
-    "python3.13-minimal": "byte-compiling", "readline-common": "/etc/inputrc default", "runit": "runit's own service folders",
+    "libpython3.9-minimal": "sitecustomize link", "python3.9": "byte-compiling",
+    "libpython3.13-minimal": "sitecustomize link", "python3.13": "byte-compiling",
+    "readline-common": "/etc/inputrc default", "runit": "runit's own service folders",
     "usr-is-merged": "checks of the /usr merge", "util-linux": "/etc/adjtime and service setup", "tar": "the rmt alternative",
     "gawk": "the awk alternative", "mawk": "the awk alternative", "sysvinit-utils": "service setup",
     "libgomp1": "ldconfig", "perl-base": "nothing", "ncurses-base": "nothing", "sed": "nothing",

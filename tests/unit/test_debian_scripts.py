@@ -46,12 +46,39 @@ def test_passwd_certificates_and_nginx_folders() -> None:
     assert (log.kind, log.gid) == ("dir", 4)  # root:adm, adm from the group file
 
 
+def test_pythons_local_site_folder() -> None:
+    """python3.X-minimal's postinst makes /usr/local/lib/python3.X/dist-packages (scripts/cross-arch and
+    pip put packages there): each release's Python gets its own, root-owned, 0755."""
+    for version in ("3.9", "3.11", "3.13"):
+        tree = Tree(merged_usr=True)
+        assert apply_actions(tree, [f"python{version}-minimal"]) == [
+            f"python{version}-minimal: /usr/local/lib/python{version}/dist-packages"]
+        site = tree.entries[f"usr/local/lib/python{version}/dist-packages"]
+        assert (site.kind, site.mode, site.uid, site.gid) == ("dir", 0o755, 0, 0)
+        assert uncovered(f"python{version}-minimal", {"postinst": "mkdir -p /usr/local/lib/x\n"}) is None
+
+
 def test_a_postinst_that_does_more_is_named_in_one_line() -> None:
     assert uncovered("somepkg", {"postinst": "#!/bin/sh\nset -e\nmkdir -p /srv/thing\nchown www-data /srv/thing\n"}) \
         == ("somepkg: its postinst was not run (it does e.g. 'mkdir -p /srv/thing'); the layer holds its files only "
             "(see docs/debian-packages.md)")
     assert uncovered("quiet", {"postinst": "#!/bin/sh\nset -e\n# Automatically added by dh_makeshlibs/13\n"
                                            "ldconfig\n# End automatically added section\n"}) is None
+
+
+def test_a_package_shipping_the_merged_usr_links_keeps_them_at_the_top() -> None:
+    """trixie's base-files holds ``bin -> usr/bin`` (and sbin, lib, lib64) in its data.tar: on a
+    merged-/usr root these stay top-level links (not ``usr/bin -> usr/bin``, a loop over the folder)."""
+    from ociassemble.debian.install import _Member, _unpack
+
+    tree = Tree(merged_usr=True)
+    members = [_Member("bin", "symlink", 0o777, 0, 0, "usr/bin"), _Member("usr/bin", "dir", 0o755, 0, 0),
+               _Member("usr/bin/[", "file", 0o755, 0, 0, data=b"\x7fELF"), _Member("bin/sh", "file", 0o755, 0, 0, data=b"#!")]
+    listed = _unpack(tree, None, members)  # type: ignore[arg-type]
+    assert listed == ["/.", "/bin", "/usr/bin", "/usr/bin/[", "/bin/sh"]
+    assert tree.entries["bin"].kind == "symlink" and tree.entries["bin"].linkname == "usr/bin"
+    assert tree.entries["usr/bin"].kind == "dir"
+    assert tree.read(tree.canonical("bin/sh")) == b"#!" and "bin/sh" not in tree.entries
 
 
 def test_tree_tar_stream_is_sorted_merged_usr_and_readable() -> None:
