@@ -35,8 +35,11 @@ BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 def make_base_from_debs(cache: BlobCache, target: Path, *, release: str = "bookworm",
                         platform: Platform | None = None, packages: Sequence[str] = BASE_PACKAGES,
                         apt_mirror: str | None = None, keyring: Path | None = None,
-                        log: Callable[[str], None] = print) -> Path:
+                        log: Callable[[str], None] = print, replace: bool = True) -> Path:
     """Write the base for ``platform`` as an OCI layout at ``target`` (replacing it); returns it.
+
+    ``replace=False``: a base already at ``target`` once the lock is held (another process made
+    it meanwhile) is kept and returned.
 
     Raises InputError/PackageError/MirrorError (see ``debian.repository.open_repository``).
     """
@@ -44,6 +47,8 @@ def make_base_from_debs(cache: BlobCache, target: Path, *, release: str = "bookw
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / f".{target.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if not replace and (target / "index.json").is_file():
+            return target
         arch = debian_arch(plat.architecture, plat.variant)
         repo = open_repository(cache, Target("debian", release, arch), apt_mirror=apt_mirror, keyring=keyring)
         # usr-is-merged exists from bookworm on; bullseye's essential set asks for no merge

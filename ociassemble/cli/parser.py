@@ -35,7 +35,7 @@ examples:
   ociassemble build --model model.pkl -o oci-archive:image.tar   # in a folder with score.py
   ociassemble run oci-archive:image.tar --publish 8080:5001      # serve it, no daemon
   ociassemble push localhost:5000/team/model:1.0   # build and push from the cache
-  ociassemble make-base --platform linux/arm64     # once: the arm64 base (needs qemu-user-static)
+  ociassemble make-base --platform linux/arm64     # once: the arm64 base (no qemu needed)
   ociassemble push --platform linux/amd64,linux/arm64 localhost:5000/team/model:1.0   # one tag, both
   ociassemble push --sign-key cosign.key --provenance localhost:5000/team/model:1.0   # signed, as cosign does
   ociassemble verify localhost:5000/team/model:1.0 --key cosign.pub --provenance
@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "architecture runs through qemu user emulation (qemu-user-static, binfmt_misc)")
     _registry_flags(p)
 
-    p = add("make-base", make_base.cmd_make_base, "Build a default base (Debian + python3, nginx, runit) with mmdebstrap: "
+    p = add("make-base", make_base.cmd_make_base, "Build a default base (Debian + python3, nginx, runit) from Debian's .debs: "
             "bookworm (Python 3.11), or bullseye (3.9) or trixie (3.13) with --python.",
             "ociassemble make-base --python 3.9")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
@@ -272,15 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the base's Python: {PYTHON_CHOICES} (default 3.11)")
     p.add_argument("--platform", metavar="OS/ARCH[,...]",
                    help="make the base for this platform, e.g. linux/arm64, or a comma list (default: this machine's); "
-                        "another architecture needs qemu-user-static and binfmt-support (mmdebstrap runs its "
-                        "package scripts under emulation)")
+                        "any architecture, no emulation (with --with-mmdebstrap, another architecture needs "
+                        "qemu-user-static and binfmt-support: mmdebstrap runs its package scripts under emulation)")
     engine = p.add_mutually_exclusive_group()
     engine.add_argument("--from-debs", action="store_true",
-                        help="make it from Debian's .debs as ociassemble unpacks them (no mmdebstrap, no root, no "
-                             "qemu: any architecture in seconds; maintainer scripts are not run, see "
+                        help="make it from Debian's .debs as ociassemble unpacks them (the default: no mmdebstrap, no "
+                             "root, no qemu, any architecture in seconds; maintainer scripts are not run, see "
                              "docs/debian-packages.md)")
     engine.add_argument("--with-mmdebstrap", action="store_true",
-                        help="make it with mmdebstrap, its maintainer scripts run (the default for now; needs root, "
+                        help="make it with mmdebstrap instead, its maintainer scripts run (needs root and mmdebstrap, "
                              "and qemu for another architecture)")
     _apt_flags(p)
 
