@@ -97,10 +97,12 @@ def build_image(project: Project, cache: BlobCache, *, recipe: bool | None = Non
                                   platform=platform, lock_mode=lock_mode)  # type: ignore[arg-type]
         image, layers = res.image, res.layers
         scan = list(image.manifest.layers[:len(image.manifest.layers) - len(layers)])
+        # the Debian packages layer holds the dpkg status with the base's and its own packages
+        scan += [l.descriptor for kind, l in layers if kind == "debian-packages"]
         if res.deps_site is None:  # the deps layer came from the registry cache: the SBOM reads its dist-infos
             scan += [l.descriptor for kind, l in layers if kind == "python-deps"]
         return Built(image, layers, project, cache, res.deps_site, scan, res.pex_ran, layer_cache, res.locked)
-    if not project.base and not extra:
+    if not project.base and not extra and not project.apt:
         raise UsageError("nothing to build: give --base and/or --layer SRC:DEST, or a score.py (see 'ociassemble build --help')")
     scanned = [scan_sources([src]) for src in extra]  # once: checked here, built below
     check_secrets([e for entries in scanned for e in entries], allow=allow_secrets, warn=log)
@@ -110,6 +112,17 @@ def build_image(project: Project, cache: BlobCache, *, recipe: bool | None = Non
     b = ImageBuilder(cache, base, **({"platform": normalize(platform)} if platform is not None else {}))
     compression = Compression.parse(project.compression, project.compression_level)
     layers = []
+    if project.apt:
+        if base is None:
+            raise UsageError("apt packages need a Debian-based --base to take them from (scratch has no release); "
+                             "give --base")
+        from .azureml.aptlayer import debian_layer
+
+        added = debian_layer(project, cache, base, str(project.base), [], compression, source_date_epoch(), log)
+        if added is not None:
+            log("layer debian-packages")
+            b.add_layer(added.layer, added.created_by())
+            layers.append(("debian-packages", added.layer))
     for src, entries in zip(extra, scanned):
         log(f"layer {src.src} -> {src.dest}")
         layer = build_layer(cache, [src], compression=compression, entries=entries, on_bytes=on_bytes,

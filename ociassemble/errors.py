@@ -21,6 +21,8 @@ __all__ = [
     "RegistryError",
     "AuthError",
     "RunError",
+    "PackageError",
+    "MirrorError",
     "SignatureError",
     "SignaturePushError",
     "EXIT_OK",
@@ -126,3 +128,14 @@ class SignaturePushError(RegistryError):
 
 class RunError(OciAssembleError):
     """An image cannot be started by ``ociassemble run``."""
+
+
+class PackageError(BuildError):
+    """A Debian package cannot be resolved, fetched or trusted: an unknown name, a
+    dependency no package satisfies, a file whose hash or signature is wrong."""
+
+
+class MirrorError(OciAssembleError):
+    """A Debian mirror could not be reached or answered with an error (the network's fault)."""
+
+    exit_code = EXIT_REGISTRY

@@ -1,14 +1,14 @@
 """Fixtures shared by every test folder: a private blob cache, the Debian base, the example.
 
-The Debian base (mmdebstrap, ~40 s) is built once and kept in a cache that outlives
-test runs (``$OCIASSEMBLE_TEST_CACHE`` or ``~/.cache/ociassemble-test``).
+The Debian bases (``make-base``'s, from .debs: seconds each, no qemu even for arm64) are made
+once, when a test first asks, and kept in a cache that outlives test runs
+(``$OCIASSEMBLE_TEST_CACHE`` or ``~/.cache/ociassemble-test``).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -63,26 +63,69 @@ def shared_cache() -> BlobCache:
     return BlobCache(test_cache_root() / "cache")
 
 
-@pytest.fixture(scope="session")
-def debian_base(shared_cache: BlobCache) -> str:
-    """``oci:DIR`` of the mmdebstrap bookworm base with python3, nginx-light and runit."""
-    if shutil.which("mmdebstrap") is None:
-        pytest.fail("mmdebstrap is not installed: .ci/run installs it (apt-get install mmdebstrap)")
+#: Which base ``debian_base`` is: ``debs`` (default: ``make-base``'s, from .debs), ``mmdebstrap``
+#: (``make-base --with-mmdebstrap``, in a cache of its own: ``cache-mmdebstrap``), or ``debs-python3``
+#: (the essential set and python3 only, from .debs: the recipe adds nginx and runit from its release).
+TEST_BASE = os.environ.get("OCIASSEMBLE_TEST_BASE", "debs")
+
+
+def _made_from_debs(layout: Path) -> bool:
+    """Whether the base at ``layout`` was made from .debs (its one history line says so), not by
+    mmdebstrap (a test cache from before .debs were the default holds such bases)."""
+    import json
+
+    blob = lambda d: json.loads((layout / "blobs/sha256" / d.split(":", 1)[1]).read_bytes())  # noqa: E731
+    manifest = blob(json.loads((layout / "index.json").read_bytes())["manifests"][0]["digest"])
+    return any(h.get("created_by", "").startswith("ociassemble: debian ") for h in blob(manifest["config"]["digest"])["history"])
+
+
+def default_base(cache: BlobCache, **kw: object) -> Path:
+    """``make-base``'s default base (``make_base`` keywords: platform, python) in ``cache``, made
+    once from .debs (seconds; under make-base's lock, so concurrent runs make it once); one an
+    older test cache holds that mmdebstrap made is made again, so the suite tests the default."""
     from ociassemble.azureml.debianbase import make_base
 
-    return f"oci:{make_base(shared_cache, log=lambda m: None)}"
+    path = make_base(cache, log=lambda m: None, **kw)  # type: ignore[arg-type]
+    if not _made_from_debs(path):
+        path = make_base(cache, log=lambda m: None, force=True, **kw)  # type: ignore[arg-type]
+    return path
+
+
+def _mmdebstrap_base(**kw: object) -> str:
+    if shutil.which("mmdebstrap") is None:
+        pytest.fail("mmdebstrap is not installed (OCIASSEMBLE_TEST_BASE=mmdebstrap): apt-get install mmdebstrap")
+    from ociassemble.azureml.debianbase import make_base
+
+    cache = BlobCache(test_cache_root() / "cache-mmdebstrap")
+    return f"oci:{make_base(cache, log=lambda m: None, with_mmdebstrap=True, **kw)}"  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def debian_base(shared_cache: BlobCache) -> str:
+    """``oci:DIR`` of the bookworm base with python3, nginx-light and runit (``TEST_BASE``)."""
+    if TEST_BASE == "debs-python3":
+        from ociassemble.azureml.debsbase import make_base_from_debs
+
+        target = shared_cache.root / "bases" / "test-debs-python3-bookworm-amd64"
+        if not (target / "index.json").is_file():
+            make_base_from_debs(shared_cache, target, packages=("usr-is-merged", "python3", "libstdc++6"),
+                                log=lambda m: None)
+        return f"oci:{target}"
+    if TEST_BASE == "mmdebstrap":
+        return _mmdebstrap_base()
+    return f"oci:{default_base(shared_cache)}"
 
 
 @pytest.fixture(scope="session")
 def arm64_base(shared_cache: BlobCache) -> str:
-    """``oci:DIR`` of the same base for linux/arm64 (``make-base --platform linux/arm64``: mmdebstrap
-    --arch=arm64 under qemu, ~3 minutes once; scripts/cross-arch unpacks this one too)."""
-    if shutil.which("mmdebstrap") is None:
-        pytest.fail("mmdebstrap is not installed: .ci/run installs it (apt-get install mmdebstrap)")
-    from ociassemble.azureml.debianbase import make_base
+    """``oci:DIR`` of the same base for linux/arm64 (``make-base --platform linux/arm64``: from .debs,
+    no qemu, seconds; scripts/cross-arch unpacks this one too). ``OCIASSEMBLE_TEST_BASE=mmdebstrap``:
+    ``make-base --with-mmdebstrap --platform linux/arm64`` (its scripts under qemu, ~3 minutes once)."""
     from ociassemble.image.platform import parse_platform
 
-    return f"oci:{make_base(shared_cache, log=lambda m: None, platform=parse_platform('linux/arm64'))}"
+    if TEST_BASE == "mmdebstrap":
+        return _mmdebstrap_base(platform=parse_platform("linux/arm64"))
+    return f"oci:{default_base(shared_cache, platform=parse_platform('linux/arm64'))}"
 
 
 @pytest.fixture(scope="session")
@@ -92,84 +135,6 @@ def trained_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns("model.pkl", "image.tar", "__pycache__"))
     subprocess.run([sys.executable, str(dest / "train.py")], check=True, capture_output=True)
     return dest
-
-
-def _needs_arm64_base(item: pytest.Item) -> bool:
-    """The tests that use the arm64 default base: through the fixture, or scripts/cross-arch's rootfs."""
-    return "arm64_base" in getattr(item, "fixturenames", ()) or "test_cross_arch.py" in item.nodeid
-
-
-def _needs_python_bases(item: pytest.Item) -> bool:
-    """The tests that use the Python 3.9 and 3.13 default bases (bullseye, trixie)."""
-    return "test_azureml_v1_pythons.py" in item.nodeid or "test_app_pythons.py" in item.nodeid
-
-
-#: the background make-base runs: which tests wait for them, the bases they make, make-base's flags
-_BACKGROUND_BASES = (
-    (_needs_arm64_base, (("--platform", "linux/arm64"),), "make-base-arm64.log"),
-    (_needs_python_bases, (("--python", "3.9"), ("--python", "3.13")), "make-base-pythons.log"),
-)
-
-
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Make the arm64 base (mmdebstrap under qemu, ~3 minutes on a fresh machine) and the Python
-    3.9 and 3.13 bases (~1 minute each) in the background while the rest of the suite runs, and
-    run the tests that need them last.
-
-    ``make-base`` holds a lock while it works, so a fixture (or scripts/cross-arch) asking for a
-    base before it is done waits for this run instead of starting another.
-    """
-    from ociassemble.azureml.debianbase import default_base_path
-    from ociassemble.image.platform import parse_platform
-
-    cache = BlobCache(test_cache_root() / "cache")
-    started = []
-    for needs, runs, log_name in _BACKGROUND_BASES:
-        needing = [item for item in items if needs(item)]
-        if not needing or len(needing) == len(items):
-            continue
-        items[:] = [item for item in items if not needs(item)] + needing
-        missing = [flags for flags in runs if not (default_base_path(
-            cache, parse_platform(flags[1]) if flags[0] == "--platform" else None,
-            flags[1] if flags[0] == "--python" else None) / "index.json").is_file()]
-        if not missing or shutil.which("mmdebstrap") is None or os.geteuid() != 0:
-            continue  # the fixture fails with the reason when a test needs it
-        log = open(test_cache_root() / log_name, "wb")  # noqa: SIM115 (closed at session end)
-        # niced: it takes the CPU the tests leave idle (they wait on servers, disks and the network a
-        # lot), not theirs; once the tests that need it are reached, nothing else competes
-        script = "; ".join(f"subprocess.run(['nice', '-n', '19', sys.executable, '-m', 'ociassemble.cli', 'make-base', "
-                           f"{flags[0]!r}, {flags[1]!r}, '--cache-dir', {str(cache.root)!r}])" for flags in missing)
-        proc = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; {script}"], stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        started.append((proc, log))
-    if started:
-        config.stash[_BACKGROUND] = started
-
-
-_BACKGROUND = pytest.StashKey[tuple]()
-_PYTHON_BASES_LOG = _BACKGROUND_BASES[1][2]
-
-
-def wait_for_background_bases(config: pytest.Config) -> None:
-    """Wait until this run's background make-base of the Python 3.9 and 3.13 bases has ended (at
-    once when none was started): for a test that finds its base missing and fails if it still is."""
-    for proc, log in config.stash.get(_BACKGROUND, None) or ():
-        if Path(log.name).name == _PYTHON_BASES_LOG:
-            proc.wait()
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Stop the background make-base runs if the run ended before they did (by their process
-    group, which each was started as: they are ours)."""
-    for proc, log in session.config.stash.get(_BACKGROUND, None) or ():
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
 
 
 def _loaded_credential_check():  # type: ignore[no-untyped-def]

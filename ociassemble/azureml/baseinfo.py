@@ -19,7 +19,7 @@ from ..image.assemble import Image
 from ..image.cache import BlobCache
 from ..image.oci import MediaType
 
-__all__ = ["BaseInfo", "inspect_base"]
+__all__ = ["BaseInfo", "BaseDebian", "base_debian", "inspect_base"]
 
 _PY_RE = re.compile(r"^(?:usr/(?:local/)?bin)/python(3\.\d+)$")
 _NEEDED = {
@@ -158,4 +158,63 @@ def inspect_base(image: Image, cache: BlobCache, remote: Any = None) -> BaseInfo
     memo.write_text(json.dumps(asdict(info)))
     if remote is not None:
         remote.note_baseinfo(config_digest, asdict(info))
+    return info
+
+
+@dataclass(frozen=True)
+class BaseDebian:
+    """What adding Debian packages to a base needs from it: its os-release, its dpkg status
+    (``status`` and distroless' ``status.d/*``), and whether its root is merged-/usr."""
+
+    os_release: str
+    status: str
+    status_d: tuple[str, ...]
+    merged_usr: bool
+
+
+_DEBIAN_FILES = ("etc/os-release", "usr/lib/os-release", "var/lib/dpkg/status")
+
+
+def base_debian(image: Image, cache: BlobCache) -> BaseDebian:
+    """Read the base's layers for ``BaseDebian`` (whiteouts applied), kept per config digest."""
+    memo = cache.root / "baseinfo" / (image.manifest.config.digest.split(":")[1] + ".debian.json")
+    try:
+        doc = json.loads(memo.read_text())
+        return BaseDebian(doc["os_release"], doc["status"], tuple(doc["status_d"]), bool(doc["merged_usr"]))
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    image.ensure_blobs(cache)
+    files: dict[str, bytes] = {}
+    bin_link = False
+    for desc in image.manifest.layers:
+        with _open_layer(cache, desc.media_type, desc.digest) as raw:
+            try:
+                tf = tarfile.open(fileobj=raw, mode="r|")
+                for m in tf:
+                    name = m.name.removeprefix("./").lstrip("/").rstrip("/")
+                    base = name.rsplit("/", 1)[-1]
+                    if base.startswith(".wh."):
+                        parent = name[: len(name) - len(base)]
+                        target = parent if base == ".wh..wh..opq" else parent + base[4:]
+                        for k in [k for k in files if k == target or k.startswith(target.rstrip("/") + "/")]:
+                            del files[k]
+                        if target in ("bin", ""):
+                            bin_link = False
+                        continue
+                    if name == "bin":
+                        bin_link = m.issym()
+                    wanted = name in _DEBIAN_FILES or name.startswith("var/lib/dpkg/status.d/")
+                    if wanted and m.isreg():
+                        f = tf.extractfile(m)
+                        files[name] = f.read() if f else b""
+                    elif wanted and m.issym() and name.endswith("os-release"):
+                        files.pop(name, None)
+            except (tarfile.TarError, EOFError, OSError) as exc:
+                raise BuildError(f"base layer {desc.digest} is not a readable tar ({exc}); use another base") from None
+    text = {k: v.decode("utf-8", "replace") for k, v in files.items()}
+    info = BaseDebian(text.get("etc/os-release") or text.get("usr/lib/os-release", ""),
+                      text.get("var/lib/dpkg/status", ""),
+                      tuple(text[k] for k in sorted(text) if k.startswith("var/lib/dpkg/status.d/")), bin_link)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(json.dumps(asdict(info)))
     return info

@@ -1,15 +1,16 @@
-"""The default bases: a Debian minbase with python3, nginx and runit, made by mmdebstrap
-from this machine's own apt sources and kept in the cache, one per Python a Debian
-release carries (3.9 bullseye, 3.11 bookworm, the default, 3.13 trixie) and architecture.
+"""The default bases: Debian with python3, nginx and runit, made from the release's .debs
+(``debsbase``: no root, no mmdebstrap, no qemu) or, with ``with_mmdebstrap``, by mmdebstrap
+(its maintainer scripts run), from this machine's own apt sources, and kept in the cache,
+one per Python a Debian release carries (3.9 bullseye, 3.11 bookworm, the default, 3.13
+trixie) and architecture.
 
-No mirror is named anywhere: mmdebstrap reads the machine's apt sources, so the
+No mirror is named anywhere: both engines read the machine's apt sources, so the
 build uses whatever mirror or proxy the machine is set up for. For another release
 than the machine's own, the same sources are given with that release's suites
 (``bookworm`` → ``bullseye``, ``bookworm-security`` → ``bullseye-security``, …).
 
-The choice is one chain of plain functions, so another engine (a .deb client) can
-replace the mmdebstrap step without touching it: a Python version → its Debian
-release (``release_for``) → the default base's folder (``default_base_path``).
+The choice is one chain of plain functions, whatever the engine: a Python version → its
+Debian release (``release_for``) → the default base's folder (``default_base_path``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from ..inputs.base import load_base
 from ..transport.layout import write_layout
 
 __all__ = ["DebianRelease", "RELEASES", "DEFAULT_PYTHON", "default_base_path", "make_base", "make_base_command",
-           "release_for", "require_default_bases", "sources_for", "PACKAGES", "SUITE"]
+           "debs_packages", "release_for", "require_default_bases", "sources_for", "PACKAGES", "SUITE"]
 
 
 @dataclass(frozen=True)
@@ -148,12 +149,18 @@ def _mmdebstrap_reason(stderr: str) -> str:
 
 
 def make_base(cache: BlobCache, *, force: bool = False, log=print,  # type: ignore[no-untyped-def]
-              platform: Platform | None = None, binfmt: Path = BINFMT, python: str | None = None) -> Path:
+              platform: Platform | None = None, binfmt: Path = BINFMT, python: str | None = None,
+              with_mmdebstrap: bool = False, apt_mirror: str | None = None, keyring: Path | None = None) -> Path:
     """Build (once) the default base for ``platform`` (default: this machine's) and ``python``
     (default: 3.11; ``release_for``) as an OCI layout in the cache and return its path.
 
-    Another architecture's base is made by ``mmdebstrap --arch``, whose package scripts run
-    under qemu user emulation (``emulation.ensure_emulation``: BuildError saying what to
+    It is made from the release's .debs by ``debsbase.make_base_from_debs`` (no mmdebstrap,
+    no root, no qemu, for any architecture); ``apt_mirror`` and ``keyring`` are its mirror
+    and keyring (default: this machine's apt sources and Debian's keyring).
+
+    ``with_mmdebstrap``: made by mmdebstrap instead (root; its maintainer scripts run).
+    Another architecture's base is then made by ``mmdebstrap --arch``, whose package scripts
+    run under qemu user emulation (``emulation.ensure_emulation``: BuildError saying what to
     install or mount when this machine cannot; ``binfmt``: where binfmt_misc is mounted,
     another folder in tests).
     """
@@ -162,6 +169,13 @@ def make_base(cache: BlobCache, *, force: bool = False, log=print,  # type: igno
     target = default_base_path(cache, plat, python)
     if (target / "index.json").is_file() and not force:
         return target
+    if not with_mmdebstrap:
+        from .debsbase import make_base_from_debs
+
+        # a second build (or test run) asking meanwhile waits for the first's lock, then takes its base
+        return make_base_from_debs(cache, target, release=release.suite, platform=plat,
+                                   packages=debs_packages(release), apt_mirror=apt_mirror, keyring=keyring, log=log,
+                                   replace=force)
     target.parent.mkdir(parents=True, exist_ok=True)
     # one mmdebstrap per base at a time: a second build (or test run) waits, then takes the first's
     with open(target.parent / f".{target.name}.lock", "a") as lock:
@@ -169,6 +183,14 @@ def make_base(cache: BlobCache, *, force: bool = False, log=print,  # type: igno
         if (target / "index.json").is_file() and not force:
             return target
         return _make_base(cache, plat, release, target, log, binfmt)
+
+
+def debs_packages(release: DebianRelease) -> tuple[str, ...]:
+    """What a base made from .debs installs beyond the release's essential set: the release's
+    packages, ``usr-is-merged`` (the layer is laid out merged-/usr; bullseye has no such package
+    and ``make_base_from_debs`` drops it there) and ``libstdc++6`` (the C++ runtime manylinux
+    wheels such as numpy's load from the system, which mmdebstrap's minbase has through apt)."""
+    return ("usr-is-merged", *release.packages, "libstdc++6")
 
 
 def _make_base(cache: BlobCache, plat: Platform, release: DebianRelease, target: Path, log,  # type: ignore[no-untyped-def]

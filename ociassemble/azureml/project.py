@@ -72,6 +72,11 @@ class Project:
     #: the platforms to build for, a comma list ("linux/amd64,linux/arm64"); None: the base's
     #: (this machine's). Two or more make a multi-platform image (an OCI image index).
     platform: str | None = None
+    #: Debian packages added over the base, from the base's own release (``apt = ["libgomp1"]``)
+    apt: list[str] = field(default_factory=list)
+    #: the Debian mirror for them (default: this machine's apt sources) and its keyring
+    apt_mirror: str | None = None
+    apt_keyring: Path | None = None
     #: push signs with this key (cosign.key or a PEM ECDSA P-256 key) unless a flag says otherwise
     sign_key: Path | None = None
     #: the Python the image must have ("3.9"), which picks the default base (azureml.pythonpin)
@@ -100,9 +105,9 @@ class Project:
         return self.source_dir or self.entry.parent
 
 
-_PATH_KEYS = {"entry_script", "source_dir", "requirements", "conda_file", "sign_key", "inference_config",
+_PATH_KEYS = {"entry_script", "source_dir", "requirements", "conda_file", "apt_keyring", "sign_key", "inference_config",
               "deploy_config", "environment"}
-_STR_KEYS = {"base", "image", "output", "compression", "source_url", "revision", "source_name"}
+_STR_KEYS = {"base", "image", "output", "compression", "source_url", "revision", "source_name", "apt_mirror"}
 #: Project fields no config file sets (the v1 files and the build fill them)
 _NOT_CONFIG = {"root", "config_file", "conda_doc", "conda_name", "user_managed_dependencies", "python_source", "notes"}
 
@@ -137,6 +142,11 @@ def _apply(project: Project, data: dict[str, Any], root: Path, where: str) -> No
             if not isinstance(value, str) or not value.strip():
                 raise UsageError(f'{where}: python must be a version string, e.g. python = "3.9"')
             project.python, project.python_source = value.strip(), Path(where).name
+        elif k == "apt":
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, str) and v.strip() for v in items):
+                raise UsageError(f'{where}: apt must be a list of Debian package names, e.g. apt = ["libgomp1"]')
+            project.apt = [v.strip() for v in items]
         elif k in ("env", "labels"):
             if not isinstance(value, dict):
                 raise UsageError(f"{where}: {key} must be a table of strings, e.g. {key} = {{ KEY = \"value\" }}")
@@ -182,7 +192,8 @@ def project_with(directory: Path, *, config: Path | None = None, cwd: Path | Non
                  source_url: str | None = None, revision: str | None = None,
                  platform: str | None = None, python: str | None = None,
                  inference_config: str | Path | None = None, deploy_config: str | Path | None = None,
-                 environment: str | Path | None = None) -> Project:
+                 environment: str | Path | None = None, apt: Sequence[str] = (), apt_mirror: str | None = None,
+                 apt_keyring: str | Path | None = None) -> Project:
     """The project of ``directory`` (``load_project``) with these settings put over its config.
 
     What the CLI's flags do, for a program: a value given wins over the config file's;
@@ -236,6 +247,11 @@ def project_with(directory: Path, *, config: Path | None = None, cwd: Path | Non
         project.compression_level = compression_level
     if python:
         project.python, project.python_source = python, "--python"
+    project.apt = [*project.apt, *(a for a in apt if a not in project.apt)]
+    if apt_mirror:
+        project.apt_mirror = apt_mirror
+    if apt_keyring:
+        project.apt_keyring = cwd / apt_keyring
     project.env.update(env or {})
     project.labels.update(labels or {})
     return project
@@ -280,6 +296,7 @@ def _apply_v1_files(project: Project, root: Path) -> None:
         else:
             setattr(project, name, value)
     project.user_managed_dependencies = v1.user_managed
+    project.apt = [*v1.apt, *(a for a in project.apt if a not in v1.apt)]
     project.env = {**v1.env, **project.env}
     project.labels = {**v1.labels, **project.labels}
     project.notes.extend(v1.notes)
@@ -336,6 +353,10 @@ requirements = "requirements.txt"
 # index; each platform's base from `ociassemble make-base --platform ...`).
 # Default: the base's (this machine's).
 # platform = ["linux/amd64", "linux/arm64"]
+
+# Debian packages the model needs from the system (lightgbm's wheel needs libgomp1),
+# from the base's own release; their dependencies come too. Default: none.
+# apt = ["libgomp1"]
 
 # Where `ociassemble build` writes, and where `ociassemble push` pushes.
 output = "oci-archive:image.tar"

@@ -1,7 +1,7 @@
 """The AzureML scoring image: which layers, in which order, and the config that runs them.
 
 Layers, bottom to top (what changes most is on top, what is biggest is reused most):
-base rootfs (as is) · runit + nginx configs · Python deps (pex) · azureml-app ·
+base rootfs (as is) · Debian packages (``apt``, and nginx/runit when the base lacks them) · runit + nginx configs · Python deps (pex) · azureml-app ·
 one layer per model · the user's source folder with score.py.
 """
 
@@ -23,6 +23,7 @@ from ..image.layer import LAYER_FORMAT, BuiltLayer, Entry, LayerSource, build_la
 from ..image.oci import Platform, canonical_json
 from ..inputs.context import check_secrets, ignore_for
 from ..resources import layer_symlinks, layers_dir
+from .aptlayer import debian_layer
 from .deps import DEPS_DIR, deps_cached, deps_key, resolve_deps
 from .indexes import inline_password
 from .locking import LockMode, lock_path, lock_section, usable_lock
@@ -155,7 +156,9 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     recipe_base = load_recipe_base(project, cache, platform=platform, inputs=inputs,
                                    registry_options=registry_options, layer_cache=layer_cache,
                                    locked_digest=section.base_digest if section is not None else None)
-    base, info = recipe_base.image, recipe_base.info
+    base, info, base_spec = recipe_base.image, recipe_base.info, recipe_base.spec
+    # what serving needs and the base lacks comes from the base's own release, with the user's packages
+    serving = list(recipe_base.serving)
     result_locked = section is not None
     if info.python != inputs.python:  # a --base's Python: the server's pins for it (a conflict stops here too)
         inputs = inputs.for_python(info.python)
@@ -181,6 +184,12 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     runit_entries = sorted([*scan_sources(runit, no_bytecode), *links], key=lambda e: e.name.encode())
     # our own and generated trees are cached as bytes; the user's (model, source, extra
     # layers) are held by reference when uncompressed (layer.build_layer)
+    if project.apt or serving:
+        added = debian_layer(project, cache, base, base_spec, serving, compression, epoch, log)
+        if added is not None:
+            log("layer debian-packages")
+            b.add_layer(added.layer, added.created_by())
+            result.layers.append(("debian-packages", added.layer))
     add("runit-nginx", runit, "ociassemble: runit + nginx configs", entries=runit_entries, by_reference=False)
 
     fd, merged_name = tempfile.mkstemp(dir=cache.tmp_dir, prefix="requirements-", suffix=".txt")

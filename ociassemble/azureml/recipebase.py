@@ -14,6 +14,7 @@ from ..image.cache import BlobCache
 from ..image.oci import Platform
 from ..inputs.base import load_base
 from ..transport.spec import is_registry
+from .aptlayer import SERVING_PACKAGES
 from .baseinfo import BaseInfo, inspect_base
 from .debianbase import default_base_path, require_default_bases
 from .project import Project
@@ -28,6 +29,9 @@ class RecipeBase:
     image: Image
     spec: str  # as the project names it (the default base: its oci: folder)
     info: BaseInfo
+    #: the Debian packages serving needs that the base lacks (nginx-light, runit), added from
+    #: the base's own release by the recipe's Debian packages layer (``aptlayer``)
+    serving: tuple[str, ...] = ()
 
 
 def pinned_spec(spec: str, digest: str) -> str:
@@ -49,8 +53,8 @@ def load_recipe_base(project: Project, cache: BlobCache, *, platform: Platform |
     by it (whatever its tag names now); any other base must be it. The default base is the
     one for ``inputs.python`` (the Python the project pins).
 
-    Raises BuildError/InputError in one line: a base without python3, nginx or runsvdir, one
-    made for another architecture, a Python pin (conda file, ``python``) the base's Python does
+    Raises BuildError/InputError in one line: a base without python3 (nginx and runsvdir, when
+    missing, are named in ``serving``: the recipe adds them), one made for another architecture, a Python pin (conda file, ``python``) the base's Python does
     not meet, a base that is not the locked one.
     """
     if project.base == "scratch":
@@ -70,7 +74,10 @@ def load_recipe_base(project: Project, cache: BlobCache, *, platform: Platform |
                          f"{info.dpkg_architecture}: give --platform linux/{info.dpkg_architecture} with this base, "
                          f"or a base made for {base.platform} (ociassemble make-base --platform {base.platform})")
     missing = info.missing()
-    if missing:
-        raise BuildError(f"base {base_spec} has no {', '.join(missing)}: the scoring image needs python3, nginx and runit's runsvdir; use a base that has them (e.g. 'ociassemble make-base')")
+    if "python3" in missing:
+        raise BuildError(f"base {base_spec} has no python3 (in /usr/bin or /usr/local/bin): the scoring image runs "
+                         "the model with the base's Python; use a Python base (e.g. python:3.12-slim-bookworm, or "
+                         "'ociassemble make-base')")
     check_base_python([p for p in inputs.pins if p is not None], info.python, base_spec)
-    return RecipeBase(base, base_spec, info)
+    serving = tuple(SERVING_PACKAGES[m] for m in missing if m in SERVING_PACKAGES)
+    return RecipeBase(base, base_spec, info, serving)

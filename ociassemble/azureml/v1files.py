@@ -54,6 +54,8 @@ class V1Settings:
     platform: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    #: Debian packages extraDockerfileSteps' ``RUN apt-get install`` lines name (the project's ``apt``)
+    apt: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -99,16 +101,20 @@ def _empty(value: Any) -> bool:
     return value is None or value == "" or value == [] or value == {} or value is False
 
 
-def _docker_steps(path: Path, where: str, key: str) -> str:
-    """The one-line refusal of extra Docker steps, naming the first step."""
+def _docker_steps(path: Path, where: str, key: str) -> list[str]:
+    """The Debian packages the extra Docker steps install (``dockersteps``: ``RUN apt-get install``
+    lines); InputError naming the file and the first step that is anything else."""
+    from ..errors import UsageError
+    from .dockersteps import apt_from_dockerfile_steps
+
     try:
-        lines = [l.strip() for l in path.read_text().splitlines() if l.strip() and not l.strip().startswith("#")]
+        text = path.read_text()
     except OSError as exc:
         raise InputError(f"{where}: {key} {path} cannot be read ({exc.strerror})") from None
-    first = lines[0] if lines else "(empty)"
-    more = f" and {len(lines) - 1} more" if len(lines) > 1 else ""
-    return (f"{where}: {key} ({path.name}: {first!r}{more}) is not supported yet: Dockerfile steps need a "
-            "Docker build; put what they install in a --base image (with python3, nginx and runit), or drop the key")
+    try:
+        return apt_from_dockerfile_steps(text)
+    except UsageError as exc:
+        raise InputError(f"{where}: {key} ({path.name}): {str(exc).removeprefix('extraDockerfileSteps: ')}") from None
 
 
 def _registry_base(image: str, registry: Any, where: str, key: str, notes: list[str]) -> str:
@@ -317,7 +323,10 @@ def read_inference_config(path: Path) -> V1Settings:
     for key in ("extraDockerfileSteps", "extraDockerFileSteps"):
         steps = _str(where, key, doc.get(key))
         if steps is not None:
-            raise InputError(_docker_steps(rel / steps, where, key))
+            packages = _docker_steps(rel / steps, where, key)
+            out.apt += [p for p in packages if p not in out.apt]
+            out.notes.append(f"{where}: {key} ({steps}) installs {', '.join(packages) or 'no package'} in the "
+                             "Debian packages layer (as apt = [...] would)")
     if doc.get("enableGpu"):
         raise InputError(f"{where}: enableGpu is not supported: the default bases have no CUDA; drop it (or set "
                          "it false), or pass --base a CUDA image with python3, nginx and runit")
@@ -356,6 +365,7 @@ def merge_settings(out: V1Settings, sub: V1Settings) -> None:
         if value is not None:
             setattr(out, name, value)
     out.user_managed = out.user_managed or sub.user_managed
+    out.apt += [p for p in sub.apt if p not in out.apt]
     out.env.update(sub.env)
     out.labels.update(sub.labels)
     out.notes.extend(sub.notes)

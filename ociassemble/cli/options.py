@@ -128,7 +128,9 @@ def project(args: argparse.Namespace) -> Project:
                         platform=getattr(args, "platform", None), python=getattr(args, "python", None),
                         inference_config=getattr(args, "inference_config", None),
                         deploy_config=getattr(args, "deploy_config", None),
-                        environment=getattr(args, "environment", None))
+                        environment=getattr(args, "environment", None),
+                        apt=getattr(args, "apt_package", None) or (),
+                        apt_mirror=getattr(args, "apt_mirror", None), apt_keyring=getattr(args, "apt_keyring", None))
 
 
 def assemble(args: argparse.Namespace, out: Out, proj: Project | None = None) -> BuiltSet:

@@ -35,7 +35,7 @@ examples:
   ociassemble build --model model.pkl -o oci-archive:image.tar   # in a folder with score.py
   ociassemble run oci-archive:image.tar --publish 8080:5001      # serve it, no daemon
   ociassemble push localhost:5000/team/model:1.0   # build and push from the cache
-  ociassemble make-base --platform linux/arm64     # once: the arm64 base (needs qemu-user-static)
+  ociassemble make-base --platform linux/arm64     # once: the arm64 base (no qemu needed)
   ociassemble push --platform linux/amd64,linux/arm64 localhost:5000/team/model:1.0   # one tag, both
   ociassemble push --sign-key cosign.key --provenance localhost:5000/team/model:1.0   # signed, as cosign does
   ociassemble verify localhost:5000/team/model:1.0 --key cosign.pub --provenance
@@ -73,6 +73,16 @@ def _registry_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ca-cert", metavar="FILE", help="trust this CA certificate for the registry's TLS")
     g.add_argument("--insecure-registry", action="append", metavar="HOST[:PORT]",
                    help="allow plain HTTP to this registry (localhost is always allowed)")
+
+
+def _apt_flags(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    g = p.add_argument_group("Debian packages (see docs/debian-packages.md)")
+    g.add_argument("--apt-mirror", metavar="URL",
+                   help="the Debian mirror (the folder holding dists/ and pool/; default: this machine's apt sources)")
+    g.add_argument("--apt-keyring", metavar="FILE",
+                   help="check the mirror's InRelease with this OpenPGP keyring (default: the apt source's Signed-By, "
+                        "else /usr/share/keyrings/debian-archive-keyring.gpg)")
+    return g
 
 
 def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
@@ -135,6 +145,10 @@ def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
     p.add_argument("--locked", action="store_true",
                    help="fail (exit 1, nothing built) unless ociassemble.lock matches the inputs, instead of resolving "
                         "without it (for CI; see 'ociassemble lock')")
+    g4 = _apt_flags(p)
+    g4.add_argument("--apt-package", action="append", metavar="NAME",
+                    help="add this Debian package (and what it depends on) from the base's own release, e.g. "
+                         "libgomp1 (repeatable; or apt = [...] in the config)")
     p.add_argument("--sbom", action="store_true",
                    help="also make an SPDX 2.3 SBOM (Python and Debian packages): written beside the output as "
                         "<output>.sbom.spdx.json; on push, pushed as an OCI artifact referring to the image")
@@ -250,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "architecture runs through qemu user emulation (qemu-user-static, binfmt_misc)")
     _registry_flags(p)
 
-    p = add("make-base", make_base.cmd_make_base, "Build a default base (Debian + python3, nginx, runit) with mmdebstrap: "
+    p = add("make-base", make_base.cmd_make_base, "Build a default base (Debian + python3, nginx, runit) from Debian's .debs: "
             "bookworm (Python 3.11), or bullseye (3.9) or trixie (3.13) with --python.",
             "ociassemble make-base --python 3.9")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
@@ -258,8 +272,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the base's Python: {PYTHON_CHOICES} (default 3.11)")
     p.add_argument("--platform", metavar="OS/ARCH[,...]",
                    help="make the base for this platform, e.g. linux/arm64, or a comma list (default: this machine's); "
-                        "another architecture needs qemu-user-static and binfmt-support (mmdebstrap runs its "
-                        "package scripts under emulation)")
+                        "any architecture, no emulation (with --with-mmdebstrap, another architecture needs "
+                        "qemu-user-static and binfmt-support: mmdebstrap runs its package scripts under emulation)")
+    engine = p.add_mutually_exclusive_group()
+    engine.add_argument("--from-debs", action="store_true",
+                        help="make it from Debian's .debs as ociassemble unpacks them (the default: no mmdebstrap, no "
+                             "root, no qemu, any architecture in seconds; maintainer scripts are not run, see "
+                             "docs/debian-packages.md)")
+    engine.add_argument("--with-mmdebstrap", action="store_true",
+                        help="make it with mmdebstrap instead, its maintainer scripts run (needs root and mmdebstrap, "
+                             "and qemu for another architecture)")
+    _apt_flags(p)
 
     p = add("init", init.cmd_init, "Write a commented starter ociassemble.toml.", "ociassemble init")
     p.add_argument("path", nargs="?", default=".", help="project folder (default: .)")

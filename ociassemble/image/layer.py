@@ -28,7 +28,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import zstandard
 from isal import isal_zlib
@@ -59,6 +59,7 @@ __all__ = [
     "tar_chunks",
     "build_layer",
     "layer_from_tarball",
+    "layer_from_stream",
     "source_date_epoch",
 ]
 
@@ -391,3 +392,14 @@ def layer_from_tarball(cache: BlobCache, path: Path, *, compression: Compression
     built = _write_layer(cache, prefetch(checker.checked(_tarball_chunks(path))), resolved)
     cache.put_layer(key, built.to_record())
     return built
+
+
+def layer_from_stream(cache: BlobCache, chunks: Iterator[bytes], compression: Compression = Compression("gzip"),
+                      samples: Iterable[bytes] = (), total: int = 0) -> BuiltLayer:
+    """A layer from a tar stream made elsewhere, in ``CHUNK``-sized chunks (the last one shorter),
+    with headers from ``tarstream.entry_headers``: what a layer of contents held in memory
+    (Debian packages unpacked from their ``data.tar``) is written with. ``samples`` and ``total``
+    decide ``auto`` as ``build_layer`` does (a few slices of the biggest files, the tree's size).
+    """
+    resolved = choose_compression(iter(samples), total, compression)
+    return _write_layer(cache, prefetch(chunks), resolved)

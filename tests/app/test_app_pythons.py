@@ -16,9 +16,9 @@ both Pythons, so each side answers with the same interpreter.
 Not run inside: test_app_layers.py (runit and nginx files, the same on every base; it imports
 ociassemble) and test_app_models_v1.py (its oracle, azureml-core, lives in a 3.11 venv).
 
-The bases are made by tests/conftest.py in the background while the suite runs (or by
-``ociassemble make-base --python 3.9`` / ``--python 3.13``); without them this test fails
-saying so. Cold (resolve and compile both environments): ~2-3 min per Python; warm: ~45 s.
+The bases are the default ones for those Pythons (``ociassemble make-base --python 3.9`` /
+``--python 3.13``), made from .debs by tests/conftest.default_base when the cache lacks them
+(seconds). Cold (resolve and compile both environments): ~2-3 min per Python; warm: ~45 s.
 """
 
 from __future__ import annotations
@@ -34,13 +34,12 @@ from app_layer_paths import APP_REQUIREMENTS, REPO_ROOT
 from differential import ORACLE_PYTHON_VAR, ORACLE_VERSION
 
 from ociassemble.azureml.baseinfo import BaseInfo, inspect_base
-from ociassemble.azureml.debianbase import default_base_path, make_base_command, release_for
 from ociassemble.azureml.deps import resolve_deps
 from ociassemble.azureml.requirements import read_app_pins
 from ociassemble.image.cache import BlobCache
 from ociassemble.inputs.base import load_image
 from ociassemble.run.unpack import unpack_image
-from tests.conftest import test_cache_root, wait_for_background_bases
+from tests.conftest import default_base, test_cache_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="bwrap over the base's rootfs needs root")]
 
@@ -111,12 +110,7 @@ def test_app_suite_on_the_bases_python(python: str, shared_cache: BlobCache, req
                                        tmp_path: Path) -> None:
     if shutil.which("bwrap") is None:
         pytest.fail("bwrap is not installed: scripts/setup installs it (apt-get install bubblewrap)")
-    base = default_base_path(shared_cache, None, python)
-    if not (base / "index.json").is_file():
-        wait_for_background_bases(request.config)
-    if not (base / "index.json").is_file():
-        pytest.fail(f"no Python {python} base (Debian {release_for(python).suite}) in the test cache: run "
-                    f"'{make_base_command(python)} --cache-dir {shared_cache.root}' (about a minute)")
+    base = default_base(shared_cache, python=python)
     image = load_image(f"oci:{base}", shared_cache)
     info = inspect_base(image, shared_cache)
     assert info.python == python

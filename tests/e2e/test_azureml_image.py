@@ -1,4 +1,4 @@
-"""End to end: the example scoring image, built from the mmdebstrap base, run with
+"""End to end: the example scoring image, built from the default base (``make-base``: from .debs), run with
 ``ociassemble run`` (no daemon) and scored over HTTP on the published port 5001."""
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ build says the first is provided by the image, and installs the second once, wit
 server's pin.  The conda file translates to the requirements.txt's lines, so pex runs once.
 The models are plain Python objects pickled with joblib here (no downloads).
 
-Needs root, bwrap and mmdebstrap (the base); about two minutes with a cold deps cache.
+Needs root and bwrap (the base: ``make-base``, from .debs); about two minutes with a cold deps cache.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ back by skopeo (the index, and the arm64 image by --override-arch), served from 
 prediction, and loaded by podman from a one-platform docker-archive. Built again from a cold
 cache on the same bases pulled from a registry, it has the same index digest.
 
-The two bases are the default bases of ``make-base`` (amd64, and arm64 by mmdebstrap under
+The two bases are the default bases of ``make-base`` (amd64 and arm64, both from .debs, no
 qemu), given as one multi-platform base (an index layout), which each platform's build
 resolves to its own image.
 """

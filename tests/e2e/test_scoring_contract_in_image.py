@@ -14,7 +14,7 @@ side.  Then the nginx tuning the site claims: a 20 MB body is scored, an over-li
 one gets nginx's 413 JSON, client connections are kept alive, proxy timeouts follow
 ``WORKER_TIMEOUT``.
 
-Needs root, bwrap and mmdebstrap (the base); about a minute once the base is cached.
+Needs root and bwrap (the base: ``make-base``, from .debs); about a minute once the base is cached.
 """
 
 from __future__ import annotations

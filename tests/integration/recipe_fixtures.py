@@ -2,7 +2,7 @@
 blob cache whose Python deps (the app's own: flask, gunicorn, …) pex resolves once per session.
 
 The base only has to *look* like Debian with Python 3.11, nginx and runit (the recipe reads it,
-never runs it), so a build takes about a second once the deps are resolved; the real mmdebstrap
+never runs it), so a build takes about a second once the deps are resolved; the real default
 base (``debian_base``) is for tests that run the image. Everything sits in a folder under /tmp
 that any user can traverse, so a test can build as a non-root user too.
 """

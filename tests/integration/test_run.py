@@ -1,7 +1,7 @@
 """Running an image built by the engine: namespaces, port publishing, clean stop, fresh runs.
 
-Uses the real Debian base (python3, nginx-light, runit): ``/tmp/base/base.tar`` if it
-exists, else one built once with mmdebstrap into the test cache. Runs as root, with bwrap.
+Uses the real Debian base (python3, nginx-light, runit): the suite's ``debian_base``
+(``make-base``'s default, from .debs). Needs root and bwrap.
 """
 
 from __future__ import annotations
@@ -35,40 +35,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed"),
 ]
 
-PREBUILT_BASE = Path("/tmp/base/base.tar")
 SERVER = ("python3", "-m", "http.server", "5001", "--bind", "127.0.0.1", "-d", "/srv")
-
-
-def _test_cache_root() -> Path:
-    root = Path(os.environ.get("OCIASSEMBLE_TEST_CACHE", Path.home() / ".cache" / "ociassemble-test"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def debian_base_tarball() -> Path:
-    """The mmdebstrap bookworm minbase tarball, built once (about 40 s) when missing.
-
-    To move into the shared fixtures (tests/conftest.py) once they settle.
-    """
-    if PREBUILT_BASE.is_file():
-        return PREBUILT_BASE
-    target = _test_cache_root() / "base.tar"
-    if target.is_file():
-        return target
-    if shutil.which("mmdebstrap") is None:
-        pytest.skip("no Debian base: /tmp/base/base.tar is missing and mmdebstrap is not installed")
-    # mmdebstrap picks its output format from the name: the temp name must end in .tar, or
-    # it writes a directory (which a rename then put at base.tar, found by no later run)
-    for stale in (target, target.with_suffix(".tar.tmp")):
-        if stale.is_dir():
-            shutil.rmtree(stale)
-    tmp = target.with_name(f"base.tmp-{os.getpid()}.tar")
-    with open("/etc/apt/sources.list.d/debian.sources", "rb") as sources:
-        subprocess.run(["mmdebstrap", "--variant=minbase", "--include=python3,nginx-light,runit,ca-certificates",
-                        "bookworm", str(tmp), "-"], stdin=sources, check=True, capture_output=True,
-                       env={**os.environ, "SOURCE_DATE_EPOCH": "0"})
-    os.replace(tmp, target)
-    return target
 
 
 def free_port() -> int:
@@ -90,12 +57,12 @@ def run_cache(tmp_path_factory: pytest.TempPathFactory) -> BlobCache:
 
 
 @pytest.fixture(scope="module")
-def make_image(run_cache: BlobCache, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Image]:
+def make_image(run_cache: BlobCache, debian_base: str, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Image]:
     """``make_image(cmd, **config)``: the Debian base plus one /srv layer, with that Cmd.
 
     Every image shares the same layers, so the rootfs is unpacked once for the module.
     """
-    base = load_base(str(debian_base_tarball()), run_cache)
+    base = load_base(debian_base, run_cache)
     srv = tmp_path_factory.mktemp("srv")
     (srv / "hello.txt").write_text("hello from the image\n")
     layer = build_layer(run_cache, [LayerSource(srv, "/srv")], epoch=0)

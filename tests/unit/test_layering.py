@@ -12,7 +12,9 @@ module names a type of a module that uses it, e.g. ``image.upkeep``'s ``BlobCach
 1. ``image``: the engine (digests, OCI types, layers, compression, the blob cache,
    assembling, describing, verifying, the SBOM document); it knows nothing of where
    images go;
-1b. ``sign``: keys, the simple-signing payload, DSSE envelopes, the SLSA statement: pure
+1b. ``debian``: Debian packages into a layer (repository client, resolver, .deb unpacking);
+   needs only ``image`` (its layer writer and blob cache);
+1c. ``sign``: keys, the simple-signing payload, DSSE envelopes, the SLSA statement: pure
    documents and cryptography, which ``registry`` stores beside images;
 2. ``transport``: images on disk (OCI layouts, archives); needs only ``image``;
 3. ``registry``: images over HTTP (references, auth, push, pull, the layer cache, the
@@ -46,6 +48,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2] / "ociassemble"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("shared", frozenset({"", "emulation", "errors", "redact", "resources", "sizes"})),
     ("image", frozenset({"image"})),
+    ("debian", frozenset({"debian"})),
     ("sign", frozenset({"sign"})),
     ("transport", frozenset({"transport"})),
     ("registry", frozenset({"registry"})),

@@ -90,9 +90,12 @@ def env_with(**sections: Any) -> dict[str, Any]:
     ({**IC, "runtime": "spark-py"}, {}, r"inferenceconfig\.json: runtime spark-py is not supported"),
     ({**IC, "runtime": "R"}, {}, r"runtime 'R' is unknown"),
     ({**IC, "extraDockerfileSteps": "steps.txt"}, {"source/steps.txt": "# system packages\nRUN apt-get install -y libgomp1\nRUN true\n"},
-     r"extraDockerfileSteps \(steps\.txt: 'RUN apt-get install -y libgomp1' and 1 more\) is not supported yet"),
+     r"extraDockerfileSteps \(steps\.txt\): 'RUN true' runs 'true', which is not a Debian package installation"),
     ({**IC, "extraDockerFileSteps": "steps.txt"}, {"source/steps.txt": "RUN pip install x\n"},
-     r"extraDockerFileSteps \(steps\.txt: 'RUN pip install x'\) is not supported yet"),
+     r"extraDockerFileSteps \(steps\.txt\): 'RUN pip install x' runs 'pip install x', which is not a Debian package"),
+    ({**IC, "extraDockerfileSteps": "steps.txt"}, {"source/steps.txt": "COPY . /app\n"},
+     r"extraDockerfileSteps \(steps\.txt\): COPY \('COPY \. /app'\) is not supported"),
+    ({**IC, "extraDockerfileSteps": "nosuch.txt"}, {}, r"extraDockerfileSteps .*nosuch\.txt cannot be read"),
     ({**IC, "enableGpu": True}, {}, r"enableGpu is not supported: the default bases have no CUDA"),
     ({**IC, "cudaVersion": "10.0"}, {}, r"cudaVersion '10\.0' is not supported"),
     ({**IC, "schemaFile": "schema.json"}, {}, r"schemaFile \(schema\.json\) is not supported"),
@@ -243,6 +246,21 @@ def test_a_saved_environment_folder_and_user_managed_dependencies(tmp_path: Path
     user_env, _ = user_env_of(proj)
     assert user_env.requirements == [] and user_env.python_pin == "python=3.13"  # installed: nothing of it
     assert any("userManagedDependencies is true" in n for n in proj.notes)
+
+
+def test_extra_dockerfile_steps_apt_lines_become_the_projects_apt_packages(tmp_path: Path) -> None:
+    """As Azure's docs tell v1 users to install a system library: the RUN apt-get lines' packages
+    join the config's apt and --apt-package (once each, the v1 file's first), said in a note."""
+    steps = ("# LightGBM needs OpenMP\n"
+             "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\\n"
+             "    libgomp1 libgl1 && rm -rf /var/lib/apt/lists/*\n"
+             "RUN apt-get install -y libgomp1\n")
+    p = v1_project(tmp_path, {**IC, "extraDockerfileSteps": "steps.dockerfile"},
+                   files={"source/steps.dockerfile": steps, "ociassemble.toml": 'apt = ["curl", "libgl1"]\n'})
+    proj = project_with(p, cwd=p, apt=["jq", "curl"])
+    assert proj.apt == ["libgomp1", "libgl1", "curl", "jq"]
+    assert "inferenceconfig.json: extraDockerfileSteps (steps.dockerfile) installs libgomp1, libgl1 in the Debian " \
+           "packages layer (as apt = [...] would)" in proj.notes
 
 
 def test_the_config_file_goes_over_the_v1_files_and_says_so(tmp_path: Path) -> None:

@@ -1,0 +1,102 @@
+"""A mini Debian repository for the tests: real .debs made by dpkg-deb, a Release signed by a
+key made here with gpg, served over loopback HTTP; copies of it can be tampered with."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import os
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+#: name → (version, Depends, a file it installs)
+PACKAGES = {
+    "tool": ("1.0-1", "libthing (>= 1.0)", "usr/bin/tool"),
+    "libthing": ("1.2-1", "", "usr/lib/x86_64-linux-gnu/libthing.so.1"),
+    "broken": ("2.0-1", "missing-lib (>= 2)", "usr/bin/broken"),
+}
+
+
+@dataclass
+class MiniRepo:
+    root: Path  # holds dists/ and pool/
+    keyring: Path
+    gnupg: Path
+
+    def sign(self) -> None:
+        """(Re)write Packages.gz, Release and InRelease from pool/ and the Packages text."""
+        dist = self.root / "dists" / "bookworm"
+        packages = (dist / "main/binary-amd64/Packages").read_bytes()
+        (dist / "main/binary-amd64/Packages.gz").write_bytes(gzip.compress(packages, mtime=0))
+        lines = []
+        for rel in ("main/binary-amd64/Packages", "main/binary-amd64/Packages.gz"):
+            data = (dist / rel).read_bytes()
+            lines.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} {rel}")
+        release = ("Origin: test\nSuite: stable\nCodename: bookworm\nArchitectures: amd64\nComponents: main\n"
+                   "SHA256:\n" + "\n".join(lines) + "\n")
+        (dist / "Release").write_text(release)
+        (dist / "InRelease").unlink(missing_ok=True)
+        subprocess.run(["gpg", "--batch", "--yes", "--homedir", str(self.gnupg), "--clearsign", "-o",
+                        str(dist / "InRelease"), str(dist / "Release")], check=True, capture_output=True)
+
+    def copy(self, dest: Path) -> "MiniRepo":
+        shutil.copytree(self.root, dest)
+        return MiniRepo(dest, self.keyring, self.gnupg)
+
+    def deb(self, name: str) -> Path:
+        return next((self.root / "pool").glob(f"{name}_*.deb"))
+
+
+def make_repo(tmp: Path) -> MiniRepo:
+    gnupg = tmp / "gnupg"
+    gnupg.mkdir(mode=0o700)
+    subprocess.run(["gpg", "--batch", "--homedir", str(gnupg), "--passphrase", "", "--quick-gen-key",
+                    "ociassemble test <test@example.invalid>", "ed25519", "sign", "never"], check=True, capture_output=True)
+    keyring = tmp / "test-keyring.gpg"
+    keyring.write_bytes(subprocess.run(["gpg", "--batch", "--homedir", str(gnupg), "--export"], check=True,
+                                       capture_output=True).stdout)
+    root = tmp / "repo"
+    pool = root / "pool"
+    pool.mkdir(parents=True)
+    stanzas = []
+    for name, (version, depends, path) in PACKAGES.items():
+        build = tmp / f"build-{name}"
+        (build / "DEBIAN").mkdir(parents=True)
+        target = build / path
+        target.parent.mkdir(parents=True)
+        target.write_text(f"{name} {version}\n")
+        target.chmod(0o755)
+        (build / "etc").mkdir()
+        (build / "etc" / f"{name}.conf").write_text("setting = 1\n")
+        (build / "DEBIAN" / "conffiles").write_text(f"/etc/{name}.conf\n")
+        control = (f"Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: test <t@example.invalid>\n"
+                   + (f"Depends: {depends}\n" if depends else "") + f"Description: {name} for the tests\n")
+        (build / "DEBIAN" / "control").write_text(control)
+        deb = pool / f"{name}_{version}_amd64.deb"
+        subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(build), str(deb)], check=True,
+                       capture_output=True, env={**os.environ, "SOURCE_DATE_EPOCH": "0"})
+        data = deb.read_bytes()
+        stanzas.append(control.rstrip("\n").replace("Description:", f"Filename: pool/{deb.name}\nSize: {len(data)}\n"
+                                                    f"SHA256: {hashlib.sha256(data).hexdigest()}\nDescription:"))
+    packages = root / "dists/bookworm/main/binary-amd64/Packages"
+    packages.parent.mkdir(parents=True)
+    packages.write_text("\n\n".join(stanzas) + "\n")
+    repo = MiniRepo(root, keyring, gnupg)
+    repo.sign()
+    return repo
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def serve(root: Path) -> tuple[str, http.server.ThreadingHTTPServer]:
+    """Serve ``root`` on 127.0.0.1 (a thread); returns its URL and the server (``shutdown()`` it)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Quiet(*a, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server
