@@ -30,7 +30,7 @@ from ociassemble.run.container import RunningImage
 from ociassemble.run.idmap import host_idmap
 from ociassemble.run.seccomp import SYSCALLS
 from ociassemble.run.unpack import rootfs_path
-from tests.integration.test_run import debian_base_tarball, make_image, run_cache  # noqa: F401 - fixtures
+from tests.integration.test_run import make_image, run_cache  # noqa: F401 - fixtures
 
 pytestmark = [
     pytest.mark.slow,
@@ -184,7 +184,7 @@ report["after_chroot"] = os.path.exists(marker)
 
 
 def test_working_dir_cannot_leave_the_image(run_cache: BlobCache, make_image: Callable[..., Image],
-                                           tmp_path: Path) -> None:
+                                           debian_base: str, tmp_path: Path) -> None:
     name = f"ociassemble-escape-{uuid.uuid4().hex}"
     host_dir = Path("/var/tmp") / name
     seen = _attack(make_image, run_cache, 'report["cwd"] = os.getcwd()', working_dir=f"/../oldroot/var/tmp/{name}/x")
@@ -192,7 +192,7 @@ def test_working_dir_cannot_leave_the_image(run_cache: BlobCache, make_image: Ca
     assert not host_dir.exists()
 
     # a symlink in the image pointing at the host's root as bwrap mounts it
-    base = load_base(str(debian_base_tarball()), run_cache)
+    base = load_base(debian_base, run_cache)
     src = tmp_path / "srv"
     src.mkdir()
     os.symlink(f"/oldroot/var/tmp/{name}", src / "escape")
