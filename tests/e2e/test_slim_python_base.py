@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from ociassemble.image.cache import BlobCache
+from ociassemble.run.idmap import host_idmap
 from tests.conftest import free_port, run_cli
 from tests.e2e.conftest import http, wait_healthy
 
@@ -77,7 +78,8 @@ def test_a_slim_python_base_without_nginx_and_runit_serves(slim_base: str, train
         assert json.loads(body) == pytest.approx(joblib.load(trained_example / "model.pkl").predict(rows).tolist())
         assert "nginx" in headers.get("server", "")
         servers = [p for p in _descendants(run.pid) if b"wsgi:app" in _cmdline(p)]
-        assert servers and all(os.stat(f"/proc/{p}").st_uid == 33 for p in servers)  # www-data, from base-passwd
+        www_data = host_idmap().host_uid(33)  # www-data (from base-passwd), as the run's user namespace maps it
+        assert servers and all(os.stat(f"/proc/{p}").st_uid == www_data for p in servers)
     finally:
         run.send_signal(signal.SIGINT)
         try:

@@ -79,8 +79,12 @@ def test_lock_pins_a_private_index_file_and_no_password_leaks(quick_recipe: Quic
     pex_root = tmp_path / "pex-root"
     scratch = tmp_path / "tmpdir"  # pex's and pip's temporary files (pip's log among them)
     scratch.mkdir()
-    # pip's configuration files: none (this machine's own are not the test's), till the keyring step's
-    env = {"INDEX_TOKEN": PASSWORD, "PEX_ROOT": str(pex_root), "TMPDIR": str(scratch), "PIP_CONFIG_FILE": os.devnull}
+    # pip's configuration files: an empty one of the test's (this machine's user files are not the test's;
+    # its global ones stay, as pip reads them: they may name the CA bundle that reaches PyPI here), till the
+    # keyring step's
+    no_conf = tmp_path / "pip.conf"
+    no_conf.write_text("")
+    env = {"INDEX_TOKEN": PASSWORD, "PEX_ROOT": str(pex_root), "TMPDIR": str(scratch), "PIP_CONFIG_FILE": str(no_conf)}
     printed: list[str] = []
 
     def cli(*args: str, cache: Path, extra_env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
