@@ -184,6 +184,8 @@ def lock_project(project: Project, cache: BlobCache, *, platforms: str | Sequenc
         bases.append((platform, old_section, base))
     if old is not None and upgrade is None and old.inputs == digest and len(old.platforms) == len(bases) and all(
             o is not None and o.base_digest == b.image.digest and o.base_spec == _base_name(project, p)
+            # a lock from before locks pinned Debian packages, for a base that lacks nginx or runit
+            and (o.debian or project.apt or not b.serving)
             for p, o, b in bases):
         return LockResult(path, old, write_lock(path, old), list(inputs.merged.notes))
     sections: dict[str, PlatformLock] = {}
