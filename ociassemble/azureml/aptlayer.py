@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ..debian.locked import LockedDeb
     from ..debian.packages import Package
     from ..debian.repository import Target
+    from ..debian.resolve import Installed
     from .baseinfo import BaseDebian
 
 __all__ = ["SERVING_PACKAGES", "debian_layer", "debian_requests", "resolve_debian"]
@@ -93,7 +94,6 @@ def debian_layer(project: Project, cache: BlobCache, base: Image, base_spec: str
     from ..debian.install import packages_layer
     from ..debian.locked import fetch_locked
     from ..debian.repository import open_repository
-    from ..debian.resolve import parse_request
     from ..debian.sources import repositories_for
     from ..debian.status import installed_from_status
 
@@ -104,20 +104,15 @@ def debian_layer(project: Project, cache: BlobCache, base: Image, base_spec: str
     requests = debian_requests(project, serving)
     fetch = None
     if locked is not None:
-        names = {d.name: d for d in locked}
-        for text in requests:
-            rel = parse_request(text)
-            have = names.get(rel.name)
-            if not (have is not None and (not rel.op or _meets(have.version, rel))) and not installed.meets(rel):
-                raise InputError(f"ociassemble.lock pins no Debian package for {text!r}, which the build asks for: "
-                                 "run 'ociassemble lock' and commit it")
+        _check_covered(requests, locked, installed)
         fetcher = Fetcher(cache)
         mirrors = list(dict.fromkeys(r.uri for r in repositories_for(
             target.release, target.distro, apt_mirror=project.apt_mirror, keyring=project.apt_keyring)))
-        chosen = [d.package() for d in sorted(locked, key=lambda d: d.name)]
+        in_order = sorted(locked, key=lambda d: d.name)
+        chosen = [d.package() for d in in_order]
 
-        def fetch(pkgs: "list[Package]") -> "list[Path]":  # type: ignore[misc]
-            return fetch_locked(fetcher, sorted(locked, key=lambda d: d.name), mirrors)
+        def fetch(_: "list[Package]") -> "list[Path]":  # type: ignore[misc]
+            return fetch_locked(fetcher, in_order, mirrors)
     else:
         repo = open_repository(cache, target, apt_mirror=project.apt_mirror, keyring=project.apt_keyring)
         fetcher = repo.fetcher
@@ -135,7 +130,16 @@ def debian_layer(project: Project, cache: BlobCache, base: Image, base_spec: str
     return made
 
 
-def _meets(version: str, rel: object) -> bool:
+def _check_covered(requests: Sequence[str], locked: "Sequence[LockedDeb]", installed: "Installed") -> None:
+    """Each package asked for is locked (in a version that meets the request) or in the base already.
+    Raises InputError otherwise: the lock is not of these inputs."""
+    from ..debian.resolve import parse_request
     from ..debian.version import satisfies
 
-    return satisfies(version, rel)  # type: ignore[arg-type]
+    names = {d.name: d for d in locked}
+    for text in requests:
+        rel = parse_request(text)
+        have = names.get(rel.name)
+        if (have is None or not satisfies(have.version, rel)) and not installed.meets(rel):
+            raise InputError(f"ociassemble.lock pins no Debian package for {text!r}, which the build asks for: "
+                             "run 'ociassemble lock' and commit it")

@@ -4,6 +4,7 @@ the normalised inputs, the lock file's text, and when a lock holds."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,17 @@ def test_the_debian_packages_read_back_sorted_and_only_as_pool_paths(tmp_path: P
     with_apt = replace(project, apt=["libgomp1", "zlib1g"])
     assert lock_inputs(with_apt, inputs) != lock_inputs(project, inputs)
     assert lock_inputs(replace(project, apt=["zlib1g", "libgomp1"]), inputs) == lock_inputs(with_apt, inputs)
+
+
+def test_a_locked_build_needs_every_package_asked_for_locked_or_in_the_base() -> None:
+    from ociassemble.azureml.aptlayer import _check_covered
+    from ociassemble.debian.locked import LockedDeb
+    from ociassemble.debian.resolve import Installed
+
+    locked = [LockedDeb("libgomp1", "12.2.0-14", "amd64", "e" * 64, "pool/main/g/gcc-12/libgomp1_12.2.0-14_amd64.deb",
+                        1, "same")]
+    base = Installed({"libc6": "2.36-9"})
+    _check_covered(["libgomp1", "libgomp1 (>= 12)", "libc6"], locked, base)
+    for asked in ("libgomp1=13.1-1", "curl"):
+        with pytest.raises(InputError, match=f"pins no Debian package for '{re.escape(asked)}'"):
+            _check_covered([asked], locked, base)
