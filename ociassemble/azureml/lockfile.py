@@ -9,7 +9,8 @@ indent, one distribution after another by name, so a re-lock reads as a diff::
       "platforms": {
         "linux/amd64": {
           "base": {"digest": "sha256:…", "spec": "oci:…"},   # the base image's manifest digest
-          "debian": [],                  # {name, version, arch, sha256} once system packages land
+          "debian": [{"arch", "filename", "multi_arch", "name", "sha256", "size", "version"}, …],
+                                         # the .debs of the Debian packages layer (pool path, no host)
           "python": {
             "distributions": [{"name", "version", "file", "url", "index", "sha256",
                                "requires_dists", "requires_python"}, …],
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..debian.locked import LockedDeb
 from ..errors import InputError
 from .indexes import strip_credentials
 
@@ -83,8 +85,8 @@ class PlatformLock:
     distributions: tuple[Distribution, ...]
     #: pex's lock minus its resolves (resolver, pip version, requirements, …) and the resolve's platform tag
     pex: Mapping[str, Any] = field(default_factory=dict)
-    #: Debian packages added by system packages: empty until the recipe installs any
-    debian: tuple[Mapping[str, str], ...] = ()
+    #: the .debs of the Debian packages layer (``apt`` and what serving needs that the base lacks), by name
+    debian: tuple[LockedDeb, ...] = ()
 
     @property
     def locked_set(self) -> list[list[str]]:
@@ -105,14 +107,14 @@ class PlatformLock:
         return {"base": {"spec": self.base_spec, "digest": self.base_digest},
                 "python": {"distributions": [d.to_json() for d in sorted(self.distributions, key=lambda d: d.name)],
                            "pex": dict(self.pex)},
-                "debian": [dict(d) for d in self.debian]}
+                "debian": [d.to_json() for d in sorted(self.debian, key=lambda d: (d.name, d.arch))]}
 
     @classmethod
     def from_json(cls, platform: str, doc: Mapping[str, Any]) -> "PlatformLock":
         py = doc["python"]
         return cls(platform, str(doc["base"]["spec"]), str(doc["base"]["digest"]),
                    tuple(Distribution.from_json(d) for d in py["distributions"]), dict(py.get("pex") or {}),
-                   tuple(dict(d) for d in doc.get("debian") or ()))
+                   tuple(LockedDeb.from_json(d) for d in doc.get("debian") or ()))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Making ``ociassemble.lock`` and deciding, for a build, whether it holds.
 
-A lock holds when the normalised inputs it was made from (``pyenv.PythonInputs.normalised``:
-the merged requirements and the package indexes the requirements file names) are the project's now, and it has a
+A lock holds when the normalised inputs it was made from (``lock_inputs``: the merged
+requirements, the package indexes the requirements file names, and the Debian packages asked
+for with ``apt``) are the project's now, and it has a
 section for the platform being built. A build then installs exactly its files and takes
 the base by its digest. When it does not hold:
 
@@ -23,11 +24,13 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from ..debian.locked import LockedDeb
 from ..errors import BuildError, InputError
 from ..image.cache import BlobCache
 from ..image.oci import Platform
 from ..image.platform import normalize, parse_platforms
 from ..transport.spec import is_registry
+from .aptlayer import resolve_debian
 from .deps import lock_deps
 from .indexes import strip_credentials
 from .lockfile import LOCK_NAME, LockFile, PlatformLock, inputs_digest, read_lock, write_lock
@@ -35,7 +38,7 @@ from .project import Project
 from .pyenv import PythonInputs, python_inputs
 from .recipebase import load_recipe_base
 
-__all__ = ["LockMode", "LockResult", "lock_path", "lock_project", "lock_section", "lock_summary", "usable_lock"]
+__all__ = ["LockMode", "LockResult", "debian_unpinned", "lock_inputs", "lock_path", "lock_project", "lock_section", "lock_summary", "usable_lock"]
 
 #: "use": the lock when it holds, a warning when it is stale; "locked": a stale lock is an error;
 #: "off": no lock (``lock`` itself, or a program that wants a fresh resolve)
@@ -54,6 +57,15 @@ def _stale(path: Path, why: str, mode: LockMode, log: Callable[[str], None]) -> 
     log(f"warning: {path} is out of date ({why}): resolving without it; run 'ociassemble lock' to update it")
 
 
+def lock_inputs(project: Project, inputs: PythonInputs) -> str:
+    """The digest a lock is made from: the Python inputs and, when there are any, the ``apt`` packages
+    (sorted: their order changes nothing; a project without any keeps the digest it had before)."""
+    normalised = inputs.normalised()
+    if project.apt:
+        normalised["apt"] = sorted(set(project.apt))
+    return inputs_digest(normalised)
+
+
 def usable_lock(project: Project, inputs: PythonInputs, mode: LockMode, log: Callable[[str], None]) -> LockFile | None:
     """The project's lock if it holds for these inputs, else None (after a warning), or an error with ``locked``."""
     if mode == "off":
@@ -64,10 +76,16 @@ def usable_lock(project: Project, inputs: PythonInputs, mode: LockMode, log: Cal
         if mode == "locked":
             raise InputError(f"--locked: there is no {path}; run 'ociassemble lock' and commit it")
         return None
-    if lock.inputs != inputs_digest(inputs.normalised()):
-        _stale(path, "the requirements or package indexes changed since it was written", mode, log)
+    if lock.inputs != lock_inputs(project, inputs):
+        _stale(path, "the requirements, package indexes or apt packages changed since it was written", mode, log)
         return None
     return lock
+
+
+def debian_unpinned(project: Project, mode: LockMode, log: Callable[[str], None]) -> None:
+    """A lock that pins no Debian packages for a build that adds some: an error with ``--locked``,
+    else a warning (the packages are then resolved against the archive as it is today)."""
+    _stale(lock_path(project), "it pins no Debian packages, and this build adds some", mode, log)
 
 
 def lock_section(lock: LockFile, platform: Platform | None, mode: LockMode, project: Project,
@@ -152,7 +170,7 @@ def lock_project(project: Project, cache: BlobCache, *, platforms: str | Sequenc
         from .debianbase import require_default_bases
 
         require_default_bases(cache, targets, inputs.python)  # every platform's, before any is locked
-    digest = inputs_digest(inputs.normalised())
+    digest = lock_inputs(project, inputs)
     # every platform's base first (cheap): when nothing moved, there is nothing for pex to do
     bases = []
     for platform in targets:
@@ -166,6 +184,8 @@ def lock_project(project: Project, cache: BlobCache, *, platforms: str | Sequenc
         bases.append((platform, old_section, base))
     if old is not None and upgrade is None and old.inputs == digest and len(old.platforms) == len(bases) and all(
             o is not None and o.base_digest == b.image.digest and o.base_spec == _base_name(project, p)
+            # a lock from before locks pinned Debian packages, for a base that lacks nginx or runit
+            and (o.debian or project.apt or not b.serving)
             for p, o, b in bases):
         return LockResult(path, old, write_lock(path, old), list(inputs.merged.notes))
     sections: dict[str, PlatformLock] = {}
@@ -190,7 +210,11 @@ def lock_project(project: Project, cache: BlobCache, *, platforms: str | Sequenc
                 log("the versions locked before do not fit the inputs now: re-resolving every distribution")
                 dists, fields = lock_deps(cache, [req_file], base.info, indexes=inputs.indexes, log=log,
                                           source=inputs.source, debug=debug)
-            sections[key] = PlatformLock(key, _base_name(project, platform), base.image.digest, dists, fields)
+            debs = resolve_debian(project, cache, base.image, base.spec, base.serving, log)
+            if debs:
+                log("debian packages locked: " + ", ".join(f"{p.name} {p.version}" for p in debs))
+            sections[key] = PlatformLock(key, _base_name(project, platform), base.image.digest, dists, fields,
+                                         tuple(LockedDeb.from_package(p) for p in debs))
     finally:
         req_file.unlink(missing_ok=True)
     lock = LockFile(digest, sections)
@@ -219,5 +243,6 @@ def lock_summary(result: LockResult) -> dict[str, Any]:
     """What ``ociassemble lock`` prints with ``--json``: the file, and per platform its base and distributions."""
     return {"lock": str(result.path), "written": result.written, "inputs": result.lock.inputs,
             "platforms": {k: {"base": p.base_digest, "distributions": len(p.distributions),
-                              "python": {d.name: d.version for d in p.distributions}}
+                              "python": {d.name: d.version for d in p.distributions},
+                              "debian": {d.name: d.version for d in p.debian}}
                           for k, p in sorted(result.lock.platforms.items())}}

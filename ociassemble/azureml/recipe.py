@@ -26,7 +26,7 @@ from ..resources import layer_symlinks, layers_dir
 from .aptlayer import debian_layer
 from .deps import DEPS_DIR, deps_cached, deps_key, resolve_deps
 from .indexes import inline_password
-from .locking import LockMode, lock_path, lock_section, usable_lock
+from .locking import LockMode, debian_unpinned, lock_path, lock_section, usable_lock
 from .project import ModelSpec, Project
 from .pyenv import python_inputs, user_env_of, wanted_python
 from .recipebase import load_recipe_base
@@ -185,7 +185,13 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     # our own and generated trees are cached as bytes; the user's (model, source, extra
     # layers) are held by reference when uncompressed (layer.build_layer)
     if project.apt or serving:
-        added = debian_layer(project, cache, base, base_spec, serving, compression, epoch, log)
+        locked_debs = section.debian if section is not None else None
+        if section is not None and not section.debian and not project.apt:
+            # serving packages only, none pinned: a lock made before locks pinned Debian packages (with
+            # ``apt`` packages such a lock is stale already: they are among its inputs)
+            debian_unpinned(project, lock_mode, log)
+            locked_debs = None
+        added = debian_layer(project, cache, base, base_spec, serving, compression, epoch, log, locked=locked_debs)
         if added is not None:
             log("layer debian-packages")
             b.add_layer(added.layer, added.created_by())

@@ -1,4 +1,4 @@
-"""``ociassemble lock``: write ``ociassemble.lock`` (each platform's base digest and Python files) for the project."""
+"""``ociassemble lock``: write ``ociassemble.lock`` (each platform's base digest, Python files and .debs) for the project."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def cmd_lock(args: argparse.Namespace, out: Out) -> int:
     res = lock_project(proj, blob_cache(args), upgrade=args.upgrade, registry_options=opts, log=out.log,
                        debug=args.debug)
     parts = [f"{key}: base {p.base_digest[:19]}…, {len(p.distributions)} Python distributions"
+             + (f", {len(p.debian)} Debian packages" if p.debian else "")
              for key, p in sorted(res.lock.platforms.items())]
     text = f"{'wrote' if res.written else 'unchanged'} {res.path} ({'; '.join(parts)})"
     out.result(lock_summary(res), text)

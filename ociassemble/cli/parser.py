@@ -214,8 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     _registry_flags(p)
 
     p = add("lock", lock.cmd_lock, "Write ociassemble.lock beside the config: each platform's base by digest and every "
-            "Python distribution of the deps layer (version, file, index, sha256), so build and push install exactly "
-            "those files later.",
+            "Python distribution of the deps layer (version, file, index, sha256), and the .debs of its Debian packages "
+            "(version, pool path, sha256), so build and push install exactly those files later.",
             "ociassemble lock && git add ociassemble.lock\n  ociassemble lock --upgrade numpy    # re-resolve numpy only")
     p.add_argument("path", nargs="?", default=".", help="project folder (default: .)")
     p.add_argument("--config", metavar="FILE", help="config file (default: ./ociassemble.toml or [tool.ociassemble] in pyproject.toml)")
@@ -230,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--platform", metavar="OS/ARCH[,...]", help="lock for these platforms (default: the config's, else the base's)")
     p.set_defaults(entry_script=None, source_dir=None, source_name=None, model=None, output=None, compression=None,
                    env=None, label=None, source_url=None, revision=None)
+    g4 = _apt_flags(p)
+    g4.add_argument("--apt-package", action="append", metavar="NAME",
+                    help="lock this Debian package too (as build's --apt-package; or apt = [...] in the config)")
     _registry_flags(p)
 
     p = add("pull", pull.cmd_pull, "Pull an image from a registry into an OCI layout or archive.",

@@ -17,12 +17,16 @@ from ..errors import ArchiveError, MirrorError, PackageError
 from ..image.cache import BlobCache
 from ..image.digest import Digest
 
-__all__ = ["Fetcher"]
+__all__ = ["Fetcher", "NotOnMirror"]
 
 #: connect and read timeouts, in seconds: a mirror is close (a proxy, a CDN), a stall is a fault
 _TIMEOUT = (10, 60)
 #: attempts per file: a dropped connection is retried once more, never a wrong hash
 _TRIES = 3
+
+
+class NotOnMirror(PackageError):
+    """The mirror answered 404: the file is not (or no longer) there; a locked build says what to do."""
 
 
 @dataclass
@@ -40,11 +44,13 @@ class Fetcher:
         resp = self._get(url, what, stream=False)
         return resp.content
 
-    def blob(self, url: str, sha256: str, size: int | None, what: str) -> Path:
+    def blob(self, url: str, sha256: str, size: int | None, what: str, *,
+             mismatch: str = "") -> Path:
         """The cached file with this SHA256, fetched from ``url`` first if not cached.
 
-        Raises PackageError when the bytes fetched do not match (nothing is kept),
-        MirrorError when the mirror cannot be reached.
+        ``mismatch``: the one line for bytes that do not match (default: the signed index's wording).
+        Raises PackageError when the bytes fetched do not match (nothing is kept), NotOnMirror
+        for a 404, MirrorError when the mirror cannot be reached.
         """
         digest = Digest("sha256:" + sha256)
         if self.cache.stored(digest):
@@ -57,6 +63,8 @@ class Fetcher:
                     self.cache.ingest(resp.raw, digest, size, what)  # type: ignore[arg-type]
                 return self.cache.path(digest)
             except ArchiveError:
+                if mismatch:
+                    raise PackageError(mismatch) from None
                 raise PackageError(f"{what} from {url} does not match the SHA256 {sha256} its signed index gives: "
                                    "the mirror's copy is corrupt or was changed (nothing was cached); try again "
                                    "later or another mirror (--apt-mirror)") from None
@@ -76,7 +84,7 @@ class Fetcher:
                 continue
             if resp.status_code == 404:
                 resp.close()
-                raise PackageError(f"{what}: the mirror has no {url}; check the release name and --apt-mirror")
+                raise NotOnMirror(f"{what}: the mirror has no {url}; check the release name and --apt-mirror")
             if resp.status_code >= 500:
                 resp.close()
                 last = MirrorError(f"HTTP {resp.status_code}")

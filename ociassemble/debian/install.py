@@ -138,10 +138,13 @@ def _unpack(tree: Tree, deb: DebFile, members: list[_Member]) -> list[str]:
 
 def packages_layer(cache, fetcher: Fetcher, packages: list[Package], *, base_status: str = "",  # type: ignore[no-untyped-def]
                    merged_usr: bool = True, new_root: bool = False, compression: Compression = Compression("auto"),
-                   epoch: int = 0, log: Callable[[str], None] = lambda _: None) -> PackagesLayer:
+                   epoch: int = 0, log: Callable[[str], None] = lambda _: None,
+                   fetch: Callable[[list[Package]], list[Path]] | None = None) -> PackagesLayer:
     """One layer holding ``packages`` (resolved, sorted by name) over a base whose dpkg status is
     ``base_status``; ``new_root``: the layer is a whole root (``make-base``: the merged-/usr
-    links, dpkg's folders). Raises PackageError for a package that cannot be fetched or read.
+    links, dpkg's folders). ``fetch``: how the .debs are had (default: from each package's
+    repository, ``fetch_debs``; a locked build: ``locked.fetch_locked``).
+    Raises PackageError for a package that cannot be fetched or read.
     """
     key = _layer_key(packages, base_status, merged_usr, new_root, compression, epoch)
     record = cache.get_layer(key)
@@ -149,7 +152,7 @@ def packages_layer(cache, fetcher: Fetcher, packages: list[Package], *, base_sta
     if record is not None:
         notes = notes_path.read_text().splitlines() if notes_path.is_file() else []
         return PackagesLayer(BuiltLayer.from_record(record), packages, notes)
-    paths = fetch_debs(fetcher, packages)
+    paths = fetch(packages) if fetch is not None else fetch_debs(fetcher, packages)
     debs = [open_deb(path, f"{p.name} {p.version}") for p, path in zip(packages, paths)]
     with ThreadPoolExecutor(_UNPACKERS) as pool:
         contents = list(pool.map(_read_data, debs))

@@ -47,8 +47,40 @@ class MiniRepo:
         shutil.copytree(self.root, dest)
         return MiniRepo(dest, self.keyring, self.gnupg)
 
-    def deb(self, name: str) -> Path:
-        return next((self.root / "pool").glob(f"{name}_*.deb"))
+    def deb(self, name: str, version: str = "") -> Path:
+        return next((self.root / "pool").glob(f"{name}_{version or '*'}_*.deb"))
+
+    def publish(self, name: str, version: str, work: Path) -> None:
+        """A new version of ``name`` replaces the old one in Packages (its .deb stays in pool/, as
+        Debian's archive keeps a superseded file a while), and the Release is signed again."""
+        _, depends, path = PACKAGES[name]
+        stanza = _make_deb(work, self.root / "pool", name, version, depends, path)
+        packages = self.root / "dists/bookworm/main/binary-amd64/Packages"
+        kept = [s for s in packages.read_text().strip("\n").split("\n\n") if not s.startswith(f"Package: {name}\n")]
+        packages.write_text("\n\n".join([*kept, stanza]) + "\n")
+        self.sign()
+
+
+def _make_deb(tmp: Path, pool: Path, name: str, version: str, depends: str, path: str) -> str:
+    """A real .deb in ``pool`` (dpkg-deb, reproducible); returns its Packages stanza."""
+    build = tmp / f"build-{name}-{version}"
+    (build / "DEBIAN").mkdir(parents=True)
+    target = build / path
+    target.parent.mkdir(parents=True)
+    target.write_text(f"{name} {version}\n")
+    target.chmod(0o755)
+    (build / "etc").mkdir()
+    (build / "etc" / f"{name}.conf").write_text("setting = 1\n")
+    (build / "DEBIAN" / "conffiles").write_text(f"/etc/{name}.conf\n")
+    control = (f"Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: test <t@example.invalid>\n"
+               + (f"Depends: {depends}\n" if depends else "") + f"Description: {name} for the tests\n")
+    (build / "DEBIAN" / "control").write_text(control)
+    deb = pool / f"{name}_{version}_amd64.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(build), str(deb)], check=True,
+                   capture_output=True, env={**os.environ, "SOURCE_DATE_EPOCH": "0"})
+    data = deb.read_bytes()
+    return control.rstrip("\n").replace("Description:", f"Filename: pool/{deb.name}\nSize: {len(data)}\n"
+                                         f"SHA256: {hashlib.sha256(data).hexdigest()}\nDescription:")
 
 
 def make_repo(tmp: Path) -> MiniRepo:
@@ -62,26 +94,7 @@ def make_repo(tmp: Path) -> MiniRepo:
     root = tmp / "repo"
     pool = root / "pool"
     pool.mkdir(parents=True)
-    stanzas = []
-    for name, (version, depends, path) in PACKAGES.items():
-        build = tmp / f"build-{name}"
-        (build / "DEBIAN").mkdir(parents=True)
-        target = build / path
-        target.parent.mkdir(parents=True)
-        target.write_text(f"{name} {version}\n")
-        target.chmod(0o755)
-        (build / "etc").mkdir()
-        (build / "etc" / f"{name}.conf").write_text("setting = 1\n")
-        (build / "DEBIAN" / "conffiles").write_text(f"/etc/{name}.conf\n")
-        control = (f"Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: test <t@example.invalid>\n"
-                   + (f"Depends: {depends}\n" if depends else "") + f"Description: {name} for the tests\n")
-        (build / "DEBIAN" / "control").write_text(control)
-        deb = pool / f"{name}_{version}_amd64.deb"
-        subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(build), str(deb)], check=True,
-                       capture_output=True, env={**os.environ, "SOURCE_DATE_EPOCH": "0"})
-        data = deb.read_bytes()
-        stanzas.append(control.rstrip("\n").replace("Description:", f"Filename: pool/{deb.name}\nSize: {len(data)}\n"
-                                                    f"SHA256: {hashlib.sha256(data).hexdigest()}\nDescription:"))
+    stanzas = [_make_deb(tmp, pool, name, version, depends, path) for name, (version, depends, path) in PACKAGES.items()]
     packages = root / "dists/bookworm/main/binary-amd64/Packages"
     packages.parent.mkdir(parents=True)
     packages.write_text("\n\n".join(stanzas) + "\n")

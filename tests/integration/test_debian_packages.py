@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
+from recipe_fixtures import QuickRecipe
 
 from ociassemble.debian.install import packages_layer
 from ociassemble.debian.repository import Target, open_repository
@@ -190,3 +192,86 @@ def test_plain_build_adds_the_packages_over_any_debian_base(mini: MiniRepo, proj
     assert [l["what"] for l in json.loads(proc.stdout)["layers"]] == ["debian-packages"]
     shown = run_cli("inspect", f"oci:{tmp_path / 'out'}", "--json")
     assert "debian packages libthing=1.2-1 tool=1.0-1" in shown.stdout
+
+
+def _debian_layer(doc: dict) -> str:
+    (layer,) = [l for l in doc["layers"] if l["what"] == "debian-packages"]
+    return layer["digest"]
+
+
+def test_lock_pins_the_debs_and_a_locked_build_takes_exactly_them(mini: MiniRepo, quick_recipe: QuickRecipe,
+                                                                  tmp_path: Path) -> None:
+    """Locked with tool 1.0-1; the archive moves to 1.1-1 (re-signed, 1.0-1 left in the pool): the locked
+    build on a cache without the .debs gives the same layer and image, the unlocked one takes 1.1-1; a
+    changed locked .deb and one gone from the mirror are refused in one line; a new apt package makes
+    ``--locked`` fail in one line. pex locks once and installs the locked set once (shared by the builds)."""
+    repo = mini.copy(tmp_path / "repo")
+    base = tmp_path / "debian-like-base"
+    shutil.copytree(Path(quick_recipe.base.removeprefix("rootfs:")), base, symlinks=True)
+    (base / "etc").mkdir(exist_ok=True)
+    (base / "etc/os-release").write_text('ID=debian\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\n')
+    proj = quick_recipe.project("apt-locked", config='apt = ["tool"]\n')
+    url, server = serve(repo.root)
+    apt = ["--apt-mirror", url, "--apt-keyring", str(repo.keyring)]
+
+    def build(cache: Path, out: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("build", str(proj), "--model", str(proj / "model.bin"), "--base", f"rootfs:{base}",
+                       "--cache-dir", str(cache), "-o", f"oci:{tmp_path / out}", "--json", *apt, *args)
+
+    def deps_only(src: Path, dest: Path) -> Path:
+        dest.mkdir()
+        shutil.copytree(src / "deps", dest / "deps", symlinks=True)
+        return dest
+
+    try:
+        cache1 = tmp_path / "cache1"
+        locked = run_cli("lock", str(proj), "--base", f"rootfs:{base}", "--cache-dir", str(cache1), "--json", *apt)
+        assert locked.returncode == 0, locked.stderr
+        assert json.loads(locked.stdout)["platforms"]["linux/amd64"]["debian"] == {"libthing": "1.2-1", "tool": "1.0-1"}
+        lock_text = (proj / "ociassemble.lock").read_text()
+        debs = json.loads(lock_text)["platforms"]["linux/amd64"]["debian"]
+        assert [(d["name"], d["version"], d["arch"], d["filename"], d["sha256"]) for d in debs] == [
+            (n, v, "amd64", f"pool/{n}_{v}_amd64.deb", _sha(repo.deb(n, v))) for n, v in (("libthing", "1.2-1"),
+                                                                                        ("tool", "1.0-1"))]
+        assert "127.0.0.1" not in json.dumps(debs)  # a pool path, never the mirror
+
+        first = build(cache1, "one", "--locked")
+        assert first.returncode == 0, first.stderr
+        one = json.loads(first.stdout)
+
+        repo.publish("tool", "1.1-1", tmp_path / "debs")
+        # a fresh runner (the .debs and layers not cached; the locked deps are, pex installed them above)
+        second = build(deps_only(cache1, tmp_path / "cache2"), "two", "--locked")
+        assert second.returncode == 0, second.stderr
+        assert "debian packages libthing=1.2-1 tool=1.0-1" in run_cli("inspect", f"oci:{tmp_path / 'two'}").stdout
+        two = json.loads(second.stdout)
+        assert (_debian_layer(two), two["digest"]) == (_debian_layer(one), one["digest"])
+
+        shutil.move(proj / "ociassemble.lock", tmp_path / "saved.lock")
+        fresh = build(quick_recipe.fresh_cache(tmp_path / "cache3"), "three")
+        assert fresh.returncode == 0, fresh.stderr
+        assert "debian packages libthing=1.2-1 tool=1.1-1" in run_cli("inspect", f"oci:{tmp_path / 'three'}").stdout
+        assert _debian_layer(json.loads(fresh.stdout)) != _debian_layer(one)
+        shutil.move(tmp_path / "saved.lock", proj / "ociassemble.lock")
+
+        old = repo.deb("tool", "1.0-1")
+        expected = _sha(old)
+        data = bytearray(old.read_bytes())
+        data[-100] ^= 0xFF  # same size, other bytes
+        old.write_bytes(bytes(data))
+        cache4 = deps_only(cache1, tmp_path / "cache4")
+        _one_line_error(build(cache4, "four", "--locked"), "tool 1.0-1", "sha256", expected,
+                        "ociassemble lock --upgrade")
+        assert not {expected, _sha(old)} & _blob_names(cache4)
+        old.unlink()  # Debian's archive drops a superseded .deb after a while
+        _one_line_error(build(deps_only(cache1, tmp_path / "cache5"), "five", "--locked"), "tool 1.0-1",
+                        "no longer on the mirror", "ociassemble lock --upgrade")
+    finally:
+        server.shutdown()
+
+    (proj / "ociassemble.toml").write_text('apt = ["tool", "libgomp1"]\n')
+    proc = run_cli("build", str(proj), "--model", str(proj / "model.bin"), "--base", f"rootfs:{base}",
+                   "--cache-dir", str(tmp_path / "cache6"), "-o", f"oci:{tmp_path / 'six'}", "--locked")
+    _one_line_error(proc, "ociassemble.lock", "apt packages")
+    assert not (tmp_path / "six").exists()
+    assert (proj / "ociassemble.lock").read_text() == lock_text

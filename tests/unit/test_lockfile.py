@@ -4,6 +4,7 @@ the normalised inputs, the lock file's text, and when a lock holds."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,48 @@ def test_a_replaced_file_is_named_with_the_locked_hash() -> None:
     line = _summarise_pex_error(stderr)
     assert line.startswith("tinypkg-1.0-py3-none-any.whl (http://127.0.0.1:4000/files/tinypkg-1.0-py3-none-any.whl) "
                            "hashes to sha256:b63c5a3a, but the lock expects sha256:4b4dd79e")
+
+
+def test_the_debian_packages_read_back_sorted_and_only_as_pool_paths(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from ociassemble.azureml.locking import lock_inputs
+    from ociassemble.debian.locked import LockedDeb
+
+    debs = (LockedDeb("zlib1g", "1:1.2.13.dfsg-1", "amd64", "d" * 64, "pool/main/z/zlib/zlib1g_1.2.13.dfsg-1_amd64.deb",
+                      90000, "same"),
+            LockedDeb("libgomp1", "12.2.0-14+deb12u1", "amd64", "e" * 64,
+                      "pool/main/g/gcc-12/libgomp1_12.2.0-14+deb12u1_amd64.deb", 115772, "same"))
+    lock = _lock()
+    lock = LockFile(lock.inputs, {"linux/amd64": replace(lock.platforms["linux/amd64"], debian=debs)})
+    text = lock.to_text()
+    assert text.index('"name": "libgomp1"') < text.index('"name": "zlib1g"')
+    write_lock(tmp_path / "ociassemble.lock", lock)
+    again = read_lock(tmp_path / "ociassemble.lock")
+    assert again is not None and set(again.platforms["linux/amd64"].debian) == set(debs)
+    bad = json.loads(text)
+    bad["platforms"]["linux/amd64"]["debian"][0]["filename"] = "http://mirror.invalid/pool/x.deb"
+    (tmp_path / "bad.lock").write_text(json.dumps(bad))
+    with pytest.raises(InputError, match="not one inside a mirror"):
+        read_lock(tmp_path / "bad.lock")
+    # the apt packages are inputs (their order is not); a project without any keeps its digest
+    project = _project(tmp_path, "numpy==2.0\n")
+    inputs = python_inputs(project, lambda _: None)
+    assert lock_inputs(project, inputs) == inputs_digest(inputs.normalised())
+    with_apt = replace(project, apt=["libgomp1", "zlib1g"])
+    assert lock_inputs(with_apt, inputs) != lock_inputs(project, inputs)
+    assert lock_inputs(replace(project, apt=["zlib1g", "libgomp1"]), inputs) == lock_inputs(with_apt, inputs)
+
+
+def test_a_locked_build_needs_every_package_asked_for_locked_or_in_the_base() -> None:
+    from ociassemble.azureml.aptlayer import _check_covered
+    from ociassemble.debian.locked import LockedDeb
+    from ociassemble.debian.resolve import Installed
+
+    locked = [LockedDeb("libgomp1", "12.2.0-14", "amd64", "e" * 64, "pool/main/g/gcc-12/libgomp1_12.2.0-14_amd64.deb",
+                        1, "same")]
+    base = Installed({"libc6": "2.36-9"})
+    _check_covered(["libgomp1", "libgomp1 (>= 12)", "libc6"], locked, base)
+    for asked in ("libgomp1=13.1-1", "curl"):
+        with pytest.raises(InputError, match=f"pins no Debian package for '{re.escape(asked)}'"):
+            _check_covered([asked], locked, base)
