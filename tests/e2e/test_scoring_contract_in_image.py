@@ -15,6 +15,8 @@ one gets nginx's 413 JSON, client connections are kept alive, proxy timeouts fol
 ``WORKER_TIMEOUT``.
 
 Needs root and bwrap (the base: ``make-base``, from .debs); about a minute once the base is cached.
+The same tests run on the arm64 build under qemu in ``test_scoring_contract_in_image_arm64``
+(opt-in: ``OCIASSEMBLE_TEST_ARM64_CONTRACT=1``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import IO, Iterator
 
 import pytest
 
+from ociassemble.emulation import SLOWDOWN
 from ociassemble.image.assemble import Image
 from ociassemble.image.cache import BlobCache
 from ociassemble.inputs.base import load_image
@@ -107,23 +110,28 @@ class Served:
     oracle: dict[str, diff.Server]
 
 
-@pytest.fixture(scope="module")
-def scoring_image(debian_base: str, shared_cache: BlobCache, tmp_path_factory: pytest.TempPathFactory) -> Image:
-    """The image with every differential script in ``scoring/`` (entry script: undecorated_echo.py)."""
-    project = tmp_path_factory.mktemp("contract-project")
+def build_scoring_image(base: str, platform: str, cache: BlobCache, work: Path) -> Image:
+    """The image with every differential script in ``scoring/`` (entry script: undecorated_echo.py),
+    built for ``platform`` on ``base`` (the sibling module builds the arm64 one with this)."""
+    project = work / "contract-project"
     source = project / SOURCE_FOLDER
-    source.mkdir()
+    source.mkdir(parents=True)
     for script in diff.SCRIPTS_DIR.glob("*.py"):
         shutil.copy(script, source / script.name)
     (source / "body_length.py").write_text(BODY_LENGTH_SCRIPT)
     (project / "requirements.txt").write_text(REQUIREMENTS)
-    out = project.parent / "contract-image"
+    out = work / "contract-image"
     proc = run_cli("build", str(project), "--entry-script", str(source / "undecorated_echo.py"),
                    "--source-dir", str(source), "--source-name", SOURCE_FOLDER, "-r", str(project / "requirements.txt"),
-                   *diff.model_build_flags(project.parent / "contract-models"), "--base", debian_base,
-                   "-o", f"oci:{out}", "--json", "--cache-dir", str(shared_cache.root))
+                   *diff.model_build_flags(work / "contract-models"), "--base", base, "--platform", platform,
+                   "-o", f"oci:{out}", "--json", "--cache-dir", str(cache.root))
     assert proc.returncode == 0, proc.stderr
-    return load_image(f"oci:{out}", shared_cache)
+    return load_image(f"oci:{out}", cache)
+
+
+@pytest.fixture(scope="module")
+def scoring_image(debian_base: str, shared_cache: BlobCache, tmp_path_factory: pytest.TempPathFactory) -> Image:
+    return build_scoring_image(debian_base, "linux/amd64", shared_cache, tmp_path_factory.mktemp("contract"))
 
 
 def _start_image(image: Image, cache: BlobCache, script: str, env: dict[str, str], logs: Path,
@@ -161,7 +169,9 @@ def served(scoring_image: Image, shared_cache: BlobCache, tmp_path_factory: pyte
             runs[script] = _start_image(scoring_image, shared_cache, script, diff.EXTRA_ENV.get(script, {}), logs, files)
         runs["body_length"] = _start_image(scoring_image, shared_cache, "body_length",
                                            {"WORKER_TIMEOUT": WORKER_TIMEOUT}, logs, files)
-        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        # under qemu (an arm64 image on this x86 machine) every server boots several times slower
+        emulated = any(run.running.emulated for run in runs.values())
+        deadline = time.monotonic() + BOOT_TIMEOUT_S * (SLOWDOWN if emulated else 1)
         for oracle in oracles.values():
             diff.wait_until_up(oracle, deadline)
         pending = [run for name, run in runs.items() if name not in diff.FAILING_SCRIPTS]
