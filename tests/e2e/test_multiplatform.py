@@ -20,6 +20,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -154,9 +156,16 @@ def _score(image: str, platform: str, example: Path, cache: Path) -> tuple[list[
     proc = subprocess.Popen([sys.executable, "-m", "ociassemble.cli", "run", image, "--platform", platform,
                              "--publish", f"127.0.0.1:{port}:5001", "--cache-dir", str(cache)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: list[bytes] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, b"")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
     try:
         # under qemu, gunicorn's workers import Flask, numpy and scikit-learn several times slower
         wait_healthy(f"http://127.0.0.1:{port}/", proc, timeout=120 * SLOWDOWN)
+        # and run says so itself (its own probe, every half second): wait for its ready line, not race it
+        deadline = time.monotonic() + 60
+        while not any(b"; Ctrl-C stops it" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.2)
         status, headers, body = http("POST", f"http://127.0.0.1:{port}/score",
                                      (example / "sample-request.json").read_bytes(),
                                      {"Content-Type": "application/json"}, timeout=120)
@@ -166,10 +175,12 @@ def _score(image: str, platform: str, example: Path, cache: Path) -> tuple[list[
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            log = proc.communicate(timeout=120)[0].decode(errors="replace")
+            proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
+        reader.join(timeout=10)
+    log = b"".join(lines).decode(errors="replace")
     assert proc.returncode in (0, 130, 143), log[-2000:]
     return prediction, log
 
