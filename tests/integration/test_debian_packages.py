@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,11 @@ BASE_STATUS = ("Package: libc6\nStatus: install ok installed\nArchitecture: amd6
 
 
 @pytest.fixture(scope="module")
-def mini(tmp_path_factory: pytest.TempPathFactory) -> MiniRepo:
-    return make_repo(tmp_path_factory.mktemp("mini-repo"))
+def mini(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniRepo]:
+    tmp = tmp_path_factory.mktemp("mini-repo")
+    yield make_repo(tmp)
+    # gpg started an agent for the repository's signing key: ours, ended with its home
+    subprocess.run(["gpgconf", "--homedir", str(tmp / "gnupg"), "--kill", "gpg-agent"], check=False, capture_output=True)
 
 
 @pytest.fixture(scope="module")
