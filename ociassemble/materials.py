@@ -13,7 +13,7 @@ since (nothing is read again), else the file is hashed.
 
 Example::
 
-    built = build_images(project, cache)
+    built = build_images(settings, settings.blob_cache())
     for m in build_materials(built):
         print(m.name, m.digest)
 """
@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .build import BuiltSet
+from .built import BuiltSet
 from .image.digest import sha256_file
 from .image.platform import normalize
 from .sign.provenance import Material
@@ -76,7 +76,7 @@ def _base_material(b: Any, registry_options: Any) -> Material | None:
     from .azureml.debianbase import default_base_path
     from .inputs.base import load_base
 
-    project = b.project
+    project = b.inputs
     recipe = any(kind == "azureml-app" for kind, _ in b.layers)
     if project.base in ("", "scratch") or (project.base is None and not recipe):
         return None

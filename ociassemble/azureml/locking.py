@@ -164,7 +164,7 @@ def lock_project(project: Project, cache: BlobCache, *, platforms: str | Sequenc
             raise InputError(f"--upgrade {' '.join(unknown)}: not in {path} (it locks "
                              f"{', '.join(sorted(known)) or 'nothing'}); name a locked distribution, or give no name "
                              "to re-resolve all")
-    wanted = platforms if platforms is not None else project.platform
+    wanted = platforms if platforms is not None else project.platforms
     targets: list[Platform | None] = list(parse_platforms(wanted)) if wanted else [None]
     if project.base is None and None not in targets:
         from .debianbase import require_default_bases

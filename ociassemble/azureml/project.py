@@ -1,53 +1,31 @@
-"""The project's settings: ``ociassemble.toml`` or ``[tool.ociassemble]`` in pyproject.toml,
-with every key overridable by a CLI flag.
+"""The recipe's view of a build's settings: ``settings.Settings`` with the project's Azure ML v1 files read under them.
 
-Relative paths in a config file are relative to that file's folder, so a build
-gives the same image from wherever it is started.
+The flags, the config file and the environment are read once, into ``Settings``; this
+module adds what only the scoring image needs: the v1 files (``inferenceconfig.json``,
+a deployment config, a saved environment: ``v1files``) as settings the config file and
+the flags go over, each replacement named in ``notes``, and the folder's requirements.txt
+when nothing else names the Python packages.
 """
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, UsageError
+from ..errors import InputError
+from ..image.oci import Platform
+from ..image.platform import parse_platforms
+from ..modelspec import ModelSpec
+from ..settings import Settings
 
-__all__ = ["Project", "ModelSpec", "load_project", "project_with", "STARTER_CONFIG"]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model file or folder, served at ``azureml-models/<name>/<version>/<its own name>``."""
-
-    path: Path
-    name: str
-    version: str = "1"
-
-    @classmethod
-    def parse(cls, value: Any, root: Path) -> "ModelSpec":
-        if isinstance(value, dict):
-            if "path" not in value:
-                raise UsageError(f"model entry {value!r} needs a 'path'")
-            path = root / str(value["path"])
-            return cls(path, str(value.get("name") or _default_name(path)), str(value.get("version", "1")))
-        text = str(value)
-        # PATH[:NAME[:VERSION]]
-        parts = text.split(":")
-        path = root / parts[0]
-        name = parts[1] if len(parts) > 1 and parts[1] else _default_name(path)
-        version = parts[2] if len(parts) > 2 and parts[2] else "1"
-        return cls(path, name, version)
-
-
-def _default_name(path: Path) -> str:
-    return path.name.split(".")[0] or "model"
+__all__ = ["Project", "ModelSpec", "project_of", "STARTER_CONFIG"]
 
 
 @dataclass
 class Project:
+    """What the recipe builds from (``project_of``); its fields are ``Settings``' of the same name."""
+
     root: Path = field(default_factory=Path.cwd)
     entry_script: Path | None = None
     source_dir: Path | None = None
@@ -69,16 +47,14 @@ class Project:
     revision: str | None = None
     #: install azureml-defaults and the other serving-stack packages the image already provides
     install_serving_stack: bool = False
-    #: the platforms to build for, a comma list ("linux/amd64,linux/arm64"); None: the base's
-    #: (this machine's). Two or more make a multi-platform image (an OCI image index).
-    platform: str | None = None
+    #: the platforms to build for; () is the base's (this machine's). Two or more make a
+    #: multi-platform image (an OCI image index).
+    platforms: tuple[Platform, ...] = ()
     #: Debian packages added over the base, from the base's own release (``apt = ["libgomp1"]``)
     apt: list[str] = field(default_factory=list)
     #: the Debian mirror for them (default: this machine's apt sources) and its keyring
     apt_mirror: str | None = None
     apt_keyring: Path | None = None
-    #: push signs with this key (cosign.key or a PEM ECDSA P-256 key) unless a flag says otherwise
-    sign_key: Path | None = None
     #: the Python the image must have ("3.9"), which picks the default base (azureml.pythonpin)
     python: str | None = None
     #: Azure ML v1 files read into these settings (azureml.v1files): an inference config
@@ -105,163 +81,40 @@ class Project:
         return self.source_dir or self.entry.parent
 
 
-_PATH_KEYS = {"entry_script", "source_dir", "requirements", "conda_file", "apt_keyring", "sign_key", "inference_config",
-              "deploy_config", "environment"}
-_STR_KEYS = {"base", "image", "output", "compression", "source_url", "revision", "source_name", "apt_mirror"}
-#: Project fields no config file sets (the v1 files and the build fill them)
-_NOT_CONFIG = {"root", "config_file", "conda_doc", "conda_name", "user_managed_dependencies", "python_source", "notes"}
+#: the fields ``Project`` takes from ``Settings`` as they are
+_SHARED = ("root", "entry_script", "source_dir", "source_name", "requirements", "conda_file", "base", "image", "output",
+           "compression", "compression_level", "source_url", "revision", "install_serving_stack", "platforms",
+           "apt_mirror", "apt_keyring", "python", "python_source", "inference_config", "deploy_config",
+           "environment", "config_file")
 
 
-def _apply(project: Project, data: dict[str, Any], root: Path, where: str) -> None:
-    known = {f.name for f in fields(Project)} - _NOT_CONFIG
-    for key, value in data.items():
-        k = key.replace("-", "_")
-        if k not in known:
-            raise UsageError(f"{where}: unknown key {key!r}; known keys: {', '.join(sorted(known))}")
-        if k in _PATH_KEYS:
-            setattr(project, k, (root / str(value)) if value else None)
-        elif k in _STR_KEYS:
-            setattr(project, k, str(value) if value is not None else None)
-        elif k == "models":
-            items = value if isinstance(value, list) else [value]
-            project.models = [ModelSpec.parse(v, root) for v in items]
-        elif k == "compression_level":
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise UsageError(f"{where}: compression_level must be a whole number, e.g. compression_level = 1")
-            project.compression_level = value
-        elif k == "install_serving_stack":
-            if not isinstance(value, bool):
-                raise UsageError(f"{where}: install_serving_stack must be true or false")
-            project.install_serving_stack = value
-        elif k == "platform":
-            items = value if isinstance(value, list) else [value]
-            if not all(isinstance(v, str) and v.strip() for v in items) or not items:
-                raise UsageError(f'{where}: platform must be a string or a list of them, e.g. platform = ["linux/amd64", "linux/arm64"]')
-            project.platform = ",".join(items)
-        elif k == "python":
-            if not isinstance(value, str) or not value.strip():
-                raise UsageError(f'{where}: python must be a version string, e.g. python = "3.9"')
-            project.python, project.python_source = value.strip(), Path(where).name
-        elif k == "apt":
-            items = value if isinstance(value, list) else [value]
-            if not all(isinstance(v, str) and v.strip() for v in items):
-                raise UsageError(f'{where}: apt must be a list of Debian package names, e.g. apt = ["libgomp1"]')
-            project.apt = [v.strip() for v in items]
-        elif k in ("env", "labels"):
-            if not isinstance(value, dict):
-                raise UsageError(f"{where}: {key} must be a table of strings, e.g. {key} = {{ KEY = \"value\" }}")
-            setattr(project, k, {str(a): str(b) for a, b in value.items()})
-
-
-def load_project(directory: Path, config: Path | None = None) -> Project:
-    """The project rooted at ``directory``: its config file if there is one, else defaults.
-
-    ``base`` and ``image`` strings are kept as written (they may be references).
-    """
-    project = Project(root=directory)
-    candidates = [config] if config else [directory / "ociassemble.toml", directory / "pyproject.toml"]
-    for path in candidates:
-        if path is None or not path.is_file():
-            if config is not None:
-                raise InputError(f"config file {config} does not exist")
-            continue
-        try:
-            doc = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"{path} is not valid TOML: {exc}") from None
-        data = doc.get("tool", {}).get("ociassemble") if path.name == "pyproject.toml" else doc
-        if data is None:
-            continue
-        root = path.parent
-        project.root = root
-        project.config_file = path
-        _apply(project, data, root, str(path))
-        break
-    if not project.models and project.config_file is None:
-        project.models = []
-    return project
-
-
-def project_with(directory: Path, *, config: Path | None = None, cwd: Path | None = None,
-                 entry_script: str | Path | None = None, source_dir: str | Path | None = None,
-                 source_name: str | None = None, models: Sequence[str] = (),
-                 requirements: str | Path | None = None, conda_file: str | Path | None = None,
-                 install_serving_stack: bool = False, base: str | None = None, output: str | None = None,
-                 compression: str | None = None, compression_level: int | None = None,
-                 env: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
-                 source_url: str | None = None, revision: str | None = None,
-                 platform: str | None = None, python: str | None = None,
-                 inference_config: str | Path | None = None, deploy_config: str | Path | None = None,
-                 environment: str | Path | None = None, apt: Sequence[str] = (), apt_mirror: str | None = None,
-                 apt_keyring: str | Path | None = None) -> Project:
-    """The project of ``directory`` (``load_project``) with these settings put over its config.
-
-    What the CLI's flags do, for a program: a value given wins over the config file's;
-    relative paths are relative to ``cwd`` (default: the current folder), as a flag's are;
-    ``models`` are ``PATH[:NAME[:VERSION]]``. With no requirements or conda file named
+def project_of(settings: Settings) -> Project:
+    """The recipe's view of ``settings``: the project's Azure ML v1 files (``inference_config``, default
+    the folder's ``inferenceconfig.json``; ``deploy_config``, default the ``deploymentconfig.json``
+    beside it; ``environment``) read first, the config file's and the flags' settings over them, each
+    replacement of a config file's value named in ``notes``. With no requirements or conda file named
     anywhere and no config file, the folder's requirements.txt is used if there is one.
 
-    Azure ML v1 files (``inference_config``, default the folder's ``inferenceconfig.json``;
-    ``deploy_config``, default ``deploymentconfig.json`` beside it; ``environment``, a saved
-    environment's folder) are read first: the config file and these settings go over them,
-    each replacement named in ``project.notes``.
+    Raises InputError for a v1 file that does not exist or cannot be read.
     """
-    root = Path(directory)
-    if not root.is_dir():
-        raise UsageError(f"{root} is not a folder: give the project folder (default: .)")
-    project = load_project(root, Path(config) if config else None)
-    cwd = cwd or Path.cwd()
-    if inference_config:
-        project.inference_config = cwd / inference_config
-    if deploy_config:
-        project.deploy_config = cwd / deploy_config
-    if environment:
-        project.environment = cwd / environment
-    _apply_v1_files(project, root)
-    if entry_script:
-        project.entry_script = cwd / entry_script
-    if source_dir:
-        project.source_dir = cwd / source_dir
-    if source_name is not None:
-        project.source_name = source_name
-    if models:
-        project.models = [ModelSpec.parse(m, cwd) for m in models]
-    if requirements:
-        project.requirements, project.conda_file = cwd / requirements, None
-    if conda_file:
-        project.conda_file, project.requirements = cwd / conda_file, None
-    if conda_file or requirements:
-        project.conda_doc = None
-    if project.requirements is None and project.conda_file is None and requirements is None \
-            and project.conda_doc is None and project.inference_config is None:
+    project = Project(**{name: getattr(settings, name) for name in _SHARED}, models=list(settings.models),
+                      env=dict(settings.env), labels=dict(settings.labels), apt=list(settings.apt))
+    _apply_v1_files(project, settings)
+    if project.requirements is None and project.conda_file is None and project.conda_doc is None \
+            and project.inference_config is None and project.config_file is None:
         default = project.root / "requirements.txt"
-        if default.is_file() and project.config_file is None:
+        if default.is_file():
             project.requirements = default
-    if install_serving_stack:
-        project.install_serving_stack = True
-    for key, value in (("base", base), ("output", output), ("compression", compression),
-                       ("source_url", source_url), ("revision", revision), ("platform", platform)):
-        if value:
-            setattr(project, key, value)
-    if compression_level is not None:
-        project.compression_level = compression_level
-    if python:
-        project.python, project.python_source = python, "--python"
-    project.apt = [*project.apt, *(a for a in apt if a not in project.apt)]
-    if apt_mirror:
-        project.apt_mirror = apt_mirror
-    if apt_keyring:
-        project.apt_keyring = cwd / apt_keyring
-    project.env.update(env or {})
-    project.labels.update(labels or {})
     return project
 
 
-def _apply_v1_files(project: Project, root: Path) -> None:
-    """Read the project's Azure ML v1 files into it, under what its config file says."""
+def _v1_settings(project: Project) -> Any:
+    """The v1 files' settings merged (a later file wins: the inference config, then ``environment``,
+    then the deployment config), or None when the project has none."""
     from .v1files import INFERENCE_CONFIG_NAMES, V1Settings, merge_settings, read_deploy_config, \
         read_inference_config, read_saved_environment
 
+    root = project.root
     if project.inference_config is None:
         project.inference_config = next((root / n for n in INFERENCE_CONFIG_NAMES if (root / n).is_file()), None)
     if project.inference_config is not None and project.deploy_config is None:
@@ -276,23 +129,39 @@ def _apply_v1_files(project: Project, root: Path) -> None:
             raise InputError(f"{path} does not exist: check the path of the Azure ML v1 file")
         parts.append(read(path))
     if not parts:
-        return
+        return None
     v1 = V1Settings()
-    for part in parts:  # a later file wins: the inference config, then --environment, then the deployment config
+    for part in parts:
         merge_settings(v1, part)
+    return v1
+
+
+def _apply_v1_files(project: Project, settings: Settings) -> None:
+    """Read the project's Azure ML v1 files into it, under what the config file and the flags say."""
+    v1 = _v1_settings(project)
+    if v1 is None:
+        return
     where = project.config_file.name if project.config_file else "the config"
+    given = settings.given
     if v1.conda_file is not None or v1.conda_doc is not None:
-        if project.requirements or project.conda_file:
+        if "requirements" in given or "conda_file" in given:
+            pass  # a flag's environment file replaces the v1 files' conda dependencies
+        elif project.requirements or project.conda_file:
             project.notes.append(f"{where}'s {'requirements' if project.requirements else 'conda_file'} replaces "
                                  "the v1 files' conda dependencies")
         else:
             project.conda_file, project.conda_doc, project.conda_name = v1.conda_file, v1.conda_doc, v1.conda_name
-    for name in ("entry_script", "source_dir", "base", "platform"):
-        value = getattr(v1, name)
+    for name in ("entry_script", "source_dir", "base", "platforms"):
+        value = getattr(v1, "platform" if name == "platforms" else name)
         if value is None:
             continue
-        if getattr(project, name) is not None and getattr(project, name) != value:
-            project.notes.append(f"{where}'s {name} replaces the v1 files' ({value})")
+        if name == "platforms":
+            value = parse_platforms(value)
+        have = getattr(project, name)
+        if have and have != value:
+            if name not in given:
+                project.notes.append(f"{where}'s {'platform' if name == 'platforms' else name} replaces the v1 "
+                                     f"files' ({getattr(v1, 'platform' if name == 'platforms' else name)})")
         else:
             setattr(project, name, value)
     project.user_managed_dependencies = v1.user_managed

@@ -11,10 +11,11 @@ import hashlib
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+from ..built import Built
 from ..errors import InputError, UsageError
 from ..image.assemble import Image, ImageBuilder, rfc3339
 from ..image.cache import BlobCache
@@ -32,7 +33,7 @@ from .pyenv import python_inputs, user_env_of, wanted_python
 from .recipebase import load_recipe_base
 from .script import check_entry_script
 
-__all__ = ["build_azureml_image", "APP_ROOT", "DEFAULT_SOURCE_NAME", "RecipeResult", "source_name", "user_env_of",
+__all__ = ["build_azureml_image", "APP_ROOT", "DEFAULT_SOURCE_NAME", "source_name", "user_env_of",
            "wanted_python"]
 
 APP_ROOT = "/var/azureml-app"
@@ -43,20 +44,6 @@ _RESERVED = {"azureml", "aml_server", "azureml-models", "create_app.py", "wsgi.p
 DEFAULT_SOURCE_NAME = "src"
 #: one path component, no leading dot (no hidden folder, no "." or "..")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-
-
-@dataclass
-class RecipeResult:
-    image: Image
-    layers: list[tuple[str, BuiltLayer]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    #: the flat site-packages pex installed (the deps layer's content), for the SBOM
-    #: (None when the deps layer came from the registry cache)
-    deps_site: Path | None = None
-    #: whether this build ran pex (False: its deps were cached locally or in the registry)
-    pex_ran: bool = False
-    #: whether ociassemble.lock gave the base's digest and the Python files
-    locked: bool = False
 
 
 def model_dest(model: ModelSpec) -> str:
@@ -91,7 +78,7 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
                         log: Callable[[str], None] = print, registry_options: object = None,
                         on_bytes: Callable[[int], None] | None = None, layer_cache: Any = None,
                         allow_secrets: bool = False, debug: bool = False,
-                        platform: Platform | None = None, lock_mode: LockMode = "use") -> RecipeResult:
+                        platform: Platform | None = None, lock_mode: LockMode = "use") -> Built:
     """Check the inputs, then assemble the scoring image (nothing is written outside the cache).
 
     ``on_bytes`` is passed to every ``build_layer`` (progress display). ``layer_cache``
@@ -166,7 +153,7 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
             log(note)
 
     epoch = source_date_epoch()
-    result = RecipeResult(image=base, locked=result_locked)  # replaced below
+    result = Built(image=base, cache=cache, base_layers=tuple(base.manifest.layers), locked=result_locked)  # its image: below
     b = ImageBuilder(cache, base)
 
     def add(kind: str, sources: list[LayerSource], created_by: str, **kw: object) -> None:

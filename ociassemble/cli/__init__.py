@@ -3,8 +3,9 @@
 Each command (a module of this package: build, push, verify, pull, inspect, run, cache,
 make_base, init, login, completion) parses its flags, calls the library and prints its
 result (``--json``: one JSON document on stdout, nothing else there). Progress goes to
-stderr: bars on a terminal, one line per step otherwise (``ociassemble.progress``). The
-flags become library objects in ``options``; what is printed is ``output``'s.
+stderr: bars on a terminal, one line per step otherwise (``cli.progress``). The flags
+become one ``settings.Settings`` (``Settings.from_argparse``), which a job of
+``ociassemble.jobs`` runs on; what is printed is ``output``'s.
 
 Exit codes (``ociassemble.errors``): 0 ok; 1 the user's input or environment (bad flags
 included: argparse's own 2 is remapped); 2 a registry or the network; 3 a bug (the
@@ -27,7 +28,7 @@ from contextlib import contextmanager
 
 from .. import __version__
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USER, OciAssembleError
-from ..progress import PROG
+from .progress import PROG
 from ..redact import Secrets, clean
 from .completion import completion_script as _completion_script
 from .interrupts import Interrupts
@@ -49,8 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USER
-    out = Out(args.quiet or args.json, args.json)
-    args.secrets = out.secrets  # the registry options add the run's credentials to it
+    out = Out(args.quiet or args.json, args.json)  # its secrets: the run's credentials, which the output is cleaned of
     # SIGTERM behaves like Ctrl-C: the same cleanup paths (temp files removed) run, in bounded time.
     interrupts = Interrupts()
     interrupts.install()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import EXIT_USER, UsageError
-from ..progress import human_size
-from .options import blob_cache
+from .progress import human_size
 from .output import Out
 
 __all__ = ["cmd_cache"]
@@ -14,7 +13,9 @@ __all__ = ["cmd_cache"]
 
 def cmd_cache(args: argparse.Namespace, out: Out) -> int:
     """``cache verify [--fix]`` (exit 1 if unsound and not fixed) and ``cache prune --older-than DAYS``."""
-    cache = blob_cache(args)
+    from ..settings import Settings
+
+    cache = Settings.from_argparse(args, secrets=out.secrets).blob_cache()
     if args.action == "verify":
         report = cache.verify(fix=args.fix)
         out.result(report.to_json(), report.summary())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..progress import PROG
+from .progress import PROG
 from .output import Out
 
 __all__ = ["cmd_completion", "completion_script"]

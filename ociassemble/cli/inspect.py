@@ -10,7 +10,6 @@ import argparse
 
 from ..errors import NotAnImageError, UsageError
 from ..transport.spec import is_registry
-from .options import blob_cache, registry_options
 from .output import Out
 
 __all__ = ["cmd_inspect"]
@@ -27,8 +26,11 @@ def cmd_inspect(args: argparse.Namespace, out: Out) -> int:
         raise UsageError("--list needs --layer N (the layer's index, from 'ociassemble inspect IMAGE')")
     text = getattr(args, "platform", None)
     want = parse_platform(text) if text else None  # a bad --platform fails before any reading
-    cache = blob_cache(args)
-    opts = registry_options(args) if is_registry(args.image) else None
+    from ..settings import Settings
+
+    settings = Settings.from_argparse(args, secrets=out.secrets)
+    cache = settings.blob_cache()
+    opts = settings.registry_options(args.image) if is_registry(args.image) else None
     try:
         target = load_image(args.image, cache, registry_options=opts, platform=want or ALL)
     except NotAnImageError as exc:

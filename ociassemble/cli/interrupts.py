@@ -14,7 +14,7 @@ import os
 import signal
 
 from ..errors import EXIT_INTERRUPTED
-from ..progress import PROG
+from .progress import PROG
 
 __all__ = ["INTERRUPT_GRACE", "Interrupts"]
 

@@ -17,12 +17,13 @@ from pathlib import Path
 
 from ..errors import InputError, UsageError
 from .output import Out
-from .signing import ENV_COSIGN_PASSWORD
 
 __all__ = ["cmd_keygen"]
 
 
 def _password(args: argparse.Namespace) -> bytes:
+    from ..settings import ENV_COSIGN_PASSWORD
+
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n").encode()
     if ENV_COSIGN_PASSWORD in os.environ:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from ..transport.spec import is_registry
-from .options import blob_cache, project, registry_options
 from .output import Out
 
 __all__ = ["cmd_lock"]
@@ -13,10 +12,13 @@ __all__ = ["cmd_lock"]
 
 def cmd_lock(args: argparse.Namespace, out: Out) -> int:
     from ..azureml.locking import lock_project, lock_summary
+    from ..azureml.project import project_of
+    from ..settings import Settings
 
-    proj = project(args)
-    opts = registry_options(args) if is_registry(proj.base) else None
-    res = lock_project(proj, blob_cache(args), upgrade=args.upgrade, registry_options=opts, log=out.log,
+    settings = Settings.from_argparse(args, secrets=out.secrets)
+    proj = project_of(settings)
+    opts = settings.registry_options(proj.base) if is_registry(proj.base) else None
+    res = lock_project(proj, settings.blob_cache(), upgrade=args.upgrade, registry_options=opts, log=out.log,
                        debug=args.debug)
     parts = [f"{key}: base {p.base_digest[:19]}…, {len(p.distributions)} Python distributions"
              + (f", {len(p.debian)} Debian packages" if p.debian else "")

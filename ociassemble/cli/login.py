@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError
-from .options import registry_options
 from .output import Out
 
 __all__ = ["cmd_login"]
@@ -13,8 +12,12 @@ __all__ = ["cmd_login"]
 
 def cmd_login(args: argparse.Namespace, out: Out) -> int:
     from ..registry.login import login
+    from ..registry.reference import parse_reference
+    from ..settings import Settings
 
-    opts = registry_options(args)
+    target = args.registry
+    registry = parse_reference(target).registry if "/" in target or "@" in target else target
+    opts = Settings.from_argparse(args, secrets=out.secrets).registry_options().scoped_to([registry])
     if not opts.username or opts.password is None:
         raise UsageError("login needs --username and --password-stdin (e.g. echo \"$TOKEN\" | ociassemble login REG -u USER --password-stdin)")
     login(args.registry, opts.username, opts.password, options=opts)

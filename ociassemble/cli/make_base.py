@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from .options import blob_cache
 from .output import Out
 
 __all__ = ["cmd_make_base"]
@@ -14,9 +13,10 @@ __all__ = ["cmd_make_base"]
 def cmd_make_base(args: argparse.Namespace, out: Out) -> int:
     from ..azureml.debianbase import make_base
     from ..image.platform import parse_platforms
+    from ..settings import Settings
 
     platforms = parse_platforms(args.platform) if args.platform else (None,)
-    cache = blob_cache(args)
+    cache = Settings.from_argparse(args, secrets=out.secrets).blob_cache()
     from pathlib import Path
 
     from ..errors import UsageError

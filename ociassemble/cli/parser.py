@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from .. import __version__
 from ..errors import EXIT_USER
-from ..progress import PROG
+from .progress import PROG
 from . import build, cache, completion, init, inspect, keygen, lock, login, make_base, pull, push, run, verify
 
 __all__ = ["EPILOG", "build_parser"]

@@ -1,4 +1,4 @@
-"""``ociassemble run``: run an image without a daemon, its ports published on 127.0.0.1 only."""
+"""``ociassemble run``: run an image without a daemon, its ports published on 127.0.0.1 only (``jobs.run``)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,15 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import InputError, UsageError
-from ..transport.spec import is_registry
-from .options import blob_cache, kv, registry_options
+from ..errors import UsageError
 from .output import Out
 
 if TYPE_CHECKING:
     from ..image.assemble import Image
-    from ..image.imageindex import Target
     from ..image.oci import Platform
+    from ..run.container import RunningImage
 
-__all__ = ["cmd_run", "parse_publish", "pick_image", "run_platform"]
+__all__ = ["cmd_run", "parse_publish", "run_platform"]
 
 
 def parse_publish(items: Sequence[str]) -> dict[int, int]:
@@ -49,34 +47,21 @@ def run_platform(text: str | None) -> Platform | None:
     return parse_platform(text)
 
 
-def pick_image(target: Target, want: Platform | None, where: str) -> Image:
-    """The image to run: an index was resolved by ``load_image``; a single image must be for ``want``."""
-    from ..image.assemble import Image
-    from ..image.platform import matches, normalize
-
-    assert isinstance(target, Image), "load_image resolves an index to one platform"
-    if want is not None and not matches(target.platform, want):
-        have = normalize(target.platform)
-        raise InputError(f"{where} has no image for {want}; it has {have} (run it with --platform {have}, "
-                         "or without --platform)")
-    return target
-
-
 def cmd_run(args: argparse.Namespace, out: Out) -> int:
-    from ..inputs.base import load_image
-    from ..run.container import RunningImage, run_image
+    from ..jobs import run
+    from ..settings import Settings, plain_values
 
     want = run_platform(args.platform)
-    cache = blob_cache(args)
-    opts = registry_options(args) if is_registry(args.image) else None
-    image = pick_image(load_image(args.image, cache, registry_options=opts, platform=want), want, args.image)
     publish = parse_publish(args.publish or [])
+    env = plain_values(args.env, "--env")
 
-    def ready(running: RunningImage) -> None:
+    def ready(running: RunningImage, image: Image) -> None:
         urls = ", ".join(f"http://127.0.0.1:{h}/ -> {c}" for h, c in publish.items())
         how = f"{running.platform}" + (", emulated by qemu" if running.emulated else "")
         healthy = " (GET / answers Healthy)" if running.health_port is not None else ""
         out.log(f"running {image.digest[:19]} ({how})" + (f"; serving {urls}{healthy}" if urls else "")
                 + "; Ctrl-C stops it")
 
-    return run_image(image, cache, publish=publish, env=kv(args.env, "--env"), on_ready=ready, log=out.log)
+    result = run(Settings.from_argparse(args, secrets=out.secrets), args.image, platform=want, publish=publish,
+                 env=env, on_ready=ready, progress=out)
+    return result.status

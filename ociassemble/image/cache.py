@@ -24,6 +24,7 @@ import errno
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -43,11 +44,14 @@ class DiskFullError(OciAssembleError):
     """No space left where ociassemble writes."""
 
 
-def default_cache_dir() -> Path:
-    env = os.environ.get("OCIASSEMBLE_CACHE")
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$OCIASSEMBLE_CACHE``, else ``$XDG_CACHE_HOME/ociassemble``, else ``~/.cache/ociassemble``
+    (of ``environ``, default ``os.environ``)."""
+    environ = os.environ if environ is None else environ
+    env = environ.get("OCIASSEMBLE_CACHE")
     if env:
         return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
+    xdg = environ.get("XDG_CACHE_HOME")
     return Path(xdg) / "ociassemble" if xdg else Path.home() / ".cache" / "ociassemble"
 
 

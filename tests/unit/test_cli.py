@@ -16,7 +16,7 @@ import pytest
 from ociassemble import __version__, cli
 from ociassemble.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_REGISTRY, EXIT_USER, RegistryError
 from ociassemble.image.oci import Descriptor, MediaType
-from ociassemble.progress import LiveReporter, PlainReporter, Reporter, make_reporter
+from ociassemble.cli.progress import LiveReporter, PlainReporter, Reporter, make_reporter
 
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = ("build", "push", "pull", "inspect", "run", "make-base", "init", "login", "cache", "completion", "verify",

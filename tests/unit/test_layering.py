@@ -21,16 +21,19 @@ module names a type of a module that uses it, e.g. ``image.upkeep``'s ``BlobCach
    SBOM artifact push); ``pull_to_layout`` writes a layout, so it sits above ``transport``;
 4. ``inputs``: what a build starts from; a base image comes from a layout, an archive
    or a registry, so it sits above both;
-5. ``azureml``: the recipe, built on ``inputs``;
-5b. ``build``: one build from options (the recipe or a plain image) into an ``Image``:
-   the library's front door, which the CLI's build, push and verify call; ``materials``:
-   what a build was made from, by digest (the provenance's inputs);
-6. ``run``: running an image without a daemon; needs only ``image`` (nothing below
-   uses it, so it sits just under the command line);
-7. the command line: ``cli``, ``__main__`` and ``progress`` (how the command line shows
-   work: bars and step lines; the library only calls plain ``on_bytes`` callbacks, so
-   ``progress`` is the CLI's, not shared: the byte-size formatting that ``image``'s text
-   renderings share with it lives in ``sizes``).
+4b. the settings: ``settings`` (one immutable value of every setting of a run: flags over
+   the config file over the environment), ``settingsload`` (how it is made), ``configfile``
+   (ociassemble.toml read into typed values), ``modelspec`` (a model to serve), ``built``
+   (what a build produced: the recipe's and a plain build's one result type), ``events``
+   (the ``Progress`` protocol the library tells its work to); below ``azureml``, which reads them;
+5. ``azureml``: the recipe, built on ``inputs`` and the settings;
+5b. ``build``: one build from settings (the recipe or a plain image) into ``Built`` images;
+   ``materials``: what a build was made from, by digest (the provenance's inputs);
+6. ``run``: running an image without a daemon; needs only ``image``;
+6b. ``jobs``: the library's whole jobs (build, push, pull, verify, run), each from one
+   ``Settings`` to a result with ``to_json()``: what each command calls;
+7. the command line: ``cli`` (its ``cli.progress`` shows work as bars and step lines; the
+   library only tells an ``events.Progress``) and ``__main__``.
 
 A new top-level module or package fails ``test_every_module_has_a_layer`` until it is
 given a layer here (and in docs/design.md).
@@ -53,10 +56,12 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("transport", frozenset({"transport"})),
     ("registry", frozenset({"registry"})),
     ("inputs", frozenset({"inputs"})),
+    ("settings", frozenset({"settings", "settingparts", "settingsload", "configfile", "modelspec", "built", "events"})),
     ("azureml", frozenset({"azureml"})),
     ("build", frozenset({"build", "materials"})),
     ("run", frozenset({"run"})),
-    ("cli", frozenset({"cli", "__main__", "progress"})),
+    ("jobs", frozenset({"jobs"})),
+    ("cli", frozenset({"cli", "__main__"})),
 )
 
 

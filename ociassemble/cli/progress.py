@@ -29,8 +29,8 @@ import os
 import threading
 from typing import Any, TextIO
 
-from .image.oci import Descriptor
-from .sizes import human_size
+from ..image.oci import Descriptor
+from ..sizes import human_size
 
 __all__ = ["PROG", "LiveReporter", "PlainReporter", "Reporter", "human_size", "make_reporter"]
 

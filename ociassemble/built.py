@@ -1,0 +1,95 @@
+"""What a build produced: one ``Built`` per platform (the recipe's and a plain build's alike), ``BuiltSet`` for them all.
+
+The recipe (``azureml.recipe``) fills a ``Built`` as it adds layers; ``build`` adds the
+settings it ran on. What an SBOM of the image needs is here too: the layers whose dpkg
+status and dist-infos it reads (``scan_layers``) and the deps layer's site-packages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .image.assemble import Image
+from .image.cache import BlobCache
+from .image.imageindex import ImageIndex, Target
+from .image.layer import BuiltLayer
+from .image.oci import Descriptor
+from .settings import Settings
+
+__all__ = ["Built", "BuiltSet"]
+
+
+@dataclass
+class Built:
+    """One image a build made, the layers it added (kind, layer) and what its SBOM needs."""
+
+    image: Image
+    cache: BlobCache
+    layers: list[tuple[str, BuiltLayer]] = field(default_factory=list)
+    settings: Settings | None = None
+    #: the recipe's view of the settings (``azureml.project.Project``); None for a plain build
+    project: Any = None
+    #: the recipe's base image's layers (the SBOM reads their dpkg status); None: a plain build's SBOM reads every layer
+    base_layers: tuple[Descriptor, ...] | None = None
+    deps_site: Path | None = None  # the recipe's pex site-packages (None: the deps layer came from the registry cache)
+    pex_ran: bool = False  # the recipe ran pex (its deps were in no cache)
+    layer_cache: Any = None  # the registry layer cache (registry.layercache), if on
+    locked: bool = False  # ociassemble.lock gave the base's digest and the Python files
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def inputs(self) -> Any:
+        """What the build was made from, by the settings' names: the recipe's project, else the settings."""
+        return self.project if self.project is not None else self.settings
+
+    @property
+    def scan_layers(self) -> list[Descriptor] | None:
+        """The layers whose dpkg status (and dist-infos) the SBOM reads: the base's, the Debian packages
+        layer (the base's and its own packages), and the deps layer when it came from the registry cache."""
+        if self.base_layers is None:
+            return None
+        scan = list(self.base_layers) + [l.descriptor for kind, l in self.layers if kind == "debian-packages"]
+        if self.deps_site is None:
+            scan += [l.descriptor for kind, l in self.layers if kind == "python-deps"]
+        return scan
+
+
+@dataclass
+class BuiltSet:
+    """What a build for one or several platforms produced: one ``Built`` per platform, and
+    what to write or push (``target``: the one image, or the index of them all)."""
+
+    builds: list[Built]
+    index: ImageIndex | None = None  # two or more platforms
+
+    @property
+    def target(self) -> Target:
+        return self.index if self.index is not None else self.builds[0].image
+
+    @property
+    def cache(self) -> BlobCache:
+        return self.builds[0].cache
+
+    @property
+    def project(self) -> Any:
+        """The first platform's ``Built.inputs`` (every platform's are the same)."""
+        return self.builds[0].inputs
+
+    @property
+    def layer_cache(self) -> Any:
+        return self.builds[0].layer_cache
+
+    @property
+    def layers(self) -> list[tuple[str, BuiltLayer]]:
+        """Every platform's new layers (a layer shared by two is there twice: reused the second time)."""
+        return [pair for b in self.builds for pair in b.layers]
+
+    @property
+    def pex_ran(self) -> bool:
+        return any(b.pex_ran for b in self.builds)
+
+    @property
+    def locked(self) -> bool:
+        return all(b.locked for b in self.builds)
