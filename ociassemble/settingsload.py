@@ -151,7 +151,7 @@ def _flag_values(a: Mapping[str, Any]) -> dict[str, Any]:
         "lock_mode": "locked" if a.get("locked") else None, "sbom": a.get("sbom", False),
         "recipe": False if plain else (True if names_recipe else None),
         "cache_repo": a.get("cache_repo"), "cache_from": a.get("cache_from"), "cache_to": a.get("cache_to"),
-        "no_cache_repo": a.get("no_cache_repo", False),
+        "no_cache_repo": a.get("no_cache_repo", False), "allow_secrets": a.get("allow_secrets", False),
     }
 
 

@@ -120,10 +120,10 @@ def test_a_bad_source_name_is_refused_in_one_line(quick_recipe: QuickRecipe, nam
 
 
 def test_init_writes_source_name_into_its_template(tmp_path: Path) -> None:
-    from ociassemble.azureml.project import load_project
+    from ociassemble.settings import Settings
 
     assert run_cli("init", str(tmp_path)).returncode == 0
     text = (tmp_path / "ociassemble.toml").read_text()
     assert '# source_name = "src"' in text
     (tmp_path / "ociassemble.toml").write_text(text.replace('# source_name = "src"', 'source_name = "serving"'))
-    assert load_project(tmp_path).source_name == "serving"
+    assert Settings.load(tmp_path, environ={}).source_name == "serving"

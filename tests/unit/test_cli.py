@@ -174,18 +174,24 @@ def test_completion_command_prints_the_script(capsys: pytest.CaptureFixture[str]
 def test_credentials_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OCIASSEMBLE_USERNAME", "ci-bot")
     monkeypatch.setenv("OCIASSEMBLE_PASSWORD", "t0ken")
+    from ociassemble.settings import Settings
+
     args = cli.build_parser().parse_args(["pull", "r/x:1", "oci:out"])
-    opts = cli.options.registry_options(args)
+    settings = Settings.from_argparse(args)
+    opts = settings.registry_options("r/x:1")
     assert (opts.username, opts.password) == ("ci-bot", "t0ken")
-    assert "t0ken" not in repr(opts)
+    assert "t0ken" not in repr(opts) and "t0ken" not in repr(settings)
 
 
 def test_password_stdin_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("from-stdin\n"))
     monkeypatch.setenv("OCIASSEMBLE_PASSWORD", "ignored")
+    from ociassemble.settings import Settings
+
     args = cli.build_parser().parse_args(["push", "r/x:1", "-u", "me", "--password-stdin"])
-    assert cli.options.registry_options(args).password == "from-stdin"
-    assert cli.options.registry_options(args).password == "from-stdin"  # a registry base and the push share it
+    settings = Settings.from_argparse(args)  # stdin is read here, once
+    assert settings.registry_options("r/x:1").password == "from-stdin"
+    assert settings.registry_options("r/x:1").password == "from-stdin"  # a registry base and the push share it
 
 
 def test_registry_options_from_plain_values() -> None:
@@ -207,6 +213,12 @@ def test_the_help_names_the_environment_the_library_reads() -> None:
 
     assert (parser.ENV_USERNAME, parser.ENV_PASSWORD, parser.ENV_CACHE_REPO) == (
         settings.ENV_USERNAME, settings.ENV_PASSWORD, layercache.ENV_CACHE_REPO)
+    from ociassemble import settings as run_settings
+
+    assert (parser.ENV_USERNAME, parser.ENV_PASSWORD, parser.ENV_CACHE_REPO, parser.ENV_SIGN_KEY,
+            parser.ENV_COSIGN_PASSWORD) == (run_settings.ENV_USERNAME, run_settings.ENV_PASSWORD,
+                                            run_settings.ENV_CACHE_REPO, run_settings.ENV_SIGN_KEY,
+                                            run_settings.ENV_COSIGN_PASSWORD)
 
 
 def test_only_secret_flags_are_password_stdin() -> None:

@@ -360,14 +360,14 @@ def test_a_failing_blob_write_fails_the_build_and_leaves_nothing(tmp_path: Path,
 
 
 def test_compression_level_from_the_config_reaches_the_codec(tmp_path: Path) -> None:
-    from ociassemble.azureml.project import load_project
+    from ociassemble.settings import Settings
 
     (tmp_path / "ociassemble.toml").write_text('compression = "zstd"\ncompression_level = 7\n')
-    project = load_project(tmp_path)
+    project = Settings.load(tmp_path, environ={})
     assert Compression.parse(project.compression, project.compression_level) == Compression("zstd", 7)
     (tmp_path / "ociassemble.toml").write_text('compression_level = "fast"\n')
     with pytest.raises(Exception, match="compression_level must be a whole number"):
-        load_project(tmp_path)
+        Settings.load(tmp_path, environ={})
 
 
 def test_gzip_is_one_member_per_block_each_compressed_alone() -> None:

@@ -94,23 +94,31 @@ def _args(*argv: str) -> argparse.Namespace:
     return cli.build_parser().parse_args(list(argv))
 
 
+def _layer_cache(args: argparse.Namespace, cache: BlobCache):  # type: ignore[no-untyped-def]
+    """The registry layer cache the command's flags (and the environment) ask for, as its job opens it."""
+    from ociassemble.jobs.building import layer_cache
+    from ociassemble.settings import Settings
+
+    return layer_cache(Settings.from_argparse(args), cache, None, pushing=args.command == "push")
+
+
 def test_flags_choose_read_and_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_CACHE_REPO, raising=False)
     cache = BlobCache(tmp_path / "c")
-    assert cli.options.layer_cache(_args("build"), cache) is None  # off by default
-    lc = cli.options.layer_cache(_args("build", "--cache-repo", "reg.example/team/cache"), cache)
+    assert _layer_cache(_args("build"), cache) is None  # off by default
+    lc = _layer_cache(_args("build", "--cache-repo", "reg.example/team/cache"), cache)
     assert (lc.read, lc.write_enabled, lc.name) == (True, False, "reg.example/team/cache")
-    lc = cli.options.layer_cache(_args("push", "--cache-repo", "reg.example/team/cache"), cache)
+    lc = _layer_cache(_args("push", "--cache-repo", "reg.example/team/cache"), cache)
     assert (lc.read, lc.write_enabled) == (True, True)
-    lc = cli.options.layer_cache(_args("push", "--cache-to", "reg.example/team/cache"), cache)
+    lc = _layer_cache(_args("push", "--cache-to", "reg.example/team/cache"), cache)
     assert (lc.read, lc.write_enabled) == (False, True)
-    lc = cli.options.layer_cache(_args("push", "--cache-from", "reg.example/c", "--cache-to", "reg.example/c"), cache)
+    lc = _layer_cache(_args("push", "--cache-from", "reg.example/c", "--cache-to", "reg.example/c"), cache)
     assert (lc.read, lc.write_enabled) == (True, True)
     monkeypatch.setenv(ENV_CACHE_REPO, "reg.example/env/cache")
-    assert cli.options.layer_cache(_args("build"), cache).name == "reg.example/env/cache"
-    assert cli.options.layer_cache(_args("push", "--no-cache-repo"), cache) is None
+    assert _layer_cache(_args("build"), cache).name == "reg.example/env/cache"
+    assert _layer_cache(_args("push", "--no-cache-repo"), cache) is None
     monkeypatch.setenv(ENV_CACHE_REPO, "off")
-    assert cli.options.layer_cache(_args("push"), cache) is None
+    assert _layer_cache(_args("push"), cache) is None
 
 
 def test_a_program_chooses_the_cache_with_plain_values(tmp_path: Path) -> None:
@@ -139,7 +147,7 @@ def test_bad_cache_flags_are_usage_errors(tmp_path: Path, monkeypatch: pytest.Mo
                                           message: str) -> None:
     monkeypatch.delenv(ENV_CACHE_REPO, raising=False)
     with pytest.raises(UsageError, match=message):
-        cli.options.layer_cache(_args(*argv), BlobCache(tmp_path / "c"))
+        _layer_cache(_args(*argv), BlobCache(tmp_path / "c"))
 
 
 def test_write_only_cache_never_reads(tmp_path: Path) -> None:

@@ -171,7 +171,14 @@ def test_sign_flags_refused_before_any_work(tmp_path, capsys: pytest.CaptureFixt
 
 
 def test_sign_key_in_the_config_is_relative_to_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from ociassemble.azureml.project import load_project
+    from pathlib import Path
+
+    from ociassemble.settings import Settings
 
     (tmp_path / "ociassemble.toml").write_text('sign_key = "keys/cosign.key"\n')
-    assert load_project(tmp_path).sign_key == tmp_path / "keys" / "cosign.key"
+    signing = Settings.load(tmp_path, environ={}).signing
+    assert (signing.key, signing.key_from) == (tmp_path / "keys" / "cosign.key", "config")
+    # the flag, then the environment, go over the config's
+    assert Settings.load(tmp_path, environ={"OCIASSEMBLE_SIGN_KEY": "env.key"}).signing.key == Path("env.key")
+    assert Settings.load(tmp_path, sign_key="flag.key", environ={"OCIASSEMBLE_SIGN_KEY": "env.key"}).signing.key \
+        == Path("flag.key")

@@ -75,7 +75,10 @@ def _project(tmp_path: Path, *flags: str, config: str | None = None):  # type: i
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        return cli.options.project(cli.build_parser().parse_args(["build", str(tmp_path), *flags]))
+        from ociassemble.azureml.project import project_of
+        from ociassemble.settings import Settings
+
+        return project_of(Settings.from_argparse(cli.build_parser().parse_args(["build", str(tmp_path), *flags])))
     finally:
         os.chdir(cwd)
 
@@ -96,17 +99,18 @@ def test_install_serving_stack_from_the_flag_or_the_config(tmp_path: Path) -> No
 
 
 def test_a_program_gets_the_flags_project_from_plain_values(tmp_path: Path) -> None:
-    """``project_with`` is what the flags call: relative paths are the given ``cwd``'s, as a flag's are the shell's."""
-    from ociassemble.azureml.project import project_with
+    """``Settings.load`` is what the flags call: relative paths are the given ``cwd``'s, as a flag's are the shell's."""
+    from ociassemble.azureml.project import project_of
+    from ociassemble.settings import Settings
 
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "score.py").write_text("def init():\n    pass\n\ndef run(data):\n    return data\n")
     (tmp_path / "reqs.txt").write_text("numpy\n")
-    project = project_with(tmp_path / "app", cwd=tmp_path, requirements="reqs.txt", models=["m.bin:demo:3"],
-                           env={"A": "1"}, labels={"team": "x"}, compression="zstd", compression_level=5)
+    project = project_of(Settings.load(tmp_path / "app", cwd=tmp_path, requirements="reqs.txt", models=["m.bin:demo:3"],
+                                       env={"A": "1"}, labels={"team": "x"}, compression="zstd", compression_level=5))
     assert (project.requirements, project.conda_file) == (tmp_path / "reqs.txt", None)
     assert [(m.path, m.name, m.version) for m in project.models] == [(tmp_path / "m.bin", "demo", "3")]
     assert (project.env, project.labels, project.compression, project.compression_level) == (
         {"A": "1"}, {"team": "x"}, "zstd", 5)
     with pytest.raises(UsageError, match="is not a folder"):
-        project_with(tmp_path / "missing")
+        Settings.load(tmp_path / "missing")

@@ -18,7 +18,8 @@ import pytest
 
 from ociassemble import cli
 from ociassemble.azureml.debianbase import RELEASES, default_base_path, make_base_command, release_for, sources_for
-from ociassemble.azureml.project import project_with
+from ociassemble.azureml.project import project_of
+from ociassemble.settings import Settings
 from ociassemble.azureml.pythonpin import choose_python, parse_pin
 from ociassemble.azureml.recipe import user_env_of, wanted_python
 from ociassemble.azureml.requirements import read_app_pins
@@ -191,7 +192,7 @@ def test_paths_follow_source_directory_and_settings_become_the_project(tmp_path:
                    deploy={"computeType": "aks", "appInsightsEnabled": True, "scoringTimeoutMs": 30000,
                            "maxConcurrentRequestsPerContainer": 2, "autoScaler": {"autoscaleEnabled": True},
                            "environmentVariables": {"A": "deploy", "B": 1}})
-    proj = project_with(p, cwd=p, env={"B": "flag"})
+    proj = project_of(Settings.load(p, cwd=p, env={"B": "flag"}, environ={}))
     assert proj.entry_script == p / "source" / "scoring" / "score.py"
     assert proj.source_dir == p / "source"
     assert proj.conda_file == p / "source" / "myenv.yml"
@@ -215,7 +216,7 @@ def test_an_inline_environment_as_the_cli_docs_write_it(tmp_path: Path) -> None:
                       "condaDependenciesFile": None, "interpreterPath": "python", "userManagedDependencies": False},
            "version": "1"}
     p = v1_project(tmp_path, {"entryScript": "score.py", "sourceDirectory": "source", "environment": env})
-    proj = project_with(p, cwd=p)
+    proj = project_of(Settings.load(p, cwd=p, environ={}))
     assert proj.base is None  # Azure ML's default training base: the default Debian base instead, said in a note
     assert any("is Azure ML's default training base" in n for n in proj.notes)
     assert proj.env == {"EXAMPLE_ENV_VAR": "EXAMPLE_VALUE"}
@@ -240,8 +241,8 @@ def test_a_saved_environment_folder_and_user_managed_dependencies(tmp_path: Path
                            "eggLibraries": []},
             "r": None, "inferencingStackVersion": None}),
         "env/conda_dependencies.yml": "dependencies:\n- python=3.13\n- pip:\n  - numpy\n"})
-    proj = project_with(p, cwd=p, environment=p / "env")
-    assert proj.base == "localhost:5000/serving-base:3.13" and proj.platform == "linux/amd64"
+    proj = project_of(Settings.load(p, cwd=p, environment=p / "env", environ={}))
+    assert proj.base == "localhost:5000/serving-base:3.13" and proj.platforms == (parse_platform("linux/amd64"),)
     assert proj.env == {"MODE": "fast"} and proj.conda_file == p / "env" / "conda_dependencies.yml"
     user_env, _ = user_env_of(proj)
     assert user_env.requirements == [] and user_env.python_pin == "python=3.13"  # installed: nothing of it
@@ -257,7 +258,7 @@ def test_extra_dockerfile_steps_apt_lines_become_the_projects_apt_packages(tmp_p
              "RUN apt-get install -y libgomp1\n")
     p = v1_project(tmp_path, {**IC, "extraDockerfileSteps": "steps.dockerfile"},
                    files={"source/steps.dockerfile": steps, "ociassemble.toml": 'apt = ["curl", "libgl1"]\n'})
-    proj = project_with(p, cwd=p, apt=["jq", "curl"])
+    proj = project_of(Settings.load(p, cwd=p, apt=["jq", "curl"], environ={}))
     assert proj.apt == ["libgomp1", "libgl1", "curl", "jq"]
     assert "inferenceconfig.json: extraDockerfileSteps (steps.dockerfile) installs libgomp1, libgl1 in the Debian " \
            "packages layer (as apt = [...] would)" in proj.notes
@@ -266,7 +267,7 @@ def test_extra_dockerfile_steps_apt_lines_become_the_projects_apt_packages(tmp_p
 def test_the_config_file_goes_over_the_v1_files_and_says_so(tmp_path: Path) -> None:
     p = v1_project(tmp_path, {**IC, "condaFile": "myenv.yml"},
                    files={"ociassemble.toml": 'entry_script = "source/other.py"\npython = "3.11"\n'})
-    proj = project_with(p, cwd=p)
+    proj = project_of(Settings.load(p, cwd=p, environ={}))
     assert proj.entry_script == p / "source" / "other.py" and proj.python == "3.11"
     assert any("ociassemble.toml's entry_script replaces the v1 files'" in n for n in proj.notes)
 
@@ -320,7 +321,7 @@ def test_the_server_pins_hold_for_every_default_python() -> None:
 def test_an_inline_environment_may_name_its_conda_file(tmp_path: Path) -> None:
     env = {"name": "e", "python": {"condaDependenciesFile": "myenv.yml", "userManagedDependencies": False}}
     p = v1_project(tmp_path, {**IC, "environment": env})
-    proj = project_with(p, cwd=p)
+    proj = project_of(Settings.load(p, cwd=p, environ={}))
     assert proj.conda_file == p / "source" / "myenv.yml"  # relative to sourceDirectory, as condaFile is
     assert user_env_of(proj)[0].requirements == ["azureml-defaults", "numpy"]
 
