@@ -156,26 +156,18 @@ def _build_flags(p: argparse.ArgumentParser, with_output: bool = True) -> None:
         p.add_argument("-o", "--output", metavar="SPEC", help="oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG] (default: oci-archive:image.tar)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Assemble OCI images for Python model serving, deterministically, with no Docker daemon.",
-        epilog=EPILOG)
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+#: ``add(name, cmd_function, help, example)``: a command's subparser, with the common flags
+_Adder = Callable[[str, Callable[..., int], str, str], argparse.ArgumentParser]
 
-    def add(name: str, func: Callable[..., int], help_: str, example: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.set_defaults(func=func)
-        _common(p)
-        return p
 
+def _add_build(add: _Adder) -> None:
     p = add("build", build.cmd_build, "Build an image: the scoring image from score.py + model, or any image from --base + --layer.",
             "ociassemble build --model model.pkl -r requirements.txt -o oci-archive:image.tar")
     _build_flags(p)
     _registry_flags(p)
 
+
+def _add_push(add: _Adder) -> None:
     p = add("push", push.cmd_push, "Build (from the cache) and push to a registry, or push an image already built (--from).",
             "ociassemble push registry.example.com/team/model:1.0 --model model.pkl")
     p.add_argument("refs", nargs="*", metavar="REF", help="destination reference(s); several tags push one image")
@@ -197,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(path=".")
     _registry_flags(p)
 
+
+def _add_verify(add: _Adder) -> None:
     p = add("verify", verify.cmd_verify, "Rebuild the project from its inputs and compare with an image: exit 0 and its "
             "digest when they are the same, 1 and the first difference (a layer's file, only its compression, the "
             "config key) when not. With --key: check a pushed image's signature (and --provenance) instead.",
@@ -213,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     _build_flags(p, with_output=False)
     _registry_flags(p)
 
+
+def _add_lock(add: _Adder) -> None:
     p = add("lock", lock.cmd_lock, "Write ociassemble.lock beside the config: each platform's base by digest and every "
             "Python distribution of the deps layer (version, file, index, sha256), and the .debs of its Debian packages "
             "(version, pool path, sha256), so build and push install exactly those files later.",
@@ -235,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="lock this Debian package too (as build's --apt-package; or apt = [...] in the config)")
     _registry_flags(p)
 
+
+def _add_pull(add: _Adder) -> None:
     p = add("pull", pull.cmd_pull, "Pull an image from a registry into an OCI layout or archive.",
             "ociassemble pull localhost:5000/team/model:1.0 oci:./model-image")
     p.add_argument("ref", help="registry reference, e.g. localhost:5000/team/model:1.0")
@@ -244,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "every platform, kept as an index (oci: and oci-archive: only)")
     _registry_flags(p)
 
+
+def _add_inspect(add: _Adder) -> None:
     p = add("inspect", inspect.cmd_inspect, "Show an image's digest, platform, config and layers (a registry image: "
             "manifest and config only), or list the files of one layer.",
             "ociassemble inspect oci-archive:image.tar --json\n"
@@ -257,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "platforms it has)")
     _registry_flags(p)
 
+
+def _add_run(add: _Adder) -> None:
     p = add("run", run.cmd_run, "Run an image without a daemon (namespaces + chroot); publish its port on 127.0.0.1.",
             "ociassemble run oci-archive:image.tar --publish 8080:5001")
     p.add_argument("image", metavar="IMAGE", help="the image to run (any transport, or a registry reference)")
@@ -267,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "architecture runs through qemu user emulation (qemu-user-static, binfmt_misc)")
     _registry_flags(p)
 
+
+def _add_make_base(add: _Adder) -> None:
     p = add("make-base", make_base.cmd_make_base, "Build a default base (Debian + python3, nginx, runit) from Debian's .debs: "
             "bookworm (Python 3.11), or bullseye (3.9) or trixie (3.13) with --python.",
             "ociassemble make-base --python 3.9")
@@ -287,10 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "and qemu for another architecture)")
     _apt_flags(p)
 
+
+def _add_init(add: _Adder) -> None:
     p = add("init", init.cmd_init, "Write a commented starter ociassemble.toml.", "ociassemble init")
     p.add_argument("path", nargs="?", default=".", help="project folder (default: .)")
     p.add_argument("--force", action="store_true", help="overwrite an existing ociassemble.toml")
 
+
+def _add_keygen(add: _Adder) -> None:
     p = add("keygen", keygen.cmd_keygen, "Make a signing key pair cosign reads: <prefix>.key (ECDSA P-256, "
             "encrypted with a password) and <prefix>.pub.",
             "COSIGN_PASSWORD=... ociassemble keygen            # writes cosign.key and cosign.pub")
@@ -300,11 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"read the private key's password from stdin (or ${ENV_COSIGN_PASSWORD}; a terminal asks)")
     p.add_argument("--force", action="store_true", help="replace existing key files")
 
+
+def _add_login(add: _Adder) -> None:
     p = add("login", login.cmd_login, "Store registry credentials in the docker config.",
             "echo \"$TOKEN\" | ociassemble login registry.example.com -u ci --password-stdin")
     p.add_argument("registry", help="registry host[:port]")
     _registry_flags(p)
 
+
+def _add_cache(add: _Adder) -> None:
     p = add("cache", cache.cmd_cache, "Check the blob cache (re-hash every blob; --fix removes what is unsound), "
             "or prune blobs the layer index does not use.",
             "ociassemble cache verify --fix\n  ociassemble cache prune --older-than 30")
@@ -314,8 +326,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than", type=float, metavar="DAYS", help="prune: blobs unmodified for this many days")
     p.add_argument("--dry-run", action="store_true", help="prune: only list what would go")
 
+
+def _add_completion(add: _Adder, parser: argparse.ArgumentParser) -> None:
     p = add("completion", completion.cmd_completion, "Print a shell completion script for bash or zsh.",
             "source <(ociassemble completion bash)      # or add it to ~/.bashrc")
     p.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete for")
     p.set_defaults(root_parser=parser)  # the script is generated from this very parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Assemble OCI images for Python model serving, deterministically, with no Docker daemon.",
+        epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, func: Callable[..., int], help_: str, example: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        _common(p)
+        return p
+
+    for adder in (_add_build, _add_push, _add_verify, _add_lock, _add_pull, _add_inspect, _add_run, _add_make_base,
+                  _add_init, _add_keygen, _add_login, _add_cache):
+        adder(add)
+    _add_completion(add, parser)
     return parser
