@@ -1,5 +1,6 @@
 """docs/library.md's example runs as written (only its settings lines pointed at this test's
-folders, base and registry), and builds the digests the CLI builds from the same inputs."""
+cache, folders, bases and registry): every job it shows (build, push, pull, verify, run) is
+called as a program calls it, and builds the digests the CLI builds from the same inputs."""
 
 from __future__ import annotations
 
@@ -33,32 +34,35 @@ def _with_settings(code: str, **settings: str) -> str:
 
 
 def test_the_library_example_runs_and_matches_the_cli(quick_recipe: QuickRecipe, plain_registry: Registry,
-                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      debian_base: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     project = quick_recipe.project(f"lib-doc-{tmp_path.name}")
     cache_dir = quick_recipe.fresh_cache(tmp_path / "cache")
-    code = _with_settings(_example(), cache=f"BlobCache(Path({str(cache_dir)!r}))",
+    code = _with_settings(_example(), cache_dir=f"Path({str(cache_dir)!r})",
                           project_dir=f"Path({str(project)!r})", base=repr(quick_recipe.base),
-                          registry=repr(plain_registry.host))
+                          shell_base=repr(debian_base), registry=repr(plain_registry.host))
     monkeypatch.chdir(tmp_path)
     scope: dict[str, object] = {}
     exec(compile(code, str(DOC), "exec"), scope)  # noqa: S102 - the doc's own code, run as a reader would
     printed = capsys.readouterr().out
-    built, plain = scope["built"], scope["plain"]
+    built, plain, ran = scope["built"], scope["plain"], scope["ran"]
     assert (tmp_path / "model-image" / "index.json").is_file() and (tmp_path / "site.tar").is_file()
-    assert plain.image.digest in printed  # type: ignore[attr-defined]
+    assert (tmp_path / "pulled.tar").is_file() and scope["report"].equal  # type: ignore[attr-defined]
+    assert f"{plain.digest} 0" in printed and ran.status == 0  # type: ignore[attr-defined]
+    assert built.to_json()["digest"] == built.digest  # type: ignore[attr-defined]
 
     # what the registry holds is that image
     assert pull_image(f"{plain_registry.host}/team/model:1.0", BlobCache(tmp_path / "pull")).digest == \
-        built.image.digest  # type: ignore[attr-defined]
+        built.digest  # type: ignore[attr-defined]
     # the CLI builds the same digests from the same inputs
     (tmp_path / "cli").mkdir()
     res = run_cli("build", str(project), "--model", str(project / "model.bin"), "--base", quick_recipe.base,
                   "--cache-dir", str(cache_dir), "-o", f"oci:{tmp_path / 'cli' / 'image'}", "--json")
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["digest"] == built.image.digest  # type: ignore[attr-defined]
-    res = run_cli("build", "--plain", "--base", "scratch", "--layer", "site:/srv/site", "-e", "LANG=C.UTF-8",
-                  "--cmd", '["/bin/httpd", "-f", "-h", "/srv/site"]', "--cache-dir", str(cache_dir),
+    assert json.loads(res.stdout)["digest"] == built.digest  # type: ignore[attr-defined]
+    res = run_cli("build", "--plain", "--base", debian_base, "--layer", "site:/srv/site", "-e", "LANG=C.UTF-8",
+                  "--cmd", '["/bin/sh", "-c", "test -s /srv/site/index.html"]', "--cache-dir", str(cache_dir),
                   "-o", f"oci:{tmp_path / 'cli' / 'site'}", "--json", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["digest"] == plain.image.digest  # type: ignore[attr-defined]
+    assert json.loads(res.stdout)["digest"] == plain.digest  # type: ignore[attr-defined]
