@@ -8,13 +8,16 @@ The packages follow the data, in the order it moves:
   the blob cache, assembling, describing and verifying an image);
 - ``transport``: where images go and come from on disk (OCI layouts, archives);
 - ``registry``: where images go and come from over HTTP (references, auth, push, pull);
+- ``settings``: one immutable value of every setting of a run (flags, config file,
+  environment), and ``built``, what a build produced;
 - ``run``: running an image without a daemon (unpack, namespaces);
-- ``cli``: the command line over all of it.
+- ``jobs``: each command's whole job (build, push, pull, verify, run) from one ``Settings``;
+- ``cli``: the command line over the jobs.
 
 Imports go only downward, in this order (``tests/unit/test_layering.py`` checks it,
 and that no modules import each other in a circle): the shared top-level modules
 (``errors``, ``resources``, ``sizes``) < ``image`` < ``transport`` < ``registry`` <
-``inputs`` < ``azureml`` < ``run`` < ``cli`` (with ``progress``, the command line's display).
+``inputs`` < the settings < ``azureml`` < ``build`` < ``run`` < ``jobs`` < ``cli``.
 """
 
 from importlib.metadata import PackageNotFoundError, version as _version
