@@ -42,12 +42,14 @@ def _command(value: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def _said(given: Mapping[str, Any]) -> dict[str, Any]:
-    """The values actually given: None, False and empty values say nothing (an empty ``source_name`` does)."""
+    """The values actually given: None, False and empty values say nothing (an empty ``source_name`` does,
+    and an empty ``password``: an empty line on stdin is the password given)."""
     out = {}
     for key, value in given.items():
         if value is None or (value is False and key != "recipe"):
             continue
-        if key != "source_name" and isinstance(value, (str, tuple, list, dict, Mapping)) and not value:
+        if key not in ("source_name", "password") and isinstance(value, (str, tuple, list, dict, Mapping)) \
+                and not value:
             continue
         out[key] = value
     return out
@@ -90,7 +92,7 @@ def _environment(given: dict[str, Any], cfg: ConfigFile, env: Mapping[str, str])
     from .settingparts import (_CACHE_REPO_OFF, ENV_ALLOW_SECRETS, ENV_CACHE_REPO, ENV_COSIGN_PASSWORD, ENV_PASSWORD,
                                ENV_SIGN_KEY, ENV_USERNAME, LayerCacheSettings, RegistrySettings, SigningSettings)
 
-    password = given.get("password") or (env.get(ENV_PASSWORD) or None)
+    password = given["password"] if "password" in given else (env.get(ENV_PASSWORD) or None)
     registry = RegistrySettings(given.get("username") or env.get(ENV_USERNAME) or None, password,
                                 Path(given["ca_cert"]) if given.get("ca_cert") else None,
                                 tuple(given.get("insecure_registries", ())))

@@ -35,7 +35,6 @@ __all__ = [
     "find_secrets",
     "secret_reason",
     "check_secrets",
-    "secrets_allowed",
 ]
 
 IGNORE_FILE = ".ociassembleignore"
@@ -149,11 +148,6 @@ _CONTENT = (
 
 class SecretsInContextError(InputError):
     """Files named like secrets would go into a layer and ``--allow-secrets`` was not given."""
-
-
-def secrets_allowed(flag: bool = False) -> bool:
-    """``--allow-secrets`` given, or ``OCIASSEMBLE_ALLOW_SECRETS`` set to 1/true/yes."""
-    return flag or os.environ.get(ENV_ALLOW_SECRETS, "").strip().lower() in ("1", "true", "yes")
 
 
 def find_secrets(entries: Iterable["Entry"]) -> list["Entry"]:

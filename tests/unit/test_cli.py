@@ -196,24 +196,24 @@ def test_password_stdin_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_registry_options_from_plain_values() -> None:
     """What the flags call: a given value wins, the environment fills the rest."""
-    from ociassemble.registry.settings import registry_options
+    from ociassemble.settings import Settings
 
     env = {"OCIASSEMBLE_USERNAME": "env-user", "OCIASSEMBLE_PASSWORD": "env-pass"}
-    opts = registry_options(environ=env, insecure_registries=["reg:5000"])
+    opts = Settings.load_environment(environ=env, insecure_registries=["reg:5000"]).registry_options()
     assert (opts.username, opts.password, opts.insecure_registries) == ("env-user", "env-pass", ("reg:5000",))
-    opts = registry_options(username="me", password="", environ=env)  # an empty stdin is still the password given
+    # an empty stdin is still the password given
+    opts = Settings.load_environment(username="me", password="", environ=env).registry_options()
     assert (opts.username, opts.password) == ("me", "")
-    assert registry_options(environ={}).username is None
+    assert Settings.load_environment(environ={}).registry_options().username is None
 
 
 def test_the_help_names_the_environment_the_library_reads() -> None:
     """The parser names the variables as text (no registry import for --help): they must be the library's."""
-    from ociassemble.cli import parser
-    from ociassemble.registry import layercache, settings
-
-    assert (parser.ENV_USERNAME, parser.ENV_PASSWORD, parser.ENV_CACHE_REPO) == (
-        settings.ENV_USERNAME, settings.ENV_PASSWORD, layercache.ENV_CACHE_REPO)
     from ociassemble import settings as run_settings
+    from ociassemble.cli import parser
+    from ociassemble.registry import layercache
+
+    assert parser.ENV_CACHE_REPO == layercache.ENV_CACHE_REPO
 
     assert (parser.ENV_USERNAME, parser.ENV_PASSWORD, parser.ENV_CACHE_REPO, parser.ENV_SIGN_KEY,
             parser.ENV_COSIGN_PASSWORD) == (run_settings.ENV_USERNAME, run_settings.ENV_PASSWORD,

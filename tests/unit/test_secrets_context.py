@@ -9,7 +9,7 @@ import pytest
 
 from ociassemble import cli
 from ociassemble.image.layer import Entry, LayerSource, scan_sources
-from ociassemble.inputs.context import SecretsInContextError, check_secrets, find_secrets, secrets_allowed
+from ociassemble.inputs.context import SecretsInContextError, check_secrets, find_secrets
 
 SECRET = [".env", ".env.production", "server.pem", "tls.key", "cert.p12", "id_rsa", "id_ed25519", ".netrc",
           ".pypirc", ".npmrc", ".git-credentials", ".docker/config.json", ".aws/credentials", "kubeconfig",
@@ -65,13 +65,15 @@ def test_a_long_list_is_cut_short(tmp_path: Path) -> None:
         check_secrets(scan_sources([LayerSource(tmp_path, "/k")]))
 
 
-def test_the_environment_variable_allows_them(monkeypatch) -> None:
-    monkeypatch.delenv("OCIASSEMBLE_ALLOW_SECRETS", raising=False)
-    assert not secrets_allowed() and secrets_allowed(True)
-    monkeypatch.setenv("OCIASSEMBLE_ALLOW_SECRETS", "1")
-    assert secrets_allowed()
-    monkeypatch.setenv("OCIASSEMBLE_ALLOW_SECRETS", "0")
-    assert not secrets_allowed()
+def test_the_environment_variable_allows_them() -> None:
+    from ociassemble.settings import Settings
+
+    def allowed(environ: dict[str, str], **given: bool) -> bool:
+        return Settings.load_environment(environ=environ, **given).allow_secrets
+
+    assert not allowed({}) and allowed({}, allow_secrets=True)
+    assert allowed({"OCIASSEMBLE_ALLOW_SECRETS": "1"})
+    assert not allowed({"OCIASSEMBLE_ALLOW_SECRETS": "0"})
 
 
 # -- through the CLI --------------------------------------------------------------------------------
