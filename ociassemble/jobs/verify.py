@@ -21,7 +21,7 @@ def verify(settings: Settings, against: str, progress: Progress = QUIET) -> Any:
     from ..image.assemble import Image
     from ..image.verify import compare_images
     from ..inputs.base import load_image
-    from ..transport.spec import is_registry, parse_spec
+    from ..transport.spec import parse_spec
 
     if settings.sbom:
         raise UsageError("verify writes nothing: drop --sbom (build and push make SBOMs)")
@@ -30,9 +30,10 @@ def verify(settings: Settings, against: str, progress: Progress = QUIET) -> Any:
         raise UsageError(f"--against {against}: a rootfs is not an image; give a registry reference, "
                          "oci:DIR, oci-archive:FILE or docker-archive:FILE")
     cache = settings.blob_cache()
-    base = settings.base if is_registry(settings.base) else settings.layer_cache.repo or settings.layer_cache.read_from
-    built = build_set(settings, cache, settings.registry_options(base), progress)
-    opts = settings.registry_options(against) if spec.kind == "docker" else None
+    # explicit credentials are for the image compared with (a registry base or cache gets the docker config's)
+    options = settings.registry_options(against)
+    built = build_set(settings, cache, options, progress)
+    opts = options if spec.kind == "docker" else None
     progress.log(f"comparing with {against}")
     report = None
     for b in built.builds:  # each platform's image against the one for its platform there
