@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,6 +34,7 @@ from .settingparts import (ENV_ALLOW_SECRETS, ENV_CACHE, ENV_CACHE_REPO, ENV_COS
 from .settingsload import given_of, plain_values, settings_from
 
 if TYPE_CHECKING:
+    from .image.cache import BlobCache
     from .registry.client import RegistryOptions
 
 __all__ = ["ENV_ALLOW_SECRETS", "ENV_CACHE", "ENV_CACHE_REPO", "ENV_COSIGN_PASSWORD", "ENV_PASSWORD", "ENV_SIGN_KEY",
@@ -137,7 +138,7 @@ class Settings:
         env = os.environ if environ is None else environ
         return settings_from(cls, ConfigFile(Path.cwd()), given, Path.cwd(), env, project=False)
 
-    def blob_cache(self) -> Any:
+    def blob_cache(self) -> BlobCache:
         """The blob cache these settings name (``image.cache.BlobCache``)."""
         from .image.cache import BlobCache, default_cache_dir
 
@@ -156,11 +157,3 @@ class Settings:
                                insecure_registries=r.insecure_registries, secrets=self.secrets)
         registries = [parse_reference(parse_spec(t).tag or "").registry for t in targets if t and is_registry(t)]
         return opts.scoped_to(registries)
-
-    def with_values(self, **changes: Any) -> Settings:
-        """A copy with these fields changed (``dataclasses.replace``, checked against the field names)."""
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise UsageError(f"unknown settings {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return replace(self, **changes)

@@ -24,7 +24,7 @@ def cmd_inspect(args: argparse.Namespace, out: Out) -> int:
 
     if args.list and args.layer is None:
         raise UsageError("--list needs --layer N (the layer's index, from 'ociassemble inspect IMAGE')")
-    text = getattr(args, "platform", None)
+    text = args.platform
     want = parse_platform(text) if text else None  # a bad --platform fails before any reading
     from ..settings import Settings
 
