@@ -72,7 +72,7 @@ def _keyless(settings: Settings) -> Any:
     return KeylessSigner.from_environment()
 
 
-def _read_source(settings: Settings, source: str, platform: Platform | str, cache: BlobCache, options: Any) -> Target:
+def _read_source(source: str, platform: Platform | str, cache: BlobCache, options: Any) -> Target:
     """``push --from``: the image (or index) at ``source``, of ``platform`` or of all of them."""
     from ..image.imageindex import for_platform
     from ..image.platform import ALL
@@ -126,7 +126,7 @@ def push(settings: Settings, refs: Sequence[str] = (), *, source: str | None = N
     options = settings.registry_options(*refs)  # credentials bound to the destination (or refused) before any work
     built = None
     if source is not None:
-        target = _read_source(settings, source, platform or ALL, cache, options)
+        target = _read_source(source, platform or ALL, cache, options)
     else:
         built = build_set(settings, cache, options, progress, pushing=True)
         target = built.target
