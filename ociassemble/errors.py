@@ -14,6 +14,7 @@ __all__ = [
     "UsageError",
     "InputError",
     "SecretsInContextError",
+    "SourceChangedError",
     "WrongPasswordError",
     "UnsupportedKeyError",
     "DiskFullError",
@@ -65,6 +66,10 @@ class InputError(OciAssembleError):
 
 class SecretsInContextError(InputError):
     """Files named like secrets would go into a layer and ``--allow-secrets`` was not given."""
+
+
+class SourceChangedError(InputError):
+    """A file an image's layer is made of changed or went away after the build."""
 
 
 class WrongPasswordError(InputError):
