@@ -272,16 +272,6 @@ class BlobCache:
             w.commit(expected)
         return expected
 
-    def read_json(self, digest: Digest | str) -> Any:
-        with self.open(digest) as f:
-            data = f.read()
-        if Digest.of_bytes(data) != (digest if isinstance(digest, Digest) else Digest(digest)):
-            raise DigestMismatchError(str(digest), str(Digest.of_bytes(data)), f"cache {self.root}")
-        try:
-            return json.loads(data)
-        except ValueError as exc:
-            raise ArchiveError(f"blob {digest} is not JSON: {exc}") from None
-
     # -- layer index -------------------------------------------------------
     def get_layer(self, key: str) -> dict[str, Any] | None:
         try:
