@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -37,6 +37,9 @@ from .lockfile import LOCK_NAME, LockFile, PlatformLock, inputs_digest, read_loc
 from .project import Project
 from .pyenv import PythonInputs, python_inputs
 from .recipebase import load_recipe_base
+
+if TYPE_CHECKING:
+    from ..registry.client import RegistryOptions
 
 __all__ = ["LockMode", "LockResult", "debian_unpinned", "lock_inputs", "lock_path", "lock_project", "lock_section", "lock_summary", "usable_lock"]
 
@@ -138,7 +141,7 @@ def _keep_versions(old: PlatformLock | None, inputs: PythonInputs, upgrade: Sequ
 
 
 def lock_project(project: Project, cache: BlobCache, *, platforms: str | Sequence[str] | None = None,
-                 upgrade: Sequence[str] | None = None, registry_options: object = None,
+                 upgrade: Sequence[str] | None = None, registry_options: RegistryOptions | None = None,
                  log: Callable[[str], None] = lambda _: None, debug: bool = False) -> LockResult:
     """Write ``ociassemble.lock`` for ``project`` on each of ``platforms`` (default: the project's, else the base's).
 
