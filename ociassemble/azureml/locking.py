@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -36,7 +36,10 @@ from .indexes import strip_credentials
 from .lockfile import LOCK_NAME, LockFile, PlatformLock, inputs_digest, read_lock, write_lock
 from .project import Project
 from .pyenv import PythonInputs, python_inputs
-from .recipebase import load_recipe_base
+from .recipebase import RecipeBase, load_recipe_base
+
+if TYPE_CHECKING:
+    from ..registry.client import RegistryOptions
 
 __all__ = ["LockMode", "LockResult", "debian_unpinned", "lock_inputs", "lock_path", "lock_project", "lock_section", "lock_summary", "usable_lock"]
 
@@ -138,7 +141,7 @@ def _keep_versions(old: PlatformLock | None, inputs: PythonInputs, upgrade: Sequ
 
 
 def lock_project(project: Project, cache: BlobCache, *, platforms: str | Sequence[str] | None = None,
-                 upgrade: Sequence[str] | None = None, registry_options: object = None,
+                 upgrade: Sequence[str] | None = None, registry_options: RegistryOptions | None = None,
                  log: Callable[[str], None] = lambda _: None, debug: bool = False) -> LockResult:
     """Write ``ociassemble.lock`` for ``project`` on each of ``platforms`` (default: the project's, else the base's).
 
@@ -152,18 +155,7 @@ def lock_project(project: Project, cache: BlobCache, *, platforms: str | Sequenc
     """
     inputs = python_inputs(project, log)
     path = lock_path(project)
-    try:
-        old = read_lock(path)
-    except InputError as exc:
-        log(f"warning: {exc}; writing a new one")
-        old = None
-    if old is not None and upgrade:
-        known = {canonicalize_name(d.name) for p in old.platforms.values() for d in p.distributions}
-        unknown = [n for n in upgrade if canonicalize_name(n) not in known]
-        if unknown:
-            raise InputError(f"--upgrade {' '.join(unknown)}: not in {path} (it locks "
-                             f"{', '.join(sorted(known)) or 'nothing'}); name a locked distribution, or give no name "
-                             "to re-resolve all")
+    old = _read_old_lock(path, upgrade, log)
     wanted = platforms if platforms is not None else project.platforms
     targets: list[Platform | None] = list(parse_platforms(wanted)) if wanted else [None]
     if project.base is None and None not in targets:
@@ -172,16 +164,7 @@ def lock_project(project: Project, cache: BlobCache, *, platforms: str | Sequenc
         require_default_bases(cache, targets, inputs.python)  # every platform's, before any is locked
     digest = lock_inputs(project, inputs)
     # every platform's base first (cheap): when nothing moved, there is nothing for pex to do
-    bases = []
-    for platform in targets:
-        old_section = _old_section(old, platform)
-        # a registry base: kept by digest unless everything is upgraded (its tag is then read again);
-        # any other base is locked as it is now (its old digest cannot be fetched)
-        keep_base = old_section.base_digest if old_section is not None and upgrade is None and \
-            is_registry(project.base) and old_section.base_spec == _base_name(project, platform) else None
-        base = load_recipe_base(project, cache, platform=platform, inputs=inputs,
-                                registry_options=registry_options, locked_digest=keep_base)
-        bases.append((platform, old_section, base))
+    bases = _lock_bases(project, cache, targets, inputs, old, upgrade, registry_options)
     if old is not None and upgrade is None and old.inputs == digest and len(old.platforms) == len(bases) and all(
             o is not None and o.base_digest == b.image.digest and o.base_spec == _base_name(project, p)
             # a lock from before locks pinned Debian packages, for a base that lacks nginx or runit
@@ -199,27 +182,76 @@ def lock_project(project: Project, cache: BlobCache, *, platforms: str | Sequenc
                 log(f"platform {key}")
             # a --base's Python: the server's pins for it
             inputs = inputs.for_python(base.info.python)
-            req_file.write_text(inputs.merged.text())
-            keep = _keep_versions(old_section, inputs, upgrade)
-            try:
-                dists, fields = lock_deps(cache, [req_file], base.info, indexes=inputs.indexes, constraints=keep,
-                                          log=log, source=inputs.source, debug=debug)
-            except BuildError:
-                if not keep:
-                    raise
-                log("the versions locked before do not fit the inputs now: re-resolving every distribution")
-                dists, fields = lock_deps(cache, [req_file], base.info, indexes=inputs.indexes, log=log,
-                                          source=inputs.source, debug=debug)
-            debs = resolve_debian(project, cache, base.image, base.spec, base.serving, log)
-            if debs:
-                log("debian packages locked: " + ", ".join(f"{p.name} {p.version}" for p in debs))
-            sections[key] = PlatformLock(key, _base_name(project, platform), base.image.digest, dists, fields,
-                                         tuple(LockedDeb.from_package(p) for p in debs))
+            sections[key] = _lock_platform(project, cache, platform, old_section, base, inputs, upgrade, req_file,
+                                           log, debug)
     finally:
         req_file.unlink(missing_ok=True)
     lock = LockFile(digest, sections)
     written = write_lock(path, lock)
     return LockResult(path, lock, written, list(inputs.merged.notes))
+
+
+#: a target platform (None: the base's), its section of the old lock, its base
+_PlatformBase = tuple[Platform | None, PlatformLock | None, RecipeBase]
+
+
+def _read_old_lock(path: Path, upgrade: Sequence[str] | None, log: Callable[[str], None]) -> LockFile | None:
+    """The lock already at ``path`` (None: none, or unreadable, said in ``log``); raises InputError
+    for an ``--upgrade`` name it does not lock."""
+    try:
+        old = read_lock(path)
+    except InputError as exc:
+        log(f"warning: {exc}; writing a new one")
+        old = None
+    if old is not None and upgrade:
+        known = {canonicalize_name(d.name) for p in old.platforms.values() for d in p.distributions}
+        unknown = [n for n in upgrade if canonicalize_name(n) not in known]
+        if unknown:
+            raise InputError(f"--upgrade {' '.join(unknown)}: not in {path} (it locks "
+                             f"{', '.join(sorted(known)) or 'nothing'}); name a locked distribution, or give no name "
+                             "to re-resolve all")
+    return old
+
+
+def _lock_bases(project: Project, cache: BlobCache, targets: list[Platform | None], inputs: PythonInputs,
+                old: LockFile | None, upgrade: Sequence[str] | None,
+                registry_options: RegistryOptions | None) -> list[_PlatformBase]:
+    """Each target platform with its section of the old lock and its base, loaded and checked."""
+    bases: list[_PlatformBase] = []
+    for platform in targets:
+        old_section = _old_section(old, platform)
+        # a registry base: kept by digest unless everything is upgraded (its tag is then read again);
+        # any other base is locked as it is now (its old digest cannot be fetched)
+        keep_base = old_section.base_digest if old_section is not None and upgrade is None and \
+            is_registry(project.base) and old_section.base_spec == _base_name(project, platform) else None
+        base = load_recipe_base(project, cache, platform=platform, inputs=inputs,
+                                registry_options=registry_options, locked_digest=keep_base)
+        bases.append((platform, old_section, base))
+    return bases
+
+
+def _lock_platform(project: Project, cache: BlobCache, platform: Platform | None, old_section: PlatformLock | None,
+                   base: RecipeBase, inputs: PythonInputs, upgrade: Sequence[str] | None, req_file: Path,
+                   log: Callable[[str], None], debug: bool) -> PlatformLock:
+    """One platform's section: its distributions locked by pex (keeping the old versions the
+    inputs still admit, unless upgraded) and its Debian packages; ``req_file`` is scratch."""
+    req_file.write_text(inputs.merged.text())
+    keep = _keep_versions(old_section, inputs, upgrade)
+    try:
+        dists, fields = lock_deps(cache, [req_file], base.info, indexes=inputs.indexes, constraints=keep,
+                                  log=log, source=inputs.source, debug=debug)
+    except BuildError:
+        if not keep:
+            raise
+        log("the versions locked before do not fit the inputs now: re-resolving every distribution")
+        dists, fields = lock_deps(cache, [req_file], base.info, indexes=inputs.indexes, log=log,
+                                  source=inputs.source, debug=debug)
+    debs = resolve_debian(project, cache, base.image, base.spec, base.serving, log)
+    if debs:
+        log("debian packages locked: " + ", ".join(f"{p.name} {p.version}" for p in debs))
+    key = str(normalize(base.image.platform))
+    return PlatformLock(key, _base_name(project, platform), base.image.digest, dists, fields,
+                        tuple(LockedDeb.from_package(p) for p in debs))
 
 
 def _old_section(old: LockFile | None, platform: Platform | None) -> PlatformLock | None:

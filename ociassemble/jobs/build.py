@@ -49,7 +49,7 @@ def build(settings: Settings, progress: Progress = QUIET) -> BuildResult:
     ``errors`` of the build and of writing; nothing is half-written.
     """
     from ..transport.spec import is_registry
-    from ..transport.write import check_output, write_image
+    from ..imageio import check_output, write_image
 
     spec = settings.output or DEFAULT_OUTPUT
     check_output(spec, len(settings.platforms) > 1)

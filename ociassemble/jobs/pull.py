@@ -47,7 +47,7 @@ def pull(settings: Settings, ref: str, dest: str, *, platform: Platform | str | 
     from ..image.imageindex import for_platform
     from ..image.platform import ALL
     from ..registry.pull import pull_image
-    from ..transport.write import check_output, write_image
+    from ..imageio import check_output, write_image
 
     check_output(dest, platform == ALL)
     cache = settings.blob_cache()

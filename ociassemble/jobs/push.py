@@ -76,7 +76,7 @@ def _read_source(source: str, platform: Platform | str, cache: BlobCache, option
     """``push --from``: the image (or index) at ``source``, of ``platform`` or of all of them."""
     from ..image.imageindex import for_platform
     from ..image.platform import ALL
-    from ..inputs.base import load_image
+    from ..imageio import load_image
     from ..transport.spec import is_registry
 
     target = load_image(source, cache, registry_options=options if is_registry(source) else None,

@@ -48,7 +48,7 @@ def run(settings: Settings, image: str, *, platform: Platform | None = None,
     """Run ``image`` (any transport, or a registry reference; its image for ``platform``, default this
     machine's) in the foreground until its command ends, Ctrl-C or SIGTERM; ``publish`` is
     {host port: container port} on 127.0.0.1. ``on_ready`` is told once every published port answers."""
-    from ..inputs.base import load_image
+    from ..imageio import load_image
     from ..run.container import run_image
     from ..transport.spec import is_registry
 

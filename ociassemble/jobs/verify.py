@@ -20,7 +20,7 @@ def verify(settings: Settings, against: str, progress: Progress = QUIET) -> Any:
     (``report.equal``). Raises UsageError for an ``against`` that is not an image."""
     from ..image.assemble import Image
     from ..image.verify import compare_images
-    from ..inputs.base import load_image
+    from ..imageio import load_image
     from ..transport.spec import parse_spec
 
     if settings.sbom:

@@ -37,7 +37,7 @@ from ociassemble.azureml.baseinfo import BaseInfo, inspect_base
 from ociassemble.azureml.deps import resolve_deps
 from ociassemble.azureml.requirements import read_app_pins
 from ociassemble.image.cache import BlobCache
-from ociassemble.inputs.base import load_image
+from ociassemble.imageio import load_image
 from ociassemble.run.unpack import unpack_image
 from tests.conftest import default_base, test_cache_root
 

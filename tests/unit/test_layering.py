@@ -19,10 +19,13 @@ module names a type of a module that uses it, e.g. ``image.upkeep``'s ``BlobCach
 2. ``transport``: images on disk (OCI layouts, archives); needs only ``image``;
 3. ``registry``: images over HTTP (references, auth, push, pull, the layer cache, the
    SBOM artifact push); ``pull_to_layout`` writes a layout, so it sits above ``transport``;
-4. ``inputs``: what a build starts from; a base image comes from a layout, an archive
-   or a registry, so it sits above both;
+3b. ``imageio``: reading and writing an image by its spec string (``oci:``, ``oci-archive:``,
+   ``docker-archive:``, ``docker://``): it picks ``transport`` or ``registry``, so it sits above both;
+4. ``inputs``: what a build starts from; a base image is read by ``imageio`` (or made
+   from a rootfs), so it sits above it;
 4b. the settings: ``settings`` (one immutable value of every setting of a run: flags over
-   the config file over the environment), ``settingsload`` (how it is made), ``configfile``
+   the config file over the environment; ``settingparts``: its registry, layer cache and signing
+   parts), ``settingsload`` (how it is made), ``configfile``
    (ociassemble.toml read into typed values), ``modelspec`` (a model to serve), ``built``
    (what a build produced: the recipe's and a plain build's one result type), ``events``
    (the ``Progress`` protocol the library tells its work to); below ``azureml``, which reads them;
@@ -55,6 +58,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("sign", frozenset({"sign"})),
     ("transport", frozenset({"transport"})),
     ("registry", frozenset({"registry"})),
+    ("imageio", frozenset({"imageio"})),
     ("inputs", frozenset({"inputs"})),
     ("settings", frozenset({"settings", "settingparts", "settingsload", "configfile", "modelspec", "built", "events"})),
     ("azureml", frozenset({"azureml"})),
@@ -213,7 +217,7 @@ def test_the_package_imports_only_downward() -> None:
 def test_no_import_cycle_between_modules() -> None:
     graph = import_graph(PACKAGE_DIR, type_only=False)
     assert "ociassemble.registry.http" in graph["ociassemble.registry.auth"]  # relative imports are seen
-    assert "ociassemble.registry.pull" in graph["ociassemble.inputs.base"]  # and those inside a function
+    assert "ociassemble.registry.pull" in graph["ociassemble.imageio"]  # and those inside a function
     assert import_cycles(graph) == []
 
 
