@@ -19,6 +19,7 @@ second platform finds them in the cache: only its base and its deps layer are it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from .azureml.project import Project, project_of
 from .built import Built, BuiltSet
 from .errors import UsageError
 from .events import QUIET, Progress
-from .image.assemble import ImageBuilder
+from .image.assemble import Image, ImageBuilder
 from .image.cache import BlobCache
 from .image.compress import Compression
 from .image.layer import build_layer, scan_sources, source_date_epoch
@@ -38,7 +39,7 @@ from .inputs.base import load_base
 from .inputs.context import check_secrets
 from .settings import Settings
 
-__all__ = ["build_image", "build_images", "image_sbom", "uses_recipe"]
+__all__ = ["build_for", "build_image", "build_images", "image_sbom", "open_layer_cache", "uses_recipe"]
 
 
 def uses_recipe(settings: Settings) -> bool:
@@ -163,6 +164,23 @@ def build_images(settings: Settings, cache: BlobCache, *, registry_options: Any 
     if len(builds) == 1:
         return BuiltSet(builds)
     return BuiltSet(builds, ImageIndex.of([b.image for b in builds]))
+
+
+def open_layer_cache(settings: Settings, cache: BlobCache, options: Any, *, pushing: bool) -> Any:
+    """The registry layer cache the settings ask for (``registry.layercache``), or None (the default: off)."""
+    from .registry.layercache import layer_cache_from
+
+    lc = settings.layer_cache
+    return layer_cache_from(cache, repo=lc.repo, read_from=lc.read_from, write_to=lc.write_to, pushing=pushing,
+                            off=lc.off, options=options, environ={})
+
+
+def build_for(settings: Settings, cache: BlobCache, options: Any, progress: Progress, *,
+              pushing: bool = False) -> BuiltSet:
+    """The image the settings describe (recipe or plain), for each of its platforms. ``options``:
+    the registry settings (a registry base, the layer cache), made once by the job."""
+    return build_images(settings, cache, registry_options=options,
+                        layer_cache=open_layer_cache(settings, cache, options, pushing=pushing), progress=progress)
 
 
 def image_sbom(image: Image, cache: BlobCache, *, name: str, repository: str | None = None,

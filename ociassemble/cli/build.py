@@ -17,5 +17,6 @@ def cmd_build(args: argparse.Namespace, out: Out) -> int:
     if args.output:
         parse_spec(args.output, for_output=True)  # a bad --output fails before any work, the config's too
     result = build(Settings.from_argparse(args, secrets=out.secrets), out)
-    out.result(result.to_json(), result.digest)
+    data = result.to_json()
+    out.result(data, data["digest"])
     return 0

@@ -22,5 +22,6 @@ def cmd_pull(args: argparse.Namespace, out: Out) -> int:
     text = args.platform
     want = ALL if text is not None and text.strip() == ALL else (parse_platform(text) if text else None)
     result = pull(Settings.from_argparse(args, secrets=out.secrets), args.ref, args.dest, platform=want)
-    out.result(result.to_json(), result.digest)
+    data = result.to_json()
+    out.result(data, data["digest"])
     return 0

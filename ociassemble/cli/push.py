@@ -52,5 +52,6 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
     result = push(Settings.from_argparse(args, secrets=out.secrets), args.refs or (), source=args.source,
                   platform=platform, digest_file=Path(args.digest_file) if args.digest_file else None,
                   progress=out, ask_password=_ask_password)
-    out.result(result.to_json(), result.digest)
+    data = result.to_json()
+    out.result(data, data["digest"])
     return 0

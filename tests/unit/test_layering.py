@@ -33,7 +33,7 @@ module names a type of a module that uses it, e.g. ``image.upkeep``'s ``BlobCach
 5b. ``build``: one build from settings (the recipe or a plain image) into ``Built`` images;
    ``materials``: what a build was made from, by digest (the provenance's inputs);
 6. ``run``: running an image without a daemon; needs only ``image``;
-6b. ``jobs``: the library's whole jobs (build, push, pull, verify, run), each from one
+6b. ``jobs`` and ``pushjob``: the library's whole jobs (build, push, pull, verify, run), each from one
    ``Settings`` to a result with ``to_json()``: what each command calls;
 7. the command line: ``cli`` (its ``cli.progress`` shows work as bars and step lines; the
    library only tells an ``events.Progress``) and ``__main__``.
@@ -64,7 +64,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("azureml", frozenset({"azureml"})),
     ("build", frozenset({"build", "materials"})),
     ("run", frozenset({"run"})),
-    ("jobs", frozenset({"jobs"})),
+    ("jobs", frozenset({"jobs", "pushjob"})),
     ("cli", frozenset({"cli", "__main__"})),
 )
 

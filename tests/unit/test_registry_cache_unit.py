@@ -96,10 +96,10 @@ def _args(*argv: str) -> argparse.Namespace:
 
 def _layer_cache(args: argparse.Namespace, cache: BlobCache):  # type: ignore[no-untyped-def]
     """The registry layer cache the command's flags (and the environment) ask for, as its job opens it."""
-    from ociassemble.jobs.building import layer_cache
+    from ociassemble.build import open_layer_cache
     from ociassemble.settings import Settings
 
-    return layer_cache(Settings.from_argparse(args), cache, None, pushing=args.command == "push")
+    return open_layer_cache(Settings.from_argparse(args), cache, None, pushing=args.command == "push")
 
 
 def test_flags_choose_read_and_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,259 @@
+"""The library's jobs: each does what one command does, whole, from one ``settings.Settings``.
+
+``build``, ``push`` (``pushjob``), ``pull``, ``verify`` (and ``verify_signature``) and ``run``
+each return a result with ``to_json()`` (the command's ``--json``); they tell their progress
+to an ``events.Progress`` and never print. The command line parses its flags into one
+``Settings``, calls one of these and prints the result (docs/library.md)::
+
+    settings = Settings.load(Path("my-model"), models=["my-model/model.bin"], output="oci:./image")
+    result = jobs.build(settings)
+    print(result.digest)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .build import build_for
+from .built import BuiltSet, layers_json, platform_json, work_json, work_line
+from .errors import InputError, UsageError
+from .events import QUIET, Progress
+from .image.assemble import Image
+from .image.imageindex import ImageIndex, Target
+from .image.oci import Platform
+from .pushjob import PushOutcome, push
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .run.container import RunningImage
+
+__all__ = ["DEFAULT_OUTPUT", "BuildResult", "PullResult", "PushOutcome", "RunResult", "build", "pick_image", "pull",
+           "push", "run", "verify", "verify_signature"]
+
+
+# -- build ------------------------------------------------------------------------------------------------------
+
+#: where a build writes when neither the flags nor the config say
+DEFAULT_OUTPUT = "oci-archive:image.tar"
+
+
+@dataclass
+class BuildResult:
+    """What ``build`` made and wrote: the images, where, and the SBOM files."""
+
+    built: BuiltSet
+    output: str
+    sboms: list[str] = field(default_factory=list)
+
+    @property
+    def digest(self) -> str:
+        return self.built.target.digest
+
+    def to_json(self) -> dict[str, Any]:
+        first = self.built.builds[0]
+        data: dict[str, Any] = {"digest": self.digest, "output": self.output, "layers": layers_json(first.layers),
+                                "config": first.image.manifest.config.digest, **work_json(self.built),
+                                "platforms": [platform_json(b) for b in self.built.builds]}
+        if self.built.index is not None:
+            data["mediaType"] = self.built.index.descriptor.media_type
+        if self.sboms:
+            data["sbom"] = self.sboms[0] if self.built.index is None else self.sboms
+        return data
+
+
+def build(settings: Settings, progress: Progress = QUIET) -> BuildResult:
+    """Build the image (for each of the settings' platforms) and write it whole to ``settings.output``
+    (default ``oci-archive:image.tar``); with ``settings.sbom``, each image's SPDX SBOM beside it.
+
+    A bad output, or several platforms for a docker-archive, fails before any work. Raises the
+    ``errors`` of the build and of writing; nothing is half-written.
+    """
+    from .transport.spec import is_registry
+    from .imageio import check_output, write_image
+
+    spec = settings.output or DEFAULT_OUTPUT
+    check_output(spec, len(settings.platforms) > 1)
+    cache = settings.blob_cache()
+    options = settings.registry_options(settings.base if is_registry(settings.base)
+                                        else settings.layer_cache.repo or settings.layer_cache.read_from)
+    built = build_for(settings, cache, options, progress)
+    write_image(built.target, cache, spec)
+    progress.log(work_line(built))
+    progress.log(f"wrote {spec}")
+    result = BuildResult(built, spec)
+    if settings.sbom:
+        result.sboms = _write_sboms(built, spec, progress)
+    return result
+
+
+def _write_sboms(built: BuiltSet, spec: str, progress: Progress) -> list[str]:
+    from .build import image_sbom
+    from .image.sbom import sbom_path
+    from .transport.spec import parse_spec
+
+    dest = parse_spec(spec, for_output=True).path
+    assert dest is not None
+    # the SBOM names the output by its file name only: a folder (the checkout's) is not the image's
+    named = f"{parse_spec(spec, for_output=True).kind}:{dest.name}"
+    progress.log("listing packages for the SBOM")
+    sboms = []
+    for b in built.builds:
+        path = sbom_path(dest, b.image.platform if built.index is not None else None)
+        path.write_bytes(image_sbom(b.image, built.cache, name=named, site=b.deps_site, scan=b.scan_layers))
+        sboms.append(str(path))
+        progress.log(f"wrote {path}")
+    return sboms
+
+
+# -- pull -------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PullResult:
+    """What was pulled (an image, or an index of them all) and where it was written."""
+
+    target: Target
+    output: str
+
+    @property
+    def digest(self) -> str:
+        return self.target.digest
+
+    def to_json(self) -> dict[str, Any]:
+        from .image.platform import normalize
+
+        data: dict[str, Any] = {"digest": self.digest, "output": self.output}
+        if isinstance(self.target, ImageIndex):
+            data["manifests"] = [{"platform": str(normalize(i.platform)), "digest": i.digest} for i in self.target.images]
+        else:
+            data["platform"] = str(normalize(self.target.platform))
+        return data
+
+
+def pull(settings: Settings, ref: str, dest: str, *, platform: Platform | str | None = None) -> PullResult:
+    """Pull ``ref`` (its image for ``platform``, or ``ALL``) and write it whole to ``dest``.
+
+    A bad destination, or a docker-archive of all platforms, fails before any download.
+    """
+    from .image.imageindex import for_platform
+    from .image.platform import ALL
+    from .registry.pull import pull_image
+    from .imageio import check_output, write_image
+
+    check_output(dest, platform == ALL)
+    cache = settings.blob_cache()
+    target = pull_image(ref, cache, options=settings.registry_options(ref), platform=platform)
+    if platform is not None and platform != ALL:  # an image of one platform must be that platform's
+        target = for_platform(target, platform, ref)  # type: ignore[arg-type]
+    write_image(target, cache, dest)  # fetches the layers into the cache, verified
+    return PullResult(target, dest)
+
+
+# -- verify -----------------------------------------------------------------------------------------------------
+
+
+def verify(settings: Settings, against: str, progress: Progress = QUIET) -> Any:
+    """Rebuild the image the settings describe and compare each platform's with ``against``'s image
+    for that platform: the ``image.verify.VerifyReport`` of the first that differs, else of the last
+    (``report.equal``). Raises UsageError for an ``against`` that is not an image."""
+    from .image.assemble import Image
+    from .image.verify import compare_images
+    from .imageio import load_image
+    from .transport.spec import parse_spec
+
+    if settings.sbom:
+        raise UsageError("verify writes nothing: drop --sbom (build and push make SBOMs)")
+    spec = parse_spec(against)  # a bad --against fails before any work
+    if spec.kind == "rootfs":
+        raise UsageError(f"--against {against}: a rootfs is not an image; give a registry reference, "
+                         "oci:DIR, oci-archive:FILE or docker-archive:FILE")
+    cache = settings.blob_cache()
+    # explicit credentials are for the image compared with (a registry base or cache gets the docker config's)
+    options = settings.registry_options(against)
+    built = build_for(settings, cache, options, progress)
+    opts = options if spec.kind == "docker" else None
+    progress.log(f"comparing with {against}")
+    report = None
+    for b in built.builds:  # each platform's image against the one for its platform there
+        given = load_image(spec, built.cache, registry_options=opts, platform=b.image.platform)
+        assert isinstance(given, Image)
+        report = compare_images(b.image, given, built.cache, name=against,
+                                compressed_comparable=spec.kind != "docker-archive")
+        if not report.equal:
+            break
+    assert report is not None
+    if report.equal:
+        progress.log(f"{against} is the image these inputs build"
+                     + (" (compared by config: a docker-archive keeps no compressed layers)"
+                        if report.compared_by == "config" else ""))
+    return report
+
+
+def verify_signature(settings: Settings, image: str, key: Path, *, provenance: bool = False,
+                     progress: Progress = QUIET) -> Any:
+    """Check the signature cosign (or ``push``) stored for the registry image ``image`` with the
+    public key file ``key`` (and its signed SLSA provenance): the ``registry.cosign`` report.
+    Raises UsageError for an image not in a registry, InputError for a key that cannot be read,
+    and the signature errors when it does not verify."""
+    from .registry.cosign import verify_image
+    from .sign.keys import load_public_key
+    from .transport.spec import parse_spec
+
+    if parse_spec(image).kind != "docker":
+        raise UsageError(f"{image}: signatures live in a registry; give a registry reference, e.g. "
+                         "registry.example.com/team/model:1.0")
+    try:
+        data = Path(key).read_bytes()
+    except OSError as exc:
+        raise InputError(f"public key {key} cannot be read: {exc.strerror}; give cosign.pub") from None
+    public = load_public_key(data, f"public key {key}")
+    name = image.removeprefix("docker://")
+    progress.log(f"checking the signature{' and provenance' if provenance else ''} of {name}")
+    return verify_image(name, public, provenance=provenance, options=settings.registry_options(image))
+
+
+# -- run --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """How a run ended: the image's digest and its command's exit status."""
+
+    digest: str
+    status: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"digest": self.digest, "status": self.status}
+
+
+def pick_image(target: Target, want: Platform | None, where: str) -> Image:
+    """The image to run: an index was resolved by ``load_image``; a single image must be for ``want``."""
+    from .image.platform import matches, normalize
+
+    assert isinstance(target, Image), "load_image resolves an index to one platform"
+    if want is not None and not matches(target.platform, want):
+        have = normalize(target.platform)
+        raise InputError(f"{where} has no image for {want}; it has {have} (run it with --platform {have}, "
+                         "or without --platform)")
+    return target
+
+
+def run(settings: Settings, image: str, *, platform: Platform | None = None,
+        publish: Mapping[int, int] | None = None, env: Mapping[str, str] | None = None,
+        on_ready: Callable[[RunningImage, Image], None] | None = None, progress: Progress = QUIET) -> RunResult:
+    """Run ``image`` (any transport, or a registry reference; its image for ``platform``, default this
+    machine's) in the foreground until its command ends, Ctrl-C or SIGTERM; ``publish`` is
+    {host port: container port} on 127.0.0.1. ``on_ready`` is told once every published port answers."""
+    from .imageio import load_image
+    from .run.container import run_image
+    from .transport.spec import is_registry
+
+    cache = settings.blob_cache()
+    opts = settings.registry_options(image) if is_registry(image) else None
+    picked = pick_image(load_image(image, cache, registry_options=opts, platform=platform), platform, image)
+    status = run_image(picked, cache, publish=publish, env=env,
+                       on_ready=(lambda running: on_ready(running, picked)) if on_ready else None, log=progress.log)
+    return RunResult(picked.digest, status)
