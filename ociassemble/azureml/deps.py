@@ -22,7 +22,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from .lockfile import Distribution, PlatformLock
 from .pipconfig import for_pex
 
 __all__ = ["DEPS_DIR", "DepsKey", "ResolvedDeps", "complete_platform", "deps_cached", "deps_key", "lock_deps",
-           "resolve_deps"]
+           "requirements_file", "resolve_deps"]
 
 DEPS_DIR = "/var/azureml-deps"
 #: manylinux_2_17 is manylinux2014's glibc; a base with an unknown glibc is assumed
@@ -208,6 +209,19 @@ def deps_key(requirement_files: list[Path], info: BaseInfo, extra_args: list[str
     if indexes is not None and indexes != IndexConfig():
         key["indexes"] = indexes.redacted()
     return DepsKey(key)
+
+
+@contextmanager
+def requirements_file(cache: BlobCache, text: str) -> Iterator[Path]:
+    """``text`` (requirement lines) in a file of the cache's temp folder for pex, for the block's time."""
+    fd, name = tempfile.mkstemp(dir=cache.tmp_dir, prefix="requirements-", suffix=".txt")
+    os.close(fd)
+    path = Path(name)
+    try:
+        path.write_text(text)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def deps_cached(cache: BlobCache, key: DepsKey) -> bool:

@@ -13,16 +13,12 @@ A layer this build made is noted for the registry layer cache (written after a p
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..image.layer import BuiltLayer, LayerSource
 from .baseinfo import BaseInfo
-from .deps import DEPS_DIR, DepsKey, ResolvedDeps, deps_cached, deps_key, resolve_deps
+from .deps import DEPS_DIR, DepsKey, ResolvedDeps, deps_cached, deps_key, requirements_file, resolve_deps
 from .lockfile import PlatformLock
 from .pyenv import PythonInputs
 from .recipecontext import MadeLayer, RecipeContext
@@ -49,7 +45,7 @@ def deps_layer(ctx: RecipeContext, inputs: PythonInputs, info: BaseInfo, locked:
 
     Raises BuildError (``resolve_deps``) when pex cannot resolve or install them.
     """
-    with _merged_requirements(ctx, inputs) as requirements:
+    with requirements_file(ctx.cache, inputs.merged.text()) as requirements:
         key = deps_key([requirements], info, indexes=inputs.indexes, locked=locked)
         shared = _from_registry(ctx, key)
         if shared is not None:
@@ -60,19 +56,6 @@ def deps_layer(ctx: RecipeContext, inputs: PythonInputs, info: BaseInfo, locked:
     if ctx.layer_cache is not None:
         ctx.layer_cache.note_deps(key.layer_key(ctx.compression, ctx.epoch), made.layer)
     return DepsLayer(made, resolved.site, resolved.pex_ran)
-
-
-@contextmanager
-def _merged_requirements(ctx: RecipeContext, inputs: PythonInputs) -> Iterator[Path]:
-    """The requirement lines pex gets, in a file of the cache's temp folder for the block's time."""
-    fd, name = tempfile.mkstemp(dir=ctx.cache.tmp_dir, prefix="requirements-", suffix=".txt")
-    os.close(fd)
-    path = Path(name)
-    try:
-        path.write_text(inputs.merged.text())
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
 
 
 def _from_registry(ctx: RecipeContext, key: DepsKey) -> MadeLayer | None:
