@@ -55,10 +55,6 @@ _MARKER = ".complete"
 _OLD_MARKER = "ok"
 
 
-def _quiet(_message: str) -> None:
-    """The default ``log``: the library prints nothing."""
-
-
 @dataclass(frozen=True)
 class DepsKey:
     """What decides the resolved deps (``deps_key``'s document), and the one place it is hashed.
@@ -270,8 +266,8 @@ def _where(info: BaseInfo) -> str:
 
 
 def lock_deps(cache: BlobCache, requirement_files: list[Path], info: BaseInfo, *, indexes: IndexConfig | None = None,
-              constraints: list[str] | None = None, log: Callable[[str], None] = _quiet, source: str | None = None,
-              debug: bool = False) -> tuple[tuple[Distribution, ...], dict[str, object]]:
+              constraints: list[str] | None = None, log: Callable[[str], None] = lambda _: None,
+              source: str | None = None, debug: bool = False) -> tuple[tuple[Distribution, ...], dict[str, object]]:
     """The distributions pex chooses for the requirements on the image's platform, and pex's lock settings.
 
     ``pex3 lock create --style strict`` with the base's complete platform: exactly the one file
@@ -318,7 +314,7 @@ def lock_deps(cache: BlobCache, requirement_files: list[Path], info: BaseInfo, *
 
 
 def resolve_deps(cache: BlobCache, requirement_files: list[Path], info: BaseInfo, *,
-                 extra_args: list[str] | None = None, log: Callable[[str], None] = _quiet,
+                 extra_args: list[str] | None = None, log: Callable[[str], None] = lambda _: None,
                  source: str | None = None, debug: bool = False, indexes: IndexConfig | None = None,
                  locked: PlatformLock | None = None) -> ResolvedDeps:
     """The installed requirements for the image (``ResolvedDeps.site``), resolved once per ``deps_key``.
