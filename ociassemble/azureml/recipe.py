@@ -4,10 +4,10 @@ Layers, bottom to top (what changes most is on top, what is biggest is reused mo
 base rootfs (as is) · Debian packages (``apt``, and nginx/runit when the base lacks them) · runit + nginx configs · Python deps (pex) · azureml-app ·
 one layer per model · the user's source folder with score.py.
 
-``build_azureml_image`` runs it as named steps: check the inputs (``check_inputs``), scan the
-user's layers (``scan_user_layers``), load the base (``recipebase``), then the layers bottom
-to top (``debian_packages_layer``, ``runit_nginx_layer``, ``depslayer.deps_layer``, ``app_layer``, the user's),
-then the scoring config (``scoring_config``). The steps share one ``RecipeContext``.
+``build_azureml_image`` runs it as named steps: check the inputs (``_check_inputs``), scan the
+user's layers (``_scan_user_layers``), load the base (``recipebase``), then the layers bottom
+to top (``_debian_packages_layer``, ``_runit_nginx_layer``, ``depslayer.deps_layer``, ``_app_layer``, the user's),
+then the scoring config (``_scoring_config``). The steps share one ``RecipeContext``.
 """
 
 from __future__ import annotations
@@ -115,12 +115,12 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     warning and a fresh resolve), "locked" (a stale or missing lock is an error), "off".
     Raises InputError/BuildError with one line naming the problem and the fix.
     """
-    src_name = check_inputs(project, log)
+    src_name = _check_inputs(project, log)
     # one requirement set, the server's pins and the user's merged by project name (a conflict stops
     # the build here, before anything is written), and where its packages come from
     inputs = python_inputs(project, log)
     lock = usable_lock(project, inputs, lock_mode, log)
-    user_layers = scan_user_layers(project, cache, inputs, src_name, extra_layers or [], allow_secrets, log)
+    user_layers = _scan_user_layers(project, cache, inputs, src_name, extra_layers or [], allow_secrets, log)
     compression = Compression.parse(project.compression, project.compression_level)
     section = lock_section(lock, platform, lock_mode, project, log) if lock is not None else None
     base = load_recipe_base(project, cache, platform=platform, inputs=inputs, registry_options=registry_options,
@@ -128,16 +128,16 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     inputs = _for_base_python(inputs, base.info, log)
     ctx = RecipeContext(project=project, cache=cache, compression=compression, epoch=source_date_epoch(), log=log,
                         on_bytes=on_bytes, layer_cache=layer_cache, debug=debug)
-    made = [*debian_packages_layer(ctx, base, section, lock_mode), runit_nginx_layer(ctx)]
+    made = [*_debian_packages_layer(ctx, base, section, lock_mode), _runit_nginx_layer(ctx)]
     deps = deps_layer(ctx, inputs, base.info, section)
-    made += [deps.made, app_layer(ctx)]
+    made += [deps.made, _app_layer(ctx)]
     made += [ctx.build(u.kind, u.sources, u.created_by, entries=u.entries) for u in user_layers]
-    image = _assemble(ctx, base.image, made, scoring_config(project, src_name, ctx.epoch))
+    image = _assemble(ctx, base.image, made, _scoring_config(project, src_name, ctx.epoch))
     return RecipeResult(image=image, layers=[(m.kind, m.layer) for m in made], deps_site=deps.site,
                         pex_ran=deps.pex_ran, locked=section is not None)
 
 
-def check_inputs(project: Project, log: Callable[[str], None]) -> str:
+def _check_inputs(project: Project, log: Callable[[str], None]) -> str:
     """The source folder's in-image name, once the entry script, the source folder and the models check out.
 
     Logs the project's notes. Raises InputError/UsageError naming the input and the fix.
@@ -165,7 +165,7 @@ def check_inputs(project: Project, log: Callable[[str], None]) -> str:
 
 
 @dataclass(frozen=True)
-class UserLayer:
+class _UserLayer:
     """One of the user's layers (a model, an extra layer, the source folder), scanned: built as scanned."""
 
     kind: str
@@ -174,9 +174,9 @@ class UserLayer:
     entries: list[Entry]
 
 
-def scan_user_layers(project: Project, cache: BlobCache, inputs: PythonInputs, src_name: str,
-                     extra_layers: list[LayerSource], allow_secrets: bool,
-                     log: Callable[[str], None]) -> list[UserLayer]:
+def _scan_user_layers(project: Project, cache: BlobCache, inputs: PythonInputs, src_name: str,
+                      extra_layers: list[LayerSource], allow_secrets: bool,
+                      log: Callable[[str], None]) -> list[_UserLayer]:
     """The user's layers, top of the image last, scanned before anything is written: no secrets in a layer.
 
     Only the first 64 KiB of each file is read (to look for credentials); the same entries are
@@ -192,7 +192,8 @@ def scan_user_layers(project: Project, cache: BlobCache, inputs: PythonInputs, s
          f"ociassemble: model {m.name} version {m.version}") for m in project.models]
     planned += [(f"extra {extra.dest}", [extra], extra.created_by()) for extra in extra_layers]
     planned.append(("source", [LayerSource(src, f"{APP_ROOT}/{src_name}")], f"ociassemble: source {src_name}"))
-    layers = [UserLayer(kind, sources, created_by, scan_sources(sources, source_ignore if kind == "source" else None))
+    layers = [_UserLayer(kind, sources, created_by,
+                         scan_sources(sources, source_ignore if kind == "source" else None))
               for kind, sources, created_by in planned]
     check_secrets([e for layer in layers for e in layer.entries], allow=allow_secrets, warn=log)
     _check_env_file_credentials(inputs.env_file, src, source_ignore, allow_secrets, log)
@@ -209,8 +210,8 @@ def _for_base_python(inputs: PythonInputs, info: BaseInfo, log: Callable[[str], 
     return inputs
 
 
-def debian_packages_layer(ctx: RecipeContext, base: RecipeBase, section: PlatformLock | None,
-                          lock_mode: LockMode) -> list[MadeLayer]:
+def _debian_packages_layer(ctx: RecipeContext, base: RecipeBase, section: PlatformLock | None,
+                           lock_mode: LockMode) -> list[MadeLayer]:
     """The layer of the project's ``apt`` packages and what serving needs and the base lacks, from the
     base's own release (the lock's files when it pins them); none when there is nothing to add."""
     serving = list(base.serving)
@@ -230,7 +231,7 @@ def debian_packages_layer(ctx: RecipeContext, base: RecipeBase, section: Platfor
     return [MadeLayer("debian-packages", added.layer, added.created_by())]
 
 
-def runit_nginx_layer(ctx: RecipeContext) -> MadeLayer:
+def _runit_nginx_layer(ctx: RecipeContext) -> MadeLayer:
     """The shipped runit services and nginx config (and their symlinks), cached as bytes."""
     shipped = layers_dir()
     runit = [LayerSource(shipped / "runit-nginx", "/")]
@@ -240,7 +241,7 @@ def runit_nginx_layer(ctx: RecipeContext) -> MadeLayer:
     return ctx.build("runit-nginx", runit, "ociassemble: runit + nginx configs", entries=entries, by_reference=False)
 
 
-def app_layer(ctx: RecipeContext) -> MadeLayer:
+def _app_layer(ctx: RecipeContext) -> MadeLayer:
     """The shipped azureml-app scoring server, cached as bytes (no bytecode)."""
     shipped = layers_dir()
     return ctx.build("azureml-app", [LayerSource(shipped / "azureml-app", "/")],
@@ -249,7 +250,7 @@ def app_layer(ctx: RecipeContext) -> MadeLayer:
 
 
 @dataclass(frozen=True)
-class ScoringConfig:
+class _ScoringConfig:
     """What the image config says to run the scoring server: its environment and labels."""
 
     env: dict[str, str]
@@ -268,7 +269,7 @@ class ScoringConfig:
         )
 
 
-def scoring_config(project: Project, src_name: str, epoch: int) -> ScoringConfig:
+def _scoring_config(project: Project, src_name: str, epoch: int) -> _ScoringConfig:
     """The environment the server reads (entry script, source folder, model folder, deps path) and the
     image's labels, the project's own on top."""
     entry_rel = f"{src_name}/{project.entry.resolve().relative_to(project.src.resolve()).as_posix()}"
@@ -292,10 +293,10 @@ def scoring_config(project: Project, src_name: str, epoch: int) -> ScoringConfig
     if project.revision:
         labels["org.opencontainers.image.revision"] = project.revision
     labels.update(project.labels)
-    return ScoringConfig(env, labels)
+    return _ScoringConfig(env, labels)
 
 
-def _assemble(ctx: RecipeContext, base: Image, made: list[MadeLayer], config: ScoringConfig) -> Image:
+def _assemble(ctx: RecipeContext, base: Image, made: list[MadeLayer], config: _ScoringConfig) -> Image:
     """The image: ``base``, the ``made`` layers in order, the scoring config, dated ``ctx.epoch``."""
     b = ImageBuilder(ctx.cache, base)
     for m in made:
