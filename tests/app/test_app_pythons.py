@@ -72,7 +72,7 @@ def _resolved(cache: BlobCache, name: str, requirements: list[str], info: BaseIn
     """The flat site-packages of ``requirements`` for the base's Python (pex; cached by their text)."""
     file = work / f"{name}-requirements.txt"
     file.write_text("".join(f"{line}\n" for line in requirements))
-    return resolve_deps(cache, [file], info, log=lambda message: None)
+    return resolve_deps(cache, [file], info).site
 
 
 def _bwrap(rootfs: Path, binds: list[tuple[str, Path, str]], env: dict[str, str], command: list[str],
