@@ -96,6 +96,22 @@ class Settings:
     #: the credentials this run sends are collected here, for output to be cleaned of them
     secrets: Secrets = field(default_factory=Secrets, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        """A program's lists and dicts kept as the immutable kinds the fields name (nothing shared with the caller)."""
+        for name in ("env", "labels"):
+            value = getattr(self, name)
+            if not isinstance(value, MappingProxyType):
+                object.__setattr__(self, name, MappingProxyType(dict(value)))
+        for name in ("platforms", "apt", "extra_layers", "ports", "models"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in ("cmd", "entrypoint"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise UsageError(f"{name} {value!r}: give a list of strings, e.g. [\"/bin/sh\", \"-c\", \"...\"] "
+                                 "(Settings.load reads a string as the flag does)")
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+
     @property
     def python_source(self) -> str | None:
         """Where ``python`` was set, for messages: ``--python`` or the config file's name."""

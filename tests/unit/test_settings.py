@@ -40,6 +40,12 @@ def test_settings_are_immutable(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         s.env["A"] = "2"  # type: ignore[index]
     assert dataclasses.replace(s, base="scratch").base == "scratch" and s.base is None
+    given = {"A": "1"}
+    s = Settings(env=given, apt=["jq"], cmd=["/bin/sh", "-c", "true"])  # a program's own lists and dicts
+    given["A"] = "2"
+    assert (dict(s.env), s.apt, s.cmd) == ({"A": "1"}, ("jq",), ("/bin/sh", "-c", "true"))
+    with pytest.raises(UsageError, match="give a list of strings"):
+        Settings(cmd="/bin/sh -c true")
 
 
 def test_the_environment_fills_what_nothing_else_says(tmp_path: Path) -> None:
