@@ -15,7 +15,8 @@ import pytest
 from ociassemble.azureml.baseinfo import BaseInfo
 from ociassemble.azureml.deps import DepsKey, deps_cached, deps_key, resolve_deps
 from ociassemble.azureml.lockfile import LOCK_NAME, LOCK_VERSION
-from ociassemble.azureml.project import project_with
+from ociassemble.azureml.project import project_of
+from ociassemble.settings import Settings
 from ociassemble.azureml.recipe import build_azureml_image
 from ociassemble.errors import BuildError
 from ociassemble.image.cache import BlobCache
@@ -92,7 +93,7 @@ def test_the_recipe_prints_nothing_by_default(tmp_path: Path, capsys: pytest.Cap
     (root / "score.py").write_text(GOOD_SCORE)
     (root / LOCK_NAME).write_text(json.dumps({"version": LOCK_VERSION, "inputs": "sha256:" + "0" * 64,
                                               "platforms": {}}))
-    project = project_with(root, base="scratch")
+    project = project_of(Settings.load(root, base="scratch", environ={}))
     heard: list[str] = []
     with pytest.raises(BuildError, match="scratch"):
         build_azureml_image(project, BlobCache(tmp_path / "cache"), log=heard.append)
