@@ -29,7 +29,7 @@ from .errors import UsageError
 from .image.assemble import Image, ImageBuilder
 from .image.cache import BlobCache
 from .image.compress import Compression
-from .image.layer import BuiltLayer, LayerSource, build_layer, scan_sources, source_date_epoch
+from .image.layer import BuiltLayer, Entry, LayerSource, build_in_parallel, build_layer, scan_sources, source_date_epoch
 from .image.imageindex import ImageIndex, Target
 from .image.oci import Descriptor, Platform
 from .image.platform import normalize, parse_platforms
@@ -75,7 +75,7 @@ def build_image(project: Project, cache: BlobCache, *, recipe: bool | None = Non
                 workdir: str | None = None, registry_options: Any = None, layer_cache: Any = None,
                 allow_secrets: bool = False, log: Callable[[str], None] = lambda _: None,
                 on_bytes: Callable[[int], None] | None = None, debug: bool = False,
-                platform: Platform | None = None, lock_mode: str = "use") -> Built:
+                platform: Platform | None = None, lock_mode: str = "use", uploader: Any = None) -> Built:
     """Build the image ``project`` describes into ``cache``, for ``platform`` (default: the base's).
 
     ``recipe``: True the AzureML recipe, False a plain image (``project.base`` plus
@@ -83,7 +83,9 @@ def build_image(project: Project, cache: BlobCache, *, recipe: bool | None = Non
     (``PORT[/PROTO]``) and ``workdir`` set a plain image's config. ``registry_options``
     is for a registry base; ``layer_cache`` a ``registry.layercache.RegistryLayerCache``.
     ``lock_mode`` (the recipe): "use" ``ociassemble.lock`` when it holds, "locked" (a stale
-    lock is an error: CI's ``--locked``), "off" (``azureml.locking``).
+    lock is an error: CI's ``--locked``), "off" (``azureml.locking``). ``uploader`` (a push
+    that builds: ``registry.speculative.SpeculativeUploader``) sends each new layer held by
+    reference to the registry as it is hashed (``layer.build_layer``).
     Raises UsageError when a plain build has nothing to build.
     """
     extra = list(extra_layers)
@@ -94,7 +96,7 @@ def build_image(project: Project, cache: BlobCache, *, recipe: bool | None = Non
 
         res = build_azureml_image(project, cache, extra_layers=extra, log=log, registry_options=registry_options,
                                   on_bytes=on_bytes, allow_secrets=allow_secrets, layer_cache=layer_cache, debug=debug,
-                                  platform=platform, lock_mode=lock_mode)  # type: ignore[arg-type]
+                                  platform=platform, lock_mode=lock_mode, uploader=uploader)  # type: ignore[arg-type]
         image, layers = res.image, res.layers
         scan = list(image.manifest.layers[:len(image.manifest.layers) - len(layers)])
         # the Debian packages layer holds the dpkg status with the base's and its own packages
@@ -123,10 +125,12 @@ def build_image(project: Project, cache: BlobCache, *, recipe: bool | None = Non
             log("layer debian-packages")
             b.add_layer(added.layer, added.created_by())
             layers.append(("debian-packages", added.layer))
-    for src, entries in zip(extra, scanned):
+    def one(src: LayerSource, entries: list[Entry]) -> BuiltLayer:
         log(f"layer {src.src} -> {src.dest}")
-        layer = build_layer(cache, [src], compression=compression, entries=entries, on_bytes=on_bytes,
-                            remote=layer_cache)
+        return build_layer(cache, [src], compression=compression, entries=entries, on_bytes=on_bytes,
+                           remote=layer_cache, uploader=uploader)
+
+    for src, layer in zip(extra, build_in_parallel(one, list(zip(extra, scanned)), uploader)):
         b.add_layer(layer, src.created_by())
         layers.append((f"{src.dest}", layer))
     cfg = b.config.with_env(project.env)

@@ -19,7 +19,8 @@ from ..errors import InputError, UsageError
 from ..image.assemble import Image, ImageBuilder, rfc3339
 from ..image.cache import BlobCache
 from ..image.compress import Compression
-from ..image.layer import LAYER_FORMAT, BuiltLayer, Entry, LayerSource, build_layer, scan_sources, source_date_epoch
+from ..image.layer import (LAYER_FORMAT, BuiltLayer, Entry, LayerSource, build_in_parallel, build_layer, scan_sources,
+                           source_date_epoch)
 from ..image.oci import Platform, canonical_json
 from ..inputs.context import check_secrets, ignore_for
 from ..resources import layer_symlinks, layers_dir
@@ -91,7 +92,8 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
                         log: Callable[[str], None] = print, registry_options: object = None,
                         on_bytes: Callable[[int], None] | None = None, layer_cache: Any = None,
                         allow_secrets: bool = False, debug: bool = False,
-                        platform: Platform | None = None, lock_mode: LockMode = "use") -> RecipeResult:
+                        platform: Platform | None = None, lock_mode: LockMode = "use",
+                        uploader: Any = None) -> RecipeResult:
     """Check the inputs, then assemble the scoring image (nothing is written outside the cache).
 
     ``on_bytes`` is passed to every ``build_layer`` (progress display). ``layer_cache``
@@ -105,6 +107,8 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     that base. None: the base's own (this machine's, for a multi-platform base).
     ``lock_mode``: how ``ociassemble.lock`` is used (``locking``): "use" it when it holds (else a
     warning and a fresh resolve), "locked" (a stale or missing lock is an error), "off".
+    ``uploader`` (``layer.LayerUploader``, a push that builds): the user's new layers held by
+    reference are sent to the registry as they are hashed, several at once.
     Raises InputError/BuildError with one line naming the problem and the fix.
     """
     src_name = source_name(project)
@@ -242,8 +246,15 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     add("azureml-app", [LayerSource(shipped / "azureml-app", "/")], "ociassemble: azureml-app scoring server",
         ignore=no_bytecode, by_reference=False)
 
-    for (kind, sources, created_by), entries in zip(user_layers, user_entries):
-        add(kind, sources, created_by, entries=entries)
+    def user_layer(layer: tuple[str, list[LayerSource], str], entries: list[Entry]) -> BuiltLayer:
+        log(f"layer {layer[0]}")
+        return build_layer(cache, layer[1], compression=compression, epoch=epoch, on_bytes=on_bytes,
+                           remote=layer_cache, entries=entries, uploader=uploader)
+
+    for (kind, _, created_by), built in zip(user_layers, build_in_parallel(user_layer, list(zip(user_layers, user_entries)),
+                                                                          uploader)):
+        b.add_layer(built, created_by)
+        result.layers.append((kind, built))
 
     entry_rel = f"{src_name}/{entry.resolve().relative_to(src.resolve()).as_posix()}"
     if len(project.models) == 1:

@@ -133,10 +133,11 @@ def project(args: argparse.Namespace) -> Project:
                         apt_mirror=getattr(args, "apt_mirror", None), apt_keyring=getattr(args, "apt_keyring", None))
 
 
-def assemble(args: argparse.Namespace, out: Out, proj: Project | None = None) -> BuiltSet:
+def assemble(args: argparse.Namespace, out: Out, proj: Project | None = None, uploader: Any = None) -> BuiltSet:
     """Build the image the flags describe (recipe or plain), for each platform they name:
     ``build``, ``push`` and ``verify`` share it. ``proj``: the flags' project, if the
-    command already read it (``project``)."""
+    command already read it (``project``). ``uploader``: ``push``'s speculative uploads
+    (``registry.speculative``)."""
     from ..build import build_images
     from ..image.layer import LayerSource
     from ..inputs.context import secrets_allowed
@@ -153,4 +154,4 @@ def assemble(args: argparse.Namespace, out: Out, proj: Project | None = None) ->
                        ports=args.port or (), workdir=args.workdir, registry_options=opts, layer_cache=lc,
                        allow_secrets=secrets_allowed(args.allow_secrets), log=out.log,
                        on_bytes=out.reporter.layer_bytes, debug=args.debug,
-                       lock_mode="locked" if getattr(args, "locked", False) else "use")
+                       lock_mode="locked" if getattr(args, "locked", False) else "use", uploader=uploader)

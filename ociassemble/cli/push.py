@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ..image.assemble import Image
     from ..image.cache import BlobCache
     from ..image.oci import Platform
+    from ..registry.speculative import SpeculativeUploader
 
 __all__ = ["cmd_push"]
 
@@ -56,6 +57,7 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
     cache = blob_cache(args)
     built: BuiltSet | None = None
     keyless = _keyless_check(args) if args.keyless else None
+    uploader: SpeculativeUploader | None = None
     key = None if keyless is not None else signing_key(args)  # a wrong password or an unsupported key stops here: nothing built, nothing pushed
     if args.provenance and key is None and not args.keyless and args.source:
         raise UsageError("--provenance is signed with the signing key: give --sign-key cosign.key (or "
@@ -75,7 +77,13 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
         if not args.refs and proj.image:  # known before the build: explicit credentials are for its registry
             args.refs = [proj.image]
         registry_options(args)  # credentials bound to the destination (or refused) before the build
-        built = assemble(args, out, proj)
+        uploader = _speculative(args, out)
+        try:
+            built = assemble(args, out, proj, uploader=uploader)
+        except BaseException:
+            if uploader is not None:
+                uploader.client.close()
+            raise
         target, cache = built.target, built.cache
         if key is None and not args.keyless and built.project.sign_key is not None:
             key = signing_key(args, built.project.sign_key)
@@ -90,7 +98,13 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
     out.log(f"pushing {what} to {', '.join(args.refs)}")
     options = replace(registry_options(args), on_wait=lambda registry, seconds: out.log(
         f"registry {registry} asked to slow down: waiting {seconds:.1f} s before any request to it"))
-    res = push_image(target, cache, list(args.refs), options=options, on_bytes=out.reporter.blob_bytes)
+    committed = (uploader.client.registry, uploader.repo, uploader.sent) if uploader is not None else None
+    try:
+        res = push_image(target, cache, list(args.refs), options=options, on_bytes=out.reporter.blob_bytes,
+                         committed=committed)
+    finally:
+        if uploader is not None:
+            uploader.client.close()
     if args.digest_file:
         Path(args.digest_file).write_text(res.digest + "\n")  # an index's digest: what the tags name
     out.log(f"pushed: {len(res.blobs_uploaded)} blobs uploaded ({human_size(res.bytes_uploaded)}), "
@@ -109,6 +123,23 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
         data.update(_sign(args, out, target, key, built, cache, options, data.get("sbom"), keyless))
     out.result(data, res.digest)
     return 0
+
+
+def _speculative(args: argparse.Namespace, out: Out) -> SpeculativeUploader | None:
+    """The uploader that sends new model layers to the first destination as they are hashed
+    (``registry.speculative``), unless turned off or there is no destination yet."""
+    import os
+
+    from ..registry.client import RegistryClient
+    from ..registry.reference import parse_reference
+    from ..registry.speculative import SpeculativeUploader, speculation_wanted
+
+    if not args.refs or not speculation_wanted(args.no_speculative_upload, dict(os.environ)):
+        return None
+    refs = [parse_reference(r) for r in args.refs]
+    options = replace(registry_options(args).scoped_to([r.registry for r in refs]), on_wait=lambda registry, s: out.log(
+        f"registry {registry} asked to slow down: waiting {s:.1f} s before any request to it"))
+    return SpeculativeUploader(RegistryClient(refs[0].registry, options), refs[0].repository, options)
 
 
 def _keyless_check(args: argparse.Namespace) -> Any:

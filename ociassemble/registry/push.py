@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -84,6 +84,7 @@ class PushResult:
     blobs_mounted: tuple[str, ...] = ()
     blobs_uploaded: tuple[str, ...] = ()
     manifests: dict[str, str] = field(default_factory=dict, hash=False)
+    blobs_speculative: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -91,7 +92,7 @@ class PushResult:
             "refs": list(self.refs),
             "bytes_uploaded": self.bytes_uploaded,
             "blobs": {"skipped": list(self.blobs_skipped), "mounted": list(self.blobs_mounted),
-                      "uploaded": list(self.blobs_uploaded)},
+                      "uploaded": list(self.blobs_uploaded), "speculative": list(self.blobs_speculative)},
         }
         if self.manifests:
             doc["mediaType"] = MediaType.INDEX
@@ -128,8 +129,10 @@ class _Upload:
 class _BlobPusher:
     def __init__(self, client: RegistryClient, repo: str, scopes: tuple[str, ...], owners: dict[str, Image],
                  cache: BlobCache, options: RegistryOptions, tally: _Tally, stop: threading.Event,
-                 on_bytes: Callable[[Descriptor, int], None] | None = None) -> None:
+                 on_bytes: Callable[[Descriptor, int], None] | None = None,
+                 committed: Mapping[str, int] | None = None) -> None:
         self.client = client
+        self.committed = committed or {}  # blobs the build uploaded here already (``speculative``)
         self.repo = repo
         self.scopes = scopes
         self.owners = owners  # blob digest -> the (first) image that has it: where to fetch it from
@@ -151,6 +154,9 @@ class _BlobPusher:
 
     def push(self, desc: Descriptor, mount_from: str | None) -> str:
         """Make ``desc`` present in the repository; returns "skipped", "mounted" or "uploaded"."""
+        if desc.digest in self.committed:
+            self.tally.add_bytes(desc.size)
+            return "uploaded"  # by the build, as it hashed the layer: no HEAD needed
         state = _Upload()
         what = f"pushing blob {desc.digest} to {self.client.registry}/{self.repo}"
         try:
@@ -308,7 +314,8 @@ def _origins(target: Target) -> dict[str, Reference]:
 
 def push_image(target: Target, cache: BlobCache, refs: Sequence[str], *,
                options: RegistryOptions | None = None,
-               on_bytes: Callable[[Descriptor, int], None] | None = None) -> PushResult:
+               on_bytes: Callable[[Descriptor, int], None] | None = None,
+               committed: tuple[str, str, Mapping[str, int]] | None = None) -> PushResult:
     """Push ``target`` (an image, or a multi-platform ``ImageIndex``) to every reference in
     ``refs`` (tags of one or more repositories).
 
@@ -316,6 +323,9 @@ def push_image(target: Target, cache: BlobCache, refs: Sequence[str], *,
     see the module docstring for the order. A reference with ``@sha256:…`` must name
     this image's (or index's) digest. ``on_bytes(desc, n)`` is told of each chunk of blob
     ``desc`` handed to the socket (progress display; called from the upload threads).
+    ``committed`` is (registry, repository, {digest: size}) of blobs a build already
+    uploaded there (``speculative.SpeculativeUploader.sent``): reported as uploaded (and
+    speculative), not asked about again.
 
     Example::
 
@@ -363,11 +373,14 @@ def push_image(target: Target, cache: BlobCache, refs: Sequence[str], *,
             scopes = client.scopes(repo, push=True, mount_from=tuple(sources))
             earlier = done_repos.get(registry, [])
 
+            here = dict(committed[2]) if committed and committed[:2] == (registry, repo) else {}
+
             def send_blobs(c: RegistryClient = client, rp: str = repo, sc: tuple[str, ...] = scopes,
-                           ea: list[str] = earlier) -> None:
-                _push_blobs(c, rp, sc, blobs, owners, cache, options, tally, origins, ea, on_bytes)
+                           ea: list[str] = earlier, cm: Mapping[str, int] = here) -> None:
+                _push_blobs(c, rp, sc, blobs, owners, cache, options, tally, origins, ea, on_bytes, cm)
 
             send_blobs()
+            here.clear()  # a later round (a manifest's BLOB_UNKNOWN) asks the registry
             tags = list(dict.fromkeys(r.tag for r in group if r.tag))
             documents = [*children, *((ref, top_bytes, top_media) for ref in [*tags, target.digest])]
             for ref, data, media in documents:
@@ -385,8 +398,9 @@ def push_image(target: Target, cache: BlobCache, refs: Sequence[str], *,
         by[outcome].append(digest)
     manifests = ({str(normalize(image.platform)): image.digest for image in target.images}
                  if isinstance(target, ImageIndex) else {})
+    speculative = tuple(d for d in by["uploaded"] if committed and d in committed[2])
     return PushResult(target.digest, tuple(pushed), tally.bytes_uploaded, tuple(by["skipped"]),
-                      tuple(by["mounted"]), tuple(by["uploaded"]), manifests)
+                      tuple(by["mounted"]), tuple(by["uploaded"]), manifests, speculative)
 
 
 def _put_manifest(client: RegistryClient, repo: str, scopes: tuple[str, ...], ref: str, data: bytes, media: str,
@@ -417,11 +431,12 @@ def _put_manifest(client: RegistryClient, repo: str, scopes: tuple[str, ...], re
 def _push_blobs(client: RegistryClient, repo: str, scopes: tuple[str, ...], blobs: list[Descriptor],
                 owners: dict[str, Image], cache: BlobCache, options: RegistryOptions, tally: _Tally,
                 origins: dict[str, Reference], earlier: list[str],
-                on_bytes: Callable[[Descriptor, int], None] | None = None) -> None:
+                on_bytes: Callable[[Descriptor, int], None] | None = None,
+                committed: Mapping[str, int] | None = None) -> None:
     """Step 1 of the contract for one repository: every one of ``blobs`` (each once, all in
     one pool, so no blob is sent twice at the same time); raises the first blob's failure."""
     stop = threading.Event()
-    pusher = _BlobPusher(client, repo, scopes, owners, cache, options, tally, stop, on_bytes)
+    pusher = _BlobPusher(client, repo, scopes, owners, cache, options, tally, stop, on_bytes, committed)
     # one ping (scheme, auth challenge) before the threads start
     call_with_retry(options.retry, f"contacting {client.registry}", lambda _n: client.base_url())
 
