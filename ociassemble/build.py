@@ -130,6 +130,8 @@ def build_image(project: Project, cache: BlobCache, *, recipe: bool | None = Non
         return build_layer(cache, [src], compression=compression, entries=entries, on_bytes=on_bytes,
                            remote=layer_cache, uploader=uploader)
 
+    if uploader is not None and b.base is not None:  # the base's layers go up beside the new ones
+        uploader.push_early(b.build(source_date_epoch()), cache)
     for src, layer in zip(extra, build_in_parallel(one, list(zip(extra, scanned)), uploader)):
         b.add_layer(layer, src.created_by())
         layers.append((f"{src.dest}", layer))

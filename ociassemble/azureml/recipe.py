@@ -251,6 +251,8 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
         return build_layer(cache, layer[1], compression=compression, epoch=epoch, on_bytes=on_bytes,
                            remote=layer_cache, entries=entries, uploader=uploader)
 
+    if uploader is not None:  # the layers so far go up beside the user's new ones
+        uploader.push_early(b.build(epoch), cache)
     for (kind, _, created_by), built in zip(user_layers, build_in_parallel(user_layer, list(zip(user_layers, user_entries)),
                                                                           uploader)):
         b.add_layer(built, created_by)

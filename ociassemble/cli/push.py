@@ -82,7 +82,7 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
             built = assemble(args, out, proj, uploader=uploader)
         except BaseException:
             if uploader is not None:
-                uploader.client.close()
+                uploader.close()
             raise
         target, cache = built.target, built.cache
         if key is None and not args.keyless and built.project.sign_key is not None:
@@ -98,13 +98,13 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
     out.log(f"pushing {what} to {', '.join(args.refs)}")
     options = replace(registry_options(args), on_wait=lambda registry, seconds: out.log(
         f"registry {registry} asked to slow down: waiting {seconds:.1f} s before any request to it"))
-    committed = (uploader.client.registry, uploader.repo, uploader.sent) if uploader is not None else None
+    committed = (uploader.client.registry, uploader.repo, uploader.outcomes()) if uploader is not None else None
     try:
         res = push_image(target, cache, list(args.refs), options=options, on_bytes=out.reporter.blob_bytes,
                          committed=committed)
     finally:
         if uploader is not None:
-            uploader.client.close()
+            uploader.close()
     if args.digest_file:
         Path(args.digest_file).write_text(res.digest + "\n")  # an index's digest: what the tags name
     out.log(f"pushed: {len(res.blobs_uploaded)} blobs uploaded ({human_size(res.bytes_uploaded)}), "

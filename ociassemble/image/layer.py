@@ -323,7 +323,7 @@ def _upload_by_reference(cache: BlobCache, entries: Sequence[Entry], epoch: int,
                          uploader: "LayerUploader", on_bytes: Callable[[int], None] | None) -> BuiltLayer:
     """The uncompressed layer sent to the registry while hashed (one read), then recorded
     by reference exactly as ``_record_by_reference`` records it."""
-    with OnePassReader(entries, epoch) as reader:
+    with OnePassReader(entries, epoch, account_reads=False) as reader:
         uploader.send(reader, on_bytes)
         record = reader.record()
     cache.put_ref(record)
@@ -346,6 +346,10 @@ class LayerUploader(Protocol):
     @property
     def workers(self) -> int:
         """How many layers may be read and sent at once (the push's blob concurrency)."""
+        ...
+
+    def push_early(self, image: object, cache: BlobCache) -> None:
+        """Start pushing ``image``'s layers (the build so far) beside the new ones."""
         ...
 
 

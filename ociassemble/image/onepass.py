@@ -9,10 +9,13 @@ layer whose digest nobody knows yet can be hashed in the pass that streams it up
 for byte the one ``build`` writes), readable from any offset so an upload can resume
 where the registry says it stands.
 
-One pass: the digest and each file's sha256 are fed only with bytes past the highest
-position hashed so far (``hashed``). A resume re-reads from the registry's offset, sends
-the gap again without hashing it, and hashes on from where it stopped, so the hash is
-still exactly one pass over the stream and a resume costs only the gap.
+One pass: each file's sha256 (on the reading thread, ``readinto``) and the blob's digest
+(``account``, called by whoever hands the bytes on: the sending thread, so the two hashes
+run on two cores, as the build's reader thread and hasher do) are fed only with bytes
+past the highest position each has hashed so far (``hashed``, ``streamed``). A resume
+re-reads from the registry's offset, sends the gap again without hashing it, and hashes
+on from where it stopped, so each hash is still exactly one pass over the stream and a
+resume costs only the gap. With ``account_reads`` the reader feeds the digest itself.
 
 File checks are those of an unhashed ``blobref.RefReader``: a file's size and mtime must
 be the scan's when it is opened (the entry's stat stamp), its whole fingerprint the same
@@ -80,11 +83,13 @@ class OnePassReader(io.RawIOBase):
     (the ``RefRecord`` a build would have written) are available.
     """
 
-    def __init__(self, entries: Sequence[Entry], epoch: int) -> None:
+    def __init__(self, entries: Sequence[Entry], epoch: int, *, account_reads: bool = True) -> None:
         super().__init__()
         self._starts, self._parts = _layout(entries, epoch)
         self.size = self._starts[-1]
-        self.hashed = 0  # bytes [0, hashed) went into the digests
+        self.account_reads = account_reads
+        self.hashed = 0  # bytes [0, hashed) went into the files' digests
+        self.streamed = 0  # bytes [0, streamed) went into the blob's digest
         self._hash = hashlib.sha256()
         self._own: dict[int, Any] = {}  # part index -> that file's sha256 so far
         self._stamps: dict[int, tuple[int, int, int]] = {}  # part index -> stamp when first opened
@@ -110,16 +115,28 @@ class OnePassReader(io.RawIOBase):
             offset += self._pos
         elif whence == io.SEEK_END:
             offset += self.size
-        if not 0 <= offset <= self.hashed:
-            raise ValueError(f"offset {offset} is outside the part of the stream read so far (0-{self.hashed})")
+        if not 0 <= offset <= min(self.hashed, self.streamed):
+            raise ValueError(f"offset {offset} is outside the part of the stream hashed so far "
+                             f"(0-{min(self.hashed, self.streamed)})")
         if offset != self._pos:
             self._close_file()
         self._pos = offset
         return offset
 
+    def account(self, at: int, data: bytes | bytearray | memoryview) -> None:
+        """Feed the blob's digest with the part of ``data`` (the stream's bytes from ``at``, in
+        order) not fed yet."""
+        end = at + len(data)
+        if end <= self.streamed:
+            return
+        if at > self.streamed:
+            raise ValueError(f"bytes from {at} given before those from {self.streamed}")
+        self._hash.update(memoryview(data)[self.streamed - at:])
+        self.streamed = end
+
     @property
     def digest(self) -> str:
-        if self.hashed != self.size:
+        if self.streamed != self.size or self.hashed != self.size:
             raise ValueError("the stream was not read to its end")
         return "sha256:" + self._hash.hexdigest()
 
@@ -145,6 +162,8 @@ class OnePassReader(io.RawIOBase):
                 n = self._read_file(i, part, at - start, room)
             self._hash_new(i, part, at, room[:n])
             got += n
+        if self.account_reads:
+            self.account(self._pos, view[:got])
         self._pos += got
         return got
 
@@ -182,12 +201,11 @@ class OnePassReader(io.RawIOBase):
         self._opened = _fingerprint(st)
 
     def _hash_new(self, i: int, part: bytes | Entry, at: int, data: memoryview) -> None:
-        """Feed the digests with the part of ``data`` (stream bytes from ``at``) not hashed yet."""
+        """Feed the file's digest with the part of ``data`` (stream bytes from ``at``) not hashed yet."""
         end = at + len(data)
         if end <= self.hashed:
             return
         new = data[self.hashed - at:] if self.hashed > at else data
-        self._hash.update(new)
         if isinstance(part, Entry):
             assert part.source is not None
             own = self._own.setdefault(i, hashlib.sha256())

@@ -62,7 +62,7 @@ from .reference import Reference, parse_reference
 from .retry import call_with_retry
 from .upload import BlobSlice, cancel_upload, finish_upload, mount_blob, patch_upload, start_upload, upload_offset
 
-__all__ = ["PushResult", "push_image"]
+__all__ = ["PushResult", "push_image", "push_layers"]
 
 #: Times a manifest PUT answered MANIFEST_BLOB_UNKNOWN is met by checking the blobs again.
 BLOB_UNKNOWN_ROUNDS = 3
@@ -130,7 +130,7 @@ class _BlobPusher:
     def __init__(self, client: RegistryClient, repo: str, scopes: tuple[str, ...], owners: dict[str, Image],
                  cache: BlobCache, options: RegistryOptions, tally: _Tally, stop: threading.Event,
                  on_bytes: Callable[[Descriptor, int], None] | None = None,
-                 committed: Mapping[str, int] | None = None) -> None:
+                 committed: Mapping[str, str] | None = None) -> None:
         self.client = client
         self.committed = committed or {}  # blobs the build uploaded here already (``speculative``)
         self.repo = repo
@@ -154,9 +154,10 @@ class _BlobPusher:
 
     def push(self, desc: Descriptor, mount_from: str | None) -> str:
         """Make ``desc`` present in the repository; returns "skipped", "mounted" or "uploaded"."""
-        if desc.digest in self.committed:
-            self.tally.add_bytes(desc.size)
-            return "uploaded"  # by the build, as it hashed the layer: no HEAD needed
+        if desc.digest in self.committed:  # by the build (``speculative``): no HEAD needed
+            outcome = self.committed[desc.digest]
+            self.tally.add_bytes(desc.size if outcome in ("uploaded", "speculative") else 0)
+            return "uploaded" if outcome == "speculative" else outcome
         state = _Upload()
         what = f"pushing blob {desc.digest} to {self.client.registry}/{self.repo}"
         try:
@@ -315,7 +316,7 @@ def _origins(target: Target) -> dict[str, Reference]:
 def push_image(target: Target, cache: BlobCache, refs: Sequence[str], *,
                options: RegistryOptions | None = None,
                on_bytes: Callable[[Descriptor, int], None] | None = None,
-               committed: tuple[str, str, Mapping[str, int]] | None = None) -> PushResult:
+               committed: tuple[str, str, Mapping[str, str]] | None = None) -> PushResult:
     """Push ``target`` (an image, or a multi-platform ``ImageIndex``) to every reference in
     ``refs`` (tags of one or more repositories).
 
@@ -323,9 +324,9 @@ def push_image(target: Target, cache: BlobCache, refs: Sequence[str], *,
     see the module docstring for the order. A reference with ``@sha256:…`` must name
     this image's (or index's) digest. ``on_bytes(desc, n)`` is told of each chunk of blob
     ``desc`` handed to the socket (progress display; called from the upload threads).
-    ``committed`` is (registry, repository, {digest: size}) of blobs a build already
-    uploaded there (``speculative.SpeculativeUploader.sent``): reported as uploaded (and
-    speculative), not asked about again.
+    ``committed`` is (registry, repository, {digest: outcome}) of blobs a build already
+    made present there (``speculative.SpeculativeUploader.outcomes``): not asked about
+    again; "speculative" ones are reported as uploaded (and speculative).
 
     Example::
 
@@ -376,7 +377,7 @@ def push_image(target: Target, cache: BlobCache, refs: Sequence[str], *,
             here = dict(committed[2]) if committed and committed[:2] == (registry, repo) else {}
 
             def send_blobs(c: RegistryClient = client, rp: str = repo, sc: tuple[str, ...] = scopes,
-                           ea: list[str] = earlier, cm: Mapping[str, int] = here) -> None:
+                           ea: list[str] = earlier, cm: Mapping[str, str] = here) -> None:
                 _push_blobs(c, rp, sc, blobs, owners, cache, options, tally, origins, ea, on_bytes, cm)
 
             send_blobs()
@@ -398,9 +399,26 @@ def push_image(target: Target, cache: BlobCache, refs: Sequence[str], *,
         by[outcome].append(digest)
     manifests = ({str(normalize(image.platform)): image.digest for image in target.images}
                  if isinstance(target, ImageIndex) else {})
-    speculative = tuple(d for d in by["uploaded"] if committed and d in committed[2])
+    speculative = tuple(d for d in by["uploaded"] if committed and committed[2].get(d) == "speculative")
     return PushResult(target.digest, tuple(pushed), tally.bytes_uploaded, tuple(by["skipped"]),
                       tuple(by["mounted"]), tuple(by["uploaded"]), manifests, speculative)
+
+
+def push_layers(image: Image, cache: BlobCache, client: RegistryClient, repo: str,
+                options: RegistryOptions) -> dict[str, str]:
+    """Step 1 for ``image``'s layers alone (no config, no manifest): {digest: outcome}.
+
+    What a push that builds sends while its new layers go up speculatively (the base's
+    and the generated layers, known before the model's are done), so those uploads
+    overlap instead of queueing after them. A failure raises; the push tries again."""
+    owners = {d.digest: image for d in image.manifest.layers}
+    origins = _origins(image)
+    sources = tuple(dict.fromkeys(o.repository for o in origins.values()
+                                  if o.registry == client.registry and o.repository != repo))
+    tally = _Tally()
+    _push_blobs(client, repo, client.scopes(repo, push=True, mount_from=sources), list(image.manifest.layers), owners,
+                cache, options, tally, origins, [])
+    return dict(tally.outcome)
 
 
 def _put_manifest(client: RegistryClient, repo: str, scopes: tuple[str, ...], ref: str, data: bytes, media: str,
@@ -432,7 +450,7 @@ def _push_blobs(client: RegistryClient, repo: str, scopes: tuple[str, ...], blob
                 owners: dict[str, Image], cache: BlobCache, options: RegistryOptions, tally: _Tally,
                 origins: dict[str, Reference], earlier: list[str],
                 on_bytes: Callable[[Descriptor, int], None] | None = None,
-                committed: Mapping[str, int] | None = None) -> None:
+                committed: Mapping[str, str] | None = None) -> None:
     """Step 1 of the contract for one repository: every one of ``blobs`` (each once, all in
     one pool, so no blob is sent twice at the same time); raises the first blob's failure."""
     stop = threading.Event()

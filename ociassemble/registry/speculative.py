@@ -9,7 +9,9 @@ is known up front) in PATCH chunks while hashing it, and commits with
 ``PUT ?digest=<what it computed>``. The registry hashes what it received and checks it.
 Only after that commit does the build write the layer's record, so the cache holds
 exactly what ``build`` would have written; ``push_image`` then reports the blob as
-uploaded (speculatively) without a HEAD.
+uploaded (speculatively) without a HEAD. Meanwhile the layers known before the user's
+(the base's, the generated ones) are pushed on a thread of their own (``push_early``), so
+their uploads overlap the model's instead of queueing after it.
 
 Resume: a failed PATCH is retried per ``options.retry`` from where the registry says
 the upload stands (``upload_offset``); the gap is re-read but not hashed again
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -38,6 +41,7 @@ from ..image.onepass import OnePassReader
 from ..image.readahead import prefetch
 from .client import RegistryClient, RegistryOptions
 from .retry import call_with_retry
+from .push import push_layers
 from .upload import BlobSlice, cancel_upload, finish_upload, patch_upload, start_upload, upload_offset
 
 __all__ = ["ENV_SPECULATIVE", "SpeculativeUploader", "speculation_wanted"]
@@ -68,10 +72,15 @@ class _Stream:
         self._active: Iterator[bytes] | None = None
 
     def pieces(self, offset: int, length: int, on_bytes: Callable[[int], None] | None) -> Iterator[bytes]:
+        """The bytes [offset, offset + length), the blob's digest fed with them here (the
+        files' on the read-ahead thread: two hashes, two cores)."""
         self.stop()
         self.reader.seek(offset)
         self._active = gen = prefetch(self._read(length))
+        at = offset
         for piece in gen:
+            self.reader.account(at, piece)
+            at += len(piece)
             if on_bytes is not None:
                 on_bytes(len(piece))
             yield piece
@@ -113,8 +122,9 @@ class _Session:
 class SpeculativeUploader:
     """Uploads new layers to ``repo`` of ``client``'s registry as they are read (module docs).
 
-    ``sent`` maps each committed blob's digest to its size: the push reports those as
-    uploaded without asking the registry again. Thread-safe: several layers go up at once.
+    ``sent`` maps each committed blob's digest to its size; ``outcomes()`` is every blob
+    made present here (those, and ``push_early``'s), which the push does not ask about
+    again. Thread-safe: several layers go up at once.
     """
 
     client: RegistryClient
@@ -122,6 +132,40 @@ class SpeculativeUploader:
     options: RegistryOptions
     sent: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    early: dict[str, str] = field(default_factory=dict)
+    _early_thread: threading.Thread | None = None
+
+    def push_early(self, image: Any, cache: Any) -> None:
+        """Start pushing ``image``'s layers (the build so far) on a thread (``push.push_layers``).
+        A failure is only logged: the push sends what is missing anyway."""
+        def run() -> None:
+            try:
+                done = push_layers(image, cache, self.client, self.repo, self.options)
+            except Exception as exc:  # noqa: BLE001 - the push proper reports it, if it persists
+                log.info("pushing the base's layers early failed (%s); the push tries again", exc)
+                return
+            with self.lock:
+                self.early.update(done)
+
+        self.wait()
+        self._early_thread = threading.Thread(target=run, name="push-early", daemon=True)
+        self._early_thread.start()
+
+    def wait(self) -> None:
+        """Wait for ``push_early``'s thread (before the push, and before closing the client)."""
+        if self._early_thread is not None:
+            self._early_thread.join()
+            self._early_thread = None
+
+    def outcomes(self) -> dict[str, str]:
+        """{digest: outcome} of every blob this uploader made present in ``repo``."""
+        self.wait()
+        with self.lock:
+            return {**self.early, **{d: "speculative" for d in self.sent}}
+
+    def close(self) -> None:
+        self.wait()
+        self.client.close()
 
     @property
     def workers(self) -> int:
@@ -150,12 +194,12 @@ class SpeculativeUploader:
     def _attempt(self, stream: _Stream, s: _Session, attempt: int, on_bytes: Callable[[int], None] | None) -> None:
         reader, scopes, label = stream.reader, self.scopes, "(new layer)"
         stream.stop()
-        if attempt > 0 and reader.hashed == reader.size and self.client.blob_exists(self.repo, reader.digest, scopes):
+        if attempt > 0 and reader.streamed == reader.size and self.client.blob_exists(self.repo, reader.digest, scopes):
             s.location = None  # the final PUT went through; its answer was lost
             return
         if attempt > 0 and s.location is not None:
             where = upload_offset(self.client, s.location, label, scopes)
-            if where is None or where[0] > reader.hashed:
+            if where is None or where[0] > reader.streamed:
                 log.warning("upload of a new layer cannot be resumed; starting it again (hashed once all the same)")
                 s.location = None
             else:
