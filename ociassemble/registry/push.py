@@ -15,8 +15,10 @@ The ordering contract, enforced here and only here:
    registry hashes what it receives and refuses the final PUT with ``DIGEST_INVALID``
    when it differs (a change no fingerprint showed), which is reported as the file
    whose content moved, and the upload is dropped.
-   A blob's source repository is ``Image.origin_of`` (a pulled base's repository, or
-   the registry layer cache a layer was taken from).
+   Blobs a push that builds already made present (``committed``: the new layers it
+   uploaded while hashing them, ``speculative``, and the base's it sent meanwhile) are
+   not asked about again. A blob's source repository is ``Image.origin_of`` (a pulled
+   base's repository, or the registry layer cache a layer was taken from).
 2. only when every blob is there, the manifest by each tag, then by digest. A
    manifest PUT answered ``MANIFEST_BLOB_UNKNOWN`` (seen from distribution when another
    pusher writes one of the same blobs into the repository at the same moment) goes
@@ -56,6 +58,7 @@ from ..image.cache import BlobCache
 from ..image.digest import Digest
 from ..image.imageindex import ImageIndex, Target
 from ..image.oci import Descriptor, MediaType, parse_json
+from .pushresult import PushResult
 from ..image.platform import normalize
 from .client import RegistryClient, RegistryOptions
 from .reference import Reference, parse_reference
@@ -68,36 +71,6 @@ __all__ = ["PushResult", "push_image", "push_layers"]
 BLOB_UNKNOWN_ROUNDS = 3
 
 log = logging.getLogger("ociassemble.registry")
-
-
-@dataclass(frozen=True)
-class PushResult:
-    """What a push did: the manifest (or index) digest, the references now pointing at it,
-    and per blob whether it was already there (skipped), mounted from another repository,
-    or uploaded. For a multi-platform image, ``manifests`` maps each platform
-    (``linux/arm64/v8``) to its manifest's digest, in the index's order."""
-
-    digest: str
-    refs: tuple[str, ...]
-    bytes_uploaded: int
-    blobs_skipped: tuple[str, ...] = ()
-    blobs_mounted: tuple[str, ...] = ()
-    blobs_uploaded: tuple[str, ...] = ()
-    manifests: dict[str, str] = field(default_factory=dict, hash=False)
-    blobs_speculative: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "digest": self.digest,
-            "refs": list(self.refs),
-            "bytes_uploaded": self.bytes_uploaded,
-            "blobs": {"skipped": list(self.blobs_skipped), "mounted": list(self.blobs_mounted),
-                      "uploaded": list(self.blobs_uploaded), "speculative": list(self.blobs_speculative)},
-        }
-        if self.manifests:
-            doc["mediaType"] = MediaType.INDEX
-            doc["manifests"] = [{"platform": p, "digest": d} for p, d in self.manifests.items()]
-        return doc
 
 
 @dataclass
