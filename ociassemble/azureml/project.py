@@ -79,6 +79,8 @@ class Project:
     apt_keyring: Path | None = None
     #: push signs with this key (cosign.key or a PEM ECDSA P-256 key) unless a flag says otherwise
     sign_key: Path | None = None
+    #: a push that builds uploads a new model layer as it hashes it (one read; registry.speculative)
+    speculative_upload: bool = True
     #: the Python the image must have ("3.9"), which picks the default base (azureml.pythonpin)
     python: str | None = None
     #: Azure ML v1 files read into these settings (azureml.v1files): an inference config
@@ -129,6 +131,10 @@ def _apply(project: Project, data: dict[str, Any], root: Path, where: str) -> No
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise UsageError(f"{where}: compression_level must be a whole number, e.g. compression_level = 1")
             project.compression_level = value
+        elif k == "speculative_upload":
+            if not isinstance(value, bool):
+                raise UsageError(f"{where}: speculative_upload must be true or false")
+            project.speculative_upload = value
         elif k == "install_serving_stack":
             if not isinstance(value, bool):
                 raise UsageError(f"{where}: install_serving_stack must be true or false")

@@ -77,7 +77,7 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
         if not args.refs and proj.image:  # known before the build: explicit credentials are for its registry
             args.refs = [proj.image]
         registry_options(args)  # credentials bound to the destination (or refused) before the build
-        uploader = _speculative(args, out)
+        uploader = _speculative(args, out, proj.speculative_upload)
         try:
             built = assemble(args, out, proj, uploader=uploader)
         except BaseException:
@@ -125,16 +125,17 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
     return 0
 
 
-def _speculative(args: argparse.Namespace, out: Out) -> SpeculativeUploader | None:
+def _speculative(args: argparse.Namespace, out: Out, configured: bool = True) -> SpeculativeUploader | None:
     """The uploader that sends new model layers to the first destination as they are hashed
-    (``registry.speculative``), unless turned off or there is no destination yet."""
+    (``registry.speculative``), unless turned off (the flag, the variable, or
+    ``speculative_upload = false`` in the config: ``configured``) or there is no destination yet."""
     import os
 
     from ..registry.client import RegistryClient
     from ..registry.reference import parse_reference
     from ..registry.speculative import SpeculativeUploader, speculation_wanted
 
-    if not args.refs or not speculation_wanted(args.no_speculative_upload, dict(os.environ)):
+    if not args.refs or not configured or not speculation_wanted(args.no_speculative_upload, dict(os.environ)):
         return None
     refs = [parse_reference(r) for r in args.refs]
     options = replace(registry_options(args).scoped_to([r.registry for r in refs]), on_wait=lambda registry, s: out.log(

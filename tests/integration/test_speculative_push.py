@@ -157,3 +157,19 @@ def test_push_cli_uploads_new_layers_once_and_matches_build(tmp_path: Path, plai
     assert again.returncode == 0, again.stderr
     doc = json.loads(again.stdout)
     assert doc["blobs"]["speculative"] == [] and doc["bytes_uploaded"] == 0 and len(doc["blobs"]["skipped"]) >= 2
+
+
+def test_speculative_upload_off_in_the_config_hashes_first(tmp_path: Path, plain_registry: Registry) -> None:
+    """``speculative_upload = false`` in ociassemble.toml: the push that builds sends nothing speculatively."""
+    a = tmp_path / "a"
+    a.mkdir()
+    (a / "w.bin").write_bytes(os.urandom(1 << 20))
+    (tmp_path / "ociassemble.toml").write_text("speculative_upload = false\n")
+    env = {**os.environ, "DOCKER_CONFIG": str(tmp_path / "dc"), "OCIASSEMBLE_CACHE_REPO": ""}
+    pushed = subprocess.run([sys.executable, "-m", "ociassemble.cli", "push", f"{plain_registry.host}/spec/cfg:1",
+                             "--plain", "--base", "scratch", "--layer", f"{a}:/m", "--compression", "none",
+                             "--cache-dir", str(tmp_path / "c"), "--json"], capture_output=True, text=True, env=env,
+                            cwd=tmp_path)
+    assert pushed.returncode == 0, pushed.stderr
+    doc = json.loads(pushed.stdout)
+    assert doc["blobs"]["speculative"] == [] and len(doc["blobs"]["uploaded"]) == 2
