@@ -13,6 +13,11 @@ __all__ = [
     "OciAssembleError",
     "UsageError",
     "InputError",
+    "SecretsInContextError",
+    "SourceChangedError",
+    "WrongPasswordError",
+    "UnsupportedKeyError",
+    "DiskFullError",
     "BuildError",
     "ImageReferenceError",
     "ArchiveError",
@@ -20,8 +25,12 @@ __all__ = [
     "NotAnImageError",
     "RegistryError",
     "AuthError",
+    "TransientRegistryError",
+    "KeylessError",
     "RunError",
+    "StillStarting",
     "PackageError",
+    "NotOnMirror",
     "MirrorError",
     "SignatureError",
     "SignaturePushError",
@@ -53,6 +62,26 @@ class UsageError(OciAssembleError, ValueError):
 
 class InputError(OciAssembleError):
     """A file the user gave is missing, unreadable or not allowed in an image."""
+
+
+class SecretsInContextError(InputError):
+    """Files named like secrets would go into a layer and ``--allow-secrets`` was not given."""
+
+
+class SourceChangedError(InputError):
+    """A file an image's layer is made of changed or went away after the build."""
+
+
+class WrongPasswordError(InputError):
+    """A sealed key did not open: the password is not the one the key was sealed with."""
+
+
+class UnsupportedKeyError(InputError):
+    """A key of a type or curve ociassemble does not sign or verify with."""
+
+
+class DiskFullError(OciAssembleError):
+    """No space left where ociassemble writes."""
 
 
 class BuildError(OciAssembleError):
@@ -118,6 +147,19 @@ class AuthError(RegistryError):
     """Credentials are missing or were refused."""
 
 
+class TransientRegistryError(RegistryError):
+    """A failure worth retrying (connection lost, timeout, 5xx, 408, 429); ``retry_after``
+    is the wait the registry asked for, in seconds, if it said."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class KeylessError(RegistryError):
+    """Sigstore (Fulcio, Rekor, its TUF root) could not be reached or refused the request."""
+
+
 class SignatureError(OciAssembleError):
     """An image's signature or provenance is missing or does not verify (``verify --key``)."""
 
@@ -130,9 +172,20 @@ class RunError(OciAssembleError):
     """An image cannot be started by ``ociassemble run``."""
 
 
+class StillStarting(RunError):
+    """Every port answers but the scoring server's health probe has not said Healthy in time; the image runs on.
+
+    ``run_image`` says so and keeps waiting; a caller of ``RunningImage.wait_until_ready`` decides.
+    """
+
+
 class PackageError(BuildError):
     """A Debian package cannot be resolved, fetched or trusted: an unknown name, a
     dependency no package satisfies, a file whose hash or signature is wrong."""
+
+
+class NotOnMirror(PackageError):
+    """The mirror answered 404: the file is not (or no longer) there; a locked build says what to do."""
 
 
 class MirrorError(OciAssembleError):

@@ -23,12 +23,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .build import BuiltSet
 from .image.digest import sha256_file
 from .image.platform import normalize
 from .sign.provenance import Material
+
+if TYPE_CHECKING:
+    from .registry.client import RegistryOptions
 
 __all__ = ["LOCK_FILE", "build_materials", "build_parameters"]
 
@@ -72,7 +75,7 @@ def _known_hashes(built: BuiltSet) -> dict[str, str]:
     return known
 
 
-def _base_material(b: Any, registry_options: Any) -> Material | None:
+def _base_material(b: Any, registry_options: RegistryOptions | None) -> Material | None:
     from .azureml.debianbase import default_base_path
     from .inputs.base import load_base
 
@@ -87,7 +90,7 @@ def _base_material(b: Any, registry_options: Any) -> Material | None:
     return Material(f"base {platform}", {"sha256": base.digest.split(":", 1)[1]}, uri)
 
 
-def build_materials(built: BuiltSet, registry_options: Any = None) -> list[Material]:
+def build_materials(built: BuiltSet, registry_options: RegistryOptions | None = None) -> list[Material]:
     """Every input of ``built`` by digest (see the module docstring)."""
     project = built.project
     root = project.config_file.parent if project.config_file else project.root

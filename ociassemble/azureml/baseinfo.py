@@ -12,12 +12,15 @@ import json
 import re
 import tarfile
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import BuildError
 from ..image.assemble import Image
 from ..image.cache import BlobCache
 from ..image.oci import MediaType
+
+if TYPE_CHECKING:
+    from ..registry.layercache import RegistryLayerCache
 
 __all__ = ["BaseInfo", "BaseDebian", "base_debian", "inspect_base"]
 
@@ -85,7 +88,7 @@ def _from_doc(doc: Any) -> BaseInfo:
     return BaseInfo(**{**doc, "has": tuple(doc["has"])})
 
 
-def inspect_base(image: Image, cache: BlobCache, remote: Any = None) -> BaseInfo:
+def inspect_base(image: Image, cache: BlobCache, remote: RegistryLayerCache | None = None) -> BaseInfo:
     """Scan the base's layers (bottom to top; later layers and whiteouts win).
 
     The answer is kept per config digest in the cache and, with ``remote`` (a

@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,7 +148,7 @@ def _mmdebstrap_reason(stderr: str) -> str:
     return (errors or lines or ["(no output)"])[0 if errors else -1]
 
 
-def make_base(cache: BlobCache, *, force: bool = False, log=print,  # type: ignore[no-untyped-def]
+def make_base(cache: BlobCache, *, force: bool = False, log: Callable[[str], None] = lambda _: None,
               platform: Platform | None = None, binfmt: Path = BINFMT, python: str | None = None,
               with_mmdebstrap: bool = False, apt_mirror: str | None = None, keyring: Path | None = None) -> Path:
     """Build (once) the default base for ``platform`` (default: this machine's) and ``python``
@@ -163,6 +163,8 @@ def make_base(cache: BlobCache, *, force: bool = False, log=print,  # type: igno
     run under qemu user emulation (``emulation.ensure_emulation``: BuildError saying what to
     install or mount when this machine cannot; ``binfmt``: where binfmt_misc is mounted,
     another folder in tests).
+
+    ``log`` hears each step (the library prints nothing; ``make-base`` passes its output's log).
     """
     plat = normalize(platform or host_platform())
     release = release_for(python)
@@ -193,7 +195,7 @@ def debs_packages(release: DebianRelease) -> tuple[str, ...]:
     return ("usr-is-merged", *release.packages, "libstdc++6")
 
 
-def _make_base(cache: BlobCache, plat: Platform, release: DebianRelease, target: Path, log,  # type: ignore[no-untyped-def]
+def _make_base(cache: BlobCache, plat: Platform, release: DebianRelease, target: Path, log: Callable[[str], None],
                binfmt: Path) -> Path:
     if shutil.which("mmdebstrap") is None:
         raise BuildError("mmdebstrap is not installed: run 'apt-get install mmdebstrap', or pass --base with an image that has python3, nginx and runit")

@@ -35,7 +35,7 @@ BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 def make_base_from_debs(cache: BlobCache, target: Path, *, release: str = "bookworm",
                         platform: Platform | None = None, packages: Sequence[str] = BASE_PACKAGES,
                         apt_mirror: str | None = None, keyring: Path | None = None,
-                        log: Callable[[str], None] = print, replace: bool = True) -> Path:
+                        log: Callable[[str], None] = lambda _: None, replace: bool = True) -> Path:
     """Write the base for ``platform`` as an OCI layout at ``target`` (replacing it); returns it.
 
     ``replace=False``: a base already at ``target`` once the lock is held (another process made

@@ -5,6 +5,11 @@ architecture, so only wheels that run in the image are chosen, whatever the buil
 machine is. The result is a flat site-packages directory (pex ``--layout flat``),
 cached by what decides it (requirements, platform, pex version), which becomes the
 deps layer at ``DEPS_DIR`` and is found through ``PYTHONPATH``.
+
+What decides the deps (``deps_key``) is hashed here and nowhere else (``DepsKey``): into the
+folder pex's output is kept in, and into the deps layer's key, which the local layer index
+and the registry layer cache both use. A folder's marker file (``.complete``), written last,
+holds a token naming that resolution; only this module reads or writes it.
 """
 
 from __future__ import annotations
@@ -17,18 +22,25 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from packaging import tags
 
 from ..errors import BuildError
 from ..image.cache import BlobCache
+from ..image.compress import Compression
+from ..image.layer import LAYER_FORMAT
+from ..image.oci import canonical_json
 from .baseinfo import BaseInfo
 from .indexes import IndexConfig, redact, strip_credentials
 from .lockfile import Distribution, PlatformLock
 from .pipconfig import for_pex
 
-__all__ = ["DEPS_DIR", "complete_platform", "deps_cached", "deps_key", "lock_deps", "resolve_deps"]
+__all__ = ["DEPS_DIR", "DepsKey", "ResolvedDeps", "complete_platform", "deps_cached", "deps_key", "lock_deps",
+           "requirements_file", "resolve_deps"]
 
 DEPS_DIR = "/var/azureml-deps"
 #: manylinux_2_17 is manylinux2014's glibc; a base with an unknown glibc is assumed
@@ -37,6 +49,51 @@ _MIN_GLIBC = (2, 17)
 #: pip's backtracking resolver: the legacy one (pex's default with its vendored pip) takes the
 #: newest version of a shared dependency and then fails (azureml-core and python-dateutil 4)
 RESOLVER_ARGS = ("--resolver-version", "pip-2020-resolver")
+#: a deps folder's marker, written last (its presence: the folder is complete); it holds the folder's token
+_MARKER = ".complete"
+#: what a marker held before markers held tokens
+_OLD_MARKER = "ok"
+
+
+@dataclass(frozen=True)
+class DepsKey:
+    """What decides the resolved deps (``deps_key``'s document), and the one place it is hashed.
+
+    Each hash keeps the bytes earlier versions wrote, so their caches still hit: the folder name
+    is the sorted JSON's sha256 (``json.dumps``' spacing) cut to 32 hex digits; the layer key
+    hashes ``canonical_json``.
+    """
+
+    inputs: Mapping[str, object]
+
+    def folder(self, cache: BlobCache) -> Path:
+        """Where ``resolve_deps`` keeps the folder these inputs give."""
+        digest = hashlib.sha256(json.dumps(dict(self.inputs), sort_keys=True).encode()).hexdigest()
+        return cache.root / "deps" / digest[:32]
+
+    def layer_key(self, compression: Compression, epoch: int, token: str | None = None) -> str:
+        """The deps layer's key (sha256 hex) for these inputs, compressed as asked, at ``epoch``.
+
+        Without ``token``: the registry layer cache's key (``oa-deps-<key>``), the same on every
+        runner. With the folder's ``token`` (``ResolvedDeps.token``): the local layer index's, so
+        a folder resolved again (pex may pick other versions of unpinned requirements) never
+        reuses the layer of the one it replaced.
+        """
+        doc: dict[str, object] = {"deps": dict(self.inputs), "compression": [compression.codec, compression.level],
+                                  "epoch": epoch, "format": LAYER_FORMAT}
+        if token is not None:
+            doc.update(token=token, dest=DEPS_DIR)
+        return hashlib.sha256(canonical_json(doc)).hexdigest()
+
+
+@dataclass(frozen=True)
+class ResolvedDeps:
+    """A complete deps folder: its flat site-packages, its token, and whether this call ran pex."""
+
+    site: Path
+    #: names this resolution (None: its marker cannot be read; its layer is then not indexed)
+    token: str | None
+    pex_ran: bool
 
 
 def complete_platform(info: BaseInfo) -> dict[str, object]:
@@ -129,7 +186,7 @@ def _summarise_pex_error(stderr: str) -> str:
 
 
 def deps_key(requirement_files: list[Path], info: BaseInfo, extra_args: list[str] | None = None, *,
-             indexes: IndexConfig | None = None, locked: PlatformLock | None = None) -> dict[str, object]:
+             indexes: IndexConfig | None = None, locked: PlatformLock | None = None) -> DepsKey:
     """What decides the resolved deps: the requirements' texts, the complete platform, pex's version, pex's args,
     and the package sources when they are not PyPI's alone (without credentials).
 
@@ -143,23 +200,49 @@ def deps_key(requirement_files: list[Path], info: BaseInfo, extra_args: list[str
                               "args": [*RESOLVER_ARGS, *(extra_args or [])]}
     if locked is not None:
         key["locked"] = locked.locked_set
-        return key
+        return DepsKey(key)
     key["reqs"] = [p.read_text() for p in requirement_files]
     if indexes is not None and indexes != IndexConfig():
         key["indexes"] = indexes.redacted()
-    return key
+    return DepsKey(key)
 
 
-def _deps_dir(cache: BlobCache, key_src: dict[str, object]) -> Path:
-    return cache.root / "deps" / hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:32]
+@contextmanager
+def requirements_file(cache: BlobCache, text: str) -> Iterator[Path]:
+    """``text`` (requirement lines) in a file of the cache's temp folder for pex, for the block's time."""
+    fd, name = tempfile.mkstemp(dir=cache.tmp_dir, prefix="requirements-", suffix=".txt")
+    os.close(fd)
+    path = Path(name)
+    try:
+        path.write_text(text)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
-def deps_cached(cache: BlobCache, key_src: dict[str, object]) -> bool:
+def deps_cached(cache: BlobCache, key: DepsKey) -> bool:
     """Whether ``resolve_deps`` would find these deps in the cache (and so not run pex)."""
-    return (_deps_dir(cache, key_src) / ".complete").is_file()
+    return (key.folder(cache) / _MARKER).is_file()
 
 
-def _run_pex(cmd: list[str], indexes: IndexConfig | None, *, log, debug: bool) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+def _folder_token(folder: Path) -> str | None:
+    """The token in a complete folder's marker (None: unreadable); a folder marked before
+    markers held tokens is given one here (it never changes again)."""
+    marker = folder / _MARKER
+    try:
+        token = marker.read_text().strip()
+        if token == _OLD_MARKER:
+            token = os.urandom(16).hex()
+            tmp = marker.with_name(f"{_MARKER}.tmp-{os.getpid()}")
+            tmp.write_text(token)
+            os.replace(tmp, marker)
+    except OSError:
+        return None
+    return token
+
+
+def _run_pex(cmd: list[str], indexes: IndexConfig | None, *, log: Callable[[str], None],
+             debug: bool) -> subprocess.CompletedProcess[str]:
     """Run pex (``cmd`` plus the sources' flags); its output with credentials hidden."""
     secrets = indexes.secrets if indexes is not None else []
     env = {**os.environ, "PEX_VERBOSE": "0"}
@@ -183,8 +266,8 @@ def _where(info: BaseInfo) -> str:
 
 
 def lock_deps(cache: BlobCache, requirement_files: list[Path], info: BaseInfo, *, indexes: IndexConfig | None = None,
-              constraints: list[str] | None = None, log=print, source: str | None = None,
-              debug: bool = False) -> tuple[tuple[Distribution, ...], dict[str, object]]:  # type: ignore[no-untyped-def]
+              constraints: list[str] | None = None, log: Callable[[str], None] = lambda _: None,
+              source: str | None = None, debug: bool = False) -> tuple[tuple[Distribution, ...], dict[str, object]]:
     """The distributions pex chooses for the requirements on the image's platform, and pex's lock settings.
 
     ``pex3 lock create --style strict`` with the base's complete platform: exactly the one file
@@ -231,10 +314,10 @@ def lock_deps(cache: BlobCache, requirement_files: list[Path], info: BaseInfo, *
 
 
 def resolve_deps(cache: BlobCache, requirement_files: list[Path], info: BaseInfo, *,
-                 extra_args: list[str] | None = None, log=print, source: str | None = None,
-                 debug: bool = False, indexes: IndexConfig | None = None,
-                 locked: PlatformLock | None = None) -> Path:  # type: ignore[no-untyped-def]
-    """A directory holding the installed requirements for the image, built once.
+                 extra_args: list[str] | None = None, log: Callable[[str], None] = lambda _: None,
+                 source: str | None = None, debug: bool = False, indexes: IndexConfig | None = None,
+                 locked: PlatformLock | None = None) -> ResolvedDeps:
+    """The installed requirements for the image (``ResolvedDeps.site``), resolved once per ``deps_key``.
 
     ``indexes``: where packages come from (default PyPI). ``locked``: install exactly that
     lock's files (pex ``--lock``: nothing resolved, each file's sha256 checked) instead of
@@ -246,10 +329,9 @@ def resolve_deps(cache: BlobCache, requirement_files: list[Path], info: BaseInfo
     whole output (credentials hidden) is logged first.
     """
     platform = complete_platform(info)
-    key_src = deps_key(requirement_files, info, extra_args, indexes=indexes, locked=locked)
-    final = _deps_dir(cache, key_src)
-    if (final / ".complete").is_file():
-        return final / "site"
+    final = deps_key(requirement_files, info, extra_args, indexes=indexes, locked=locked).folder(cache)
+    if (final / _MARKER).is_file():
+        return ResolvedDeps(final / "site", _folder_token(final), pex_ran=False)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache.tmp_dir, prefix="deps-"))
     try:
@@ -275,13 +357,14 @@ def resolve_deps(cache: BlobCache, requirement_files: list[Path], info: BaseInfo
                              "(--debug shows pex's output)")
         (tmp / "pex.lock").unlink(missing_ok=True)
         # pex leaves helper scripts whose shebang is '#!python': harmless, kept for `python3 -m`-less tools
-        # a token naming this resolution: the deps layer's index key (recipe) changes when
-        # the folder is made again (pex may pick other versions of unpinned requirements)
-        (tmp / ".complete").write_text(os.urandom(16).hex())
+        # a token naming this resolution: the deps layer's local key (``DepsKey.layer_key``)
+        # changes when the folder is made again (pex may pick other versions of unpinned requirements)
+        token = os.urandom(16).hex()
+        (tmp / _MARKER).write_text(token)
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final / "site"
+    return ResolvedDeps(final / "site", token, pex_ran=True)

@@ -13,12 +13,10 @@ the base by its digest. When it does not hold:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -31,12 +29,15 @@ from ..image.oci import Platform
 from ..image.platform import normalize, parse_platforms
 from ..transport.spec import is_registry
 from .aptlayer import resolve_debian
-from .deps import lock_deps
+from .deps import lock_deps, requirements_file
 from .indexes import strip_credentials
 from .lockfile import LOCK_NAME, LockFile, PlatformLock, inputs_digest, read_lock, write_lock
 from .project import Project
 from .pyenv import PythonInputs, python_inputs
-from .recipebase import load_recipe_base
+from .recipebase import RecipeBase, load_recipe_base
+
+if TYPE_CHECKING:
+    from ..registry.client import RegistryOptions
 
 __all__ = ["LockMode", "LockResult", "debian_unpinned", "lock_inputs", "lock_path", "lock_project", "lock_section", "lock_summary", "usable_lock"]
 
@@ -138,7 +139,7 @@ def _keep_versions(old: PlatformLock | None, inputs: PythonInputs, upgrade: Sequ
 
 
 def lock_project(project: Project, cache: BlobCache, *, platforms: str | Sequence[str] | None = None,
-                 upgrade: Sequence[str] | None = None, registry_options: object = None,
+                 upgrade: Sequence[str] | None = None, registry_options: RegistryOptions | None = None,
                  log: Callable[[str], None] = lambda _: None, debug: bool = False) -> LockResult:
     """Write ``ociassemble.lock`` for ``project`` on each of ``platforms`` (default: the project's, else the base's).
 
@@ -152,18 +153,7 @@ def lock_project(project: Project, cache: BlobCache, *, platforms: str | Sequenc
     """
     inputs = python_inputs(project, log)
     path = lock_path(project)
-    try:
-        old = read_lock(path)
-    except InputError as exc:
-        log(f"warning: {exc}; writing a new one")
-        old = None
-    if old is not None and upgrade:
-        known = {canonicalize_name(d.name) for p in old.platforms.values() for d in p.distributions}
-        unknown = [n for n in upgrade if canonicalize_name(n) not in known]
-        if unknown:
-            raise InputError(f"--upgrade {' '.join(unknown)}: not in {path} (it locks "
-                             f"{', '.join(sorted(known)) or 'nothing'}); name a locked distribution, or give no name "
-                             "to re-resolve all")
+    old = _old_lock(path, upgrade, log)
     wanted = platforms if platforms is not None else project.platform
     targets: list[Platform | None] = list(parse_platforms(wanted)) if wanted else [None]
     if project.base is None and None not in targets:
@@ -175,51 +165,88 @@ def lock_project(project: Project, cache: BlobCache, *, platforms: str | Sequenc
     bases = []
     for platform in targets:
         old_section = _old_section(old, platform)
-        # a registry base: kept by digest unless everything is upgraded (its tag is then read again);
-        # any other base is locked as it is now (its old digest cannot be fetched)
-        keep_base = old_section.base_digest if old_section is not None and upgrade is None and \
-            is_registry(project.base) and old_section.base_spec == _base_name(project, platform) else None
-        base = load_recipe_base(project, cache, platform=platform, inputs=inputs,
-                                registry_options=registry_options, locked_digest=keep_base)
-        bases.append((platform, old_section, base))
-    if old is not None and upgrade is None and old.inputs == digest and len(old.platforms) == len(bases) and all(
-            o is not None and o.base_digest == b.image.digest and o.base_spec == _base_name(project, p)
-            # a lock from before locks pinned Debian packages, for a base that lacks nginx or runit
-            and (o.debian or project.apt or not b.serving)
-            for p, o, b in bases):
+        base = _load_base(project, cache, platform, old_section, upgrade, inputs, registry_options)
+        bases.append(_LockedBase(platform, old_section, base))
+    if old is not None and upgrade is None and _still_holds(project, old, digest, bases):
         return LockResult(path, old, write_lock(path, old), list(inputs.merged.notes))
     sections: dict[str, PlatformLock] = {}
-    fd, name = tempfile.mkstemp(dir=cache.tmp_dir, prefix="requirements-", suffix=".txt")
-    os.close(fd)
-    req_file = Path(name)
-    try:
-        for platform, old_section, base in bases:
-            key = str(normalize(base.image.platform))
-            if len(targets) > 1 or platform is not None:
-                log(f"platform {key}")
-            # a --base's Python: the server's pins for it
-            inputs = inputs.for_python(base.info.python)
-            req_file.write_text(inputs.merged.text())
-            keep = _keep_versions(old_section, inputs, upgrade)
-            try:
-                dists, fields = lock_deps(cache, [req_file], base.info, indexes=inputs.indexes, constraints=keep,
-                                          log=log, source=inputs.source, debug=debug)
-            except BuildError:
-                if not keep:
-                    raise
-                log("the versions locked before do not fit the inputs now: re-resolving every distribution")
-                dists, fields = lock_deps(cache, [req_file], base.info, indexes=inputs.indexes, log=log,
-                                          source=inputs.source, debug=debug)
-            debs = resolve_debian(project, cache, base.image, base.spec, base.serving, log)
-            if debs:
-                log("debian packages locked: " + ", ".join(f"{p.name} {p.version}" for p in debs))
-            sections[key] = PlatformLock(key, _base_name(project, platform), base.image.digest, dists, fields,
-                                         tuple(LockedDeb.from_package(p) for p in debs))
-    finally:
-        req_file.unlink(missing_ok=True)
+    for b in bases:
+        key = str(normalize(b.base.image.platform))
+        if len(targets) > 1 or b.platform is not None:
+            log(f"platform {key}")
+        inputs = inputs.for_python(b.base.info.python)  # a --base's Python: the server's pins for it
+        sections[key] = _lock_platform(project, cache, key, b, inputs, upgrade, log, debug)
     lock = LockFile(digest, sections)
     written = write_lock(path, lock)
     return LockResult(path, lock, written, list(inputs.merged.notes))
+
+
+@dataclass(frozen=True)
+class _LockedBase:
+    """One platform to lock: the platform asked for, the old lock's section for it, its base now."""
+
+    platform: Platform | None
+    old_section: PlatformLock | None
+    base: RecipeBase
+
+
+def _old_lock(path: Path, upgrade: Sequence[str] | None, log: Callable[[str], None]) -> LockFile | None:
+    """The lock there is (None: none, or unreadable after a warning); InputError when ``upgrade`` names
+    a distribution it does not lock."""
+    try:
+        old = read_lock(path)
+    except InputError as exc:
+        log(f"warning: {exc}; writing a new one")
+        return None
+    if old is not None and upgrade:
+        known = {canonicalize_name(d.name) for p in old.platforms.values() for d in p.distributions}
+        unknown = [n for n in upgrade if canonicalize_name(n) not in known]
+        if unknown:
+            raise InputError(f"--upgrade {' '.join(unknown)}: not in {path} (it locks "
+                             f"{', '.join(sorted(known)) or 'nothing'}); name a locked distribution, or give no name "
+                             "to re-resolve all")
+    return old
+
+
+def _load_base(project: Project, cache: BlobCache, platform: Platform | None, old_section: PlatformLock | None,
+               upgrade: Sequence[str] | None, inputs: PythonInputs, registry_options: RegistryOptions | None) -> RecipeBase:
+    """The platform's base to lock: a registry base kept by the old digest unless everything is upgraded
+    (its tag is then read again); any other base as it is now (its old digest cannot be fetched)."""
+    keep_base = old_section.base_digest if old_section is not None and upgrade is None and \
+        is_registry(project.base) and old_section.base_spec == _base_name(project, platform) else None
+    return load_recipe_base(project, cache, platform=platform, inputs=inputs, registry_options=registry_options,
+                            locked_digest=keep_base)
+
+
+def _still_holds(project: Project, old: LockFile, digest: str, bases: list[_LockedBase]) -> bool:
+    """Whether ``old`` is the lock these inputs and bases would give (nothing for pex to do)."""
+    return old.inputs == digest and len(old.platforms) == len(bases) and all(
+        o is not None and o.base_digest == b.base.image.digest and o.base_spec == _base_name(project, b.platform)
+        # a lock from before locks pinned Debian packages, for a base that lacks nginx or runit
+        and (o.debian or project.apt or not b.base.serving)
+        for b in bases for o in [b.old_section])
+
+
+def _lock_platform(project: Project, cache: BlobCache, key: str, b: _LockedBase, inputs: PythonInputs,
+                   upgrade: Sequence[str] | None, log: Callable[[str], None], debug: bool) -> PlatformLock:
+    """The lock's section for one platform: pex's files (keeping the old versions the inputs admit) and
+    the Debian packages layer's .debs."""
+    keep = _keep_versions(b.old_section, inputs, upgrade)
+    with requirements_file(cache, inputs.merged.text()) as req_file:
+        try:
+            dists, fields = lock_deps(cache, [req_file], b.base.info, indexes=inputs.indexes, constraints=keep,
+                                      log=log, source=inputs.source, debug=debug)
+        except BuildError:
+            if not keep:
+                raise
+            log("the versions locked before do not fit the inputs now: re-resolving every distribution")
+            dists, fields = lock_deps(cache, [req_file], b.base.info, indexes=inputs.indexes, log=log,
+                                      source=inputs.source, debug=debug)
+    debs = resolve_debian(project, cache, b.base.image, b.base.spec, b.base.serving, log)
+    if debs:
+        log("debian packages locked: " + ", ".join(f"{p.name} {p.version}" for p in debs))
+    return PlatformLock(key, _base_name(project, b.platform), b.base.image.digest, dists, fields,
+                        tuple(LockedDeb.from_package(p) for p in debs))
 
 
 def _old_section(old: LockFile | None, platform: Platform | None) -> PlatformLock | None:

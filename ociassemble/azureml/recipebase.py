@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import BuildError
 from ..image.assemble import Image
@@ -20,6 +20,10 @@ from .debianbase import default_base_path, require_default_bases
 from .project import Project
 from .pyenv import PythonInputs
 from .pythonpin import check_base_python
+
+if TYPE_CHECKING:
+    from ..registry.client import RegistryOptions
+    from ..registry.layercache import RegistryLayerCache
 
 __all__ = ["RecipeBase", "load_recipe_base", "pinned_spec"]
 
@@ -45,7 +49,8 @@ def pinned_spec(spec: str, digest: str) -> str:
 
 
 def load_recipe_base(project: Project, cache: BlobCache, *, platform: Platform | None, inputs: PythonInputs,
-                     registry_options: object = None, layer_cache: Any = None,
+                     registry_options: RegistryOptions | None = None,
+                     layer_cache: RegistryLayerCache | None = None,
                      locked_digest: str | None = None) -> RecipeBase:
     """The base for ``platform`` with what the recipe needs of it, checked.
 

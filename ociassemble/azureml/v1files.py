@@ -178,8 +178,22 @@ def read_environment(doc: dict[str, Any], where: str, folder: Path | None = None
     w = where
     not_image = [k for k in ("name", "version", "assetId") if doc.get(k) is not None]
     out.env.update(_env_vars(w, "environmentVariables", doc.get("environmentVariables")))
+    _read_env_python(doc.get("python") or {}, w, folder, relative_to, out)
+    run_only = _read_env_docker(doc.get("docker") or {}, w, folder, out)
+    _refuse_other_stacks(doc, w)
+    if out.user_managed:
+        out.notes.append(f"{w}: python.userManagedDependencies is true: as in Azure ML, none of the environment's "
+                         "conda or pip packages are installed (the base must already have what score.py imports); "
+                         "only the scoring server's own packages are")
+    if not_image or run_only:
+        out.notes.append(f"{w}: {', '.join(not_image + run_only)} not part of an image (names, and how Azure ML "
+                         "runs training containers)")
+    return out
 
-    python = doc.get("python") or {}
+
+def _read_env_python(python: Any, w: str, folder: Path | None, relative_to: Path | None, out: V1Settings) -> None:
+    """An environment's ``python`` section into ``out``: the conda packages (inline, a file, or
+    the saved folder's), whether they are user-managed; refuses another interpreter or a base conda env."""
     if not isinstance(python, dict):
         raise InputError(f"{w}: python must be an object, not {python!r}")
     _unknown(w, python, _PYTHON_KEYS, "python")
@@ -197,13 +211,16 @@ def read_environment(doc: dict[str, Any], where: str, folder: Path | None = None
     if inline is not None:
         if not isinstance(inline, dict):
             raise InputError(f"{w}: python.condaDependencies must be a conda environment object, not {inline!r}")
-        out.conda_doc, out.conda_name = inline, f"{where} python.condaDependencies"
+        out.conda_doc, out.conda_name = inline, f"{w} python.condaDependencies"
     elif conda_file is not None:
         out.conda_file = (relative_to or folder or Path.cwd()) / conda_file
     elif saved is not None and saved.is_file():
         out.conda_file = saved
 
-    docker = doc.get("docker") or {}
+
+def _read_env_docker(docker: Any, w: str, folder: Path | None, out: V1Settings) -> list[str]:
+    """An environment's ``docker`` section into ``out`` (the base image, the platform); refuses
+    a Dockerfile or build context. Returns the keys set that only say how Azure ML runs a container."""
     if not isinstance(docker, dict):
         raise InputError(f"{w}: docker must be an object, not {docker!r}")
     _unknown(w, docker, _DOCKER_KEYS, "docker")
@@ -227,10 +244,14 @@ def read_environment(doc: dict[str, Any], where: str, folder: Path | None = None
             out.platform = f"linux/{str(plat['architecture']).lower()}"
     elif plat is not None:
         raise InputError(f"{w}: docker.platform must be an object {{\"os\": \"Linux\", \"architecture\": \"amd64\"}}")
-    run_only = [f"docker.{k}" for k in ("enabled", "sharedVolumes", "shmSize", "arguments", "gpuSupport")
-                if not _empty(docker.get(k)) and not (k == "sharedVolumes" and docker.get(k) is True)
-                and not (k == "shmSize" and docker.get(k) == "2g")]
+    return [f"docker.{k}" for k in ("enabled", "sharedVolumes", "shmSize", "arguments", "gpuSupport")
+            if not _empty(docker.get(k)) and not (k == "sharedVolumes" and docker.get(k) is True)
+            and not (k == "shmSize" and docker.get(k) == "2g")]
 
+
+def _refuse_other_stacks(doc: dict[str, Any], w: str) -> None:
+    """Refuse what an environment may ask for beyond a Python scoring image: Spark, Databricks,
+    R, another inferencing stack (their keys may be present, empty)."""
     for section, keys in (("spark", _SPARK_KEYS), ("databricks", _DATABRICKS_KEYS)):
         value = doc.get(section) or {}
         if not isinstance(value, dict):
@@ -246,14 +267,6 @@ def read_environment(doc: dict[str, Any], where: str, folder: Path | None = None
     if stack not in (None, "", "latest"):
         raise InputError(f"{w}: inferencingStackVersion {stack!r} is not supported: the image always has its own "
                          "scoring server (\"latest\" or null)")
-    if out.user_managed:
-        out.notes.append(f"{w}: python.userManagedDependencies is true: as in Azure ML, none of the environment's "
-                         "conda or pip packages are installed (the base must already have what score.py imports); "
-                         "only the scoring server's own packages are")
-    if not_image or run_only:
-        out.notes.append(f"{w}: {', '.join(not_image + run_only)} not part of an image (names, and how Azure ML "
-                         "runs training containers)")
-    return out
 
 
 def _environment_at(path: Path, where: str) -> tuple[dict[str, Any], Path]:

@@ -15,7 +15,7 @@ __all__ = ["cmd_build"]
 def cmd_build(args: argparse.Namespace, out: Out) -> int:
     from ..build import image_sbom
     from ..image.platform import parse_platforms
-    from ..transport.write import check_output, write_image
+    from ..imageio import check_output, write_image
     from .options import project
 
     spec = args.output or None

@@ -21,7 +21,7 @@ def cmd_inspect(args: argparse.Namespace, out: Out) -> int:
                                   render_image, render_index)
     from ..image.imageindex import ImageIndex, for_platform
     from ..image.platform import ALL, parse_platform
-    from ..inputs.base import load_image
+    from ..imageio import load_image
 
     if args.list and args.layer is None:
         raise UsageError("--list needs --layer N (the layer's index, from 'ociassemble inspect IMAGE')")

@@ -19,7 +19,7 @@ def cmd_pull(args: argparse.Namespace, out: Out) -> int:
     from ..image.imageindex import ImageIndex, for_platform
     from ..image.platform import ALL, normalize, parse_platform
     from ..registry.pull import pull_image
-    from ..transport.write import check_output, write_image
+    from ..imageio import check_output, write_image
 
     text = getattr(args, "platform", None)
     want = ALL if text is not None and text.strip() == ALL else (parse_platform(text) if text else None)

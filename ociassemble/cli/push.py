@@ -63,7 +63,7 @@ def cmd_push(args: argparse.Namespace, out: Out) -> int:
         raise UsageError("--provenance is signed with the signing key: give --sign-key cosign.key (or "
                          "$OCIASSEMBLE_SIGN_KEY)")
     if args.source:
-        from ..inputs.base import load_image
+        from ..imageio import load_image
 
         want = from_platform(getattr(args, "platform", None))  # a bad --platform fails before any reading
         push_opts = registry_options(args)  # credentials bound to the destination (or refused) before any reading

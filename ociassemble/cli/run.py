@@ -63,7 +63,7 @@ def pick_image(target: Target, want: Platform | None, where: str) -> Image:
 
 
 def cmd_run(args: argparse.Namespace, out: Out) -> int:
-    from ..inputs.base import load_image
+    from ..imageio import load_image
     from ..run.container import RunningImage, run_image
 
     want = run_platform(args.platform)

@@ -63,7 +63,7 @@ def _verify_signature(args: argparse.Namespace, out: Out) -> int:
 def _verify_rebuild(args: argparse.Namespace, out: Out) -> int:
     from ..image.assemble import Image
     from ..image.verify import compare_images
-    from ..inputs.base import load_image
+    from ..imageio import load_image
 
     if args.sbom:
         raise UsageError("verify writes nothing: drop --sbom (build and push make SBOMs)")

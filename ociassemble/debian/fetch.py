@@ -13,20 +13,16 @@ from pathlib import Path
 
 import requests
 
-from ..errors import ArchiveError, MirrorError, PackageError
+from ..errors import ArchiveError, MirrorError, NotOnMirror, PackageError
 from ..image.cache import BlobCache
 from ..image.digest import Digest
 
-__all__ = ["Fetcher", "NotOnMirror"]
+__all__ = ["Fetcher"]
 
 #: connect and read timeouts, in seconds: a mirror is close (a proxy, a CDN), a stall is a fault
 _TIMEOUT = (10, 60)
 #: attempts per file: a dropped connection is retried once more, never a wrong hash
 _TRIES = 3
-
-
-class NotOnMirror(PackageError):
-    """The mirror answered 404: the file is not (or no longer) there; a locked build says what to do."""
 
 
 @dataclass

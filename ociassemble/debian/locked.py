@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ..errors import InputError, PackageError
 from ..image.digest import Digest
-from .fetch import Fetcher, NotOnMirror
+from ..errors import NotOnMirror
+from .fetch import Fetcher
 from .packages import Package
 
 __all__ = ["LockedDeb", "fetch_locked"]

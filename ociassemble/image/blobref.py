@@ -49,7 +49,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from ..errors import InputError
+from ..errors import SourceChangedError  # defined in errors; still importable from here
 from .digest import CHUNK, Digest, sha256_file
 
 __all__ = ["FilePart", "RefRecord", "RefReader", "SourceChangedError", "REF_FORMAT", "changed_error", "mismatch_error",
@@ -57,10 +57,6 @@ __all__ = ["FilePart", "RefRecord", "RefReader", "SourceChangedError", "REF_FORM
 
 #: The record's own format; a record of another format is treated as absent.
 REF_FORMAT = 1
-
-
-class SourceChangedError(InputError):
-    """A file an image's layer is made of changed or went away after the build."""
 
 
 @dataclass(frozen=True)

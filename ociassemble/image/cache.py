@@ -28,19 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
-from ..errors import ArchiveError, DigestMismatchError, InputError, OciAssembleError
+from ..errors import ArchiveError, DigestMismatchError, DiskFullError, InputError, OciAssembleError
 from .blobref import RefReader, RefRecord
 from .digest import CHUNK, Digest, HashingWriter, VerifyingReader
 from .tmplock import locked_temp
 from .upkeep import TMP_MAX_AGE, CacheReport, PruneReport, prune_cache, verify_cache
 
 #: The store's public face; the upkeep reports are re-exported with the methods that make them.
-__all__ = ["BlobCache", "BlobWriter", "CacheReport", "PruneReport", "default_cache_dir", "DiskFullError",
+__all__ = ["BlobCache", "BlobWriter", "CacheReport", "PruneReport", "default_cache_dir",
            "disk_full", "TMP_MAX_AGE"]
-
-
-class DiskFullError(OciAssembleError):
-    """No space left where ociassemble writes."""
 
 
 def default_cache_dir() -> Path:
@@ -275,16 +271,6 @@ class BlobCache:
             reader.verify()
             w.commit(expected)
         return expected
-
-    def read_json(self, digest: Digest | str) -> Any:
-        with self.open(digest) as f:
-            data = f.read()
-        if Digest.of_bytes(data) != (digest if isinstance(digest, Digest) else Digest(digest)):
-            raise DigestMismatchError(str(digest), str(Digest.of_bytes(data)), f"cache {self.root}")
-        try:
-            return json.loads(data)
-        except ValueError as exc:
-            raise ArchiveError(f"blob {digest} is not JSON: {exc}") from None
 
     # -- layer index -------------------------------------------------------
     def get_layer(self, key: str) -> dict[str, Any] | None:

@@ -68,6 +68,7 @@ __all__ = [
 
 S = TypeVar("S")
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: 5: forced gzip of a layer whose sample barely compresses is Huffman-only (zlib-ng); the
 #: bytes of every other layer are as in 4. 4: the data of files of ALIGN_MIN_SIZE or more
@@ -353,8 +354,8 @@ class LayerUploader(Protocol):
         ...
 
 
-def build_in_parallel(build: Callable[[S, T], BuiltLayer], items: Sequence[tuple[S, T]],
-                      uploader: LayerUploader | None) -> list[BuiltLayer]:
+def build_in_parallel(build: Callable[[S, T], R], items: Sequence[tuple[S, T]],
+                      uploader: LayerUploader | None) -> list[R]:
     """``build(*item)`` for each item, in order; with an ``uploader``, several at once.
 
     Sent speculatively, each new layer is one read streamed to the registry: several

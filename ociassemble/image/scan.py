@@ -73,8 +73,9 @@ def _norm_mode(st_mode: int, kind: str) -> int:
     return 0o755 if st_mode & 0o111 else 0o644
 
 
-def _scan_one(source: LayerSource, out: dict[str, Entry], links: dict[tuple[int, int], str],
-              ignore: Callable[[Path], bool] | None) -> None:
+def _locate(source: LayerSource) -> tuple[os.stat_result, PurePosixPath, PurePosixPath, Path]:
+    """``source``'s stat, the in-image folder its entries go under, the in-image name of a
+    file source, and the host folder its relative symlinks must stay within."""
     src = source.src
     try:
         st = os.lstat(src)
@@ -83,77 +84,86 @@ def _scan_one(source: LayerSource, out: dict[str, Entry], links: dict[tuple[int,
     except PermissionError:
         raise InputError(f"{src}: permission denied; make it readable") from None
     dest = _norm_dest(source.dest)
-    root = src
     if stat.S_ISDIR(st.st_mode):
-        base = dest
-        walk_root = src
+        return st, dest, dest, src
+    if source.dest.endswith("/") or str(dest) == ".":
+        return st, dest, dest / src.name, src.parent
+    return st, dest.parent, dest, src.parent
+
+
+def _entry(path: str, name: str, st: os.stat_result, source: LayerSource, root: Path) -> Entry:
+    """The entry for one host path (not a second name of a hard-linked file: ``_scan_one``
+    knows those), by the layer format's rules; raises InputError for what may not go in."""
+    mode = st.st_mode
+    stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+    if stat.S_ISDIR(mode):
+        e = Entry(name, "dir", stat.S_IMODE(mode) if source.preserve else 0o755, stamp=(st.st_mtime_ns,))
+    elif stat.S_ISREG(mode):
+        if not os.access(path, os.R_OK):
+            raise InputError(f"{path}: permission denied; make it readable or leave it out")
+        m = stat.S_IMODE(mode) if source.preserve else _norm_mode(mode, "file")
+        e = Entry(name, "file", m, size=st.st_size, source=str(path), stamp=stamp)
+    elif stat.S_ISLNK(mode):
+        target = os.readlink(path)
+        if not target.startswith("/") and not source.preserve:
+            resolved = os.path.normpath(os.path.join(os.path.dirname(os.path.relpath(path, root)), target))
+            if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
+                raise InputError(
+                    f"{path}: symlink to {target!r} points outside {root}; copy the file in, "
+                    "or use an absolute in-image target"
+                )
+        e = Entry(name, "symlink", 0o777, linkname=target, stamp=stamp)
+    elif source.preserve and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode)):
+        kind = "chr" if stat.S_ISCHR(mode) else "blk" if stat.S_ISBLK(mode) else "fifo"
+        e = Entry(name, kind, stat.S_IMODE(mode), devmajor=os.major(st.st_rdev) if kind != "fifo" else 0,
+                  devminor=os.minor(st.st_rdev) if kind != "fifo" else 0, stamp=stamp)
     else:
-        if source.dest.endswith("/") or str(dest) == ".":
-            base = dest
-            target = dest / src.name
-        else:
-            base = dest.parent
-            target = dest
-        walk_root = None
-        root = src.parent
+        what = ("a socket" if stat.S_ISSOCK(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a device file" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+        raise InputError(f"{path} is {what}, which cannot go into an image layer; remove it or ignore it")
+    if source.preserve:
+        e = Entry(e.name, e.kind, e.mode, e.size, e.source, e.linkname, st.st_uid, st.st_gid,
+                  e.devmajor, e.devminor, e.stamp)
+    return e
+
+
+def _scan_one(source: LayerSource, out: dict[str, Entry], links: dict[tuple[int, int], str],
+              ignore: Callable[[Path], bool] | None) -> None:
+    st, base, target, root = _locate(source)
+    is_dir = stat.S_ISDIR(st.st_mode)
     # Only the destination folder of a folder source is an entry; its parents are not:
     # an entry for /lib would replace a base's merged-usr symlink /lib -> usr/lib.
     # Runtimes create missing parents (0755, root) when they apply a layer.
-    if walk_root is not None and str(base) not in ("", "."):
+    if is_dir and str(base) not in ("", "."):
         out.setdefault(str(base), Entry(str(base), "dir", 0o755))
 
     def add(path: str, name: str, st: os.stat_result) -> None:
-        mode = st.st_mode
-        stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
-        if stat.S_ISDIR(mode):
-            e = Entry(name, "dir", stat.S_IMODE(mode) if source.preserve else 0o755, stamp=(st.st_mtime_ns,))
-        elif stat.S_ISREG(mode):
-            if st.st_nlink > 1:
-                first = links.get((st.st_dev, st.st_ino))
-                if first is not None:
-                    e = Entry(name, "hardlink", _norm_mode(mode, "file"), linkname=first, stamp=stamp)
-                    out[name] = e
-                    return
-                links[(st.st_dev, st.st_ino)] = name
-            if not os.access(path, os.R_OK):
-                raise InputError(f"{path}: permission denied; make it readable or leave it out")
-            m = stat.S_IMODE(mode) if source.preserve else _norm_mode(mode, "file")
-            e = Entry(name, "file", m, size=st.st_size, source=str(path), stamp=stamp)
-        elif stat.S_ISLNK(mode):
-            target = os.readlink(path)
-            if not target.startswith("/") and not source.preserve:
-                resolved = os.path.normpath(os.path.join(os.path.dirname(os.path.relpath(path, root)), target))
-                if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
-                    raise InputError(
-                        f"{path}: symlink to {target!r} points outside {root}; copy the file in, "
-                        "or use an absolute in-image target"
-                    )
-            e = Entry(name, "symlink", 0o777, linkname=target, stamp=stamp)
-        elif source.preserve and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode)):
-            kind = "chr" if stat.S_ISCHR(mode) else "blk" if stat.S_ISBLK(mode) else "fifo"
-            e = Entry(name, kind, stat.S_IMODE(mode), devmajor=os.major(st.st_rdev) if kind != "fifo" else 0,
-                      devminor=os.minor(st.st_rdev) if kind != "fifo" else 0, stamp=stamp)
-        else:
-            what = ("a socket" if stat.S_ISSOCK(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-                    else "a device file" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
-            raise InputError(f"{path} is {what}, which cannot go into an image layer; remove it or ignore it")
-        if source.preserve:
-            e = Entry(e.name, e.kind, e.mode, e.size, e.source, e.linkname, st.st_uid, st.st_gid,
-                      e.devmajor, e.devminor, e.stamp)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            first = links.get((st.st_dev, st.st_ino))
+            if first is not None:  # a second name of a file already in the layer: a hard link to the first
+                out[name] = Entry(name, "hardlink", _norm_mode(st.st_mode, "file"), linkname=first,
+                                  stamp=(st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
+                return
+            links[(st.st_dev, st.st_ino)] = name
+        e = _entry(path, name, st, source, root)
         prev = out.get(name)
         if prev is not None and not (prev.kind == "dir" and e.kind == "dir"):
             raise InputError(f"two sources put something at /{name} in one layer; give each a different destination")
         out[name] = e
 
-    if walk_root is None:
-        add(str(src), str(target), st)
-        return
+    if not is_dir:
+        add(str(source.src), str(target), st)
+    else:
+        _walk(str(source.src), "" if str(base) == "." else str(base), ignore, add)
+
+
+def _walk(top: str, base_name: str, ignore: Callable[[Path], bool] | None,
+          add: Callable[[str, str, os.stat_result], None]) -> None:
+    """``add`` each path under the folder ``top`` (not ``top`` itself), by its in-image name
+    under ``base_name``, in sorted order, leaving out what ``ignore`` says."""
     # Plain strings, not Path objects, from here on: an unchanged tree is only scanned
     # (its fingerprint is the layer index's key), and Path construction was most of that
     # scan's time for a deps tree of ~6000 files (measured).
-    top = str(walk_root)
-    base_name = "" if str(base) == "." else str(base)
-
     def name_of(rel: str) -> str:
         return f"{base_name}/{rel}" if base_name else rel
 

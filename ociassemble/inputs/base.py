@@ -1,4 +1,4 @@
-"""Where a base image comes from: a registry, an OCI layout or archive, or a rootfs.
+"""Where a base image comes from: a registry, an OCI layout or archive (read by ``imageio``), or a rootfs.
 
 A rootfs tarball or directory becomes a one-layer image; everything else keeps its
 layers exactly (same digests) and its config.
@@ -6,57 +6,27 @@ layers exactly (same digests) and its config.
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..image.assemble import Image, ImageBuilder
 from ..image.cache import BlobCache
 from ..image.compress import Compression
 from ..image.layer import LayerSource, build_layer, layer_from_tarball
-from ..image.imageindex import Target
 from ..image.oci import Platform
 from ..image.platform import host_platform, matches, normalize
-from ..transport.archive import read_docker_archive, read_oci_archive
-from ..transport.layout import read_layout
+from ..imageio import load_image
 from ..transport.spec import ImageSpec, parse_spec
 
-__all__ = ["load_image", "load_base"]
+if TYPE_CHECKING:
+    from ..registry.client import RegistryOptions
 
-
-def load_image(spec: ImageSpec | str, cache: BlobCache, *, registry_options: object = None,
-               verify_diff_ids: bool = False, platform: Platform | str | None = None) -> Target:
-    """Read an image from any transport (not ``rootfs:``).
-
-    A multi-platform image is resolved to ``platform`` (default: this machine's), or with
-    ``platform="all"`` read whole as an ``ImageIndex`` (a docker-archive holds one image).
-
-    With ``verify_diff_ids`` each layer is checked against its config's diff_id as it is
-    copied into the cache (``diffid``; bases and ``push --from`` ask for it). Without, an
-    image whose config lies is still read, for a caller that reports on it (``verify``,
-    ``inspect``); a docker-archive's layers are always checked (they are read uncompressed).
-    """
-    if isinstance(spec, str):
-        spec = parse_spec(spec)
-    if spec.kind == "oci":
-        assert spec.path
-        return read_layout(spec.path, spec.tag, cache, verify_diff_ids=verify_diff_ids, platform=platform)
-    if spec.kind == "oci-archive":
-        assert spec.path
-        return read_oci_archive(spec.path, spec.tag, cache, verify_diff_ids=verify_diff_ids, platform=platform)
-    if spec.kind == "docker-archive":
-        assert spec.path
-        return read_docker_archive(spec.path, spec.tag, cache)
-    if spec.kind == "docker":
-        from ..registry.pull import pull_image
-
-        assert spec.tag
-        return pull_image(spec.tag, cache, options=registry_options, verify_diff_ids=verify_diff_ids,
-                          platform=platform)
-    raise InputError(f"{spec}: a rootfs is not an image; use it as --base")
+__all__ = ["load_base"]
 
 
 def load_base(spec: ImageSpec | str, cache: BlobCache, *, platform: Platform | None = None,
-              compression: Compression = Compression("gzip"), registry_options: object = None) -> Image:
+              compression: Compression = Compression("gzip"),
+              registry_options: RegistryOptions | None = None) -> Image:
     """The base image for a build, from any transport including a rootfs tarball/directory.
 
     A multi-platform base is resolved to ``platform`` (default: this machine's); a base of

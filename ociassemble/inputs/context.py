@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import pathspec
 
-from ..errors import InputError
+from ..errors import SecretsInContextError
 
 if TYPE_CHECKING:
     from ..image.layer import Entry
@@ -31,7 +31,6 @@ __all__ = [
     "SECRET_PATHS",
     "SECRET_PATTERNS",
     "ENV_ALLOW_SECRETS",
-    "SecretsInContextError",
     "find_secrets",
     "secret_reason",
     "check_secrets",
@@ -145,10 +144,6 @@ _CONTENT = (
     ((b"client-key-data",), re.compile(rb"(?m)^[ \t]*client-key-data:[ \t]*[\"']?[A-Za-z0-9+/=]{16,}"), "a kubeconfig client key"),
     ((b"PRIVATE KEY",), re.compile(rb"(?m)^-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[ \t]*\r?$"), "a private key"),
 )
-
-
-class SecretsInContextError(InputError):
-    """Files named like secrets would go into a layer and ``--allow-secrets`` was not given."""
 
 
 def secrets_allowed(flag: bool = False) -> bool:

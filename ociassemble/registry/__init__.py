@@ -19,12 +19,13 @@ blob upload's requests), then ``push``, ``pull``, ``login``, ``sbom`` (the SBOM
 artifact) and ``layercache``.
 """
 
+from ..errors import TransientRegistryError
 from .client import RegistryOptions
 from .credentials import Credentials
 from .login import login
 from .pull import pull_image, pull_to_layout
 from .push import PushResult, push_image
-from .retry import DEFAULT_RETRY, FAST_RETRY, RetryPolicy, TransientRegistryError
+from .retry import DEFAULT_RETRY, FAST_RETRY, RetryPolicy
 
 __all__ = [
     "DEFAULT_RETRY",

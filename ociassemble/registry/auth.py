@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import AuthError
+from ..errors import AuthError, TransientRegistryError
 from ..image.oci import parse_json
 from ..redact import Secrets
 from .credentials import Credentials
 from .http import LOOPBACK_HOSTS, RegistryHttp, answer_body
-from .retry import TransientRegistryError, parse_retry_after
+from .retry import parse_retry_after
 
 __all__ = ["Authenticator", "Challenge", "parse_challenge"]
 

@@ -22,13 +22,13 @@ from typing import Any
 import requests
 import urllib3.exceptions
 
-from ..errors import AuthError, RegistryError
+from ..errors import AuthError, RegistryError, TransientRegistryError
 from ..image.digest import CHUNK
 from ..redact import Secrets, clean
 from .auth import Authenticator
 from .credentials import Credentials, resolve_credentials, same_registry
 from .http import ANSWER_MAX, DEFAULT_TIMEOUT, Origin, RegistryHttp, registry_errors, short_reason
-from .retry import DEFAULT_RETRY, FAST_RETRY, RetryPolicy, TransientRegistryError, call_with_retry, parse_retry_after
+from .retry import DEFAULT_RETRY, FAST_RETRY, RetryPolicy, call_with_retry, parse_retry_after
 
 __all__ = [
     "DEFAULT_RETRY",

@@ -37,9 +37,9 @@ import requests
 import urllib3.exceptions
 
 from .. import __version__
-from ..errors import RegistryError
+from ..errors import RegistryError, TransientRegistryError
 from ..image.oci import parse_json
-from .retry import RetryPolicy, TransientRegistryError, parse_retry_after, registry_gate
+from .retry import RetryPolicy, parse_retry_after, registry_gate
 
 __all__ = ["ANSWER_MAX", "DEFAULT_TIMEOUT", "LOOPBACK_HOSTS", "Origin", "RegistryHttp", "answer_body", "registry_errors",
            "short_reason"]

@@ -15,8 +15,9 @@ the same key always gives the same manifest bytes, so two writers of one key agr
         layers[0] = the compressed layer blob (so the cache repository holds it, and a
         HEAD there proves it); annotations: diff_id, compression id, layer format,
         uncompressed size
-    oa-deps-<sha256 of {requirements texts, complete platform, pex version, args,
-                        requested compression, epoch, LAYER_FORMAT}>
+    oa-deps-<the deps layer's key: sha256 of {requirements texts, complete platform, pex
+             version, args, requested compression, epoch, LAYER_FORMAT}, which the recipe's
+             ``azureml.deps.DepsKey.layer_key`` computes and passes down>
         the same, for the Python deps layer: a runner with an empty pex cache runs no pex
     oa-baseinfo-<hex of the base's config digest>
         layers[0] = the empty blob; annotation ``dev.ociassemble.baseinfo`` = the
@@ -103,10 +104,9 @@ def layer_tag(diff_id: str, compression_id: str) -> str:
     return "oa-layer-" + _hex({"diff_id": diff_id, "compression": compression_id, "format": LAYER_FORMAT})
 
 
-def deps_tag(deps_key: Mapping[str, Any], compression: Compression, epoch: int) -> str:
-    """The tag of the deps-layer entry for pex's inputs (``deps.deps_key``), as requested and at ``epoch``."""
-    return "oa-deps-" + _hex({"deps": dict(deps_key), "compression": [compression.codec, compression.level],
-                              "epoch": epoch, "format": LAYER_FORMAT})
+def deps_tag(deps_key: str) -> str:
+    """The tag of the deps-layer entry for the deps layer's key (a sha256 hex; the recipe's ``DepsKey.layer_key``)."""
+    return "oa-deps-" + deps_key
 
 
 def _compressions_for(media_type: str) -> list[Compression]:
@@ -321,13 +321,14 @@ class RegistryLayerCache:
             return self._reject(tag, "it is not a layer entry")
         return self._layer_from(tag, manifest, diff_id, size, compression)
 
-    def find_deps(self, deps_key: Mapping[str, Any], compression: Compression, epoch: int) -> BuiltLayer | None:
-        """The Python deps layer recorded for pex's inputs ``deps_key``, verified, or None.
+    def find_deps(self, deps_key: str, compression: Compression) -> BuiltLayer | None:
+        """The Python deps layer recorded under the deps layer's key, verified, or None.
 
-        With ``auto`` compression the entry's own codec is used, if this machine makes
-        the very same bytes with it (the same libdeflate or zstd version).
+        ``compression`` is the one the key was made for, as requested: with ``auto`` the entry's
+        own codec is used, if this machine makes the very same bytes with it (the same
+        libdeflate or zstd version).
         """
-        tag = deps_tag(deps_key, compression, epoch)
+        tag = deps_tag(deps_key)
         manifest = self._get_entry(tag, ARTIFACT_TYPE)
         if manifest is None:
             return None
@@ -377,12 +378,12 @@ class RegistryLayerCache:
         tag = layer_tag(layer.diff_id, layer.compression)
         self._pending.setdefault(tag, self._entry(tag, "layer", layer, layer.diff_id))
 
-    def note_deps(self, deps_key: Mapping[str, Any], compression: Compression, epoch: int, layer: BuiltLayer) -> None:
-        """Remember the deps layer pex's inputs ``deps_key`` made (and the layer itself)."""
+    def note_deps(self, deps_key: str, layer: BuiltLayer) -> None:
+        """Remember the deps layer made for the deps layer's key (and the layer itself)."""
         self.note_layer(layer)
         if not self.write_enabled or layer.origin is not None or not layer.compression:
             return
-        tag = deps_tag(deps_key, compression, epoch)
+        tag = deps_tag(deps_key)
         self._pending.setdefault(tag, self._entry(tag, "deps", layer, tag.removeprefix("oa-deps-")))
 
     def note_baseinfo(self, config_digest: str, info: Mapping[str, Any]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from ..errors import UsageError
 from .client import RegistryClient, RegistryOptions
@@ -21,7 +20,7 @@ __all__ = ["login"]
 log = logging.getLogger("ociassemble.registry")
 
 
-def login(registry: str, username: str, password: str, *, options: Any = None) -> Path:
+def login(registry: str, username: str, password: str, *, options: RegistryOptions | None = None) -> Path:
     """``ociassemble login``: check the credentials against the registry, then store them.
 
     ``registry`` is a host[:port] or any image reference on it. The registry is asked
@@ -38,7 +37,7 @@ def login(registry: str, username: str, password: str, *, options: Any = None) -
     host = registry
     if "/" in registry or "@" in registry:
         host = parse_reference(registry).registry
-    base = options if isinstance(options, RegistryOptions) else RegistryOptions()
+    base = options if options is not None else RegistryOptions()
     opts = replace(base, username=username, password=password, credentials_registry=host)
     client = RegistryClient(host, opts)
     try:

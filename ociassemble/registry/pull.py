@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import requests
 import urllib3.exceptions
 
-from ..errors import ArchiveError, DigestMismatchError, NotAnImageError
+from ..errors import ArchiveError, DigestMismatchError, NotAnImageError, TransientRegistryError
 from ..image.assemble import Image
 from ..image.cache import BlobCache
 from ..image.diffid import stage_layer, verify_cached_diff_id
@@ -29,7 +29,7 @@ from ..transport.layout import write_layout
 from .client import RegistryClient, RegistryOptions
 from .http import short_reason
 from .reference import Reference, parse_reference
-from .retry import TransientRegistryError, call_with_retry
+from .retry import call_with_retry
 
 __all__ = ["RegistryBlobFetcher", "pull_image", "pull_to_layout"]
 

@@ -75,10 +75,6 @@ class Reference:
         _check_tag(tag, f"{self.name}:{tag}")
         return replace(self, tag=tag, digest=None)
 
-    def with_digest(self, digest: str) -> Reference:
-        _check_digest(digest, f"{self.name}@{digest}")
-        return replace(self, digest=digest)
-
     def __str__(self) -> str:
         out = self.name
         if self.tag:

@@ -18,16 +18,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from ..errors import RegistryError
+from ..errors import TransientRegistryError
 
 __all__ = [
     "DEFAULT_RETRY",
     "FAST_RETRY",
     "RegistryGate",
     "RetryPolicy",
-    "TransientRegistryError",
     "call_with_retry",
     "parse_retry_after",
     "registry_gate",
@@ -66,14 +65,6 @@ class RetryPolicy:
 DEFAULT_RETRY = RetryPolicy()
 #: For tests: the same shape in milliseconds; a Retry-After is still honoured, up to 2 s.
 FAST_RETRY = RetryPolicy(attempts=5, initial=0.02, factor=2.0, max_delay=0.2, max_retry_after=2.0)
-
-
-class TransientRegistryError(RegistryError):
-    """A failure worth retrying (connection lost, timeout, 5xx, 408, 429)."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -38,7 +38,7 @@ from types import FrameType
 from typing import IO, Any, Callable, Mapping
 
 from ..emulation import BINFMT, SLOWDOWN, ensure_emulation, needs_emulation
-from ..errors import BuildError, RunError
+from ..errors import BuildError, RunError, StillStarting
 from ..image.assemble import Image
 from ..image.cache import BlobCache
 from ..image.oci import Platform
@@ -51,7 +51,7 @@ from .rootfs import RunRootfs
 from .sandbox import Sandbox, check_host
 from .unpack import DEFAULT_LIMITS, UnpackLimits
 
-__all__ = ["RunningImage", "StillStarting", "run_image", "DEFAULT_STOP_TIMEOUT", "DEFAULT_READY_TIMEOUT"]
+__all__ = ["RunningImage", "run_image", "DEFAULT_STOP_TIMEOUT", "DEFAULT_READY_TIMEOUT"]
 
 #: Grace between SIGTERM and SIGKILL: Docker's ``stop`` default.
 DEFAULT_STOP_TIMEOUT = 10.0
@@ -64,10 +64,6 @@ _READY_POLL = 0.1
 _HEALTH_POLL = 0.5
 #: Seconds between two progress lines while a scoring image is not Healthy yet.
 PROGRESS_EVERY = 15.0
-
-
-class StillStarting(RunError):
-    """Every port answers but the scoring server's health probe has not said Healthy in time; the image runs on."""
 
 
 class RunningImage:

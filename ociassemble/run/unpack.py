@@ -39,9 +39,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..errors import ArchiveError, OciAssembleError, RunError
+from ..errors import ArchiveError, DiskFullError, OciAssembleError, RunError
 from ..image.assemble import Image
-from ..image.cache import BlobCache, DiskFullError
+from ..image.cache import BlobCache
 from ..image.digest import CHUNK, Digest, VerifyingReader
 from ..image.oci import Descriptor
 from .entries import DEFAULT_LIMITS, Budget, EntryRefused, UnpackLimits, check_entry, limited_tarinfo

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..image.cache import DiskFullError
+from ..errors import DiskFullError
 from ..image.digest import CHUNK
 from .entries import Entry, EntryRefused, Kind
 from .stream import CorruptStream

@@ -20,9 +20,9 @@ import json
 import os
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, WrongPasswordError
 
-__all__ = ["SCRYPT_PARAMS", "WrongPasswordError", "open_box", "seal_box"]
+__all__ = ["SCRYPT_PARAMS", "open_box", "seal_box"]
 
 #: (N, r, p) the readers accept, oldest first; go-securesystemslib's Legacy, Standard, OWASP.
 SCRYPT_PARAMS = ((1 << 15, 8, 1), (1 << 16, 8, 1), (1 << 17, 8, 1))
@@ -32,10 +32,6 @@ SEAL_PARAMS = SCRYPT_PARAMS[0]
 _SALT_SIZE = 32
 _KEY_SIZE = 32
 _NONCE_SIZE = 24
-
-
-class WrongPasswordError(InputError):
-    """The box did not open: the password is not the one the key was sealed with."""
 
 
 def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:

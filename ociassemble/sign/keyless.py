@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InputError, RegistryError
+from ..errors import InputError, KeylessError
 from .simplesigning import SIGNATURE_ANNOTATION
 
 __all__ = ["BUNDLE_ANNOTATION", "CERTIFICATE_ANNOTATION", "CHAIN_ANNOTATION", "KeylessSigner"]
@@ -31,10 +31,6 @@ CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
 BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
 #: Where the token comes from outside GitHub Actions (sigstore-python and cosign read it too).
 TOKEN_ENV = "SIGSTORE_ID_TOKEN"
-
-
-class KeylessError(RegistryError):
-    """Sigstore (Fulcio, Rekor, its TUF root) could not be reached or refused the request."""
 
 
 @dataclass

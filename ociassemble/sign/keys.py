@@ -35,10 +35,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, UnsupportedKeyError, WrongPasswordError
 from .encrypted import open_box, seal_box
 
-__all__ = ["COSIGN_PEM_TYPES", "KeyPair", "PrivateKey", "PublicKey", "UnsupportedKeyError", "generate_key_pair",
+__all__ = ["COSIGN_PEM_TYPES", "KeyPair", "PrivateKey", "PublicKey", "generate_key_pair",
            "load_private_key", "load_public_key", "is_encrypted"]
 
 #: The PEM types of cosign's encrypted key files: cosign 2.x writes the first, reads both.
@@ -49,10 +49,6 @@ KEYGEN_PEM_TYPE = "ENCRYPTED COSIGN PRIVATE KEY"
 _PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.S)
 _WHAT = "ECDSA P-256 keys (cosign's default)"
 _MAKE = "make one with 'ociassemble keygen' or 'cosign generate-key-pair'"
-
-
-class UnsupportedKeyError(InputError):
-    """A key of a type or curve ociassemble does not sign or verify with."""
 
 
 def _pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
@@ -188,8 +184,6 @@ def load_private_key(data: bytes, password: bytes | None, where: str) -> Private
                              "$COSIGN_PASSWORD") from None
         except ValueError as exc:
             if kind == "ENCRYPTED PRIVATE KEY":
-                from .encrypted import WrongPasswordError
-
                 raise WrongPasswordError(f"{where}: wrong password for the key (give it with --sign-key-password-stdin "
                                          "or $COSIGN_PASSWORD)") from None
             raise InputError(f"{where}: its {kind} block is not a key cryptography reads ({exc}); the key file is damaged") from None

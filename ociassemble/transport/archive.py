@@ -10,8 +10,6 @@ to the config's diff_ids.
 
 from __future__ import annotations
 
-import io
-import os
 import tarfile
 import zlib
 from pathlib import Path
@@ -25,7 +23,7 @@ from ..image.digest import CHUNK, Digest, HashingWriter
 from ..image.imageindex import Target
 from ..image.oci import Descriptor, Index, Manifest, MediaType, Platform, canonical_json, parse_json
 from ..image.tarcheck import UnsafeEntry, entry_parts
-from .layout import (_LAYOUT, REF_NAME, _load_json, documents, replace_path, resolve_image, select_manifest,
+from .layout import (_LAYOUT, _load_json, documents, replace_path, resolve_image, select_manifest,
                      temp_sibling, top_descriptor)
 
 __all__ = ["write_oci_archive", "read_oci_archive", "write_docker_archive", "read_docker_archive"]

@@ -7,7 +7,6 @@ only ``rootfs:PATH`` (a rootfs tarball or directory, made into one layer).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +82,3 @@ def parse_spec(spec: str, *, for_output: bool = False) -> ImageSpec:
 def is_registry(spec: str | None) -> bool:
     """Whether reading ``spec`` talks to a registry (so it needs the registry settings)."""
     return bool(spec) and parse_spec(spec).kind == "docker"
-
-
-def expand(path: Path) -> Path:
-    return Path(os.path.expanduser(str(path)))

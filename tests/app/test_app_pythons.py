@@ -37,7 +37,7 @@ from ociassemble.azureml.baseinfo import BaseInfo, inspect_base
 from ociassemble.azureml.deps import resolve_deps
 from ociassemble.azureml.requirements import read_app_pins
 from ociassemble.image.cache import BlobCache
-from ociassemble.inputs.base import load_image
+from ociassemble.imageio import load_image
 from ociassemble.run.unpack import unpack_image
 from tests.conftest import default_base, test_cache_root
 
@@ -72,7 +72,7 @@ def _resolved(cache: BlobCache, name: str, requirements: list[str], info: BaseIn
     """The flat site-packages of ``requirements`` for the base's Python (pex; cached by their text)."""
     file = work / f"{name}-requirements.txt"
     file.write_text("".join(f"{line}\n" for line in requirements))
-    return resolve_deps(cache, [file], info, log=lambda message: None)
+    return resolve_deps(cache, [file], info).site
 
 
 def _bwrap(rootfs: Path, binds: list[tuple[str, Path, str]], env: dict[str, str], command: list[str],

@@ -41,7 +41,7 @@ PLATFORMS = "linux/amd64,linux/arm64"
 def bases_index(debian_base: str, arm64_base: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """``oci:DIR`` of one index holding the amd64 and the arm64 default bases."""
     from ociassemble.image.imageindex import ImageIndex
-    from ociassemble.inputs.base import load_image
+    from ociassemble.imageio import load_image
     from ociassemble.image.platform import parse_platform
     from ociassemble.transport.layout import write_layout
 

@@ -38,7 +38,7 @@ import pytest
 from ociassemble.emulation import SLOWDOWN
 from ociassemble.image.assemble import Image
 from ociassemble.image.cache import BlobCache
-from ociassemble.inputs.base import load_image
+from ociassemble.imageio import load_image
 from ociassemble.run.container import RunningImage
 from tests.conftest import REPO, run_cli
 

@@ -16,7 +16,7 @@ import pytest
 from ociassemble.image.cache import BlobCache
 from ociassemble.image.imageindex import ImageIndex
 from ociassemble.image.platform import ALL, parse_platform
-from ociassemble.inputs.base import load_image
+from ociassemble.imageio import load_image
 from tests.conftest import run_cli
 
 TWO = "linux/amd64,linux/arm64"

@@ -24,7 +24,7 @@ from registry_fixtures import FaultProxy, Registry, start_registry, stop_pid
 from ociassemble.image.cache import BlobCache
 from ociassemble.image.compress import Compression
 from ociassemble.image.oci import Descriptor, Manifest, MediaType
-from ociassemble.inputs.base import load_image
+from ociassemble.imageio import load_image
 from ociassemble.registry import push_image
 from ociassemble.registry.layercache import A_DIFF_ID, ARTIFACT_TYPE, layer_tag
 from tests.conftest import run_cli

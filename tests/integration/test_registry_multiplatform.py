@@ -172,9 +172,10 @@ def test_registry_cache_never_serves_an_arm64_deps_layer_to_amd64(plain_registry
     reqs = tmp_path / "requirements.txt"
     reqs.write_text("numpy==1.26.4\n")
     arm_key, amd_key = deps_key([reqs], _base_info("arm64")), deps_key([reqs], _base_info("amd64"))
-    assert arm_key["platform"]["marker_environment"]["platform_machine"] == "aarch64"  # type: ignore[index]
+    assert arm_key.inputs["platform"]["marker_environment"]["platform_machine"] == "aarch64"  # type: ignore[index]
     gzip = Compression.parse("gzip")
-    assert deps_tag(arm_key, gzip, 0) != deps_tag(amd_key, gzip, 0)
+    arm_tag, amd_tag = arm_key.layer_key(gzip, 0), amd_key.layer_key(gzip, 0)
+    assert deps_tag(arm_tag) != deps_tag(amd_tag)
 
     cache = BlobCache(tmp_path / "cache")
     site = tmp_path / "site"
@@ -184,15 +185,15 @@ def test_registry_cache_never_serves_an_arm64_deps_layer_to_amd64(plain_registry
     options = RegistryOptions(retry=FAST_RETRY)
     repo = f"{plain_registry.host}/multi/cache"
     writer = RegistryLayerCache(repo, cache, options, read=False, write=True)
-    writer.note_deps(arm_key, gzip, 0, layer)
+    writer.note_deps(arm_tag, layer)
     writer.note_baseinfo("sha256:" + "a" * 64, {"architecture": "arm64"})  # the arm64 base's config digest
     assert writer.write() == 3  # the layer, the deps entry, the base info
 
     reader = RegistryLayerCache(repo, BlobCache(tmp_path / "fresh"), options, read=True, write=False)
-    assert reader.find_deps(amd_key, gzip, 0) is None
+    assert reader.find_deps(amd_tag, gzip) is None
     assert reader.find_baseinfo("sha256:" + "b" * 64) is None  # another config: another base
     assert reader.stats.rejected == 0  # misses, not entries found and refused
-    hit = reader.find_deps(arm_key, gzip, 0)
+    hit = reader.find_deps(arm_tag, gzip)
     assert hit is not None and hit.diff_id == layer.diff_id
     assert reader.find_baseinfo("sha256:" + "a" * 64) == {"architecture": "arm64"}
 

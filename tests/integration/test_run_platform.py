@@ -137,7 +137,7 @@ def test_run_without_emulation_is_a_run_error_before_unpacking(arm64_server: Pat
     """A host with no binfmt_misc (here: an empty folder standing for /proc/sys/fs/binfmt_misc,
     and no update-binfmts to set it up) fails at start, naming what to do, with nothing unpacked."""
     from ociassemble.errors import RunError
-    from ociassemble.inputs.base import load_image
+    from ociassemble.imageio import load_image
     from ociassemble.run.container import RunningImage
 
     which = shutil.which

@@ -21,7 +21,7 @@ from registry_fixtures import Registry, skopeo
 from ociassemble.image.cache import BlobCache
 from ociassemble.image.digest import Digest
 from ociassemble.image.verify import compare_images
-from ociassemble.inputs.base import load_image
+from ociassemble.imageio import load_image
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")

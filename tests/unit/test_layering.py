@@ -19,8 +19,10 @@ module names a type of a module that uses it, e.g. ``image.upkeep``'s ``BlobCach
 2. ``transport``: images on disk (OCI layouts, archives); needs only ``image``;
 3. ``registry``: images over HTTP (references, auth, push, pull, the layer cache, the
    SBOM artifact push); ``pull_to_layout`` writes a layout, so it sits above ``transport``;
-4. ``inputs``: what a build starts from; a base image comes from a layout, an archive
-   or a registry, so it sits above both;
+3b. ``imageio``: reading and writing an image by its spec string (``oci:``, ``oci-archive:``,
+   ``docker-archive:``, ``docker://``): it picks ``transport`` or ``registry``, so it sits above both;
+4. ``inputs``: what a build starts from; a base image is read by ``imageio`` (or made
+   from a rootfs), so it sits above it;
 5. ``azureml``: the recipe, built on ``inputs``;
 5b. ``build``: one build from options (the recipe or a plain image) into an ``Image``:
    the library's front door, which the CLI's build, push and verify call; ``materials``:
@@ -52,6 +54,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("sign", frozenset({"sign"})),
     ("transport", frozenset({"transport"})),
     ("registry", frozenset({"registry"})),
+    ("imageio", frozenset({"imageio"})),
     ("inputs", frozenset({"inputs"})),
     ("azureml", frozenset({"azureml"})),
     ("build", frozenset({"build", "materials"})),
@@ -208,7 +211,7 @@ def test_the_package_imports_only_downward() -> None:
 def test_no_import_cycle_between_modules() -> None:
     graph = import_graph(PACKAGE_DIR, type_only=False)
     assert "ociassemble.registry.http" in graph["ociassemble.registry.auth"]  # relative imports are seen
-    assert "ociassemble.registry.pull" in graph["ociassemble.inputs.base"]  # and those inside a function
+    assert "ociassemble.registry.pull" in graph["ociassemble.imageio"]  # and those inside a function
     assert import_cycles(graph) == []
 
 

@@ -15,7 +15,7 @@ from ociassemble.image.imageindex import ImageIndex
 from ociassemble.image.platform import parse_platform
 from ociassemble.registry.push import PushResult
 from ociassemble.transport.layout import write_layout
-from ociassemble.transport.write import write_image
+from ociassemble.imageio import write_image
 
 from tests.conftest import two_platform_index
 from tests.unit.test_cli import _doc_examples, _same_shape, _shape

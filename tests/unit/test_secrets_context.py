@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from ociassemble import cli
+from ociassemble.errors import SecretsInContextError
 from ociassemble.image.layer import Entry, LayerSource, scan_sources
-from ociassemble.inputs.context import SecretsInContextError, check_secrets, find_secrets, secrets_allowed
+from ociassemble.inputs.context import check_secrets, find_secrets, secrets_allowed
 
 SECRET = [".env", ".env.production", "server.pem", "tls.key", "cert.p12", "id_rsa", "id_ed25519", ".netrc",
           ".pypirc", ".npmrc", ".git-credentials", ".docker/config.json", ".aws/credentials", "kubeconfig",

@@ -11,11 +11,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from ociassemble.cli import main
-from ociassemble.errors import InputError
+from ociassemble.errors import InputError, UnsupportedKeyError, WrongPasswordError
 from ociassemble.sign.ci import ci_run
 from ociassemble.sign.dsse import Envelope, pae, sign_envelope
-from ociassemble.sign.encrypted import WrongPasswordError, open_box, seal_box
-from ociassemble.sign.keys import UnsupportedKeyError, generate_key_pair, load_private_key, load_public_key
+from ociassemble.sign.encrypted import open_box, seal_box
+from ociassemble.sign.keys import generate_key_pair, load_private_key, load_public_key
 from ociassemble.sign.simplesigning import parse_payload, signing_payload
 
 #: go-securesystemslib's encrypted/encrypted_test.go kdfVectors (Apache-2.0): the JSON of the Go
