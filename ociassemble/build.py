@@ -31,7 +31,7 @@ from .events import QUIET, Progress
 from .image.assemble import Image, ImageBuilder
 from .image.cache import BlobCache
 from .image.compress import Compression
-from .image.layer import build_layer, scan_sources, source_date_epoch
+from .image.layer import BuiltLayer, Entry, LayerSource, LayerUploader, build_in_parallel, build_layer, scan_sources, source_date_epoch
 from .image.imageindex import ImageIndex
 from .image.oci import Descriptor, Platform
 from .image.platform import normalize
@@ -57,13 +57,14 @@ def uses_recipe(settings: Settings) -> bool:
 
 
 def _recipe_image(settings: Settings, project: Project, cache: BlobCache, platform: Platform | None,
-                  registry_options: Any, layer_cache: Any, progress: Progress) -> Built:
+                  registry_options: Any, layer_cache: Any, progress: Progress,
+                  uploader: LayerUploader | None = None) -> Built:
     from .azureml.recipe import build_azureml_image
 
     built = build_azureml_image(project, cache, extra_layers=list(settings.extra_layers), log=progress.log,
                                 registry_options=registry_options, on_bytes=progress.layer_bytes,
                                 allow_secrets=settings.allow_secrets, layer_cache=layer_cache, debug=settings.debug,
-                                platform=platform, lock_mode=settings.lock_mode)
+                                platform=platform, lock_mode=settings.lock_mode, uploader=uploader)
     built.settings, built.project, built.layer_cache = settings, project, layer_cache
     return built
 
@@ -86,7 +87,7 @@ def _plain_config(b: ImageBuilder, settings: Settings) -> None:
 
 
 def _plain_image(settings: Settings, cache: BlobCache, platform: Platform | None, registry_options: Any,
-                 layer_cache: Any, progress: Progress) -> Built:
+                 layer_cache: Any, progress: Progress, uploader: LayerUploader | None = None) -> Built:
     """``settings.base`` (or nothing) plus the Debian packages and the extra layers."""
     extra = settings.extra_layers
     if not settings.base and not extra and not settings.apt:
@@ -111,10 +112,14 @@ def _plain_image(settings: Settings, cache: BlobCache, platform: Platform | None
             progress.log("layer debian-packages")
             b.add_layer(added.layer, added.created_by())
             layers.append(("debian-packages", added.layer))
-    for src, entries in zip(extra, scanned):
+    def one(src: LayerSource, entries: list[Entry]) -> BuiltLayer:
         progress.log(f"layer {src.src} -> {src.dest}")
-        layer = build_layer(cache, [src], compression=compression, entries=entries, on_bytes=progress.layer_bytes,
-                            remote=layer_cache)
+        return build_layer(cache, [src], compression=compression, entries=entries, on_bytes=progress.layer_bytes,
+                           remote=layer_cache, uploader=uploader)
+
+    if uploader is not None and b.base is not None:  # the base's layers go up beside the new ones
+        uploader.push_early(b.build(source_date_epoch()), cache)
+    for src, layer in zip(extra, build_in_parallel(one, list(zip(extra, scanned)), uploader)):
         b.add_layer(layer, src.created_by())
         layers.append((f"{src.dest}", layer))
     _plain_config(b, settings)
@@ -123,22 +128,25 @@ def _plain_image(settings: Settings, cache: BlobCache, platform: Platform | None
 
 def build_image(settings: Settings, cache: BlobCache, *, platform: Platform | None = None,
                 project: Project | None = None, registry_options: Any = None, layer_cache: Any = None,
-                progress: Progress = QUIET) -> Built:
+                progress: Progress = QUIET, uploader: LayerUploader | None = None) -> Built:
     """Build the image ``settings`` describe into ``cache``, for ``platform`` (default: the base's).
 
     The recipe when ``uses_recipe(settings)`` (``project``: the recipe's view of the settings, read
     once by the caller; default ``project_of(settings)``), else a plain image (``settings.base`` plus
     ``settings.extra_layers``). ``registry_options`` is for a registry base; ``layer_cache`` a
-    ``registry.layercache.RegistryLayerCache``. Raises UsageError when a plain build has nothing to build.
+    ``registry.layercache.RegistryLayerCache``. ``uploader`` (a push that builds:
+    ``registry.speculative.SpeculativeUploader``) sends each new layer held by reference to the
+    registry as it is hashed (``layer.build_layer``). Raises UsageError when a plain build has
+    nothing to build.
     """
     if uses_recipe(settings):
         return _recipe_image(settings, project or project_of(settings), cache, platform, registry_options,
-                             layer_cache, progress)
-    return _plain_image(settings, cache, platform, registry_options, layer_cache, progress)
+                             layer_cache, progress, uploader)
+    return _plain_image(settings, cache, platform, registry_options, layer_cache, progress, uploader)
 
 
 def build_images(settings: Settings, cache: BlobCache, *, registry_options: Any = None, layer_cache: Any = None,
-                 progress: Progress = QUIET) -> BuiltSet:
+                 progress: Progress = QUIET, uploader: LayerUploader | None = None) -> BuiltSet:
     """Build ``settings`` for each of its platforms (a recipe build: the project's, which its v1 files
     may name; none: one image for the base's own): ``build_image`` per platform, and an index when
     there are two or more.
@@ -147,7 +155,7 @@ def build_images(settings: Settings, cache: BlobCache, *, registry_options: Any 
     project = project_of(settings) if recipe else None
     wanted = project.platforms if project is not None else settings.platforms
     kw: dict[str, Any] = {"project": project, "registry_options": registry_options, "layer_cache": layer_cache,
-                          "progress": progress}
+                          "progress": progress, "uploader": uploader}
     if not wanted:
         return BuiltSet([build_image(settings, cache, **kw)])
     if project is not None and project.base is None:
@@ -176,11 +184,13 @@ def open_layer_cache(settings: Settings, cache: BlobCache, options: Any, *, push
 
 
 def build_for(settings: Settings, cache: BlobCache, options: Any, progress: Progress, *,
-              pushing: bool = False) -> BuiltSet:
+              pushing: bool = False, uploader: LayerUploader | None = None) -> BuiltSet:
     """The image the settings describe (recipe or plain), for each of its platforms. ``options``:
-    the registry settings (a registry base, the layer cache), made once by the job."""
+    the registry settings (a registry base, the layer cache), made once by the job; ``uploader``:
+    a push's speculative uploads."""
     return build_images(settings, cache, registry_options=options,
-                        layer_cache=open_layer_cache(settings, cache, options, pushing=pushing), progress=progress)
+                        layer_cache=open_layer_cache(settings, cache, options, pushing=pushing), progress=progress,
+                        uploader=uploader)
 
 
 def image_sbom(image: Image, cache: BlobCache, *, name: str, repository: str | None = None,

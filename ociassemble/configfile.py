@@ -25,7 +25,7 @@ _PATH_KEYS = frozenset({"entry_script", "source_dir", "requirements", "conda_fil
 _STR_KEYS = frozenset({"base", "image", "output", "compression", "source_url", "revision", "source_name", "apt_mirror"})
 #: every key a config file may set (the flags' names, ``-`` or ``_``)
 CONFIG_KEYS = _PATH_KEYS | _STR_KEYS | {"models", "compression_level", "install_serving_stack", "platform", "python",
-                                        "apt", "env", "labels"}
+                                        "apt", "env", "labels", "speculative_upload"}
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,9 @@ def _whole(value: Any, where: str) -> int | None:
     return value
 
 
-def _flag(value: Any, where: str) -> bool:
+def _flag(value: Any, where: str, key: str) -> bool:
     if not isinstance(value, bool):
-        raise UsageError(f"{where}: install_serving_stack must be true or false")
+        raise UsageError(f"{where}: {key} must be true or false")
     return value
 
 
@@ -72,7 +72,8 @@ def _table(value: Any, where: str, key: str) -> Mapping[str, str]:
 _READERS: dict[str, Callable[[Any, str, Path], Any]] = {
     "models": lambda v, w, root: tuple(ModelSpec.parse(m, root) for m in (v if isinstance(v, list) else [v])),
     "compression_level": lambda v, w, root: _whole(v, w),
-    "install_serving_stack": lambda v, w, root: _flag(v, w),
+    "install_serving_stack": lambda v, w, root: _flag(v, w, "install_serving_stack"),
+    "speculative_upload": lambda v, w, root: _flag(v, w, "speculative_upload"),
     "platform": lambda v, w, root: parse_platforms(_strings(
         v, w, "platform", 'a string or a list of them, e.g. platform = ["linux/amd64", "linux/arm64"]')),
     "python": lambda v, w, root: _python(v, w),

@@ -31,6 +31,7 @@ from .settings import Settings, SigningSettings
 from .sizes import human_size
 
 if TYPE_CHECKING:
+    from .registry.speculative import SpeculativeUploader
     from .sign.keys import PrivateKey
 
 __all__ = ["PushOutcome", "open_signing_key", "push"]
@@ -90,6 +91,19 @@ def _read_source(source: str, platform: Platform | str, cache: BlobCache, option
     return target
 
 
+def _speculative(settings: Settings, refs: list[str], options: Any) -> SpeculativeUploader | None:
+    """The uploader that sends a build's new layers held by reference to the first destination as
+    they are hashed (``registry.speculative``), unless the settings turn it off."""
+    from .registry.client import RegistryClient
+    from .registry.reference import parse_reference
+    from .registry.speculative import SpeculativeUploader
+
+    if not settings.speculative_upload:
+        return None
+    first = parse_reference(refs[0])
+    return SpeculativeUploader(RegistryClient(first.registry, options), first.repository, options)
+
+
 def _write_layer_cache(built: BuiltSet | None, refs: list[str], progress: Progress) -> int | None:
     """The registry layer cache entries of this build, written only now that the image is pushed."""
     from .registry.reference import parse_reference
@@ -129,18 +143,24 @@ def push(settings: Settings, refs: Sequence[str] = (), *, source: str | None = N
     cache = settings.blob_cache()
     options = settings.registry_options(*refs)  # credentials bound to the destination (or refused) before any work
     built = None
-    if source is not None:
-        target = _read_source(source, platform or ALL, cache, options)
-    else:
-        built = build_for(settings, cache, options, progress, pushing=True)
-        target = built.target
-    images = list(target.images) if isinstance(target, ImageIndex) else [target]
-    what = f"{target.digest} ({', '.join(str(normalize(i.platform)) for i in images)})" if len(images) > 1 \
-        else target.digest
-    progress.log(f"pushing {what} to {', '.join(refs)}")
     options = replace(options, on_wait=lambda registry, seconds: progress.log(
         f"registry {registry} asked to slow down: waiting {seconds:.1f} s before any request to it"))
-    res = push_image(target, cache, refs, options=options, on_bytes=progress.blob_bytes)
+    uploader = _speculative(settings, refs, options) if source is None else None
+    try:
+        if source is not None:
+            target = _read_source(source, platform or ALL, cache, options)
+        else:
+            built = build_for(settings, cache, options, progress, pushing=True, uploader=uploader)
+            target = built.target
+        images = list(target.images) if isinstance(target, ImageIndex) else [target]
+        what = f"{target.digest} ({', '.join(str(normalize(i.platform)) for i in images)})" if len(images) > 1 \
+            else target.digest
+        progress.log(f"pushing {what} to {', '.join(refs)}")
+        committed = (uploader.client.registry, uploader.repo, uploader.outcomes()) if uploader is not None else None
+        res = push_image(target, cache, refs, options=options, on_bytes=progress.blob_bytes, committed=committed)
+    finally:
+        if uploader is not None:
+            uploader.close()
     if digest_file is not None:
         Path(digest_file).write_text(res.digest + "\n")  # an index's digest: what the tags name
     progress.log(f"pushed: {len(res.blobs_uploaded)} blobs uploaded ({human_size(res.bytes_uploaded)}), "

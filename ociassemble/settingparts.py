@@ -16,6 +16,8 @@ ENV_CACHE_REPO = "OCIASSEMBLE_CACHE_REPO"
 ENV_SIGN_KEY = "OCIASSEMBLE_SIGN_KEY"
 ENV_COSIGN_PASSWORD = "COSIGN_PASSWORD"
 ENV_ALLOW_SECRETS = "OCIASSEMBLE_ALLOW_SECRETS"
+#: ``0``/``off``/``false``/``no``: a push that builds hashes each new layer before uploading it
+ENV_SPECULATIVE_UPLOAD = "OCIASSEMBLE_SPECULATIVE_UPLOAD"
 #: what ``$OCIASSEMBLE_CACHE_REPO`` may say to mean "no registry layer cache"
 _CACHE_REPO_OFF = ("", "off", "none", "0", "false")
 

@@ -81,6 +81,9 @@ class Settings:
     lock_mode: LockMode = "use"
     recipe: bool | None = None  # True the scoring image, False a plain one, None: decided by the folder
     sbom: bool = False
+    #: a push that builds uploads each new layer held by reference as it hashes it (one read;
+    #: ``registry.speculative``); off: ``--no-speculative-upload``, the config, ``$OCIASSEMBLE_SPECULATIVE_UPLOAD=0``
+    speculative_upload: bool = True
     # -- the recipe's inputs --------------------------------------------------------------
     entry_script: Path | None = None
     source_dir: Path | None = None

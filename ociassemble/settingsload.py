@@ -30,6 +30,7 @@ _PATHS = frozenset({"entry_script", "source_dir", "requirements", "conda_file", 
 _REGISTRY = ("username", "password", "ca_cert", "insecure_registries")
 _LAYER_CACHE = ("cache_repo", "cache_from", "cache_to", "no_cache_repo")
 _SIGNING = ("sign_key", "sign_password", "provenance", "keyless")
+_PUSH = ("no_speculative_upload",)
 #: the commands whose flags describe a build (push --from and verify --key build nothing)
 _BUILDING = frozenset({"build", "push", "verify", "lock"})
 
@@ -59,6 +60,7 @@ def _build_values(cfg: ConfigFile, given: dict[str, Any], cwd: Path) -> dict[str
     """The image's and the recipe's fields: the config file's, each given value over it."""
     values = {("platforms" if k == "platform" else k): v for k, v in cfg.values.items()}
     values.pop("sign_key", None)
+    values.pop("speculative_upload", None)  # the environment's too: ``_environment``
     for key, value in given.items():
         if key in _PATHS:
             values[key] = cwd / value
@@ -90,7 +92,8 @@ def _environment(given: dict[str, Any], cfg: ConfigFile, env: Mapping[str, str])
     """The registry, layer cache and signing settings, and the cache folder: given, else the environment."""
     from .image.cache import default_cache_dir
     from .settingparts import (_CACHE_REPO_OFF, ENV_ALLOW_SECRETS, ENV_CACHE_REPO, ENV_COSIGN_PASSWORD, ENV_PASSWORD,
-                               ENV_SIGN_KEY, ENV_USERNAME, LayerCacheSettings, RegistrySettings, SigningSettings)
+                               ENV_SIGN_KEY, ENV_SPECULATIVE_UPLOAD, ENV_USERNAME, LayerCacheSettings, RegistrySettings,
+                               SigningSettings)
 
     password = given["password"] if "password" in given else (env.get(ENV_PASSWORD) or None)
     registry = RegistrySettings(given.get("username") or env.get(ENV_USERNAME) or None, password,
@@ -111,8 +114,14 @@ def _environment(given: dict[str, Any], cfg: ConfigFile, env: Mapping[str, str])
                               bool(given.get("provenance")), bool(given.get("keyless")), key_from)
     allow = bool(given.get("allow_secrets")) or env.get(ENV_ALLOW_SECRETS, "").strip().lower() in ("1", "true", "yes")
     cache_dir = Path(given["cache_dir"]) if given.get("cache_dir") else default_cache_dir(env)
+    if given.get("no_speculative_upload"):
+        speculative = False
+    elif "speculative_upload" in cfg.values:
+        speculative = bool(cfg.values["speculative_upload"])
+    else:
+        speculative = env.get(ENV_SPECULATIVE_UPLOAD, "").strip().lower() not in ("0", "off", "false", "no")
     return {"registry": registry, "layer_cache": layer_cache, "signing": signing, "allow_secrets": allow,
-            "cache_dir": cache_dir}
+            "cache_dir": cache_dir, "speculative_upload": speculative}
 
 
 def settings_from(cls: type[Settings], cfg: ConfigFile, given: Mapping[str, Any], cwd: Path,
@@ -121,10 +130,12 @@ def settings_from(cls: type[Settings], cfg: ConfigFile, given: Mapping[str, Any]
     said = _said({k: v for k, v in given.items() if k != "secrets"})
     known = {f for f in cls.__dataclass_fields__ if f not in ("root", "config_file", "given", "secrets",
                                                                   "registry", "layer_cache", "signing")}
-    unknown = sorted(set(said) - known - set(_REGISTRY) - set(_LAYER_CACHE) - set(_SIGNING))
+    unknown = sorted(set(said) - known - set(_REGISTRY) - set(_LAYER_CACHE) - set(_SIGNING) - set(_PUSH))
     if unknown:
         raise UsageError(f"unknown settings {', '.join(unknown)}; known: "
-                         f"{', '.join(sorted(known | set(_REGISTRY) | set(_LAYER_CACHE) | set(_SIGNING)))}")
+                         f"{', '.join(sorted(known | set(_REGISTRY) | set(_LAYER_CACHE) | set(_SIGNING) | set(_PUSH)))}")
+    if given.get("speculative_upload") is False:  # a program's False says something (``_said`` drops it)
+        said["no_speculative_upload"] = True
     machine = _environment(said, cfg, env)
     build = {k: v for k, v in said.items() if k in known and k not in machine}
     values = _build_values(cfg, build, cwd) if project else build
@@ -154,6 +165,7 @@ def _flag_values(a: Mapping[str, Any]) -> dict[str, Any]:
         "recipe": False if plain else (True if names_recipe else None),
         "cache_repo": a.get("cache_repo"), "cache_from": a.get("cache_from"), "cache_to": a.get("cache_to"),
         "no_cache_repo": a.get("no_cache_repo", False), "allow_secrets": a.get("allow_secrets", False),
+        "no_speculative_upload": a.get("no_speculative_upload", False),
     }
 
 

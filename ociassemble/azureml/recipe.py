@@ -22,7 +22,7 @@ from ..errors import InputError, UsageError
 from ..image.assemble import Image, ImageBuilder, rfc3339
 from ..image.cache import BlobCache
 from ..image.compress import Compression
-from ..image.layer import BuiltLayer, Entry, LayerSource, scan_sources, source_date_epoch
+from ..image.layer import Entry, LayerSource, LayerUploader, build_in_parallel, scan_sources, source_date_epoch
 from ..image.oci import ImageConfig, Platform
 from ..inputs.context import check_secrets, ignore_for
 from ..resources import layer_symlinks, layers_dir
@@ -86,7 +86,8 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
                         log: Callable[[str], None] = lambda _: None, registry_options: object = None,
                         on_bytes: Callable[[int], None] | None = None, layer_cache: Any = None,
                         allow_secrets: bool = False, debug: bool = False,
-                        platform: Platform | None = None, lock_mode: LockMode = "use") -> Built:
+                        platform: Platform | None = None, lock_mode: LockMode = "use",
+                        uploader: LayerUploader | None = None) -> Built:
     """Check the inputs, then assemble the scoring image (nothing is written outside the cache).
 
     ``on_bytes`` is passed to every ``build_layer`` (progress display). ``layer_cache``
@@ -100,6 +101,9 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     that base. None: the base's own (this machine's, for a multi-platform base).
     ``lock_mode``: how ``ociassemble.lock`` is used (``locking``): "use" it when it holds (else a
     warning and a fresh resolve), "locked" (a stale or missing lock is an error), "off".
+    ``uploader`` (a push that builds: ``registry.speculative``): the user's new layers held by
+    reference are sent to the registry as they are hashed, several at once, the layers below
+    them meanwhile.
     Raises InputError/BuildError with one line naming the problem and the fix.
     """
     src_name = _check_inputs(project, log)
@@ -118,10 +122,23 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     made = [*_debian_packages_layer(ctx, base, section, lock_mode), _runit_nginx_layer(ctx)]
     deps = deps_layer(ctx, inputs, base.info, section)
     made += [deps.made, _app_layer(ctx)]
-    made += [ctx.build(u.kind, u.sources, u.created_by, entries=u.entries) for u in user_layers]
+    if uploader is not None:  # the layers so far go up beside the user's new ones
+        uploader.push_early(_partial(ctx, base.image, made), cache)
+    made += build_in_parallel(lambda u, _: ctx.build(u.kind, u.sources, u.created_by, entries=u.entries,
+                                                     uploader=uploader),
+                              [(u, None) for u in user_layers], uploader)
     image = _assemble(ctx, base.image, made, _scoring_config(project, src_name, ctx.epoch))
     return Built(image=image, cache=cache, layers=[(m.kind, m.layer) for m in made], deps_site=deps.site,
                  base_layers=tuple(base.image.manifest.layers), pex_ran=deps.pex_ran, locked=section is not None)
+
+
+def _partial(ctx: RecipeContext, base: Image, made: list[MadeLayer]) -> Image:
+    """The image as far as it is built (base and ``made``): what a speculative push sends
+    while the user's layers go up."""
+    b = ImageBuilder(ctx.cache, base)
+    for m in made:
+        b.add_layer(m.layer, m.created_by)
+    return b.build(ctx.epoch)
 
 
 def _check_inputs(project: Project, log: Callable[[str], None]) -> str:

@@ -173,6 +173,10 @@ def _add_push(add: _Adder) -> None:
     p.add_argument("refs", nargs="*", metavar="REF", help="destination reference(s); several tags push one image")
     p.add_argument("--from", dest="source", metavar="IMAGE", help="push this image instead of building: oci:DIR, oci-archive:FILE, …")
     p.add_argument("--digest-file", metavar="FILE", help="write the pushed manifest digest here")
+    p.add_argument("--no-speculative-upload", action="store_true",
+                   help="hash each new model layer before uploading it (two reads), instead of hashing it as it is "
+                        "uploaded (one read): for a registry likely to hold it already (or "
+                        "$OCIASSEMBLE_SPECULATIVE_UPLOAD=0)")
     g = p.add_argument_group("signing (see docs/signing.md)")
     g.add_argument("--sign-key", metavar="FILE",
                    help=f"sign the pushed image as cosign does (sha256-<hex>.sig), with cosign.key or a PEM ECDSA "

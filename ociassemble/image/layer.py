@@ -28,7 +28,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import zstandard
 from isal import isal_zlib
@@ -38,6 +38,7 @@ from .blobref import FilePart, RefRecord
 from .cache import BlobCache
 from .compress import Compression, ThreadedSink, choose_compression, compress_stream
 from .diffid import StagedBlob
+from .onepass import OnePassReader
 from .digest import CHUNK, Digest
 from .oci import Descriptor, MediaType, canonical_json
 from .readahead import prefetch
@@ -55,13 +56,19 @@ __all__ = [
     "Entry",
     "BuiltLayer",
     "RemoteLayerIndex",
+    "LayerUploader",
     "scan_sources",
     "tar_chunks",
     "build_layer",
+    "build_in_parallel",
     "layer_from_tarball",
     "layer_from_stream",
     "source_date_epoch",
 ]
+
+S = TypeVar("S")
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: 5: forced gzip of a layer whose sample barely compresses is Huffman-only (zlib-ng); the
 #: bytes of every other layer are as in 4. 4: the data of files of ALIGN_MIN_SIZE or more
@@ -225,6 +232,7 @@ def build_layer(
     on_bytes: Callable[[int], None] | None = None,
     remote: "RemoteLayerIndex | None" = None,
     by_reference: bool = True,
+    uploader: "LayerUploader | None" = None,
 ) -> BuiltLayer:
     """The layer for ``sources``: from the layer index if nothing changed, else written once.
 
@@ -241,6 +249,13 @@ def build_layer(
     An uncompressed layer is recorded by reference (no copy of the files written;
     see the module docs) unless ``by_reference`` is False: for trees that may not
     outlive the build (generated files, a base's rootfs folder), whose bytes are cached.
+
+    With ``uploader`` (a push that builds: ``registry.speculative``), such a layer that
+    neither index knows is not hashed here: the uploader streams it to the registry,
+    hashing it in that same pass (``onepass``), and the record is only written once the
+    registry accepted the blob, so a model is read once for build + push. A registry
+    layer cache that is read keeps today's hash-then-look-up path (its hit saves the
+    upload; see docs/performance.md).
 
     Raises InputError for missing, unreadable, special or escaping inputs.
     """
@@ -265,6 +280,10 @@ def build_layer(
         chunks = prefetch(tar_chunks(entries, epoch, files))
         return chunks if on_bytes is None else _reported(chunks, on_bytes)
 
+    if by_ref and uploader is not None and not (remote is not None and remote.reading):
+        built = _upload_by_reference(cache, entries, epoch, resolved, uploader, on_bytes)
+        cache.put_layer(key, built.to_record())
+        return built
     if by_ref or (remote is not None and remote.reading):
         hashed = _hash_stream(stream(files))
         if remote is not None and remote.reading:
@@ -299,6 +318,59 @@ def _record_by_reference(cache: BlobCache, entries: Sequence[Entry], epoch: int,
     cache.put_ref(record)
     return BuiltLayer(Descriptor(compression.media_type, diff_id, raw_size), diff_id, False, compression.id, raw_size,
                       held=True)
+
+
+def _upload_by_reference(cache: BlobCache, entries: Sequence[Entry], epoch: int, compression: Compression,
+                         uploader: "LayerUploader", on_bytes: Callable[[int], None] | None) -> BuiltLayer:
+    """The uncompressed layer sent to the registry while hashed (one read), then recorded
+    by reference exactly as ``_record_by_reference`` records it."""
+    with OnePassReader(entries, epoch, account_reads=False) as reader:
+        uploader.send(reader, on_bytes)
+        record = reader.record()
+    cache.put_ref(record)
+    return BuiltLayer(Descriptor(compression.media_type, record.digest, record.size), record.digest, False,
+                      compression.id, record.size, held=True)
+
+
+class LayerUploader(Protocol):
+    """Where a push that builds sends a new by-reference layer as it is read
+    (``registry.speculative.SpeculativeUploader``).
+
+    ``send`` reads ``reader`` to its end, uploading its bytes, and commits the blob under
+    ``reader.digest`` once every byte was read; it raises (committing nothing) when the
+    registry fails for good or a file changed (``SourceChangedError`` naming it).
+    ``on_bytes(n)`` is told of the bytes as they are read (progress display).
+    """
+
+    def send(self, reader: OnePassReader, on_bytes: Callable[[int], None] | None) -> None: ...
+
+    @property
+    def workers(self) -> int:
+        """How many layers may be read and sent at once (the push's blob concurrency)."""
+        ...
+
+    def push_early(self, image: object, cache: BlobCache) -> None:
+        """Start pushing ``image``'s layers (the build so far) beside the new ones."""
+        ...
+
+
+def build_in_parallel(build: Callable[[S, T], R], items: Sequence[tuple[S, T]],
+                      uploader: LayerUploader | None) -> list[R]:
+    """``build(*item)`` for each item, in order; with an ``uploader``, several at once.
+
+    Sent speculatively, each new layer is one read streamed to the registry: several
+    model layers then go up side by side, as the push's parallel blob uploads did (one
+    upload rarely fills the link or the registry's disk). Without one, building is
+    disk- and CPU-bound and stays one layer at a time. The first failure (in order) is
+    raised once every started build ended.
+    """
+    if uploader is None or len(items) < 2:
+        return [build(*item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, uploader.workers), thread_name_prefix="layer") as pool:
+        futures = [pool.submit(build, *item) for item in items]
+    return [f.result() for f in futures]
 
 
 class RemoteLayerIndex(Protocol):

@@ -15,8 +15,10 @@ The ordering contract, enforced here and only here:
    registry hashes what it receives and refuses the final PUT with ``DIGEST_INVALID``
    when it differs (a change no fingerprint showed), which is reported as the file
    whose content moved, and the upload is dropped.
-   A blob's source repository is ``Image.origin_of`` (a pulled base's repository, or
-   the registry layer cache a layer was taken from).
+   Blobs a push that builds already made present (``committed``: the new layers it
+   uploaded while hashing them, ``speculative``, and the base's it sent meanwhile) are
+   not asked about again. A blob's source repository is ``Image.origin_of`` (a pulled
+   base's repository, or the registry layer cache a layer was taken from).
 2. only when every blob is there, the manifest by each tag, then by digest. A
    manifest PUT answered ``MANIFEST_BLOB_UNKNOWN`` (seen from distribution when another
    pusher writes one of the same blobs into the repository at the same moment) goes
@@ -44,10 +46,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from ..errors import ArchiveError, ImageReferenceError, RegistryError
 from ..image.assemble import Image
@@ -56,47 +58,19 @@ from ..image.cache import BlobCache
 from ..image.digest import Digest
 from ..image.imageindex import ImageIndex, Target
 from ..image.oci import Descriptor, MediaType, parse_json
+from .pushresult import PushResult
 from ..image.platform import normalize
 from .client import RegistryClient, RegistryOptions
 from .reference import Reference, parse_reference
 from .retry import call_with_retry
 from .upload import BlobSlice, cancel_upload, finish_upload, mount_blob, patch_upload, start_upload, upload_offset
 
-__all__ = ["PushResult", "push_image"]
+__all__ = ["PushResult", "push_image", "push_layers"]
 
 #: Times a manifest PUT answered MANIFEST_BLOB_UNKNOWN is met by checking the blobs again.
 BLOB_UNKNOWN_ROUNDS = 3
 
 log = logging.getLogger("ociassemble.registry")
-
-
-@dataclass(frozen=True)
-class PushResult:
-    """What a push did: the manifest (or index) digest, the references now pointing at it,
-    and per blob whether it was already there (skipped), mounted from another repository,
-    or uploaded. For a multi-platform image, ``manifests`` maps each platform
-    (``linux/arm64/v8``) to its manifest's digest, in the index's order."""
-
-    digest: str
-    refs: tuple[str, ...]
-    bytes_uploaded: int
-    blobs_skipped: tuple[str, ...] = ()
-    blobs_mounted: tuple[str, ...] = ()
-    blobs_uploaded: tuple[str, ...] = ()
-    manifests: dict[str, str] = field(default_factory=dict, hash=False)
-
-    def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "digest": self.digest,
-            "refs": list(self.refs),
-            "bytes_uploaded": self.bytes_uploaded,
-            "blobs": {"skipped": list(self.blobs_skipped), "mounted": list(self.blobs_mounted),
-                      "uploaded": list(self.blobs_uploaded)},
-        }
-        if self.manifests:
-            doc["mediaType"] = MediaType.INDEX
-            doc["manifests"] = [{"platform": p, "digest": d} for p, d in self.manifests.items()]
-        return doc
 
 
 @dataclass
@@ -128,8 +102,10 @@ class _Upload:
 class _BlobPusher:
     def __init__(self, client: RegistryClient, repo: str, scopes: tuple[str, ...], owners: dict[str, Image],
                  cache: BlobCache, options: RegistryOptions, tally: _Tally, stop: threading.Event,
-                 on_bytes: Callable[[Descriptor, int], None] | None = None) -> None:
+                 on_bytes: Callable[[Descriptor, int], None] | None = None,
+                 committed: Mapping[str, str] | None = None) -> None:
         self.client = client
+        self.committed = committed or {}  # blobs the build uploaded here already (``speculative``)
         self.repo = repo
         self.scopes = scopes
         self.owners = owners  # blob digest -> the (first) image that has it: where to fetch it from
@@ -151,6 +127,10 @@ class _BlobPusher:
 
     def push(self, desc: Descriptor, mount_from: str | None) -> str:
         """Make ``desc`` present in the repository; returns "skipped", "mounted" or "uploaded"."""
+        if desc.digest in self.committed:  # by the build (``speculative``): no HEAD needed
+            outcome = self.committed[desc.digest]
+            self.tally.add_bytes(desc.size if outcome in ("uploaded", "speculative") else 0)
+            return "uploaded" if outcome == "speculative" else outcome
         state = _Upload()
         what = f"pushing blob {desc.digest} to {self.client.registry}/{self.repo}"
         try:
@@ -308,7 +288,8 @@ def _origins(target: Target) -> dict[str, Reference]:
 
 def push_image(target: Target, cache: BlobCache, refs: Sequence[str], *,
                options: RegistryOptions | None = None,
-               on_bytes: Callable[[Descriptor, int], None] | None = None) -> PushResult:
+               on_bytes: Callable[[Descriptor, int], None] | None = None,
+               committed: tuple[str, str, Mapping[str, str]] | None = None) -> PushResult:
     """Push ``target`` (an image, or a multi-platform ``ImageIndex``) to every reference in
     ``refs`` (tags of one or more repositories).
 
@@ -316,6 +297,9 @@ def push_image(target: Target, cache: BlobCache, refs: Sequence[str], *,
     see the module docstring for the order. A reference with ``@sha256:…`` must name
     this image's (or index's) digest. ``on_bytes(desc, n)`` is told of each chunk of blob
     ``desc`` handed to the socket (progress display; called from the upload threads).
+    ``committed`` is (registry, repository, {digest: outcome}) of blobs a build already
+    made present there (``speculative.SpeculativeUploader.outcomes``): not asked about
+    again; "speculative" ones are reported as uploaded (and speculative).
 
     Example::
 
@@ -363,11 +347,14 @@ def push_image(target: Target, cache: BlobCache, refs: Sequence[str], *,
             scopes = client.scopes(repo, push=True, mount_from=tuple(sources))
             earlier = done_repos.get(registry, [])
 
+            here = dict(committed[2]) if committed and committed[:2] == (registry, repo) else {}
+
             def send_blobs(c: RegistryClient = client, rp: str = repo, sc: tuple[str, ...] = scopes,
-                           ea: list[str] = earlier) -> None:
-                _push_blobs(c, rp, sc, blobs, owners, cache, options, tally, origins, ea, on_bytes)
+                           ea: list[str] = earlier, cm: Mapping[str, str] = here) -> None:
+                _push_blobs(c, rp, sc, blobs, owners, cache, options, tally, origins, ea, on_bytes, cm)
 
             send_blobs()
+            here.clear()  # a later round (a manifest's BLOB_UNKNOWN) asks the registry
             tags = list(dict.fromkeys(r.tag for r in group if r.tag))
             documents = [*children, *((ref, top_bytes, top_media) for ref in [*tags, target.digest])]
             for ref, data, media in documents:
@@ -385,8 +372,26 @@ def push_image(target: Target, cache: BlobCache, refs: Sequence[str], *,
         by[outcome].append(digest)
     manifests = ({str(normalize(image.platform)): image.digest for image in target.images}
                  if isinstance(target, ImageIndex) else {})
+    speculative = tuple(d for d in by["uploaded"] if committed and committed[2].get(d) == "speculative")
     return PushResult(target.digest, tuple(pushed), tally.bytes_uploaded, tuple(by["skipped"]),
-                      tuple(by["mounted"]), tuple(by["uploaded"]), manifests)
+                      tuple(by["mounted"]), tuple(by["uploaded"]), manifests, speculative)
+
+
+def push_layers(image: Image, cache: BlobCache, client: RegistryClient, repo: str,
+                options: RegistryOptions) -> dict[str, str]:
+    """Step 1 for ``image``'s layers alone (no config, no manifest): {digest: outcome}.
+
+    What a push that builds sends while its new layers go up speculatively (the base's
+    and the generated layers, known before the model's are done), so those uploads
+    overlap instead of queueing after them. A failure raises; the push tries again."""
+    owners = {d.digest: image for d in image.manifest.layers}
+    origins = _origins(image)
+    sources = tuple(dict.fromkeys(o.repository for o in origins.values()
+                                  if o.registry == client.registry and o.repository != repo))
+    tally = _Tally()
+    _push_blobs(client, repo, client.scopes(repo, push=True, mount_from=sources), list(image.manifest.layers), owners,
+                cache, options, tally, origins, [])
+    return dict(tally.outcome)
 
 
 def _put_manifest(client: RegistryClient, repo: str, scopes: tuple[str, ...], ref: str, data: bytes, media: str,
@@ -417,11 +422,12 @@ def _put_manifest(client: RegistryClient, repo: str, scopes: tuple[str, ...], re
 def _push_blobs(client: RegistryClient, repo: str, scopes: tuple[str, ...], blobs: list[Descriptor],
                 owners: dict[str, Image], cache: BlobCache, options: RegistryOptions, tally: _Tally,
                 origins: dict[str, Reference], earlier: list[str],
-                on_bytes: Callable[[Descriptor, int], None] | None = None) -> None:
+                on_bytes: Callable[[Descriptor, int], None] | None = None,
+                committed: Mapping[str, str] | None = None) -> None:
     """Step 1 of the contract for one repository: every one of ``blobs`` (each once, all in
     one pool, so no blob is sent twice at the same time); raises the first blob's failure."""
     stop = threading.Event()
-    pusher = _BlobPusher(client, repo, scopes, owners, cache, options, tally, stop, on_bytes)
+    pusher = _BlobPusher(client, repo, scopes, owners, cache, options, tally, stop, on_bytes, committed)
     # one ping (scheme, auth challenge) before the threads start
     call_with_retry(options.retry, f"contacting {client.registry}", lambda _n: client.base_url())
 

@@ -98,3 +98,20 @@ def test_bad_values_are_usage_errors(tmp_path: Path, given: dict, message: str) 
         Settings.load(tmp_path, environ={}, **given)
     with pytest.raises(UsageError, match="is not a folder"):
         Settings.load(tmp_path / "missing")
+
+
+def test_speculative_upload_the_flag_over_the_config_over_the_environment(tmp_path: Path) -> None:
+    """On by default; ``$OCIASSEMBLE_SPECULATIVE_UPLOAD=0`` turns it off, the config's key goes over the
+    environment either way, and the flag (or a program's False) turns it off over both."""
+    off = {"OCIASSEMBLE_SPECULATIVE_UPLOAD": "0"}
+    assert Settings.load(tmp_path, environ={}).speculative_upload
+    assert not Settings.load(tmp_path, environ=off).speculative_upload
+    (tmp_path / "ociassemble.toml").write_text("speculative_upload = true\n")
+    assert Settings.load(tmp_path, environ=off).speculative_upload
+    assert not Settings.load(tmp_path, environ={}, no_speculative_upload=True).speculative_upload
+    assert not Settings.load(tmp_path, environ={}, speculative_upload=False).speculative_upload
+    args = cli.build_parser().parse_args(["push", "--no-speculative-upload", "r.example/x:1", str(tmp_path)])
+    assert not Settings.from_argparse(args, environ={}).speculative_upload
+    (tmp_path / "ociassemble.toml").write_text('speculative_upload = "no"\n')
+    with pytest.raises(UsageError, match="speculative_upload must be true or false"):
+        Settings.load(tmp_path, environ={})

@@ -1,0 +1,226 @@
+"""A layer's tar stream read once: hashed (the blob's digest and each file's sha256) as it is sent.
+
+A push of a new model used to read every byte twice: once in the build to hash the
+layer held by reference (``layer._record_by_reference``), once more to upload it. The
+registry does not need the digest before the upload's final ``PUT ?digest=``, so a
+layer whose digest nobody knows yet can be hashed in the pass that streams it up
+(``registry.speculative``). This reader is that pass's source: the same bytes as
+``tarstream.tar_chunks`` (headers from ``tarstream.entry_headers``, so the blob is byte
+for byte the one ``build`` writes), readable from any offset so an upload can resume
+where the registry says it stands.
+
+One pass: each file's sha256 (on the reading thread, ``readinto``) and the blob's digest
+(``account``, called by whoever hands the bytes on: the sending thread, so the two hashes
+run on two cores, as the build's reader thread and hasher do) are fed only with bytes
+past the highest position each has hashed so far (``hashed``, ``streamed``). A resume
+re-reads from the registry's offset, sends the gap again without hashing it, and hashes
+on from where it stopped, so each hash is still exactly one pass over the stream and a
+resume costs only the gap. With ``account_reads`` the reader feeds the digest itself.
+
+File checks are those of an unhashed ``blobref.RefReader``: a file's size and mtime must
+be the scan's when it is opened (the entry's stat stamp), its whole fingerprint the same
+when it is opened again for a resume, and unchanged once its last byte is read, before
+those bytes are handed out. A file written meanwhile is a ``SourceChangedError`` naming
+it; the caller then commits nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from bisect import bisect_right
+from typing import Any, Sequence
+
+from .blobref import FilePart, RefRecord, SourceChangedError, stamp_of
+from .tarstream import Entry, entry_headers
+
+__all__ = ["OnePassReader", "changed_while_sent"]
+
+
+def changed_while_sent(path: str) -> SourceChangedError:
+    return SourceChangedError(f"{path} changed while it was being pushed; nothing of its layer was committed: "
+                              "push again once it is stable")
+
+
+def _layout(entries: Sequence[Entry], epoch: int) -> tuple[list[int], list[bytes | Entry]]:
+    """The stream as runs of our bytes (headers, padding) and files, with each part's start."""
+    starts: list[int] = []
+    parts: list[bytes | Entry] = []
+    pos = 0
+
+    def add(part: bytes | Entry, size: int) -> None:
+        nonlocal pos
+        if not size:
+            return
+        if isinstance(part, bytes) and parts and isinstance(parts[-1], bytes):
+            parts[-1] += part
+        else:
+            starts.append(pos)
+            parts.append(part)
+        pos += size
+
+    for e, header in entry_headers(entries, epoch):
+        add(header, len(header))
+        if e.kind == "file":
+            add(e, e.size)
+            add(b"\0" * (-e.size % tarfile.BLOCKSIZE), -e.size % tarfile.BLOCKSIZE)
+    add(b"\0" * (2 * tarfile.BLOCKSIZE), 2 * tarfile.BLOCKSIZE)
+    starts.append(pos)  # the end
+    return starts, parts
+
+
+def _fingerprint(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_size, *stamp_of(st))
+
+
+class OnePassReader(io.RawIOBase):
+    """The layer's tar stream, seekable, hashed once (see the module docs).
+
+    ``size`` is known before a byte is read (headers plus padded file sizes), so the
+    upload's Content-Length is too. Once every byte was read, ``digest`` and ``record()``
+    (the ``RefRecord`` a build would have written) are available.
+    """
+
+    def __init__(self, entries: Sequence[Entry], epoch: int, *, account_reads: bool = True) -> None:
+        super().__init__()
+        self._starts, self._parts = _layout(entries, epoch)
+        self.size = self._starts[-1]
+        self.account_reads = account_reads
+        self.hashed = 0  # bytes [0, hashed) went into the files' digests
+        self.streamed = 0  # bytes [0, streamed) went into the blob's digest
+        self._hash = hashlib.sha256()
+        self._own: dict[int, Any] = {}  # part index -> that file's sha256 so far
+        self._stamps: dict[int, tuple[int, int, int]] = {}  # part index -> stamp when first opened
+        self._done: dict[int, FilePart] = {}
+        self._pos = 0
+        self._file: io.FileIO | None = None
+        self._file_part = -1
+        self._opened: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Go to ``offset``, at most ``hashed``: bytes are hashed in order, none ever skipped
+        (an upload resumes at an offset the registry received, so one already read)."""
+        if whence == io.SEEK_CUR:
+            offset += self._pos
+        elif whence == io.SEEK_END:
+            offset += self.size
+        if not 0 <= offset <= min(self.hashed, self.streamed):
+            raise ValueError(f"offset {offset} is outside the part of the stream hashed so far "
+                             f"(0-{min(self.hashed, self.streamed)})")
+        if offset != self._pos:
+            self._close_file()
+        self._pos = offset
+        return offset
+
+    def account(self, at: int, data: bytes | bytearray | memoryview) -> None:
+        """Feed the blob's digest with the part of ``data`` (the stream's bytes from ``at``, in
+        order) not fed yet."""
+        end = at + len(data)
+        if end <= self.streamed:
+            return
+        if at > self.streamed:
+            raise ValueError(f"bytes from {at} given before those from {self.streamed}")
+        self._hash.update(memoryview(data)[self.streamed - at:])
+        self.streamed = end
+
+    @property
+    def digest(self) -> str:
+        if self.streamed != self.size or self.hashed != self.size:
+            raise ValueError("the stream was not read to its end")
+        return "sha256:" + self._hash.hexdigest()
+
+    def record(self) -> RefRecord:
+        """The by-reference record of the blob read (headers inline, each file as hashed)."""
+        pieces: list[bytes | FilePart] = [p if isinstance(p, bytes) else self._done[i] for i, p in enumerate(self._parts)]
+        return RefRecord.build(self.digest, pieces)
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        want = min(len(view), self.size - self._pos)
+        got = 0
+        while got < want:
+            at = self._pos + got
+            i = bisect_right(self._starts, at) - 1
+            part, start = self._parts[i], self._starts[i]
+            end = self._starts[i + 1]
+            room = view[got:got + min(end - at, want - got)]
+            if isinstance(part, bytes):
+                n = len(room)
+                room[:] = part[at - start:at - start + n]
+            else:
+                n = self._read_file(i, part, at - start, room)
+            self._hash_new(i, part, at, room[:n])
+            got += n
+        if self.account_reads:
+            self.account(self._pos, view[:got])
+        self._pos += got
+        return got
+
+    def _read_file(self, i: int, e: Entry, offset: int, room: memoryview) -> int:
+        """Bytes of file part ``i`` at ``offset`` into ``room``; its fingerprint checked when
+        opened and once its last byte is read (before they are handed out)."""
+        assert e.source is not None
+        if self._file is None or self._file_part != i or self._file.tell() != offset:
+            self._open(i, e, offset)
+        assert self._file is not None
+        n = self._file.readinto(room) or 0
+        if n == 0:
+            raise changed_while_sent(e.source)  # shrank while read
+        if offset + n == e.size:
+            if _fingerprint(os.fstat(self._file.fileno())) != self._opened:  # written while read
+                raise changed_while_sent(e.source)
+            self._close_file()
+        return n
+
+    def _open(self, i: int, e: Entry, offset: int) -> None:
+        assert e.source is not None
+        self._close_file()
+        try:
+            f = io.FileIO(e.source, "rb")
+        except OSError:
+            raise changed_while_sent(e.source) from None
+        st = os.fstat(f.fileno())
+        stamp = stamp_of(st)
+        first = self._stamps.setdefault(i, stamp)
+        if st.st_size != e.size or (e.stamp and st.st_mtime_ns != e.stamp[0]) or stamp != first:
+            f.close()
+            raise changed_while_sent(e.source)
+        f.seek(offset)
+        self._file, self._file_part = f, i
+        self._opened = _fingerprint(st)
+
+    def _hash_new(self, i: int, part: bytes | Entry, at: int, data: memoryview) -> None:
+        """Feed the file's digest with the part of ``data`` (stream bytes from ``at``) not hashed yet."""
+        end = at + len(data)
+        if end <= self.hashed:
+            return
+        new = data[self.hashed - at:] if self.hashed > at else data
+        if isinstance(part, Entry):
+            assert part.source is not None
+            own = self._own.setdefault(i, hashlib.sha256())
+            own.update(new)
+            if end == self._starts[i + 1]:
+                self._done[i] = FilePart(os.path.abspath(part.source), part.size, self._stamps[i], own.hexdigest())
+                del self._own[i]
+        self.hashed = end
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._file_part = -1
+
+    def close(self) -> None:
+        self._close_file()
+        super().close()
