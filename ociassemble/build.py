@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .azureml.project import Project, project_of
 from .built import Built, BuiltSet
@@ -38,6 +38,11 @@ from .image.platform import normalize
 from .inputs.base import load_base
 from .inputs.context import check_secrets
 from .settings import Settings
+
+
+if TYPE_CHECKING:
+    from .registry.client import RegistryOptions
+    from .registry.layercache import RegistryLayerCache
 
 __all__ = ["build_for", "build_image", "build_images", "image_sbom", "open_layer_cache", "uses_recipe"]
 
@@ -57,7 +62,7 @@ def uses_recipe(settings: Settings) -> bool:
 
 
 def _recipe_image(settings: Settings, project: Project, cache: BlobCache, platform: Platform | None,
-                  registry_options: Any, layer_cache: Any, progress: Progress,
+                  registry_options: RegistryOptions | None, layer_cache: RegistryLayerCache | None, progress: Progress,
                   uploader: LayerUploader | None = None) -> Built:
     from .azureml.recipe import build_azureml_image
 
@@ -86,8 +91,8 @@ def _plain_config(b: ImageBuilder, settings: Settings) -> None:
     b.config = cfg
 
 
-def _plain_image(settings: Settings, cache: BlobCache, platform: Platform | None, registry_options: Any,
-                 layer_cache: Any, progress: Progress, uploader: LayerUploader | None = None) -> Built:
+def _plain_image(settings: Settings, cache: BlobCache, platform: Platform | None,
+                 registry_options: RegistryOptions | None, layer_cache: RegistryLayerCache | None, progress: Progress, uploader: LayerUploader | None = None) -> Built:
     """``settings.base`` (or nothing) plus the Debian packages and the extra layers."""
     extra = settings.extra_layers
     if not settings.base and not extra and not settings.apt:
@@ -127,7 +132,8 @@ def _plain_image(settings: Settings, cache: BlobCache, platform: Platform | None
 
 
 def build_image(settings: Settings, cache: BlobCache, *, platform: Platform | None = None,
-                project: Project | None = None, registry_options: Any = None, layer_cache: Any = None,
+                project: Project | None = None, registry_options: RegistryOptions | None = None,
+                layer_cache: RegistryLayerCache | None = None,
                 progress: Progress = QUIET, uploader: LayerUploader | None = None) -> Built:
     """Build the image ``settings`` describe into ``cache``, for ``platform`` (default: the base's).
 
@@ -145,7 +151,8 @@ def build_image(settings: Settings, cache: BlobCache, *, platform: Platform | No
     return _plain_image(settings, cache, platform, registry_options, layer_cache, progress, uploader)
 
 
-def build_images(settings: Settings, cache: BlobCache, *, registry_options: Any = None, layer_cache: Any = None,
+def build_images(settings: Settings, cache: BlobCache, *, registry_options: RegistryOptions | None = None,
+                layer_cache: RegistryLayerCache | None = None,
                  progress: Progress = QUIET, uploader: LayerUploader | None = None) -> BuiltSet:
     """Build ``settings`` for each of its platforms (a recipe build: the project's, which its v1 files
     may name; none: one image for the base's own): ``build_image`` per platform, and an index when
@@ -174,7 +181,8 @@ def build_images(settings: Settings, cache: BlobCache, *, registry_options: Any 
     return BuiltSet(builds, ImageIndex.of([b.image for b in builds]))
 
 
-def open_layer_cache(settings: Settings, cache: BlobCache, options: Any, *, pushing: bool) -> Any:
+def open_layer_cache(settings: Settings, cache: BlobCache, options: RegistryOptions, *,
+                     pushing: bool) -> RegistryLayerCache | None:
     """The registry layer cache the settings ask for (``registry.layercache``), or None (the default: off)."""
     from .registry.layercache import layer_cache_from
 
@@ -183,7 +191,7 @@ def open_layer_cache(settings: Settings, cache: BlobCache, options: Any, *, push
                             off=lc.off, options=options, environ={})
 
 
-def build_for(settings: Settings, cache: BlobCache, options: Any, progress: Progress, *,
+def build_for(settings: Settings, cache: BlobCache, options: RegistryOptions, progress: Progress, *,
               pushing: bool = False, uploader: LayerUploader | None = None) -> BuiltSet:
     """The image the settings describe (recipe or plain), for each of its platforms. ``options``:
     the registry settings (a registry base, the layer cache), made once by the job; ``uploader``:

@@ -31,6 +31,7 @@ from .settings import Settings, SigningSettings
 from .sizes import human_size
 
 if TYPE_CHECKING:
+    from .registry.client import RegistryOptions
     from .registry.speculative import SpeculativeUploader
     from .sign.keys import PrivateKey
 
@@ -77,7 +78,7 @@ def _keyless(settings: Settings) -> Any:
     return KeylessSigner.from_environment()
 
 
-def _read_source(source: str, platform: Platform | str, cache: BlobCache, options: Any) -> Target:
+def _read_source(source: str, platform: Platform | str, cache: BlobCache, options: RegistryOptions) -> Target:
     """``push --from``: the image (or index) at ``source``, of ``platform`` or of all of them."""
     from .image.imageindex import for_platform
     from .image.platform import ALL
@@ -91,7 +92,7 @@ def _read_source(source: str, platform: Platform | str, cache: BlobCache, option
     return target
 
 
-def _speculative(settings: Settings, refs: list[str], options: Any) -> SpeculativeUploader | None:
+def _speculative(settings: Settings, refs: list[str], options: RegistryOptions) -> SpeculativeUploader | None:
     """The uploader that sends a build's new layers held by reference to the first destination as
     they are hashed (``registry.speculative``), unless the settings turn it off."""
     from .registry.client import RegistryClient
@@ -206,7 +207,7 @@ def open_signing_key(signing: SigningSettings,
 # -- what goes beside a pushed image ------------------------------------------------------------------------------
 
 
-def push_sboms(images: list[Image], built: BuiltSet | None, cache: BlobCache, refs: list[str], options: Any,
+def push_sboms(images: list[Image], built: BuiltSet | None, cache: BlobCache, refs: list[str], options: RegistryOptions,
                progress: Progress, *, several: bool) -> dict[str, Any] | list[dict[str, Any]]:
     """Each image's SBOM, pushed as an artifact whose subject is that image's manifest: one
     document for one image, a list naming each platform for a multi-platform one."""
@@ -237,7 +238,7 @@ def push_sboms(images: list[Image], built: BuiltSet | None, cache: BlobCache, re
 
 
 def sign_pushed(target: Target, refs: list[str], key: Any, keyless: Any, provenance: bool, built: BuiltSet | None,
-                cache: BlobCache, options: Any, sbom: Any, progress: Progress) -> dict[str, Any]:
+                cache: BlobCache, options: RegistryOptions, sbom: Any, progress: Progress) -> dict[str, Any]:
     """Sign what was pushed (and attach its provenance); a failure says that the image itself was pushed."""
     from .errors import RegistryError, SignaturePushError
     from .registry.cosign import attest_image, sign_image
@@ -263,7 +264,7 @@ def sign_pushed(target: Target, refs: list[str], key: Any, keyless: Any, provena
                                  status=exc.status, codes=exc.codes) from exc
 
 
-def _statements(target: Target, refs: list[str], built: BuiltSet | None, options: Any, sbom: Any) -> dict[str, bytes]:
+def _statements(target: Target, refs: list[str], built: BuiltSet | None, options: RegistryOptions, sbom: Any) -> dict[str, bytes]:
     """The SLSA statement for each subject of ``target`` (the same inputs, each subject's own digest)."""
     from .image.oci import canonical_json
     from .registry.cosign import subjects

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..built import Built
 from ..errors import InputError, UsageError
@@ -38,6 +38,11 @@ from .pyenv import PythonInputs, python_inputs, user_env_of, wanted_python
 from .recipebase import RecipeBase, load_recipe_base
 from .recipecontext import MadeLayer, RecipeContext
 from .script import check_entry_script
+
+
+if TYPE_CHECKING:
+    from ..registry.client import RegistryOptions
+    from ..registry.layercache import RegistryLayerCache
 
 __all__ = ["build_azureml_image", "APP_ROOT", "DEFAULT_SOURCE_NAME", "source_name", "user_env_of",
            "wanted_python"]
@@ -83,8 +88,9 @@ def source_name(project: Project) -> str:
 
 
 def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: list[LayerSource] | None = None,
-                        log: Callable[[str], None] = lambda _: None, registry_options: object = None,
-                        on_bytes: Callable[[int], None] | None = None, layer_cache: Any = None,
+                        log: Callable[[str], None] = lambda _: None, registry_options: RegistryOptions | None = None,
+                        on_bytes: Callable[[int], None] | None = None,
+                        layer_cache: RegistryLayerCache | None = None,
                         allow_secrets: bool = False, debug: bool = False,
                         platform: Platform | None = None, lock_mode: LockMode = "use",
                         uploader: LayerUploader | None = None) -> Built:

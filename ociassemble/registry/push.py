@@ -314,67 +314,90 @@ def push_image(target: Target, cache: BlobCache, refs: Sequence[str], *,
     when the registry refuses or keeps failing, ArchiveError when a blob is missing.
     """
     options = options or RegistryOptions()
+    groups = _groups(target, refs)
+    # explicit credentials are the target registry's (a base's or cache's registry never sees them)
+    options = options.scoped_to([registry for registry, _ in groups])
+    job = _Job(target, cache, options, on_bytes, committed)
+    try:
+        for (registry, repo), group in groups.items():
+            job.push_repo(registry, repo, group)
+    finally:
+        for c in job.clients.values():
+            c.close()
+    return job.result()
+
+
+def _groups(target: Target, refs: Sequence[str]) -> dict[tuple[str, str], list[Reference]]:
+    """The references by (registry, repository), checked: at least one, and a pinned digest must be the target's."""
     if not refs:
         raise RegistryError("nothing to push to: give at least one image reference, e.g. registry.example.com/team/app:1.0")
     parsed = [parse_reference(r) for r in refs]
     for r in parsed:
         if r.digest and r.digest != target.digest:
             raise RegistryError(f"{r} pins digest {r.digest} but the image is {target.digest}: drop the @digest or push that image")
-    # explicit credentials are the target registry's (a base's or cache's registry never sees them)
-    options = options.scoped_to([r.registry for r in parsed])
     groups: dict[tuple[str, str], list[Reference]] = {}
     for r in parsed:
         groups.setdefault((r.registry, r.repository), []).append(r)
+    return groups
 
-    # by digest first (each platform's manifest of an index), then the top document by tag and digest
-    children = [(image.digest, image.manifest_bytes, _manifest_media_type(image))
-                for image in target.images] if isinstance(target, ImageIndex) else []
-    top_bytes, top_media = _top(target)
-    blobs = target.blobs()  # every platform's, each once
-    owners = _owners(target)
-    origins = _origins(target)
-    clients: dict[str, RegistryClient] = {}
-    tally = _Tally()
-    done_repos: dict[str, list[str]] = {}
-    pushed: list[str] = []
-    try:
-        for (registry, repo), group in groups.items():
-            client = clients.get(registry) or clients.setdefault(registry, RegistryClient(registry, options))
-            sources = list(done_repos.get(registry, []))
-            for o in dict.fromkeys(o.repository for o in origins.values() if o.registry == registry):
-                if o != repo and o not in sources:
-                    sources.insert(0, o)
-            scopes = client.scopes(repo, push=True, mount_from=tuple(sources))
-            earlier = done_repos.get(registry, [])
 
-            here = dict(committed[2]) if committed and committed[:2] == (registry, repo) else {}
+class _Job:
+    """One ``push_image``: what it pushes, the clients it opened, and what each blob came to."""
 
-            def send_blobs(c: RegistryClient = client, rp: str = repo, sc: tuple[str, ...] = scopes,
-                           ea: list[str] = earlier, cm: Mapping[str, str] = here) -> None:
-                _push_blobs(c, rp, sc, blobs, owners, cache, options, tally, origins, ea, on_bytes, cm)
+    def __init__(self, target: Target, cache: BlobCache, options: RegistryOptions,
+                 on_bytes: Callable[[Descriptor, int], None] | None,
+                 committed: tuple[str, str, Mapping[str, str]] | None) -> None:
+        self.target, self.cache, self.options, self.on_bytes, self.committed = target, cache, options, on_bytes, committed
+        # by digest first (each platform's manifest of an index), then the top document by tag and digest
+        self.children = [(image.digest, image.manifest_bytes, _manifest_media_type(image))
+                         for image in target.images] if isinstance(target, ImageIndex) else []
+        self.top_bytes, self.top_media = _top(target)
+        self.blobs = target.blobs()  # every platform's, each once
+        self.owners = _owners(target)
+        self.origins = _origins(target)
+        self.clients: dict[str, RegistryClient] = {}
+        self.tally = _Tally()
+        self.done_repos: dict[str, list[str]] = {}
+        self.pushed: list[str] = []
 
-            send_blobs()
-            here.clear()  # a later round (a manifest's BLOB_UNKNOWN) asks the registry
-            tags = list(dict.fromkeys(r.tag for r in group if r.tag))
-            documents = [*children, *((ref, top_bytes, top_media) for ref in [*tags, target.digest])]
-            for ref, data, media in documents:
-                expected = str(Digest.of_bytes(data))
-                _put_manifest(client, repo, scopes, ref, data, media, expected, options, send_blobs)
-            pushed.extend(f"{registry}/{repo}:{t}" for t in tags)
-            if not tags:
-                pushed.append(f"{registry}/{repo}@{target.digest}")
-            done_repos.setdefault(registry, []).append(repo)
-    finally:
-        for c in clients.values():
-            c.close()
-    by = {"skipped": [], "mounted": [], "uploaded": []}  # type: dict[str, list[str]]
-    for digest, outcome in tally.outcome.items():
-        by[outcome].append(digest)
-    manifests = ({str(normalize(image.platform)): image.digest for image in target.images}
-                 if isinstance(target, ImageIndex) else {})
-    speculative = tuple(d for d in by["uploaded"] if committed and committed[2].get(d) == "speculative")
-    return PushResult(target.digest, tuple(pushed), tally.bytes_uploaded, tuple(by["skipped"]),
-                      tuple(by["mounted"]), tuple(by["uploaded"]), manifests, speculative)
+    def push_repo(self, registry: str, repo: str, group: list[Reference]) -> None:
+        """The blobs, then the manifests and tags, into one repository."""
+        client = self.clients.get(registry) or self.clients.setdefault(registry, RegistryClient(registry, self.options))
+        sources = list(self.done_repos.get(registry, []))
+        for o in dict.fromkeys(o.repository for o in self.origins.values() if o.registry == registry):
+            if o != repo and o not in sources:
+                sources.insert(0, o)
+        scopes = client.scopes(repo, push=True, mount_from=tuple(sources))
+        earlier = list(self.done_repos.get(registry, []))
+        here = dict(self.committed[2]) if self.committed and self.committed[:2] == (registry, repo) else {}
+
+        def send_blobs() -> None:
+            _push_blobs(client, repo, scopes, self.blobs, self.owners, self.cache, self.options, self.tally,
+                        self.origins, earlier, self.on_bytes, here)
+
+        send_blobs()
+        here.clear()  # a later round (a manifest's BLOB_UNKNOWN) asks the registry
+        tags = list(dict.fromkeys(r.tag for r in group if r.tag))
+        target = self.target
+        documents = [*self.children, *((ref, self.top_bytes, self.top_media) for ref in [*tags, target.digest])]
+        for ref, data, media in documents:
+            expected = str(Digest.of_bytes(data))
+            _put_manifest(client, repo, scopes, ref, data, media, expected, self.options, send_blobs)
+        self.pushed.extend(f"{registry}/{repo}:{t}" for t in tags)
+        if not tags:
+            self.pushed.append(f"{registry}/{repo}@{target.digest}")
+        self.done_repos.setdefault(registry, []).append(repo)
+
+    def result(self) -> PushResult:
+        by = {"skipped": [], "mounted": [], "uploaded": []}  # type: dict[str, list[str]]
+        for digest, outcome in self.tally.outcome.items():
+            by[outcome].append(digest)
+        target, committed = self.target, self.committed
+        manifests = ({str(normalize(image.platform)): image.digest for image in target.images}
+                     if isinstance(target, ImageIndex) else {})
+        speculative = tuple(d for d in by["uploaded"] if committed and committed[2].get(d) == "speculative")
+        return PushResult(target.digest, tuple(self.pushed), self.tally.bytes_uploaded, tuple(by["skipped"]),
+                          tuple(by["mounted"]), tuple(by["uploaded"]), manifests, speculative)
 
 
 def push_layers(image: Image, cache: BlobCache, client: RegistryClient, repo: str,
