@@ -53,7 +53,7 @@ from ..errors import SourceChangedError  # defined in errors; still importable f
 from .digest import CHUNK, Digest, sha256_file
 
 __all__ = ["FilePart", "RefRecord", "RefReader", "SourceChangedError", "REF_FORMAT", "changed_error", "mismatch_error",
-           "open_part"]
+           "fingerprint_of", "open_part"]
 
 #: The record's own format; a record of another format is treated as absent.
 REF_FORMAT = 1
@@ -163,7 +163,8 @@ def changed_error(path: str, digest: str) -> SourceChangedError:
                               "build the image again")
 
 
-def _fingerprint(st: os.stat_result) -> tuple[int, int, int, int]:
+def fingerprint_of(st: os.stat_result) -> tuple[int, int, int, int]:
+    """(size, mtime_ns, ctime_ns, inode): what a file's content cannot change without changing."""
     return (st.st_size, *stamp_of(st))
 
 
@@ -207,7 +208,7 @@ def _open_checked(part: FilePart, digest: str) -> tuple[io.FileIO, tuple[int, in
             if h.hexdigest() != part.sha256:
                 raise changed_error(part.path, digest)
             f.seek(0)
-        return f, _fingerprint(st)
+        return f, fingerprint_of(st)
     except BaseException:
         f.close()
         raise
@@ -314,7 +315,7 @@ class RefReader(io.RawIOBase):
                 if n == 0:
                     raise changed_error(part.path, self.record.digest)  # shrank while read
                 if not self.hashed and self._in_part + n == part.size and \
-                        _fingerprint(os.fstat(self._file.fileno())) != self._opened:
+                        fingerprint_of(os.fstat(self._file.fileno())) != self._opened:
                     raise changed_error(part.path, self.record.digest)  # written while read: its last bytes stay here
             got += n
             self._in_part += n

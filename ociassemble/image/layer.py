@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ from .oci import Descriptor, MediaType, canonical_json
 from .readahead import prefetch
 from .scan import LayerSource, scan_sources
 from .tarcheck import TarballChecker
-from .tarstream import ALIGN, ALIGN_MIN_SIZE, Entry, entry_headers, tar_chunks
+from .tarstream import ALIGN, ALIGN_MIN_SIZE, Entry, stream_parts, tar_chunks
 
 #: The layer's public face; the scan's and the tar stream's names are re-exported so
 #: that callers import a layer's whole vocabulary from here.
@@ -304,15 +303,8 @@ def _record_by_reference(cache: BlobCache, entries: Sequence[Entry], epoch: int,
     """The uncompressed layer just hashed, recorded as its headers and files (nothing copied)."""
     diff_id, raw_size = hashed
 
-    def pieces() -> Iterator[bytes | FilePart]:
-        for e, header in entry_headers(entries, epoch):
-            yield header
-            if e.kind == "file":
-                yield files[e.name]
-                yield b"\0" * (-e.size % tarfile.BLOCKSIZE)
-        yield b"\0" * (2 * tarfile.BLOCKSIZE)
-
-    record = RefRecord.build(diff_id, pieces())
+    parts = stream_parts(entries, epoch)
+    record = RefRecord.build(diff_id, (p if isinstance(p, bytes) else files[p.name] for p in parts))
     if record.size != raw_size:  # the headers are a pure function of the entries: cannot happen
         raise ArchiveError(f"layer {diff_id}: its recorded parts add up to {record.size} bytes, not {raw_size}")
     cache.put_ref(record)

@@ -29,12 +29,11 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tarfile
 from bisect import bisect_right
 from typing import Any, Sequence
 
-from .blobref import FilePart, RefRecord, SourceChangedError, stamp_of
-from .tarstream import Entry, entry_headers
+from .blobref import FilePart, RefRecord, SourceChangedError, fingerprint_of, stamp_of
+from .tarstream import Entry, stream_parts
 
 __all__ = ["OnePassReader", "changed_while_sent"]
 
@@ -61,18 +60,10 @@ def _layout(entries: Sequence[Entry], epoch: int) -> tuple[list[int], list[bytes
             parts.append(part)
         pos += size
 
-    for e, header in entry_headers(entries, epoch):
-        add(header, len(header))
-        if e.kind == "file":
-            add(e, e.size)
-            add(b"\0" * (-e.size % tarfile.BLOCKSIZE), -e.size % tarfile.BLOCKSIZE)
-    add(b"\0" * (2 * tarfile.BLOCKSIZE), 2 * tarfile.BLOCKSIZE)
+    for part in stream_parts(entries, epoch):
+        add(part, len(part) if isinstance(part, bytes) else part.size)
     starts.append(pos)  # the end
     return starts, parts
-
-
-def _fingerprint(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_size, *stamp_of(st))
 
 
 class OnePassReader(io.RawIOBase):
@@ -178,7 +169,7 @@ class OnePassReader(io.RawIOBase):
         if n == 0:
             raise changed_while_sent(e.source)  # shrank while read
         if offset + n == e.size:
-            if _fingerprint(os.fstat(self._file.fileno())) != self._opened:  # written while read
+            if fingerprint_of(os.fstat(self._file.fileno())) != self._opened:  # written while read
                 raise changed_while_sent(e.source)
             self._close_file()
         return n
@@ -198,7 +189,7 @@ class OnePassReader(io.RawIOBase):
             raise changed_while_sent(e.source)
         f.seek(offset)
         self._file, self._file_part = f, i
-        self._opened = _fingerprint(st)
+        self._opened = fingerprint_of(st)
 
     def _hash_new(self, i: int, part: bytes | Entry, at: int, data: memoryview) -> None:
         """Feed the file's digest with the part of ``data`` (stream bytes from ``at``) not hashed yet."""

@@ -20,7 +20,7 @@ from ..errors import ArchiveError, InputError
 from .blobref import FilePart, stamp_of
 from .digest import CHUNK
 
-__all__ = ["ALIGN", "ALIGN_MIN_SIZE", "Entry", "entry_headers", "tar_chunks"]
+__all__ = ["ALIGN", "ALIGN_MIN_SIZE", "Entry", "entry_headers", "stream_parts", "tar_chunks"]
 
 #: File data offsets in the tar stream are multiples of this: the block size of ext4, XFS
 #: and btrfs as made by default (and the page size), which FICLONERANGE needs the source's
@@ -121,6 +121,18 @@ def entry_headers(entries: Iterable[Entry], epoch: int) -> Iterator[tuple[Entry,
         offset += len(header)
         if e.kind == "file":
             offset += e.size + (-e.size % tarfile.BLOCKSIZE)
+
+
+def stream_parts(entries: Iterable[Entry], epoch: int) -> Iterator[bytes | Entry]:
+    """The tar stream as its parts in order: our bytes (each header, each file's padding, the
+    closing blocks) and the files (their ``Entry``: the file's own bytes). What a by-reference
+    record (``layer``) and a reader of the stream from any offset (``onepass``) lay out."""
+    for e, header in entry_headers(entries, epoch):
+        yield header
+        if e.kind == "file":
+            yield e
+            yield b"\0" * (-e.size % tarfile.BLOCKSIZE)
+    yield b"\0" * (2 * tarfile.BLOCKSIZE)
 
 
 def _changed(path: str) -> InputError:
