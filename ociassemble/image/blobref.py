@@ -5,12 +5,16 @@ and the files' own bytes, so the cache keeps only that description (``refs/sha25
 beside ``blobs/sha256/<hex>``): the header and padding bytes (zlib-compressed: they
 are mostly zeros), and for each file its path, the stat fingerprint and the sha256 of
 its content seen when the layer was hashed. No copy of the weights is written, so a
-model costs the disk once.
+model costs the disk once. A layer a push hashed while sending it (``onepass``) records
+no file's own sha256 (``UNKNOWN``): that pass costs the upload and the blob's one hash,
+no more; a file of it whose fingerprint moved is then vouched for by the whole stream's
+digest (or the registry's check of it), not by its own.
 
 Reading such a blob (``RefReader``) streams headers and files in order. Each file's
 fingerprint (size, mtime, ctime, inode) is checked when it is opened; a file whose
 fingerprint moved but whose size did not is hashed again and accepted if its content
-is the same (a ``touch``, a copy back). The whole stream is hashed as it goes and the
+is the same (a ``touch``, a copy back; with no recorded sha256 of its own, accepted
+and left to the stream's digest). The whole stream is hashed as it goes and the
 last bytes are only handed out once the digest matched, so a reader never gets a blob
 whose bytes differ from its digest: a file changed or deleted since the build is a
 ``SourceChangedError`` naming it.
@@ -52,11 +56,14 @@ from typing import Any, Iterable
 from ..errors import SourceChangedError  # defined in errors; still importable from here
 from .digest import CHUNK, Digest, sha256_file
 
-__all__ = ["FilePart", "RefRecord", "RefReader", "SourceChangedError", "REF_FORMAT", "changed_error", "mismatch_error",
-           "fingerprint_of", "open_part"]
+__all__ = ["FilePart", "RefRecord", "RefReader", "SourceChangedError", "REF_FORMAT", "UNKNOWN", "changed_error",
+           "mismatch_error", "fingerprint_of", "open_part"]
 
 #: The record's own format; a record of another format is treated as absent.
 REF_FORMAT = 1
+#: A file's sha256 not computed (``FilePart.sha256``): a push hashing the layer while it
+#: sends it keeps to the blob's one hash (``onepass``). Readers then rely on the stream's.
+UNKNOWN = ""
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ class FilePart:
     path: str
     size: int
     stamp: tuple[int, int, int]  # (mtime_ns, ctime_ns, ino)
-    sha256: str  # hex digest of the file's content
+    sha256: str  # hex digest of the file's content, or UNKNOWN (a layer hashed while pushed: onepass)
 
     def to_json(self) -> list[Any]:
         return [self.path, self.size, list(self.stamp), self.sha256]
@@ -196,7 +203,7 @@ def _open_checked(part: FilePart, digest: str) -> tuple[io.FileIO, tuple[int, in
     with the fingerprint it had then (what it must still have once read)."""
     f, st = open_part(part, digest)
     try:
-        if stamp_of(st) != part.stamp:
+        if stamp_of(st) != part.stamp and part.sha256 != UNKNOWN:  # unknown: the stream's digest decides
             h = hashlib.sha256()
             buf = bytearray(CHUNK)
             view = memoryview(buf)
@@ -361,8 +368,12 @@ def mismatch_error(record: RefRecord) -> SourceChangedError:
 
 
 def _differs(part: FilePart) -> bool:
-    """Whether the file's content no longer hashes to what the record says (best effort)."""
+    """Whether the file's content no longer hashes to what the record says (best effort: with
+    no sha256 of its own recorded, whether its fingerprint moved)."""
     try:
+        if part.sha256 == UNKNOWN:
+            st = os.stat(part.path)
+            return st.st_size != part.size or stamp_of(st) != part.stamp
         return sha256_file(part.path)[0].hex != part.sha256
     except OSError:
         return True

@@ -1,4 +1,4 @@
-"""A layer's tar stream read once: hashed (the blob's digest and each file's sha256) as it is sent.
+"""A layer's tar stream read once: hashed (the blob's digest) as it is sent.
 
 A push of a new model used to read every byte twice: once in the build to hash the
 layer held by reference (``layer._record_by_reference``), once more to upload it. The
@@ -9,13 +9,21 @@ layer whose digest nobody knows yet can be hashed in the pass that streams it up
 for byte the one ``build`` writes), readable from any offset so an upload can resume
 where the registry says it stands.
 
-One pass: each file's sha256 (on the reading thread, ``readinto``) and the blob's digest
-(``account``, called by whoever hands the bytes on: the sending thread, so the two hashes
-run on two cores, as the build's reader thread and hasher do) are fed only with bytes
-past the highest position each has hashed so far (``hashed``, ``streamed``). A resume
-re-reads from the registry's offset, sends the gap again without hashing it, and hashes
-on from where it stopped, so each hash is still exactly one pass over the stream and a
-resume costs only the gap. With ``account_reads`` the reader feeds the digest itself.
+One pass, one hash: the blob's digest (``account``, called by whoever hands the bytes on:
+the sending thread, while the read-ahead thread reads the next chunk) is fed only with
+bytes past the highest position hashed so far (``streamed``). A resume re-reads from the
+registry's offset, sends the gap again without hashing it, and hashes on from where it
+stopped, so the hash is still exactly one pass over the stream and a resume costs only
+the gap. With ``account_reads`` the reader feeds the digest itself.
+
+The record written (``record()``) is the one ``build`` writes except that no file's own
+sha256 is in it (``blobref.UNKNOWN``): computing them was a second hash of every model
+byte, the one CPU cost a plain upload does not pay (docs/performance.md, "Push in one
+read"). What they served still holds: the build's layer index is keyed by the files'
+fingerprints, not their digests; a reader of the held blob later checks the stream's
+digest (or the registry does); only a ``touch`` of such a file between the push and a
+later read is no longer confirmed file by file (see ``blobref`` and ``transport.clone``),
+and the next build that sees it hashes the layer anew, with every file's digest.
 
 File checks are those of an unhashed ``blobref.RefReader``: a file's size and mtime must
 be the scan's when it is opened (the entry's stat stamp), its whole fingerprint the same
@@ -32,7 +40,7 @@ import os
 from bisect import bisect_right
 from typing import Any, Sequence
 
-from .blobref import FilePart, RefRecord, SourceChangedError, fingerprint_of, stamp_of
+from .blobref import UNKNOWN, FilePart, RefRecord, SourceChangedError, fingerprint_of, stamp_of
 from .tarstream import Entry, stream_parts
 
 __all__ = ["OnePassReader", "changed_while_sent"]
@@ -71,7 +79,7 @@ class OnePassReader(io.RawIOBase):
 
     ``size`` is known before a byte is read (headers plus padded file sizes), so the
     upload's Content-Length is too. Once every byte was read, ``digest`` and ``record()``
-    (the ``RefRecord`` a build would have written) are available.
+    (the ``RefRecord`` a build would have written, less the files' own digests) are available.
     """
 
     def __init__(self, entries: Sequence[Entry], epoch: int, *, account_reads: bool = True) -> None:
@@ -79,10 +87,9 @@ class OnePassReader(io.RawIOBase):
         self._starts, self._parts = _layout(entries, epoch)
         self.size = self._starts[-1]
         self.account_reads = account_reads
-        self.hashed = 0  # bytes [0, hashed) went into the files' digests
+        self.reached = 0  # bytes [0, reached) were read (and their files checked)
         self.streamed = 0  # bytes [0, streamed) went into the blob's digest
         self._hash = hashlib.sha256()
-        self._own: dict[int, Any] = {}  # part index -> that file's sha256 so far
         self._stamps: dict[int, tuple[int, int, int]] = {}  # part index -> stamp when first opened
         self._done: dict[int, FilePart] = {}
         self._pos = 0
@@ -100,15 +107,15 @@ class OnePassReader(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        """Go to ``offset``, at most ``hashed``: bytes are hashed in order, none ever skipped
+        """Go to ``offset``, at most ``streamed``: bytes are hashed in order, none ever skipped
         (an upload resumes at an offset the registry received, so one already read)."""
         if whence == io.SEEK_CUR:
             offset += self._pos
         elif whence == io.SEEK_END:
             offset += self.size
-        if not 0 <= offset <= min(self.hashed, self.streamed):
+        if not 0 <= offset <= min(self.reached, self.streamed):
             raise ValueError(f"offset {offset} is outside the part of the stream hashed so far "
-                             f"(0-{min(self.hashed, self.streamed)})")
+                             f"(0-{min(self.reached, self.streamed)})")
         if offset != self._pos:
             self._close_file()
         self._pos = offset
@@ -127,12 +134,12 @@ class OnePassReader(io.RawIOBase):
 
     @property
     def digest(self) -> str:
-        if self.streamed != self.size or self.hashed != self.size:
+        if self.streamed != self.size or self.reached != self.size:
             raise ValueError("the stream was not read to its end")
         return "sha256:" + self._hash.hexdigest()
 
     def record(self) -> RefRecord:
-        """The by-reference record of the blob read (headers inline, each file as hashed)."""
+        """The by-reference record of the blob read (headers inline, each file as first opened)."""
         pieces: list[bytes | FilePart] = [p if isinstance(p, bytes) else self._done[i] for i, p in enumerate(self._parts)]
         return RefRecord.build(self.digest, pieces)
 
@@ -151,7 +158,7 @@ class OnePassReader(io.RawIOBase):
                 room[:] = part[at - start:at - start + n]
             else:
                 n = self._read_file(i, part, at - start, room)
-            self._hash_new(i, part, at, room[:n])
+            self._mark_read(i, part, at + n)
             got += n
         if self.account_reads:
             self.account(self._pos, view[:got])
@@ -191,20 +198,15 @@ class OnePassReader(io.RawIOBase):
         self._file, self._file_part = f, i
         self._opened = fingerprint_of(st)
 
-    def _hash_new(self, i: int, part: bytes | Entry, at: int, data: memoryview) -> None:
-        """Feed the file's digest with the part of ``data`` (stream bytes from ``at``) not hashed yet."""
-        end = at + len(data)
-        if end <= self.hashed:
+    def _mark_read(self, i: int, part: bytes | Entry, end: int) -> None:
+        """Bytes up to ``end`` (stream offset, within part ``i``) were read; a file read to its
+        end is recorded as it was first opened."""
+        if end <= self.reached:
             return
-        new = data[self.hashed - at:] if self.hashed > at else data
-        if isinstance(part, Entry):
+        if isinstance(part, Entry) and end == self._starts[i + 1]:
             assert part.source is not None
-            own = self._own.setdefault(i, hashlib.sha256())
-            own.update(new)
-            if end == self._starts[i + 1]:
-                self._done[i] = FilePart(os.path.abspath(part.source), part.size, self._stamps[i], own.hexdigest())
-                del self._own[i]
-        self.hashed = end
+            self._done[i] = FilePart(os.path.abspath(part.source), part.size, self._stamps[i], UNKNOWN)
+        self.reached = end
 
     def _close_file(self) -> None:
         if self._file is not None:

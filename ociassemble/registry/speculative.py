@@ -15,7 +15,7 @@ their uploads overlap the model's instead of queueing after it.
 
 Resume: a failed PATCH is retried per ``options.retry`` from where the registry says
 the upload stands (``upload_offset``); the gap is re-read but not hashed again
-(``OnePassReader.hashed``). When the registry cannot say (distribution after a reset
+(``OnePassReader.streamed``). When the registry cannot say (distribution after a reset
 mid-PATCH) a new upload is opened and the stream is sent from byte 0, still hashed once:
 the stream is deterministic. A file changed while sent (``SourceChangedError`` naming
 it) or any failure cancels the upload: no final PUT, so no blob, record or tag.
@@ -49,9 +49,9 @@ __all__ = ["SpeculativeUploader"]
 log = logging.getLogger("ociassemble.registry")
 
 class _Stream:
-    """The reader's bytes as request bodies, read (and hashed) on a read-ahead thread.
+    """The reader's bytes as request bodies, read on a read-ahead thread.
 
-    Reading and hashing overlap the socket writes. Before the reader is moved (the next
+    Reading overlaps the hashing and the socket writes. Before the reader is moved (the next
     body, a resume) the read-ahead of the previous body is stopped and joined, so only
     one thread ever touches the reader.
     """
@@ -62,7 +62,7 @@ class _Stream:
 
     def pieces(self, offset: int, length: int, on_bytes: Callable[[int], None] | None) -> Iterator[bytes]:
         """The bytes [offset, offset + length), the blob's digest fed with them here (the
-        files' on the read-ahead thread: two hashes, two cores)."""
+        sending thread), while the read-ahead thread reads the next ones."""
         self.stop()
         self.reader.seek(offset)
         self._active = gen = prefetch(self._read(length))

@@ -13,7 +13,10 @@ a file is cloned only when its fingerprint (size, mtime, ctime, inode; see
 write in between moves its mtime and ctime; the clone itself is atomic against writes).
 Any other file (fingerprint moved, a data offset not aligned, another filesystem, no
 reflinks there) is copied, read once and hashed as it goes, and must match its recorded
-digest: the guarantee the streaming reader (``blobref.RefReader``) gives.
+digest: the guarantee the streaming reader (``blobref.RefReader``) gives. A file with
+no digest of its own recorded (a layer hashed while pushed: ``blobref.UNKNOWN``) is held
+to its fingerprint instead, as a clone is: the same before and after its copy, or the
+error says to build again (which hashes it anew).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import struct
 from dataclasses import dataclass
 from typing import Iterator
 
-from ..image.blobref import FilePart, RefRecord, changed_error, open_part, stamp_of
+from ..image.blobref import UNKNOWN, FilePart, RefRecord, changed_error, open_part, stamp_of
 from ..image.digest import CHUNK
 from ..image.tarstream import ALIGN  # the block size a clone's offsets must be multiples of; the tar's data is aligned to it
 
@@ -112,29 +115,37 @@ def _put_file(part: FilePart, digest: str, dst_fd: int, pos: int, report: CloneR
             report.cloned += whole
             report.written += len(tail)
             return
+        if part.sha256 == UNKNOWN and stamp_of(st) != part.stamp:
+            raise changed_error(part.path, digest)  # nothing to check its bytes against but the fingerprint
         _copy_hashed(f, part, digest, dst_fd)
         report.written += part.size
         report.copied_files += 1
 
 
 def _copy_hashed(f: io.FileIO, part: FilePart, digest: str, dst_fd: int) -> None:
-    """Copy the file, reading and hashing on a reader thread while this one writes."""
+    """Copy the file, reading and hashing (when its sha256 is recorded) on a reader thread
+    while this one writes."""
     from ..image.readahead import prefetch
 
-    h = hashlib.sha256()
+    h = hashlib.sha256() if part.sha256 != UNKNOWN else None
     n = 0
 
     def chunks() -> Iterator[bytes]:
         nonlocal n
         f.seek(0)
         while data := f.read(CHUNK):
-            h.update(data)
+            if h is not None:
+                h.update(data)
             n += len(data)
             yield data
 
     for chunk in prefetch(chunks()):
         _write_all(dst_fd, chunk)
-    if n != part.size or h.hexdigest() != part.sha256:
+    if h is None:
+        after = os.fstat(f.fileno())
+        if n != part.size or after.st_size != part.size or stamp_of(after) != part.stamp:
+            raise changed_error(part.path, digest)
+    elif n != part.size or h.hexdigest() != part.sha256:
         raise changed_error(part.path, digest)
 
 
