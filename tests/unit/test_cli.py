@@ -40,6 +40,19 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip() == f"ociassemble {__version__}"
 
 
+def test_the_installed_version_is_the_packages_own() -> None:
+    """pyproject.toml takes the version from ``ociassemble.__version__`` (one place): what pip
+    installed says the same, and the command line does not pay for importlib.metadata."""
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    assert importlib.metadata.version("ociassemble") == __version__
+    out = subprocess.run([sys.executable, "-c", "import sys, ociassemble.cli; print('importlib.metadata' in sys.modules)"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_bad_flags_exit_1_not_argparse_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["inspect"])  # IMAGE missing
