@@ -56,7 +56,7 @@ from typing import Any, Iterable
 from ..errors import SourceChangedError  # defined in errors; still importable from here
 from .digest import CHUNK, Digest, sha256_file
 
-__all__ = ["FilePart", "RefRecord", "RefReader", "SourceChangedError", "REF_FORMAT", "UNKNOWN", "changed_error",
+__all__ = ["FilePart", "RefRecord", "RefReader", "SeekableStream", "SourceChangedError", "REF_FORMAT", "UNKNOWN", "changed_error",
            "mismatch_error", "fingerprint_of", "open_part"]
 
 #: The record's own format; a record of another format is treated as absent.
@@ -221,7 +221,35 @@ def _open_checked(part: FilePart, digest: str) -> tuple[io.FileIO, tuple[int, in
         raise
 
 
-class RefReader(io.RawIOBase):
+class SeekableStream(io.RawIOBase):
+    """A read-only stream of ``size`` bytes that keeps its own position (``_pos``): what the
+    readers of a held layer (this module's, ``onepass``'s) share; each says how it reads and
+    which offsets a seek may reach (``_target`` resolves ``whence``)."""
+
+    _pos = 0
+
+    @property
+    def size(self) -> int:
+        raise NotImplementedError
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def _target(self, offset: int, whence: int) -> int:
+        if whence == io.SEEK_CUR:
+            return offset + self._pos
+        if whence == io.SEEK_END:
+            return offset + self.size
+        return offset
+
+
+class RefReader(SeekableStream):
     """A by-reference blob as a readable stream, verified as it goes (see the module docs).
 
     Seeking is supported so a resumed upload can go on from the registry's offset. Hashed,
@@ -250,21 +278,8 @@ class RefReader(io.RawIOBase):
     def size(self) -> int:
         return self.record.size
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_CUR:
-            offset += self._pos
-        elif whence == io.SEEK_END:
-            offset += self.record.size
-        offset = max(0, min(offset, self.record.size))
+        offset = max(0, min(self._target(offset, whence), self.record.size))
         if not self.hashed:
             return self._jump(offset)
         if offset < self._pos:

@@ -40,7 +40,7 @@ import os
 from bisect import bisect_right
 from typing import Any, Sequence
 
-from .blobref import UNKNOWN, FilePart, RefRecord, SourceChangedError, fingerprint_of, stamp_of
+from .blobref import UNKNOWN, FilePart, RefRecord, SeekableStream, SourceChangedError, fingerprint_of, stamp_of
 from .tarstream import Entry, stream_parts
 
 __all__ = ["OnePassReader", "changed_while_sent"]
@@ -74,7 +74,7 @@ def _layout(entries: Sequence[Entry], epoch: int) -> tuple[list[int], list[bytes
     return starts, parts
 
 
-class OnePassReader(io.RawIOBase):
+class OnePassReader(SeekableStream):
     """The layer's tar stream, seekable, hashed once (see the module docs).
 
     ``size`` is known before a byte is read (headers plus padded file sizes), so the
@@ -85,7 +85,6 @@ class OnePassReader(io.RawIOBase):
     def __init__(self, entries: Sequence[Entry], epoch: int, *, account_reads: bool = True) -> None:
         super().__init__()
         self._starts, self._parts = _layout(entries, epoch)
-        self.size = self._starts[-1]
         self.account_reads = account_reads
         self.reached = 0  # bytes [0, reached) were read (and their files checked)
         self.streamed = 0  # bytes [0, streamed) went into the blob's digest
@@ -97,22 +96,14 @@ class OnePassReader(io.RawIOBase):
         self._file_part = -1
         self._opened: tuple[int, int, int, int] = (0, 0, 0, 0)
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
+    @property
+    def size(self) -> int:
+        return self._starts[-1]
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         """Go to ``offset``, at most ``streamed``: bytes are hashed in order, none ever skipped
         (an upload resumes at an offset the registry received, so one already read)."""
-        if whence == io.SEEK_CUR:
-            offset += self._pos
-        elif whence == io.SEEK_END:
-            offset += self.size
+        offset = self._target(offset, whence)
         if not 0 <= offset <= min(self.reached, self.streamed):
             raise ValueError(f"offset {offset} is outside the part of the stream hashed so far "
                              f"(0-{min(self.reached, self.streamed)})")
