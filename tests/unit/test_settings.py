@@ -201,3 +201,23 @@ def test_credential_files_given_over_the_environment(tmp_path: Path) -> None:
     r = Settings.load(tmp_path, environ={"REGISTRY_AUTH_FILE": "", "DOCKER_CONFIG": ""}).registry
     assert (r.auth_file, r.docker_config) == (None, None)
     assert Settings().registry_options().credential_files.candidates() == [Path.home() / ".docker" / "config.json"]
+
+
+def test_keygen_takes_cosign_password_from_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``keygen`` seals the key under ``$COSIGN_PASSWORD`` as the settings read it (set and empty: the
+    empty password), the same value ``push`` opens the key with."""
+    from ociassemble.errors import WrongPasswordError
+    from ociassemble.sign.keys import load_private_key
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal: nothing is asked
+    for password in ("s3cret", ""):
+        monkeypatch.setenv("COSIGN_PASSWORD", password)
+        prefix = tmp_path / f"k{len(password)}"
+        assert cli.main(["keygen", "--output-key-prefix", str(prefix)]) == 0
+        data = (tmp_path / f"{prefix.name}.key").read_bytes()
+        assert Settings.load_environment().signing.password == password.encode()
+        load_private_key(data, password.encode(), "k")
+        with pytest.raises(WrongPasswordError):
+            load_private_key(data, b"other", "k")
+    monkeypatch.delenv("COSIGN_PASSWORD")
+    assert cli.main(["keygen", "--output-key-prefix", str(tmp_path / "none")]) == 1  # no password anywhere
