@@ -29,17 +29,18 @@ from .image.layer import LayerSource
 from .image.oci import Platform
 from .modelspec import ModelSpec
 from .redact import Secrets
-from .settingparts import (ENV_ALLOW_SECRETS, ENV_CACHE, ENV_CACHE_REPO, ENV_COSIGN_PASSWORD, ENV_PASSWORD,
-                           ENV_SIGN_KEY, ENV_USERNAME, LayerCacheSettings, RegistrySettings, SigningSettings)
+from .settingparts import (ENV_ALLOW_SECRETS, ENV_CACHE, ENV_CACHE_REPO, ENV_COSIGN_PASSWORD, ENV_DOCKER_CONFIG,
+                           ENV_PASSWORD, ENV_REGISTRY_AUTH_FILE, ENV_SIGN_KEY, ENV_SOURCE_DATE_EPOCH, ENV_USERNAME,
+                           LayerCacheSettings, RegistrySettings, SigningSettings)
 from .settingsload import given_of, plain_values, settings_from
 
 if TYPE_CHECKING:
     from .image.cache import BlobCache
     from .registry.client import RegistryOptions
 
-__all__ = ["ENV_ALLOW_SECRETS", "ENV_CACHE", "ENV_CACHE_REPO", "ENV_COSIGN_PASSWORD", "ENV_PASSWORD", "ENV_SIGN_KEY",
-           "ENV_USERNAME", "LayerCacheSettings", "LockMode", "RegistrySettings", "Settings", "SigningSettings",
-           "plain_values"]
+__all__ = ["ENV_ALLOW_SECRETS", "ENV_CACHE", "ENV_CACHE_REPO", "ENV_COSIGN_PASSWORD", "ENV_DOCKER_CONFIG",
+           "ENV_PASSWORD", "ENV_REGISTRY_AUTH_FILE", "ENV_SIGN_KEY", "ENV_SOURCE_DATE_EPOCH", "ENV_USERNAME",
+           "LayerCacheSettings", "LockMode", "RegistrySettings", "Settings", "SigningSettings", "plain_values"]
 
 LockMode = Literal["use", "locked", "off"]
 _EMPTY: Mapping[str, str] = MappingProxyType({})

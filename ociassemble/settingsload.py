@@ -89,7 +89,8 @@ def _build_values(cfg: ConfigFile, given: dict[str, Any], cwd: Path) -> dict[str
 
 
 def _environment(given: dict[str, Any], cfg: ConfigFile, env: Mapping[str, str]) -> dict[str, Any]:
-    """The registry, layer cache and signing settings, and the cache folder: given, else the environment."""
+    """The registry, layer cache and signing settings, the cache folder, the speculative upload and the
+    build's timestamp: given, else the environment."""
     from .image.cache import default_cache_dir
     from .settingparts import (_CACHE_REPO_OFF, ENV_ALLOW_SECRETS, ENV_CACHE_REPO, ENV_COSIGN_PASSWORD, ENV_PASSWORD,
                                ENV_SIGN_KEY, ENV_SPECULATIVE_UPLOAD, ENV_USERNAME, LayerCacheSettings, RegistrySettings,
@@ -120,9 +121,9 @@ def _environment(given: dict[str, Any], cfg: ConfigFile, env: Mapping[str, str])
         speculative = bool(cfg.values["speculative_upload"])
     else:
         speculative = env.get(ENV_SPECULATIVE_UPLOAD, "").strip().lower() not in ("0", "off", "false", "no")
+    epoch = given["source_date_epoch"] if "source_date_epoch" in given else _source_date_epoch(env)
     return {"registry": registry, "layer_cache": layer_cache, "signing": signing, "allow_secrets": allow,
-            "cache_dir": cache_dir, "speculative_upload": speculative,
-            "source_date_epoch": given["source_date_epoch"] if "source_date_epoch" in given else _source_date_epoch(env)}
+            "cache_dir": cache_dir, "speculative_upload": speculative, "source_date_epoch": epoch}
 
 
 def _credential_files(given: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Path | None, Path | None]:
@@ -130,8 +131,8 @@ def _credential_files(given: Mapping[str, Any], env: Mapping[str, str]) -> tuple
     (``auth_file``, ``docker_config``), else ``$REGISTRY_AUTH_FILE`` and ``$DOCKER_CONFIG`` (empty: unset)."""
     from .settingparts import ENV_DOCKER_CONFIG, ENV_REGISTRY_AUTH_FILE
 
-    auth, docker = given.get("auth_file") or env.get(ENV_REGISTRY_AUTH_FILE), \
-        given.get("docker_config") or env.get(ENV_DOCKER_CONFIG)
+    auth = given.get("auth_file") or env.get(ENV_REGISTRY_AUTH_FILE)
+    docker = given.get("docker_config") or env.get(ENV_DOCKER_CONFIG)
     return (Path(auth) if auth else None), (Path(docker) if docker else None)
 
 
