@@ -31,7 +31,7 @@ from .events import QUIET, Progress
 from .image.assemble import Image, ImageBuilder
 from .image.cache import BlobCache
 from .image.compress import Compression
-from .image.layer import BuiltLayer, Entry, LayerSource, LayerUploader, build_in_parallel, build_layer, scan_sources, source_date_epoch
+from .image.layer import BuiltLayer, Entry, LayerSource, LayerUploader, build_in_parallel, build_layer, scan_sources
 from .image.imageindex import ImageIndex
 from .image.oci import Descriptor, Platform
 from .image.platform import normalize
@@ -100,7 +100,7 @@ def _plain_image(settings: Settings, cache: BlobCache, platform: Platform | None
     scanned = [scan_sources([src]) for src in extra]  # once: checked here, built below
     check_secrets([e for entries in scanned for e in entries], allow=settings.allow_secrets, warn=progress.log)
     # "scratch" is the empty base, as in a Dockerfile's FROM scratch (never Docker Hub's library/scratch)
-    base = (load_base(settings.base, cache, registry_options=registry_options, platform=platform)
+    base = (load_base(settings.base, cache, registry_options=registry_options, platform=platform, epoch=settings.epoch)
             if settings.base not in (None, "", "scratch") else None)
     b = ImageBuilder(cache, base, **({"platform": normalize(platform)} if platform is not None else {}))
     compression = Compression.parse(settings.compression, settings.compression_level)
@@ -112,23 +112,23 @@ def _plain_image(settings: Settings, cache: BlobCache, platform: Platform | None
         from .azureml.aptlayer import debian_layer
 
         added = debian_layer(settings, cache, base, str(settings.base), [], compression,  # type: ignore[arg-type]
-                             source_date_epoch(), progress.log)
+                             settings.epoch, progress.log)
         if added is not None:
             progress.log("layer debian-packages")
             b.add_layer(added.layer, added.created_by())
             layers.append(("debian-packages", added.layer))
     def one(src: LayerSource, entries: list[Entry]) -> BuiltLayer:
         progress.log(f"layer {src.src} -> {src.dest}")
-        return build_layer(cache, [src], compression=compression, entries=entries, on_bytes=progress.layer_bytes,
-                           remote=layer_cache, uploader=uploader)
+        return build_layer(cache, [src], compression=compression, epoch=settings.epoch, entries=entries,
+                           on_bytes=progress.layer_bytes, remote=layer_cache, uploader=uploader)
 
     if uploader is not None and b.base is not None:  # the base's layers go up beside the new ones
-        uploader.push_early(b.build(source_date_epoch()), cache)
+        uploader.push_early(b.build(settings.epoch), cache)
     for src, layer in zip(extra, build_in_parallel(one, list(zip(extra, scanned)), uploader)):
         b.add_layer(layer, src.created_by())
         layers.append((f"{src.dest}", layer))
     _plain_config(b, settings)
-    return Built(b.build(created=source_date_epoch()), cache, layers, settings=settings, layer_cache=layer_cache)
+    return Built(b.build(created=settings.epoch), cache, layers, settings=settings, layer_cache=layer_cache)
 
 
 def build_image(settings: Settings, cache: BlobCache, *, platform: Platform | None = None,
@@ -188,7 +188,7 @@ def open_layer_cache(settings: Settings, cache: BlobCache, options: RegistryOpti
 
     lc = settings.layer_cache
     return layer_cache_from(cache, repo=lc.repo, read_from=lc.read_from, write_to=lc.write_to, pushing=pushing,
-                            off=lc.off, options=options, environ={})
+                            off=lc.off, options=options)
 
 
 def build_for(settings: Settings, cache: BlobCache, options: RegistryOptions, progress: Progress, *,
@@ -202,12 +202,12 @@ def build_for(settings: Settings, cache: BlobCache, options: RegistryOptions, pr
 
 
 def image_sbom(image: Image, cache: BlobCache, *, name: str, repository: str | None = None,
-               site: Path | None = None, scan: Sequence[Descriptor] | None = None) -> bytes:
-    """The image's SPDX SBOM bytes (``image.sbom``), dated by ``SOURCE_DATE_EPOCH`` as the image is.
+               site: Path | None = None, scan: Sequence[Descriptor] | None = None, created: int = 0) -> bytes:
+    """The image's SPDX SBOM bytes (``image.sbom``), dated ``created`` (``Settings.epoch``) as the image is.
 
     ``site`` and ``scan`` are a build's ``deps_site`` and ``scan_layers`` (None: read every layer).
     """
     from .image.sbom import image_packages, sbom_bytes, spdx_document
 
     packages = image_packages(image, cache, site=site, layers=scan)
-    return sbom_bytes(spdx_document(image, packages, name=name, created=source_date_epoch(), repository=repository))
+    return sbom_bytes(spdx_document(image, packages, name=name, created=created, repository=repository))

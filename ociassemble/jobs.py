@@ -85,11 +85,11 @@ def build(settings: Settings, progress: Progress = QUIET) -> BuildResult:
     progress.log(f"wrote {spec}")
     result = BuildResult(built, spec)
     if settings.sbom:
-        result.sboms = _write_sboms(built, spec, progress)
+        result.sboms = _write_sboms(built, spec, progress, settings.epoch)
     return result
 
 
-def _write_sboms(built: BuiltSet, spec: str, progress: Progress) -> list[str]:
+def _write_sboms(built: BuiltSet, spec: str, progress: Progress, created: int) -> list[str]:
     from .build import image_sbom
     from .image.sbom import sbom_path
     from .transport.spec import parse_spec
@@ -102,7 +102,8 @@ def _write_sboms(built: BuiltSet, spec: str, progress: Progress) -> list[str]:
     sboms = []
     for b in built.builds:
         path = sbom_path(dest, b.image.platform if built.index is not None else None)
-        path.write_bytes(image_sbom(b.image, built.cache, name=named, site=b.deps_site, scan=b.scan_layers))
+        path.write_bytes(image_sbom(b.image, built.cache, name=named, site=b.deps_site, scan=b.scan_layers,
+                                    created=created))
         sboms.append(str(path))
         progress.log(f"wrote {path}")
     return sboms

@@ -85,7 +85,7 @@ def _base_material(b: Any, registry_options: RegistryOptions | None) -> Material
         return None
     platform = normalize(b.image.platform)
     spec = project.base or f"oci:{default_base_path(b.cache, platform)}"
-    base = load_base(spec, b.cache, registry_options=registry_options, platform=platform)
+    base = load_base(spec, b.cache, registry_options=registry_options, platform=platform, epoch=project.epoch)
     uri = project.base if project.base else "ociassemble make-base (the default base)"
     return Material(f"base {platform}", {"sha256": base.digest.split(":", 1)[1]}, uri)
 

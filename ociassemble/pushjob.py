@@ -170,7 +170,8 @@ def push(settings: Settings, refs: Sequence[str] = (), *, source: str | None = N
     if built is not None:
         progress.log(work_line(built))
     if settings.sbom:
-        outcome.sbom = push_sboms(images, built, cache, refs, options, progress, several=isinstance(target, ImageIndex))
+        outcome.sbom = push_sboms(images, built, cache, refs, options, progress, several=isinstance(target, ImageIndex),
+                                  created=settings.epoch)
     if key is not None or keyless is not None:
         outcome.signed = sign_pushed(target, refs, key, keyless, settings.signing.provenance, built, cache, options,
                                      outcome.sbom, progress)
@@ -208,11 +209,11 @@ def open_signing_key(signing: SigningSettings,
 
 
 def push_sboms(images: list[Image], built: BuiltSet | None, cache: BlobCache, refs: list[str], options: RegistryOptions,
-               progress: Progress, *, several: bool) -> dict[str, Any] | list[dict[str, Any]]:
+               progress: Progress, *, several: bool, created: int = 0) -> dict[str, Any] | list[dict[str, Any]]:
     """Each image's SBOM, pushed as an artifact whose subject is that image's manifest: one
-    document for one image, a list naming each platform for a multi-platform one."""
+    document for one image, a list naming each platform for a multi-platform one; dated
+    ``created`` (``Settings.epoch``), as the image is."""
     from .build import image_sbom
-    from .image.layer import source_date_epoch
     from .image.platform import normalize
     from .image.sbom import SPDX_MEDIA_TYPE
     from .registry.reference import parse_reference
@@ -225,8 +226,8 @@ def push_sboms(images: list[Image], built: BuiltSet | None, cache: BlobCache, re
         platform = str(normalize(image.platform))
         progress.log("listing packages for the SBOM" + (f" of {platform}" if several else ""))
         sbom = image_sbom(image, cache, name=str(first), repository=f"{first.registry}/{first.repository}",
-                          site=b.deps_site if b else None, scan=b.scan_layers if b else None)
-        artifact, pushed = push_sbom(image, cache, sbom, list(refs), options=options, created=source_date_epoch())
+                          site=b.deps_site if b else None, scan=b.scan_layers if b else None, created=created)
+        artifact, pushed = push_sbom(image, cache, sbom, list(refs), options=options, created=created)
         doc: dict[str, Any] = {"digest": artifact.digest, "refs": pushed, "artifactType": SPDX_MEDIA_TYPE,
                                "size": len(sbom)}
         if several:

@@ -1,13 +1,15 @@
-"""The parts of ``settings.Settings`` that say how a run reaches things: registries, the registry
-layer cache, the signing key; and the environment variables that may give them."""
+"""The parts of ``settings.Settings`` that say how a run reaches things: registries (and where their
+credentials are kept), the registry layer cache, the signing key; and the environment variables that
+may give them (``settingsload`` reads them, nothing else does)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ENV_ALLOW_SECRETS", "ENV_CACHE", "ENV_CACHE_REPO", "ENV_COSIGN_PASSWORD", "ENV_PASSWORD", "ENV_SIGN_KEY",
-           "ENV_USERNAME", "LayerCacheSettings", "RegistrySettings", "SigningSettings"]
+__all__ = ["ENV_ALLOW_SECRETS", "ENV_CACHE", "ENV_CACHE_REPO", "ENV_COSIGN_PASSWORD", "ENV_DOCKER_CONFIG",
+           "ENV_PASSWORD", "ENV_REGISTRY_AUTH_FILE", "ENV_SIGN_KEY", "ENV_SOURCE_DATE_EPOCH", "ENV_USERNAME",
+           "LayerCacheSettings", "RegistrySettings", "SigningSettings"]
 
 ENV_CACHE = "OCIASSEMBLE_CACHE"
 ENV_USERNAME = "OCIASSEMBLE_USERNAME"
@@ -18,6 +20,12 @@ ENV_COSIGN_PASSWORD = "COSIGN_PASSWORD"
 ENV_ALLOW_SECRETS = "OCIASSEMBLE_ALLOW_SECRETS"
 #: ``0``/``off``/``false``/``no``: a push that builds hashes each new layer before uploading it
 ENV_SPECULATIVE_UPLOAD = "OCIASSEMBLE_SPECULATIVE_UPLOAD"
+#: every timestamp in the image (reproducible-builds.org's variable); unset: 0, 1970-01-01
+ENV_SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
+#: podman's auth.json, read before docker's config (and the file ``login`` writes when set)
+ENV_REGISTRY_AUTH_FILE = "REGISTRY_AUTH_FILE"
+#: the folder of docker's config.json (default ~/.docker)
+ENV_DOCKER_CONFIG = "DOCKER_CONFIG"
 #: what ``$OCIASSEMBLE_CACHE_REPO`` may say to mean "no registry layer cache"
 _CACHE_REPO_OFF = ("", "off", "none", "0", "false")
 
@@ -31,6 +39,11 @@ class RegistrySettings:
     password: str | None = field(default=None, repr=False)  # never in a repr, a log or a traceback
     ca_cert: Path | None = None
     insecure_registries: tuple[str, ...] = ()
+    #: where stored credentials are looked up, in this order, and ``login`` keeps them (the first):
+    #: podman's auth.json (``$REGISTRY_AUTH_FILE``), then docker's config.json in ``docker_config``
+    #: (``$DOCKER_CONFIG``; None: ~/.docker). ``registry.credentials.CredentialFiles``
+    auth_file: Path | None = None
+    docker_config: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -29,17 +29,18 @@ from .image.layer import LayerSource
 from .image.oci import Platform
 from .modelspec import ModelSpec
 from .redact import Secrets
-from .settingparts import (ENV_ALLOW_SECRETS, ENV_CACHE, ENV_CACHE_REPO, ENV_COSIGN_PASSWORD, ENV_PASSWORD,
-                           ENV_SIGN_KEY, ENV_USERNAME, LayerCacheSettings, RegistrySettings, SigningSettings)
+from .settingparts import (ENV_ALLOW_SECRETS, ENV_CACHE, ENV_CACHE_REPO, ENV_COSIGN_PASSWORD, ENV_DOCKER_CONFIG,
+                           ENV_PASSWORD, ENV_REGISTRY_AUTH_FILE, ENV_SIGN_KEY, ENV_SOURCE_DATE_EPOCH, ENV_USERNAME,
+                           LayerCacheSettings, RegistrySettings, SigningSettings)
 from .settingsload import given_of, plain_values, settings_from
 
 if TYPE_CHECKING:
     from .image.cache import BlobCache
     from .registry.client import RegistryOptions
 
-__all__ = ["ENV_ALLOW_SECRETS", "ENV_CACHE", "ENV_CACHE_REPO", "ENV_COSIGN_PASSWORD", "ENV_PASSWORD", "ENV_SIGN_KEY",
-           "ENV_USERNAME", "LayerCacheSettings", "LockMode", "RegistrySettings", "Settings", "SigningSettings",
-           "plain_values"]
+__all__ = ["ENV_ALLOW_SECRETS", "ENV_CACHE", "ENV_CACHE_REPO", "ENV_COSIGN_PASSWORD", "ENV_DOCKER_CONFIG",
+           "ENV_PASSWORD", "ENV_REGISTRY_AUTH_FILE", "ENV_SIGN_KEY", "ENV_SOURCE_DATE_EPOCH", "ENV_USERNAME",
+           "LayerCacheSettings", "LockMode", "RegistrySettings", "Settings", "SigningSettings", "plain_values"]
 
 LockMode = Literal["use", "locked", "off"]
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -84,6 +85,9 @@ class Settings:
     #: a push that builds uploads each new layer held by reference as it hashes it (one read;
     #: ``registry.speculative``); off: ``--no-speculative-upload``, the config, ``$OCIASSEMBLE_SPECULATIVE_UPLOAD=0``
     speculative_upload: bool = True
+    #: every timestamp in the image (mtimes, ``created``, the SBOM's date): ``$SOURCE_DATE_EPOCH``
+    #: (reproducible-builds.org), a whole number of seconds; None: not set, 0 (1970-01-01). ``epoch``
+    source_date_epoch: int | None = None
     # -- the recipe's inputs --------------------------------------------------------------
     entry_script: Path | None = None
     source_dir: Path | None = None
@@ -114,6 +118,15 @@ class Settings:
                                  "(Settings.load reads a string as the flag does)")
             if value is not None:
                 object.__setattr__(self, name, tuple(value))
+        sde = self.source_date_epoch
+        if sde is not None and (type(sde) is not int or sde < 0):
+            raise UsageError(f"source_date_epoch {sde!r}: give a whole number of seconds, 0 or more (a Unix time), "
+                             "or None for 0")
+
+    @property
+    def epoch(self) -> int:
+        """The build's timestamp: ``source_date_epoch``, or 0 when it is not set."""
+        return self.source_date_epoch or 0
 
     @property
     def python_source(self) -> str | None:
@@ -168,11 +181,13 @@ class Settings:
         ``targets`` (image specs or references; those not in a registry are left out). Raises
         UsageError when explicit credentials would have to serve several registries."""
         from .registry.client import RegistryOptions
+        from .registry.credentials import CredentialFiles
         from .registry.reference import parse_reference
         from .transport.spec import is_registry, parse_spec
 
         r = self.registry
         opts = RegistryOptions(username=r.username, password=r.password, ca_cert=r.ca_cert,
-                               insecure_registries=r.insecure_registries, secrets=self.secrets)
+                               insecure_registries=r.insecure_registries, secrets=self.secrets,
+                               credential_files=CredentialFiles(r.auth_file, r.docker_config))
         registries = [parse_reference(parse_spec(t).tag or "").registry for t in targets if t and is_registry(t)]
         return opts.scoped_to(registries)

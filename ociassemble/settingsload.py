@@ -27,7 +27,7 @@ __all__ = ["given_of", "plain_values", "settings_from"]
 #: given values that are paths, relative to the caller's folder (a flag's: the shell's)
 _PATHS = frozenset({"entry_script", "source_dir", "requirements", "conda_file", "apt_keyring", "inference_config",
                     "deploy_config", "environment"})
-_REGISTRY = ("username", "password", "ca_cert", "insecure_registries")
+_REGISTRY = ("username", "password", "ca_cert", "insecure_registries", "auth_file", "docker_config")
 _LAYER_CACHE = ("cache_repo", "cache_from", "cache_to", "no_cache_repo")
 _SIGNING = ("sign_key", "sign_password", "provenance", "keyless")
 _PUSH = ("no_speculative_upload",)
@@ -89,7 +89,8 @@ def _build_values(cfg: ConfigFile, given: dict[str, Any], cwd: Path) -> dict[str
 
 
 def _environment(given: dict[str, Any], cfg: ConfigFile, env: Mapping[str, str]) -> dict[str, Any]:
-    """The registry, layer cache and signing settings, and the cache folder: given, else the environment."""
+    """The registry, layer cache and signing settings, the cache folder, the speculative upload and the
+    build's timestamp: given, else the environment."""
     from .image.cache import default_cache_dir
     from .settingparts import (_CACHE_REPO_OFF, ENV_ALLOW_SECRETS, ENV_CACHE_REPO, ENV_COSIGN_PASSWORD, ENV_PASSWORD,
                                ENV_SIGN_KEY, ENV_SPECULATIVE_UPLOAD, ENV_USERNAME, LayerCacheSettings, RegistrySettings,
@@ -98,7 +99,7 @@ def _environment(given: dict[str, Any], cfg: ConfigFile, env: Mapping[str, str])
     password = given["password"] if "password" in given else (env.get(ENV_PASSWORD) or None)
     registry = RegistrySettings(given.get("username") or env.get(ENV_USERNAME) or None, password,
                                 Path(given["ca_cert"]) if given.get("ca_cert") else None,
-                                tuple(given.get("insecure_registries", ())))
+                                tuple(given.get("insecure_registries", ())), *_credential_files(given, env))
     repo, read_from, write_to = (given.get(k) for k in _LAYER_CACHE[:3])
     if not (repo or read_from or write_to):
         named = env.get(ENV_CACHE_REPO, "").strip()
@@ -120,8 +121,37 @@ def _environment(given: dict[str, Any], cfg: ConfigFile, env: Mapping[str, str])
         speculative = bool(cfg.values["speculative_upload"])
     else:
         speculative = env.get(ENV_SPECULATIVE_UPLOAD, "").strip().lower() not in ("0", "off", "false", "no")
+    epoch = given["source_date_epoch"] if "source_date_epoch" in given else _source_date_epoch(env)
     return {"registry": registry, "layer_cache": layer_cache, "signing": signing, "allow_secrets": allow,
-            "cache_dir": cache_dir, "speculative_upload": speculative}
+            "cache_dir": cache_dir, "speculative_upload": speculative, "source_date_epoch": epoch}
+
+
+def _credential_files(given: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Path | None, Path | None]:
+    """Where stored registry credentials are (podman's auth file, docker's config folder): given
+    (``auth_file``, ``docker_config``), else ``$REGISTRY_AUTH_FILE`` and ``$DOCKER_CONFIG`` (empty: unset)."""
+    from .settingparts import ENV_DOCKER_CONFIG, ENV_REGISTRY_AUTH_FILE
+
+    auth = given.get("auth_file") or env.get(ENV_REGISTRY_AUTH_FILE)
+    docker = given.get("docker_config") or env.get(ENV_DOCKER_CONFIG)
+    return (Path(auth) if auth else None), (Path(docker) if docker else None)
+
+
+def _source_date_epoch(env: Mapping[str, str]) -> int | None:
+    """``$SOURCE_DATE_EPOCH`` (reproducible-builds.org): None when unset or empty; UsageError in one
+    line for a value that is not a whole number of seconds, 0 or more."""
+    from .settingparts import ENV_SOURCE_DATE_EPOCH
+
+    raw = env.get(ENV_SOURCE_DATE_EPOCH, "").strip()
+    if not raw:
+        return None
+    fix = "set it to a Unix time in seconds (e.g. $(git log -1 --format=%ct)), or unset it for 0 (1970-01-01)"
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise UsageError(f"{ENV_SOURCE_DATE_EPOCH}={raw!r} is not a whole number of seconds: {fix}") from None
+    if value < 0:
+        raise UsageError(f"{ENV_SOURCE_DATE_EPOCH}={raw!r} is negative: {fix}")
+    return value
 
 
 def settings_from(cls: type[Settings], cfg: ConfigFile, given: Mapping[str, Any], cwd: Path,

@@ -150,7 +150,8 @@ def _mmdebstrap_reason(stderr: str) -> str:
 
 def make_base(cache: BlobCache, *, force: bool = False, log: Callable[[str], None] = lambda _: None,
               platform: Platform | None = None, binfmt: Path = BINFMT, python: str | None = None,
-              with_mmdebstrap: bool = False, apt_mirror: str | None = None, keyring: Path | None = None) -> Path:
+              with_mmdebstrap: bool = False, apt_mirror: str | None = None, keyring: Path | None = None,
+              epoch: int = 0) -> Path:
     """Build (once) the default base for ``platform`` (default: this machine's) and ``python``
     (default: 3.11; ``release_for``) as an OCI layout in the cache and return its path.
 
@@ -165,6 +166,8 @@ def make_base(cache: BlobCache, *, force: bool = False, log: Callable[[str], Non
     another folder in tests).
 
     ``log`` hears each step (the library prints nothing; ``make-base`` passes its output's log).
+    ``epoch``: every timestamp in the base (``Settings.epoch``: ``$SOURCE_DATE_EPOCH``, default 0;
+    mmdebstrap is given it as its ``SOURCE_DATE_EPOCH``).
     """
     plat = normalize(platform or host_platform())
     release = release_for(python)
@@ -177,14 +180,14 @@ def make_base(cache: BlobCache, *, force: bool = False, log: Callable[[str], Non
         # a second build (or test run) asking meanwhile waits for the first's lock, then takes its base
         return make_base_from_debs(cache, target, release=release.suite, platform=plat,
                                    packages=debs_packages(release), apt_mirror=apt_mirror, keyring=keyring, log=log,
-                                   replace=force)
+                                   replace=force, epoch=epoch)
     target.parent.mkdir(parents=True, exist_ok=True)
     # one mmdebstrap per base at a time: a second build (or test run) waits, then takes the first's
     with open(target.parent / f".{target.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / "index.json").is_file() and not force:
             return target
-        return _make_base(cache, plat, release, target, log, binfmt)
+        return _make_base(cache, plat, release, target, log, binfmt, epoch)
 
 
 def debs_packages(release: DebianRelease) -> tuple[str, ...]:
@@ -196,7 +199,7 @@ def debs_packages(release: DebianRelease) -> tuple[str, ...]:
 
 
 def _make_base(cache: BlobCache, plat: Platform, release: DebianRelease, target: Path, log: Callable[[str], None],
-               binfmt: Path) -> Path:
+               binfmt: Path, epoch: int) -> Path:
     if shutil.which("mmdebstrap") is None:
         raise BuildError("mmdebstrap is not installed: run 'apt-get install mmdebstrap', or pass --base with an image that has python3, nginx and runit")
     sources = next((s for s in _SOURCES if s.is_file() and s.stat().st_size), None)
@@ -210,7 +213,7 @@ def _make_base(cache: BlobCache, plat: Platform, release: DebianRelease, target:
            f"--include={','.join(release.packages)}", release.suite, str(tarball), "-"]
     log(f"making the {release.suite} {plat} base (Python {release.python}) with mmdebstrap ("
         + ("about 3 minutes: its package scripts run under qemu" if foreign else "about a minute") + ")")
-    env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "0")}
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}  # mmdebstrap's environment: this one's, dated
     try:
         proc = subprocess.run(cmd, input=sources_for(sources.read_text(), release), capture_output=True, text=True,
                               env=env)

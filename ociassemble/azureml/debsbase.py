@@ -17,7 +17,6 @@ from ..debian.repository import Target, debian_arch, open_repository
 from ..image.assemble import ImageBuilder
 from ..image.cache import BlobCache
 from ..image.compress import Compression
-from ..image.layer import source_date_epoch
 from ..image.oci import Platform
 from ..image.platform import host_platform, normalize
 from ..transport.layout import write_layout
@@ -35,8 +34,9 @@ BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 def make_base_from_debs(cache: BlobCache, target: Path, *, release: str = "bookworm",
                         platform: Platform | None = None, packages: Sequence[str] = BASE_PACKAGES,
                         apt_mirror: str | None = None, keyring: Path | None = None,
-                        log: Callable[[str], None] = lambda _: None, replace: bool = True) -> Path:
+                        log: Callable[[str], None] = lambda _: None, replace: bool = True, epoch: int = 0) -> Path:
     """Write the base for ``platform`` as an OCI layout at ``target`` (replacing it); returns it.
+    ``epoch``: every timestamp in it (``Settings.epoch``: ``$SOURCE_DATE_EPOCH``, default 0).
 
     ``replace=False``: a base already at ``target`` once the lock is held (another process made
     it meanwhile) is kept and returned.
@@ -56,12 +56,12 @@ def make_base_from_debs(cache: BlobCache, target: Path, *, release: str = "bookw
         chosen = repo.resolve(wanted)
         log(f"making the {release} {plat} base from {len(chosen)} Debian packages (no mmdebstrap, no emulation)")
         made = packages_layer(cache, repo.fetcher, chosen, new_root=True, merged_usr=True,
-                              compression=Compression("gzip"), epoch=source_date_epoch(), log=log)
+                              compression=Compression("gzip"), epoch=epoch, log=log)
         for note in made.notes:
             if "postinst was not run" in note:
                 log(note)
         b = ImageBuilder(cache, None, platform=plat)
         b.add_layer(made.layer, made.created_by(f"debian {release} base:"))
         b.config = b.config.with_env(BASE_ENV)
-        write_layout(b.build(source_date_epoch()), cache, target, "latest")
+        write_layout(b.build(epoch), cache, target, "latest")
     return target

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import InputError
-from .pipconfig import PipConfig
+from .pipconfig import PipConfig, pip_environment
 
 __all__ = ["PYPI", "IndexConfig", "index_config", "inline_password", "redact", "strip_credentials"]
 
@@ -160,7 +160,7 @@ def index_config(lines: Sequence[str], *, source: str = "requirements", base_dir
 
     Raises InputError for an option with no value, or a ``${VAR}`` that is not set.
     """
-    env = os.environ if environ is None else environ
+    env = pip_environment() if environ is None else environ
     index_url: str | None = None
     extra: list[str] = []
     links: list[str] = []

@@ -34,11 +34,23 @@ from pathlib import Path
 
 from ..errors import InputError
 
-__all__ = ["KEYS", "PipConfig", "config_files", "for_pex", "read_pip_config"]
+__all__ = ["KEYS", "PipConfig", "config_files", "for_pex", "pip_environment", "read_pip_config"]
 
 #: the settings read (pip's names; ``index_url`` is also accepted, as pip does)
 KEYS = ("index-url", "extra-index-url", "find-links", "trusted-host", "no-index")
 _SECTIONS = ("global", "download", "install")
+
+
+def pip_environment() -> Mapping[str, str]:
+    """The process environment as pip sees it: the one place the ``PIP_*`` variables, ``PIP_CONFIG_FILE``
+    and the folders pip's files are found by (``HOME``, ``XDG_*``, ``VIRTUAL_ENV``) are read.
+
+    They are not ``Settings``: they are pip's own configuration, which a user's ``pip install``
+    already obeys, and the build hands them to pex's pip as pip would read them (``indexes``,
+    ``for_pex``); ociassemble has no flag or config key of its own for them. A ``${VAR}`` of a
+    requirements file is expanded from here too, as pip does.
+    """
+    return os.environ
 
 
 @dataclass(frozen=True)
@@ -81,7 +93,7 @@ def read_pip_config(environ: Mapping[str, str] | None = None) -> PipConfig:
 
     Raises InputError for a file that is there but is not an ini file pip could read.
     """
-    env = os.environ if environ is None else environ
+    env = pip_environment() if environ is None else environ
     merged: dict[tuple[str, str], tuple[str, str]] = {}
     for path in config_files(env):
         if not path.is_file():
@@ -119,7 +131,7 @@ def for_pex(environ: Mapping[str, str] | None = None) -> str | None:
     site-wide files; the rest of ``$PIP_CONFIG_FILE`` is kept. May hold what that file holds
     (a proxy's password): write it to a private temporary file only.
     """
-    env = os.environ if environ is None else environ
+    env = pip_environment() if environ is None else environ
     if env.get("PIP_CONFIG_FILE") == os.devnull:
         return None
     parser = configparser.RawConfigParser()

@@ -45,6 +45,8 @@ class Project:
     compression_level: int | None = None
     source_url: str | None = None
     revision: str | None = None
+    #: every timestamp in the image (``$SOURCE_DATE_EPOCH``); None: 0. ``epoch``
+    source_date_epoch: int | None = None
     #: install azureml-defaults and the other serving-stack packages the image already provides
     install_serving_stack: bool = False
     #: the platforms to build for; () is the base's (this machine's). Two or more make a
@@ -73,6 +75,11 @@ class Project:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def epoch(self) -> int:
+        """The build's timestamp: ``source_date_epoch``, or 0 when it is not set."""
+        return self.source_date_epoch or 0
+
+    @property
     def entry(self) -> Path:
         return self.entry_script or (self.root / "score.py")
 
@@ -83,7 +90,8 @@ class Project:
 
 #: the fields ``Project`` takes from ``Settings`` as they are
 _SHARED = ("root", "entry_script", "source_dir", "source_name", "requirements", "conda_file", "base", "image", "output",
-           "compression", "compression_level", "source_url", "revision", "install_serving_stack", "platforms",
+           "compression", "compression_level", "source_url", "revision", "source_date_epoch", "install_serving_stack",
+           "platforms",
            "apt_mirror", "apt_keyring", "python", "python_source", "inference_config", "deploy_config",
            "environment", "config_file")
 

@@ -12,7 +12,6 @@ user's lines and the whole pin file, so that re-merge never makes a lock stale.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -27,7 +26,7 @@ from ..resources import layers_dir
 from .debianbase import DEFAULT_PYTHON
 from .indexes import IndexConfig, index_config
 from .keyringauth import from_keyring
-from .pipconfig import read_pip_config
+from .pipconfig import pip_environment, read_pip_config
 from .project import Project
 from .pythonpin import PythonPin, choose_python, parse_pin
 from .requirements import Merged, merge_requirements, read_app_pins
@@ -160,7 +159,7 @@ def python_inputs(project: Project, log: Callable[[str], None]) -> PythonInputs:
     indexes = from_keyring(indexes, log)
     # the lock's input: the requirements file's own (not PIP_* nor pip.conf: they are the machine's)
     file_indexes, _ = index_config(user_env.requirements, source=source, base_dir=base_dir,
-                                   environ={k: v for k, v in os.environ.items() if not k.startswith("PIP_")})
+                                   environ={k: v for k, v in pip_environment().items() if not k.startswith("PIP_")})
     for host in indexes.trusted_hosts:
         if not any(u.startswith(f"http://{host}") for u in [*indexes.indexes, *indexes.find_links]):
             log(f"--trusted-host {host}: pex verifies TLS for https indexes; an http index is trusted as it is given")

@@ -22,7 +22,7 @@ from ..errors import InputError, UsageError
 from ..image.assemble import Image, ImageBuilder, rfc3339
 from ..image.cache import BlobCache
 from ..image.compress import Compression
-from ..image.layer import Entry, LayerSource, LayerUploader, build_in_parallel, scan_sources, source_date_epoch
+from ..image.layer import Entry, LayerSource, LayerUploader, build_in_parallel, scan_sources
 from ..image.oci import ImageConfig, Platform
 from ..inputs.context import check_secrets, ignore_for
 from ..resources import layer_symlinks, layers_dir
@@ -123,7 +123,7 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     base = load_recipe_base(project, cache, platform=platform, inputs=inputs, registry_options=registry_options,
                             layer_cache=layer_cache, locked_digest=section.base_digest if section is not None else None)
     inputs = _for_base_python(inputs, base.info, log)
-    ctx = RecipeContext(project=project, cache=cache, compression=compression, epoch=source_date_epoch(), log=log,
+    ctx = RecipeContext(project=project, cache=cache, compression=compression, epoch=project.epoch, log=log,
                         on_bytes=on_bytes, layer_cache=layer_cache, debug=debug)
     made = [*_debian_packages_layer(ctx, base, section, lock_mode), _runit_nginx_layer(ctx)]
     deps = deps_layer(ctx, inputs, base.info, section)

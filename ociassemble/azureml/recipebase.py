@@ -69,7 +69,8 @@ def load_recipe_base(project: Project, cache: BlobCache, *, platform: Platform |
         require_default_bases(cache, [platform], inputs.python)
     base_spec = project.base or f"oci:{default_base_path(cache, platform, inputs.python)}"
     load_spec = pinned_spec(base_spec, locked_digest) if locked_digest else base_spec
-    base = load_base(load_spec, cache, registry_options=registry_options, platform=platform)
+    base = load_base(load_spec, cache, registry_options=registry_options, platform=platform,
+                     epoch=project.epoch)  # a rootfs directory's mtimes
     if locked_digest and base.digest != locked_digest:
         raise BuildError(f"base {base_spec} is {base.digest}, but ociassemble.lock pins {locked_digest}: bring back "
                          "that base (e.g. the cache that held it), or run 'ociassemble lock --upgrade' to lock this one")

@@ -22,12 +22,15 @@ __all__ = ["cmd_keygen"]
 
 
 def _password(args: argparse.Namespace) -> bytes:
-    from ..settings import ENV_COSIGN_PASSWORD
+    """The new key's password: stdin (``--password-stdin``), else the settings' (``$COSIGN_PASSWORD``,
+    read with the others by ``settingsload``; set and empty is the empty password), else asked twice."""
+    from ..settings import ENV_COSIGN_PASSWORD, Settings
 
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n").encode()
-    if ENV_COSIGN_PASSWORD in os.environ:
-        return os.environ[ENV_COSIGN_PASSWORD].encode()
+    given = Settings.load_environment().signing.password  # not from_argparse: its --password-stdin is the key's
+    if given is not None:
+        return given
     if sys.stdin.isatty() and sys.stderr.isatty():
         first = getpass.getpass("password for the private key: ")
         if getpass.getpass("the same password again: ") != first:

@@ -16,7 +16,8 @@ def cmd_make_base(args: argparse.Namespace, out: Out) -> int:
     from ..settings import Settings
 
     platforms = parse_platforms(args.platform) if args.platform else (None,)
-    cache = Settings.from_argparse(args, secrets=out.secrets).blob_cache()
+    settings = Settings.from_argparse(args, secrets=out.secrets)
+    cache = settings.blob_cache()
     from pathlib import Path
 
     from ..errors import UsageError
@@ -27,7 +28,7 @@ def cmd_make_base(args: argparse.Namespace, out: Out) -> int:
     keyring = Path(args.apt_keyring) if args.apt_keyring else None
     bases = {str(p) if p else "": make_base(cache, force=args.force, log=out.log, platform=p, python=args.python,
                                             with_mmdebstrap=args.with_mmdebstrap, apt_mirror=args.apt_mirror,
-                                            keyring=keyring)
+                                            keyring=keyring, epoch=settings.epoch)
              for p in platforms}
     if len(bases) == 1:
         path = next(iter(bases.values()))

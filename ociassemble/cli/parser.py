@@ -18,7 +18,7 @@ from . import build, cache, completion, init, inspect, keygen, lock, login, make
 
 __all__ = ["EPILOG", "build_parser"]
 
-# The environment the library reads (settings, registry.layercache), named here as
+# The environment the settings are read from (settingsload, settingparts.ENV_*), named here as
 # text so that `--help` and completion do not import the registry code (test_cli checks they agree).
 ENV_USERNAME = "OCIASSEMBLE_USERNAME"
 ENV_PASSWORD = "OCIASSEMBLE_PASSWORD"

@@ -23,7 +23,6 @@ output or a push needs its bytes.
 from __future__ import annotations
 
 import hashlib
-import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 import zstandard
 from isal import isal_zlib
 
-from ..errors import ArchiveError, InputError, UsageError
+from ..errors import ArchiveError, InputError
 from .blobref import FilePart, RefRecord
 from .cache import BlobCache
 from .compress import Compression, ThreadedSink, choose_compression, compress_stream
@@ -62,7 +61,6 @@ __all__ = [
     "build_in_parallel",
     "layer_from_tarball",
     "layer_from_stream",
-    "source_date_epoch",
 ]
 
 S = TypeVar("S")
@@ -82,20 +80,6 @@ TARBALL_CHECK = "tarcheck-1"
 #: auto compression samples this many bytes from each of a layer's biggest files.
 SAMPLE_BYTES = 256 << 10
 SAMPLE_FILES = 8
-
-
-def source_date_epoch() -> int:
-    """The build's timestamp: ``SOURCE_DATE_EPOCH`` if set (reproducible-builds.org), else 0."""
-    raw = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if not raw:
-        return 0
-    try:
-        value = int(raw)
-    except ValueError:
-        raise UsageError(f"SOURCE_DATE_EPOCH={raw!r} is not a whole number of seconds") from None
-    if value < 0:
-        raise UsageError(f"SOURCE_DATE_EPOCH={raw!r} is negative")
-    return value
 
 
 @dataclass(frozen=True)
@@ -225,7 +209,7 @@ def build_layer(
     sources: Sequence[LayerSource],
     *,
     compression: Compression = Compression("auto"),
-    epoch: int | None = None,
+    epoch: int = 0,
     ignore: Callable[[Path], bool] | None = None,
     entries: Sequence[Entry] | None = None,
     on_bytes: Callable[[int], None] | None = None,
@@ -235,6 +219,8 @@ def build_layer(
 ) -> BuiltLayer:
     """The layer for ``sources``: from the layer index if nothing changed, else written once.
 
+    ``epoch`` is every entry's mtime: the build's timestamp (``Settings.epoch``, from
+    ``$SOURCE_DATE_EPOCH``), given by the caller; this module reads no environment.
     The index key is the tree's fingerprint (every entry's metadata and stat stamp, as
     git's index uses), the epoch, the codec and ``LAYER_FORMAT``: an unchanged tree
     costs one ``lstat`` per file and no read. ``on_bytes(n)`` is told of each chunk of the
@@ -258,7 +244,6 @@ def build_layer(
 
     Raises InputError for missing, unreadable, special or escaping inputs.
     """
-    epoch = source_date_epoch() if epoch is None else epoch
     if entries is None:
         entries = scan_sources(sources, ignore)
     requested = compression

@@ -26,13 +26,14 @@ __all__ = ["load_base"]
 
 def load_base(spec: ImageSpec | str, cache: BlobCache, *, platform: Platform | None = None,
               compression: Compression = Compression("gzip"),
-              registry_options: RegistryOptions | None = None) -> Image:
+              registry_options: RegistryOptions | None = None, epoch: int = 0) -> Image:
     """The base image for a build, from any transport including a rootfs tarball/directory.
 
     A multi-platform base is resolved to ``platform`` (default: this machine's); a base of
     one image must be for ``platform`` when one is given (a rootfs, which says nothing of
     its platform, is labelled with it). A base's layers are checked against its config's
     diff_ids (``load_image``), and a rootfs tarball's entries against ``tarcheck``'s rules.
+    ``epoch``: the mtime of a rootfs directory's entries (the build's, ``Settings.epoch``).
     """
     if isinstance(spec, str):
         spec = parse_spec(spec)
@@ -48,7 +49,7 @@ def load_base(spec: ImageSpec | str, cache: BlobCache, *, platform: Platform | N
     if not path.exists():
         raise InputError(f"base {path}: no such file or directory; give a rootfs tarball or directory, or an image (oci:DIR)")
     if path.is_dir():
-        layer = build_layer(cache, [LayerSource(path, "/", preserve=True)], compression=compression,
+        layer = build_layer(cache, [LayerSource(path, "/", preserve=True)], compression=compression, epoch=epoch,
                             by_reference=False)  # a rootfs folder: its bytes are cached
         created_by = f"rootfs directory {path.name}"
     else:

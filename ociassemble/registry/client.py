@@ -26,7 +26,7 @@ from ..errors import AuthError, RegistryError, TransientRegistryError
 from ..image.digest import CHUNK
 from ..redact import Secrets, clean
 from .auth import Authenticator
-from .credentials import Credentials, resolve_credentials, same_registry
+from .credentials import CredentialFiles, Credentials, resolve_credentials, same_registry
 from .http import ANSWER_MAX, DEFAULT_TIMEOUT, Origin, RegistryHttp, registry_errors, short_reason
 from .retry import DEFAULT_RETRY, FAST_RETRY, RetryPolicy, call_with_retry, parse_retry_after
 
@@ -70,8 +70,10 @@ class RegistryOptions:
     ``credentials_registry`` (host[:port]; None: the registry of the one operation these
     options are given to, e.g. ``push_image``'s target, which fills it in). Every other
     registry the operation reads (a base, a layer cache) gets its own credentials from the
-    docker config or its helpers, never these. ``docker_config`` is a config.json (or its
-    directory) to read and for ``login`` to write. ``secrets`` collects every credential
+    docker config or its helpers, never these. ``credential_files`` say where the stored
+    credentials are (``Settings.registry``: ``$REGISTRY_AUTH_FILE``, ``$DOCKER_CONFIG``; default
+    ~/.docker/config.json); ``docker_config``, a config.json (or its directory), is the one
+    file read and written by ``login`` instead. ``secrets`` collects every credential
     sent (passwords, tokens) so that output can be cleaned of them (``redact.clean``); the
     copies ``dataclasses.replace`` makes share it. A host in
     ``insecure_registries`` is tried over HTTPS without verification, then plain HTTP;
@@ -89,6 +91,7 @@ class RegistryOptions:
     retry: RetryPolicy = DEFAULT_RETRY
     concurrency: int = DEFAULT_CONCURRENCY
     docker_config: Path | str | None = None
+    credential_files: CredentialFiles = CredentialFiles()
     chunk_size: int = DEFAULT_CHUNK_SIZE
     monolithic_max: int = DEFAULT_MONOLITHIC_MAX
     timeout: tuple[float, float] = DEFAULT_TIMEOUT
@@ -124,7 +127,8 @@ class RegistryOptions:
         return (f"RegistryOptions(username={self.username!r}, password={hidden}, "
                 f"credentials_registry={self.credentials_registry!r}, ca_cert={self.ca_cert!r}, "
                 f"insecure_registries={self.insecure_registries!r}, retry={self.retry!r}, "
-                f"concurrency={self.concurrency}, docker_config={self.docker_config!r})")
+                f"concurrency={self.concurrency}, docker_config={self.docker_config!r}, "
+                f"credential_files={self.credential_files!r})")
 
 
 
@@ -165,7 +169,7 @@ class RegistryClient:
                       o.credentials_registry, registry)
         self.credentials: Credentials | None = resolve_credentials(
             registry, username=o.username if mine else None, password=o.password if mine else None,
-            config_path=o.docker_config)
+            config_path=o.docker_config, files=o.credential_files)
         if self.credentials is not None:
             self.secrets.add_login(self.credentials.username, self.credentials.password)
         self.auth = Authenticator(registry, self.credentials, self.http, self.secrets)

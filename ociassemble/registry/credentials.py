@@ -1,10 +1,11 @@
 """Where registry credentials come from and where ``login`` keeps them: docker's config.json and its helpers.
 
-Credentials are looked up, in order, from the explicit options, ``$REGISTRY_AUTH_FILE``
-(podman's auth.json, same format), and ``$DOCKER_CONFIG/config.json`` or
+Credentials are looked up, in order, from the explicit options, podman's auth.json
+(``$REGISTRY_AUTH_FILE``, same format), and ``$DOCKER_CONFIG/config.json`` or
 ``~/.docker/config.json``: ``credHelpers`` for the registry, then ``auths``, then
 ``credsStore``, the helpers being ``docker-credential-<name>`` executables. A missing
-file means anonymous, not an error.
+file means anonymous, not an error. Where the files are (``CredentialFiles``) is a setting:
+the two variables are read once, with the others, by ``settingsload``; this module reads none.
 
 Secrets never appear in a repr, a log line or an error message: ``Credentials``
 hides its password.
@@ -27,6 +28,7 @@ from typing import Any
 from ..errors import AuthError, UsageError
 
 __all__ = [
+    "CredentialFiles",
     "Credentials",
     "docker_config_path",
     "resolve_credentials",
@@ -80,31 +82,33 @@ def same_registry(a: str, b: str) -> bool:
     return _normalise_key(a).lower() == _normalise_key(b).lower()
 
 
-def docker_config_path(explicit: Path | str | None = None) -> Path:
+@dataclass(frozen=True)
+class CredentialFiles:
+    """Where stored credentials are: podman's auth.json (``auth_file``), read first, then docker's
+    config.json in the ``docker_config`` folder (None: ~/.docker). The settings give them
+    (``$REGISTRY_AUTH_FILE``, ``$DOCKER_CONFIG``); the default is docker's own place only."""
+
+    auth_file: Path | None = None
+    docker_config: Path | None = None
+
+    def candidates(self) -> list[Path]:
+        """The files to look in, in order."""
+        docker = (self.docker_config.expanduser() if self.docker_config else Path.home() / ".docker") / "config.json"
+        return [self.auth_file.expanduser(), docker] if self.auth_file else [docker]
+
+
+def docker_config_path(explicit: Path | str | None = None, files: CredentialFiles = CredentialFiles()) -> Path:
     """Where credentials are read from and ``login`` writes: the explicit path (a file or a
-    directory holding config.json), ``$REGISTRY_AUTH_FILE``, ``$DOCKER_CONFIG/config.json``,
-    or ``~/.docker/config.json``."""
+    directory holding config.json), else the first of ``files`` (the auth file, else docker's
+    config.json)."""
     if explicit:
         p = Path(explicit).expanduser()
         return p / "config.json" if p.is_dir() else p
-    env = os.environ.get("REGISTRY_AUTH_FILE")
-    if env:
-        return Path(env).expanduser()
-    dc = os.environ.get("DOCKER_CONFIG")
-    if dc:
-        return Path(dc).expanduser() / "config.json"
-    return Path.home() / ".docker" / "config.json"
+    return files.candidates()[0]
 
 
-def _candidate_files(explicit: Path | str | None) -> list[Path]:
-    if explicit:
-        return [docker_config_path(explicit)]
-    out = []
-    if os.environ.get("REGISTRY_AUTH_FILE"):
-        out.append(Path(os.environ["REGISTRY_AUTH_FILE"]).expanduser())
-    dc = os.environ.get("DOCKER_CONFIG")
-    out.append(Path(dc).expanduser() / "config.json" if dc else Path.home() / ".docker" / "config.json")
-    return out
+def _candidate_files(explicit: Path | str | None, files: CredentialFiles) -> list[Path]:
+    return [docker_config_path(explicit)] if explicit else files.candidates()
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:
@@ -176,18 +180,19 @@ def _helper_get(helper: str, registry: str, path: Path) -> Credentials | None:
 
 
 def resolve_credentials(registry: str, *, username: str | None = None, password: str | None = None,
-                        config_path: Path | str | None = None) -> Credentials | None:
+                        config_path: Path | str | None = None,
+                        files: CredentialFiles = CredentialFiles()) -> Credentials | None:
     """The credentials to use for ``registry``, or None for anonymous.
 
-    Explicit ``username``/``password`` win; then each candidate config file in turn
-    (see ``docker_config_path``). Raises AuthError for a broken file or helper, or a
-    username without a password.
+    Explicit ``username``/``password`` win; then ``config_path`` alone when given, else each
+    of ``files`` in turn. Raises AuthError for a broken file or helper, or a username
+    without a password.
     """
     if username or password:
         if not (username and password):
             raise UsageError("give both a username and a password (--username and --password-stdin), or neither")
         return Credentials(username, password, False, "options")
-    for path in _candidate_files(config_path):
+    for path in _candidate_files(config_path, files):
         data = _read_config(path)
         if data is None:
             continue
@@ -207,14 +212,16 @@ def resolve_credentials(registry: str, *, username: str | None = None, password:
     return None
 
 
-def store_credentials(registry: str, creds: Credentials, config_path: Path | str | None = None) -> Path:
-    """Save credentials the way docker does; returns the config file used.
+def store_credentials(registry: str, creds: Credentials, config_path: Path | str | None = None,
+                      files: CredentialFiles = CredentialFiles()) -> Path:
+    """Save credentials the way docker does, in ``config_path`` or else the first of ``files``
+    (``docker_config_path``); returns the config file used.
 
     A credential helper named for the registry (``credHelpers``) or as the default
     (``credsStore``) stores the secret; otherwise it goes into ``auths`` as base64,
     in a file written atomically with mode 0600.
     """
-    path = docker_config_path(config_path)
+    path = docker_config_path(config_path, files)
     data = _read_config(path) or {}
     helper = None
     for key, name in (data.get("credHelpers") or {}).items():

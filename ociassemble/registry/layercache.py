@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -62,7 +61,6 @@ __all__ = [
     "ARTIFACT_TYPE",
     "BASEINFO_ARTIFACT_TYPE",
     "CacheStats",
-    "ENV_CACHE_REPO",
     "RegistryLayerCache",
     "baseinfo_tag",
     "deps_tag",
@@ -74,8 +72,6 @@ log = logging.getLogger("ociassemble.image.cache")
 
 ARTIFACT_TYPE = "application/vnd.ociassemble.layer-cache.v1"
 BASEINFO_ARTIFACT_TYPE = "application/vnd.ociassemble.baseinfo.v1"
-#: The cache repository when none is named; off when unset (or "off", "none", "0", "false").
-ENV_CACHE_REPO = "OCIASSEMBLE_CACHE_REPO"
 #: Annotation keys of an entry (reverse-DNS under the project's name, as the OCI spec asks).
 A_KIND = "dev.ociassemble.image.cache.kind"
 A_DIFF_ID = "dev.ociassemble.diff-id"
@@ -437,11 +433,11 @@ class RegistryLayerCache:
 
 def layer_cache_from(cache: BlobCache, *, repo: str | None = None, read_from: str | None = None,
                      write_to: str | None = None, pushing: bool = False, off: bool = False,
-                     options: RegistryOptions | Callable[[], RegistryOptions] | None = None,
-                     environ: Mapping[str, str] | None = None) -> RegistryLayerCache | None:
+                     options: RegistryOptions | Callable[[], RegistryOptions] | None = None) -> RegistryLayerCache | None:
     """The layer cache these settings ask for, or None (the default: off).
 
-    ``repo`` (or ``$OCIASSEMBLE_CACHE_REPO`` when nothing is named) is read and, when
+    ``repo`` (``Settings.layer_cache``: ``--cache-repo``, else ``$OCIASSEMBLE_CACHE_REPO``, read by
+    ``settingsload``) is read and, when
     ``pushing``, written; ``read_from`` is only read; ``write_to`` only written (pushing only:
     a build pushes nothing); ``off`` turns all of it off. ``options`` may be a function, called
     only when a cache is on (the CLI's ``--password-stdin`` reads stdin only then).
@@ -450,10 +446,7 @@ def layer_cache_from(cache: BlobCache, *, repo: str | None = None, read_from: st
         return None
     repo, read_from, write_to = repo or None, read_from or None, write_to or None
     if not (repo or read_from or write_to):
-        env = (os.environ if environ is None else environ).get(ENV_CACHE_REPO, "").strip()
-        if env.lower() in ("", "off", "none", "0", "false"):
-            return None
-        repo = env
+        return None
     if write_to and not pushing:
         raise UsageError("--cache-to writes the registry cache after a push: use it with 'ociassemble push' "
                          "(a build reads it with --cache-from or --cache-repo)")

@@ -26,8 +26,8 @@ def login(registry: str, username: str, password: str, *, options: RegistryOptio
     ``registry`` is a host[:port] or any image reference on it. The registry is asked
     for ``/v2/`` with these credentials (through its token server for Bearer), so a
     wrong password is reported here, not at the next push. Returns the config file
-    written (``options.docker_config``, ``$REGISTRY_AUTH_FILE``, ``$DOCKER_CONFIG`` or
-    ``~/.docker/config.json``).
+    written (``options.docker_config``, else the first of ``options.credential_files``: the
+    auth file, else docker's config.json; ``registry.credentials.docker_config_path``).
 
     Raises AuthError for refused credentials, RegistryError if the registry cannot
     be reached, UsageError for an empty username or password.
@@ -46,4 +46,5 @@ def login(registry: str, username: str, password: str, *, options: RegistryOptio
             log.warning("registry %s asked for no credentials; storing them anyway", host)
     finally:
         client.close()
-    return store_credentials(host, Credentials(username, password, False, "login"), base.docker_config)
+    return store_credentials(host, Credentials(username, password, False, "login"), base.docker_config,
+                             base.credential_files)

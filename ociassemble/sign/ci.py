@@ -66,7 +66,13 @@ def _azure(env: Mapping[str, str]) -> CiRun:
 
 
 def ci_run(env: Mapping[str, str]) -> CiRun | None:
-    """The CI run ``env`` describes, or None outside the three CIs we know."""
+    """The CI run ``env`` describes, or None outside the three CIs we know.
+
+    ``env`` is the process environment, handed here whole by the one caller (``pushjob``'s
+    provenance) and not read into ``Settings``: the CI's variables are facts of the run, set by
+    the CI for every step (which run, which commit), not choices a user makes by flag or config
+    file; they are read only to state them, never to decide anything.
+    """
     if env.get("GITHUB_ACTIONS") == "true":
         return _github(env)
     if env.get("GITLAB_CI") == "true":

@@ -42,7 +42,14 @@ class KeylessSigner:
 
     @classmethod
     def from_environment(cls) -> KeylessSigner:
-        """The signer for this CI job. Raises InputError (one line) when the package or a token is missing."""
+        """The signer for this CI job. Raises InputError (one line) when the package or a token is missing.
+
+        The OIDC token (``$SIGSTORE_ID_TOKEN``, else GitHub's ``ACTIONS_ID_TOKEN_REQUEST_*``, which
+        sigstore's ``detect_credential`` reads itself) is read here, at the moment of signing, and
+        not into ``Settings``: it is the CI run's short-lived identity, minted for this job (and
+        expiring within minutes), not a setting a user chooses, and sigstore-python and cosign read
+        the same variables the same way.
+        """
         try:
             from sigstore.oidc import IdentityToken, detect_credential
             from sigstore.sign import SigningContext

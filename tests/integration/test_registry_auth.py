@@ -18,6 +18,7 @@ from ociassemble.registry import RegistryOptions, login, pull_image, push_image
 from ociassemble.registry.auth import parse_challenge
 from ociassemble.registry.credentials import Credentials, resolve_credentials
 from ociassemble.registry.client import RegistryClient
+from ociassemble.settings import Settings
 
 WRONG = "not-the-Right-pa55"
 
@@ -89,7 +90,8 @@ def test_registry_login_stores_credentials_then_push_uses_them(tls_registry, cac
 
 def test_registry_credentials_from_docker_config_env_and_helper(tls_registry, cache, image, options, tmp_path,
                                                                  monkeypatch):
-    # $DOCKER_CONFIG with a credHelpers entry served by a docker-credential-* executable
+    # $DOCKER_CONFIG with a credHelpers entry served by a docker-credential-* executable, read by the
+    # settings (``settingsload``) and handed down: the registry code reads no environment
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     helper = bin_dir / "docker-credential-ocitest"
@@ -104,23 +106,39 @@ def test_registry_credentials_from_docker_config_env_and_helper(tls_registry, ca
     docker_dir = tmp_path / "docker-env"
     docker_dir.mkdir()
     (docker_dir / "config.json").write_text(json.dumps({"credHelpers": {tls_registry.host: "ocitest"}}))
-    monkeypatch.setenv("DOCKER_CONFIG", str(docker_dir))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "not-this-one"))  # the process's: never read below settings
 
-    creds = resolve_credentials(tls_registry.host)
+    files = Settings.load_environment(environ={"DOCKER_CONFIG": str(docker_dir)}).registry_options().credential_files
+    creds = resolve_credentials(tls_registry.host, files=files)
     assert creds is not None and creds.username == TEST_USER and creds.source == "docker-credential-ocitest"
     assert TEST_PASSWORD not in repr(creds)
-    assert resolve_credentials("other.example.com") is None  # helper: not found → anonymous
+    assert resolve_credentials("other.example.com", files=files) is None  # helper: not found → anonymous
+    assert resolve_credentials(tls_registry.host) is None  # no files given: ~/.docker/config.json only
 
-    opts = replace(options, ca_cert=tls_registry.ca_cert, docker_config=None)
+    opts = replace(options, ca_cert=tls_registry.ca_cert, docker_config=None, credential_files=files)
     assert push_image(image, cache, [f"{tls_registry.host}/tls/helper:1"], options=opts).digest == image.digest
 
     # $REGISTRY_AUTH_FILE (podman's auth.json) is read first
     auth_file = tmp_path / "auth.json"
     auth_file.write_text(json.dumps({"auths": {f"https://{tls_registry.host}/v2/": {
         "auth": base64.b64encode(f"{TEST_USER}:{WRONG}".encode()).decode()}}}))
-    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth_file))
-    creds = resolve_credentials(tls_registry.host)
+    env = {"DOCKER_CONFIG": str(docker_dir), "REGISTRY_AUTH_FILE": str(auth_file)}
+    files = Settings.load_environment(environ=env).registry_options().credential_files
+    creds = resolve_credentials(tls_registry.host, files=files)
     assert creds is not None and creds.password == WRONG and "auth.json" in creds.source
+
+
+def test_login_writes_where_the_settings_say(tls_registry, tmp_path):
+    """``login`` stores into ``$REGISTRY_AUTH_FILE`` when set, else ``$DOCKER_CONFIG/config.json``: the
+    settings' locations, whatever the process environment says."""
+    for env, written in (({"DOCKER_CONFIG": str(tmp_path / "dc")}, tmp_path / "dc" / "config.json"),
+                         ({"DOCKER_CONFIG": str(tmp_path / "dc"), "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json")},
+                          tmp_path / "auth.json")):
+        settings = Settings.load_environment(environ=env, ca_cert=str(tls_registry.ca_cert))
+        assert login(tls_registry.host, TEST_USER, TEST_PASSWORD, options=settings.registry_options()) == written
+        entry = json.loads(written.read_text())["auths"][tls_registry.host]
+        assert base64.b64decode(entry["auth"]).decode() == f"{TEST_USER}:{TEST_PASSWORD}"
+    assert not (tmp_path / "docker-config" / "config.json").exists()  # the fixture's $DOCKER_CONFIG: not used
 
 
 # -- bearer tokens ---------------------------------------------------------------------------

@@ -224,9 +224,6 @@ def test_the_help_names_the_environment_the_library_reads() -> None:
     """The parser names the variables as text (no registry import for --help): they must be the library's."""
     from ociassemble import settings as run_settings
     from ociassemble.cli import parser
-    from ociassemble.registry import layercache
-
-    assert parser.ENV_CACHE_REPO == layercache.ENV_CACHE_REPO
 
     assert (parser.ENV_USERNAME, parser.ENV_PASSWORD, parser.ENV_CACHE_REPO, parser.ENV_SIGN_KEY,
             parser.ENV_COSIGN_PASSWORD) == (run_settings.ENV_USERNAME, run_settings.ENV_PASSWORD,

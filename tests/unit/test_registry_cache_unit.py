@@ -14,7 +14,8 @@ from ociassemble.image.cache import BlobCache
 from ociassemble.image.compress import Compression
 from ociassemble.image.layer import BuiltLayer, LayerSource, build_layer
 from ociassemble.image.oci import Descriptor
-from ociassemble.registry.layercache import ENV_CACHE_REPO, RegistryLayerCache, deps_tag, layer_cache_from, layer_tag
+from ociassemble.registry.layercache import RegistryLayerCache, deps_tag, layer_cache_from, layer_tag
+from ociassemble.settings import ENV_CACHE_REPO
 
 
 class FakeIndex:
@@ -121,19 +122,21 @@ def test_flags_choose_read_and_write(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert _layer_cache(_args("push"), cache) is None
 
 
-def test_a_program_chooses_the_cache_with_plain_values(tmp_path: Path) -> None:
-    """``layer_cache_from`` is what the flags call: the options are asked for only when a cache is on."""
+def test_a_program_chooses_the_cache_with_plain_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``layer_cache_from`` is what the flags call: the options are asked for only when a cache is on; it
+    reads no environment (``$OCIASSEMBLE_CACHE_REPO`` is the settings', above)."""
     cache, asked = BlobCache(tmp_path / "c"), []
 
     def options():  # type: ignore[no-untyped-def]
         asked.append(1)
         return None
 
-    assert layer_cache_from(cache, environ={}, options=options) is None and not asked
+    monkeypatch.setenv(ENV_CACHE_REPO, "reg.example/env")
+    assert layer_cache_from(cache, options=options) is None and not asked
     assert layer_cache_from(cache, repo="reg.example/c", off=True, options=options) is None and not asked
-    lc = layer_cache_from(cache, environ={ENV_CACHE_REPO: "reg.example/env"}, pushing=True, options=options)
-    assert lc is not None and (lc.name, lc.read, lc.write_enabled) == ("reg.example/env", True, True) and asked
-    lc = layer_cache_from(cache, read_from="reg.example/c", pushing=True, environ={})
+    lc = layer_cache_from(cache, repo="reg.example/c", pushing=True, options=options)
+    assert lc is not None and (lc.name, lc.read, lc.write_enabled) == ("reg.example/c", True, True) and asked
+    lc = layer_cache_from(cache, read_from="reg.example/c", pushing=True)
     assert lc is not None and (lc.read, lc.write_enabled) == (True, False)
 
 

@@ -115,3 +115,109 @@ def test_speculative_upload_the_flag_over_the_config_over_the_environment(tmp_pa
     (tmp_path / "ociassemble.toml").write_text('speculative_upload = "no"\n')
     with pytest.raises(UsageError, match="speculative_upload must be true or false"):
         Settings.load(tmp_path, environ={})
+
+
+def test_source_date_epoch_a_program_over_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``$SOURCE_DATE_EPOCH`` is read once, into ``Settings.source_date_epoch``; a program's value goes
+    over it, and a Settings made by keyword reads no environment at all."""
+    from ociassemble.azureml.project import project_of
+
+    at = {"SOURCE_DATE_EPOCH": "1700000000"}
+    s = Settings.load(tmp_path, environ=at)
+    assert (s.source_date_epoch, s.epoch, project_of(s).epoch) == (1700000000, 1700000000, 1700000000)
+    assert (Settings.load(tmp_path, environ={}).source_date_epoch, Settings.load(tmp_path, environ={}).epoch) == (None, 0)
+    assert Settings.load(tmp_path, environ={"SOURCE_DATE_EPOCH": " "}).source_date_epoch is None  # empty: unset
+    assert Settings.load(tmp_path, environ=at, source_date_epoch=5).epoch == 5
+    assert Settings.load(tmp_path, environ=at, source_date_epoch=0).source_date_epoch == 0  # 0 says something
+    assert Settings.load_environment(environ=at).epoch == 1700000000  # push --from dates its SBOM by it
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert Settings().epoch == 0 and Settings.load(tmp_path, environ={}).epoch == 0
+    for bad in (-1, "5", 1.5, True):
+        with pytest.raises(UsageError, match="source_date_epoch .*whole number of seconds"):
+            Settings(source_date_epoch=bad)  # type: ignore[arg-type]
+
+
+def _plain_build(tmp_path: Path, settings: Settings):
+    from ociassemble.build import build_images
+
+    return build_images(settings, settings.blob_cache()).builds[0].image
+
+
+def test_the_epoch_that_dates_an_image_is_the_settings_not_the_process_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain build's layer mtimes and ``created`` come from the settings: a SOURCE_DATE_EPOCH in the
+    process environment but not in the settings' changes nothing (no read below ``settingsload``)."""
+    import tarfile
+
+    from ociassemble.image.describe import open_layer
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("hello\n")
+    given = {"recipe": False, "extra_layers": [f"{site}:/srv"], "cache_dir": str(tmp_path / "cache")}
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    zero = _plain_build(tmp_path, Settings.load(tmp_path, environ={}, **given))
+    dated = _plain_build(tmp_path, Settings.load(tmp_path, environ={"SOURCE_DATE_EPOCH": "1700000000"}, **given))
+    assert zero.config.created == "1970-01-01T00:00:00Z" and dated.config.created == "2023-11-14T22:13:20Z"
+    assert zero.digest != dated.digest
+    cache = Settings(cache_dir=tmp_path / "cache").blob_cache()
+    for image, epoch in ((zero, 0), (dated, 1700000000)):
+        with open_layer(image, cache, image.manifest.layers[-1]) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+            assert {m.name: m.mtime for m in tar} == {"srv": epoch, "srv/index.html": epoch}
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    assert _plain_build(tmp_path, Settings.load(tmp_path, environ={}, **given)).digest == zero.digest
+
+
+@pytest.mark.parametrize("value, says", [("soon", "is not a whole number of seconds"), ("-5", "is negative")])
+def test_a_bad_source_date_epoch_is_one_line_and_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys,
+                                                        value: str, says: str) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "f").write_text("x\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", value)
+    assert cli.main(["build", "--plain", "--layer", f"{site}:/srv", "-o", f"oci:{tmp_path / 'out'}",
+                     "--cache-dir", str(tmp_path / "cache")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"SOURCE_DATE_EPOCH={value!r} {says}: set it to a Unix time in seconds" in err and "unset it" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_credential_files_given_over_the_environment(tmp_path: Path) -> None:
+    """Where stored registry credentials are: ``$REGISTRY_AUTH_FILE`` and ``$DOCKER_CONFIG``, read into
+    ``Settings.registry`` (a program's ``auth_file``/``docker_config`` over them) and handed to the
+    registry code in ``RegistryOptions.credential_files``."""
+    from ociassemble.registry.credentials import CredentialFiles
+
+    env = {"REGISTRY_AUTH_FILE": str(tmp_path / "auth.json"), "DOCKER_CONFIG": str(tmp_path / "docker")}
+    r = Settings.load_environment(environ=env).registry
+    assert (r.auth_file, r.docker_config) == (tmp_path / "auth.json", tmp_path / "docker")
+    files = Settings.load(tmp_path, environ=env).registry_options().credential_files
+    assert files == CredentialFiles(tmp_path / "auth.json", tmp_path / "docker")
+    assert files.candidates() == [tmp_path / "auth.json", tmp_path / "docker" / "config.json"]
+    r = Settings.load(tmp_path, environ=env, docker_config=str(tmp_path / "mine")).registry
+    assert (r.auth_file, r.docker_config) == (tmp_path / "auth.json", tmp_path / "mine")
+    r = Settings.load(tmp_path, environ={"REGISTRY_AUTH_FILE": "", "DOCKER_CONFIG": ""}).registry
+    assert (r.auth_file, r.docker_config) == (None, None)
+    assert Settings().registry_options().credential_files.candidates() == [Path.home() / ".docker" / "config.json"]
+
+
+def test_keygen_takes_cosign_password_from_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``keygen`` seals the key under ``$COSIGN_PASSWORD`` as the settings read it (set and empty: the
+    empty password), the same value ``push`` opens the key with."""
+    from ociassemble.errors import WrongPasswordError
+    from ociassemble.sign.keys import load_private_key
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal: nothing is asked
+    for password in ("s3cret", ""):
+        monkeypatch.setenv("COSIGN_PASSWORD", password)
+        prefix = tmp_path / f"k{len(password)}"
+        assert cli.main(["keygen", "--output-key-prefix", str(prefix)]) == 0
+        data = (tmp_path / f"{prefix.name}.key").read_bytes()
+        assert Settings.load_environment().signing.password == password.encode()
+        load_private_key(data, password.encode(), "k")
+        with pytest.raises(WrongPasswordError):
+            load_private_key(data, b"other", "k")
+    monkeypatch.delenv("COSIGN_PASSWORD")
+    assert cli.main(["keygen", "--output-key-prefix", str(tmp_path / "none")]) == 1  # no password anywhere
