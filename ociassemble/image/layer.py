@@ -330,6 +330,10 @@ class LayerUploader(Protocol):
         """Start pushing ``image``'s layers (the build so far) beside the new ones."""
         ...
 
+    def abort(self) -> None:
+        """Stop every upload under way at its next chunk, cancelling it (nothing committed)."""
+        ...
+
 
 def build_in_parallel(build: Callable[[S, T], R], items: Sequence[tuple[S, T]],
                       uploader: LayerUploader | None) -> list[R]:
@@ -338,15 +342,29 @@ def build_in_parallel(build: Callable[[S, T], R], items: Sequence[tuple[S, T]],
     Sent speculatively, each new layer is one read streamed to the registry: several
     model layers then go up side by side, as the push's parallel blob uploads did (one
     upload rarely fills the link or the registry's disk). Without one, building is
-    disk- and CPU-bound and stays one layer at a time. The first failure (in order) is
-    raised once every started build ended.
+    disk- and CPU-bound and stays one layer at a time.
+
+    A failure, or Ctrl-C, stops the other uploads at their next chunk (``uploader.abort``:
+    each cancels its session, as a failed upload does) instead of letting gigabytes go up
+    for an image that will not be pushed; the first real failure (in order) is raised
+    once every started build ended.
     """
     if uploader is None or len(items) < 2:
         return [build(*item) for item in items]
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     with ThreadPoolExecutor(max_workers=max(1, uploader.workers), thread_name_prefix="layer") as pool:
         futures = [pool.submit(build, *item) for item in items]
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:  # Ctrl-C while waiting
+            uploader.abort()
+            raise
+        failed = [f for f in futures if f in done and f.exception() is not None]
+        if failed:
+            uploader.abort()
+    if failed:
+        raise failed[0].exception()  # type: ignore[misc]  # the first to fail, not one the abort stopped
     return [f.result() for f in futures]
 
 

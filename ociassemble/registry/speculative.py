@@ -48,6 +48,12 @@ __all__ = ["SpeculativeUploader"]
 
 log = logging.getLogger("ociassemble.registry")
 
+
+class _Aborted(Exception):
+    """A speculative upload stopped by ``SpeculativeUploader.abort`` (another layer of the build
+    failed, or Ctrl-C): its session is cancelled and the build raises the failure that caused it."""
+
+
 class _Stream:
     """The reader's bytes as request bodies, read on a read-ahead thread.
 
@@ -56,8 +62,9 @@ class _Stream:
     one thread ever touches the reader.
     """
 
-    def __init__(self, reader: OnePassReader) -> None:
+    def __init__(self, reader: OnePassReader, stop: threading.Event) -> None:
         self.reader = reader
+        self._stop = stop
         self._active: Iterator[bytes] | None = None
 
     def pieces(self, offset: int, length: int, on_bytes: Callable[[int], None] | None) -> Iterator[bytes]:
@@ -68,6 +75,8 @@ class _Stream:
         self._active = gen = prefetch(self._read(length))
         at = offset
         for piece in gen:
+            if self._stop.is_set():
+                raise _Aborted("the upload of a new layer was stopped: the build it belongs to failed or was interrupted")
             self.reader.account(at, piece)
             at += len(piece)
             if on_bytes is not None:
@@ -123,6 +132,7 @@ class SpeculativeUploader:
     lock: threading.Lock = field(default_factory=threading.Lock)
     early: dict[str, str] = field(default_factory=dict)
     _early_thread: threading.Thread | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
 
     def push_early(self, image: Any, cache: Any) -> None:
         """Start pushing ``image``'s layers (the build so far) on a thread (``push.push_layers``).
@@ -164,9 +174,14 @@ class SpeculativeUploader:
     def scopes(self) -> tuple[str, ...]:
         return self.client.scopes(self.repo, push=True)
 
+    def abort(self) -> None:
+        """Stop every upload under way at its next chunk (each cancels its session); the build
+        calls it when one of its layers failed or it was interrupted."""
+        self._stop.set()
+
     def send(self, reader: OnePassReader, on_bytes: Callable[[int], None] | None) -> None:
         """Upload ``reader``'s stream and commit it under the digest read; nothing committed on failure."""
-        stream = _Stream(reader)
+        stream = _Stream(reader, self._stop)
         session = _Session()
         what = f"uploading a new layer ({reader.size} bytes) to {self.client.registry}/{self.repo}"
         try:

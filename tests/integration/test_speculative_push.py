@@ -25,7 +25,7 @@ from ociassemble.image.assemble import ImageBuilder
 from ociassemble.image.blobref import UNKNOWN, SourceChangedError
 from ociassemble.image.cache import BlobCache
 from ociassemble.image.compress import Compression
-from ociassemble.image.layer import LayerSource, build_layer
+from ociassemble.image.layer import LayerSource, build_in_parallel, build_layer
 from ociassemble.registry import push_image
 from ociassemble.registry.client import RegistryClient, RegistryOptions
 from ociassemble.registry.speculative import SpeculativeUploader
@@ -133,6 +133,42 @@ def test_a_file_changed_while_sent_leaves_no_blob_no_tag_no_record(tmp_path: Pat
     assert not list((cache.root / "layers").glob("*.json")) if (cache.root / "layers").exists() else True
     tags = requests.get(f"{plain_registry.url}/v2/{repo}/tags/list", timeout=10)
     assert tags.status_code == 404 or not tags.json().get("tags")
+
+
+def test_a_failed_layer_stops_the_other_uploads(tmp_path: Path, plain_registry: Registry, proxy: FaultProxy,
+                                               options: RegistryOptions) -> None:
+    """Two new layers go up side by side; one fails (its file rewritten mid-upload): the other
+    stops at its next chunk and is cancelled too, instead of sending the rest of its bytes
+    for an image that will not be pushed; the error is the first layer's, naming its file."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "w.bin").write_bytes(os.urandom(8 << 20))
+    (b / "w.bin").write_bytes(os.urandom(64 << 20))  # 256 PATCHes of 256 KiB if it went up whole
+    cache = BlobCache(tmp_path / "spec")
+    up = _uploader(proxy.host, "spec/abort", options)
+    seen = [0]
+
+    def on_bytes(n: int) -> None:
+        seen[0] += n
+        if seen[0] == 1 << 20:
+            time.sleep(0.05)  # past the coarse timestamp tick of the open's fstat
+            with open(a / "w.bin", "r+b") as f:
+                f.write(b"X")
+
+    def build(d: Path, report):  # type: ignore[no-untyped-def]
+        return build_layer(cache, [LayerSource(d, f"/m/{d.name}")], compression=Compression("none"), epoch=0,
+                           uploader=up, on_bytes=report)
+
+    try:
+        with pytest.raises(SourceChangedError, match=str(a / "w.bin")):
+            build_in_parallel(build, [(a, on_bytes), (b, None)], up)
+    finally:
+        up.close()
+    assert not any(m == "PUT" and "digest=" in p for m, p, _ in proxy.log), "nothing was committed"
+    assert sum(m == "DELETE" for m, _, _ in proxy.log) == 2, "both uploads were cancelled"
+    assert sum(m == "PATCH" for m, _, _ in proxy.log) < 128, "the other layer stopped early, not after its 64 MiB"
+    assert up.sent == {}
 
 
 def test_push_cli_uploads_new_layers_once_and_matches_build(tmp_path: Path, plain_registry: Registry) -> None:
