@@ -31,7 +31,8 @@ from .events import QUIET, Progress
 from .image.assemble import Image, ImageBuilder
 from .image.cache import BlobCache
 from .image.compress import Compression
-from .image.layer import BuiltLayer, Entry, LayerSource, LayerUploader, build_in_parallel, build_layer, scan_sources
+from .image.layer import BuiltLayer, Entry, LayerSource, LayerUploader, build_layer, scan_sources
+from .image.parallel import build_in_parallel
 from .image.imageindex import ImageIndex
 from .image.oci import Descriptor, Platform
 from .image.platform import normalize

@@ -22,7 +22,8 @@ from ..errors import InputError, UsageError
 from ..image.assemble import Image, ImageBuilder, rfc3339
 from ..image.cache import BlobCache
 from ..image.compress import Compression
-from ..image.layer import Entry, LayerSource, LayerUploader, build_in_parallel, scan_sources
+from ..image.layer import Entry, LayerSource, LayerUploader, scan_sources
+from ..image.parallel import build_in_parallel, start_builds
 from ..image.oci import ImageConfig, Platform
 from ..inputs.context import check_secrets, ignore_for
 from ..resources import layer_symlinks, layers_dir
@@ -108,8 +109,9 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     ``lock_mode``: how ``ociassemble.lock`` is used (``locking``): "use" it when it holds (else a
     warning and a fresh resolve), "locked" (a stale or missing lock is an error), "off".
     ``uploader`` (a push that builds: ``registry.speculative``): the user's new layers held by
-    reference are sent to the registry as they are hashed, several at once, the layers below
-    them meanwhile.
+    reference are sent to the registry as they are hashed, several at once, from the moment
+    they are scanned (``image.parallel``): the base, the packages and the deps are made
+    meanwhile, and go up beside them.
     Raises InputError/BuildError with one line naming the problem and the fix.
     """
     src_name = _check_inputs(project, log)
@@ -118,21 +120,29 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
     inputs = python_inputs(project, log)
     lock = usable_lock(project, inputs, lock_mode, log)
     user_layers = _scan_user_layers(project, cache, inputs, src_name, extra_layers or [], allow_secrets, log)
-    compression = Compression.parse(project.compression, project.compression_level)
-    section = lock_section(lock, platform, lock_mode, project, log) if lock is not None else None
-    base = load_recipe_base(project, cache, platform=platform, inputs=inputs, registry_options=registry_options,
-                            layer_cache=layer_cache, locked_digest=section.base_digest if section is not None else None)
-    inputs = _for_base_python(inputs, base.info, log)
-    ctx = RecipeContext(project=project, cache=cache, compression=compression, epoch=project.epoch, log=log,
-                        on_bytes=on_bytes, layer_cache=layer_cache, debug=debug)
-    made = [*_debian_packages_layer(ctx, base, section, lock_mode), _runit_nginx_layer(ctx)]
-    deps = deps_layer(ctx, inputs, base.info, section)
-    made += [deps.made, _app_layer(ctx)]
-    if uploader is not None:  # the layers so far go up beside the user's new ones
-        uploader.push_early(_partial(ctx, base.image, made), cache)
-    made += build_in_parallel(lambda u, _: ctx.build(u.kind, u.sources, u.created_by, entries=u.entries,
-                                                     uploader=uploader),
-                              [(u, None) for u in user_layers], uploader)
+    ctx = RecipeContext(project=project, cache=cache, compression=Compression.parse(project.compression,
+                        project.compression_level), epoch=project.epoch, log=log, on_bytes=on_bytes,
+                        layer_cache=layer_cache, debug=debug)
+    items = [(u, None) for u in user_layers]
+    build_user = lambda u, _: ctx.build(u.kind, u.sources, u.created_by, entries=u.entries,  # noqa: E731
+                                        uploader=uploader)
+    early = start_builds(build_user, items, uploader) if uploader is not None and items else None
+    try:
+        section = lock_section(lock, platform, lock_mode, project, log) if lock is not None else None
+        base = load_recipe_base(project, cache, platform=platform, inputs=inputs, registry_options=registry_options,
+                                layer_cache=layer_cache,
+                                locked_digest=section.base_digest if section is not None else None)
+        inputs = _for_base_python(inputs, base.info, log)
+        made = [*_debian_packages_layer(ctx, base, section, lock_mode), _runit_nginx_layer(ctx)]
+        deps = deps_layer(ctx, inputs, base.info, section)
+        made += [deps.made, _app_layer(ctx)]
+        if uploader is not None:  # the layers so far go up beside the user's new ones
+            uploader.push_early(_partial(ctx, base.image, made), cache)
+        made += early.results() if early is not None else build_in_parallel(build_user, items, None)
+    except BaseException:
+        if early is not None:  # the user's uploads stop: this image will not be pushed
+            early.abort()
+        raise
     image = _assemble(ctx, base.image, made, _scoring_config(project, src_name, ctx.epoch))
     return Built(image=image, cache=cache, layers=[(m.kind, m.layer) for m in made], deps_site=deps.site,
                  base_layers=tuple(base.image.manifest.layers), pex_ran=deps.pex_ran, locked=section is not None)

@@ -26,7 +26,7 @@ import hashlib
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import zstandard
 from isal import isal_zlib
@@ -58,14 +58,9 @@ __all__ = [
     "scan_sources",
     "tar_chunks",
     "build_layer",
-    "build_in_parallel",
     "layer_from_tarball",
     "layer_from_stream",
 ]
-
-S = TypeVar("S")
-T = TypeVar("T")
-R = TypeVar("R")
 
 #: 5: forced gzip of a layer whose sample barely compresses is Huffman-only (zlib-ng); the
 #: bytes of every other layer are as in 4. 4: the data of files of ALIGN_MIN_SIZE or more
@@ -333,39 +328,6 @@ class LayerUploader(Protocol):
     def abort(self) -> None:
         """Stop every upload under way at its next chunk, cancelling it (nothing committed)."""
         ...
-
-
-def build_in_parallel(build: Callable[[S, T], R], items: Sequence[tuple[S, T]],
-                      uploader: LayerUploader | None) -> list[R]:
-    """``build(*item)`` for each item, in order; with an ``uploader``, several at once.
-
-    Sent speculatively, each new layer is one read streamed to the registry: several
-    model layers then go up side by side, as the push's parallel blob uploads did (one
-    upload rarely fills the link or the registry's disk). Without one, building is
-    disk- and CPU-bound and stays one layer at a time.
-
-    A failure, or Ctrl-C, stops the other uploads at their next chunk (``uploader.abort``:
-    each cancels its session, as a failed upload does) instead of letting gigabytes go up
-    for an image that will not be pushed; the first real failure (in order) is raised
-    once every started build ended.
-    """
-    if uploader is None or len(items) < 2:
-        return [build(*item) for item in items]
-    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-
-    with ThreadPoolExecutor(max_workers=max(1, uploader.workers), thread_name_prefix="layer") as pool:
-        futures = [pool.submit(build, *item) for item in items]
-        try:
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        except BaseException:  # Ctrl-C while waiting
-            uploader.abort()
-            raise
-        failed = [f for f in futures if f in done and f.exception() is not None]
-        if failed:
-            uploader.abort()
-    if failed:
-        raise failed[0].exception()  # type: ignore[misc]  # the first to fail, not one the abort stopped
-    return [f.result() for f in futures]
 
 
 class RemoteLayerIndex(Protocol):

@@ -25,7 +25,8 @@ from ociassemble.image.assemble import ImageBuilder
 from ociassemble.image.blobref import UNKNOWN, SourceChangedError
 from ociassemble.image.cache import BlobCache
 from ociassemble.image.compress import Compression
-from ociassemble.image.layer import LayerSource, build_in_parallel, build_layer
+from ociassemble.image.layer import LayerSource, build_layer
+from ociassemble.image.parallel import build_in_parallel
 from ociassemble.registry import push_image
 from ociassemble.registry.client import RegistryClient, RegistryOptions
 from ociassemble.registry.speculative import SpeculativeUploader
