@@ -63,7 +63,7 @@ from ..image.platform import normalize
 from .client import RegistryClient, RegistryOptions
 from .reference import Reference, parse_reference
 from .retry import call_with_retry
-from .upload import BlobSlice, cancel_upload, finish_upload, mount_blob, patch_upload, start_upload, upload_offset
+from .upload import BlobSlice, OpenUpload, cancel_upload, finish_upload, mount_blob, patch_upload, resume_or_start
 
 __all__ = ["PushResult", "push_image", "push_layers"]
 
@@ -89,11 +89,9 @@ class _Stopped(Exception):
 
 
 @dataclass
-class _Upload:
+class _Upload(OpenUpload):
     """The state of one blob's upload across attempts."""
 
-    location: str | None = None
-    offset: int = 0
     mount_tried: bool = False
     started: bool = False
     reader: BinaryIO | None = None  # the blob's bytes, kept open across PATCHes
@@ -179,16 +177,8 @@ class _BlobPusher:
         self._local(desc)
         reader = self._reader(desc, state)
         state.started = True
-        if attempt > 0 and state.location is not None:
-            where = upload_offset(self.client, state.location, digest, self.scopes)
-            if where is None or where[0] > desc.size:
-                log.warning("upload of blob %s cannot be resumed; starting it again", digest)
-                state.location, state.offset = None, 0
-            else:
-                state.offset, state.location = where
-                log.info("resuming the upload of blob %s at byte %d", digest, state.offset)
-        if state.location is None:
-            state.location, state.offset = start_upload(self.client, self.repo, digest, self.scopes), 0
+        resume_or_start(self.client, self.repo, state, digest, self.scopes, retrying=attempt > 0,
+                        resendable=desc.size, what=f"blob {digest}")
         if desc.size == 0:
             self._finish(desc, state, None)
         elif desc.size <= self.options.monolithic_max and state.offset == 0:
