@@ -178,11 +178,10 @@ def open_signing_key(signing: SigningSettings,
                      ask_password: Callable[[str], bytes | None] | None = None) -> PrivateKey | None:
     """The opened signing key, or None when no key is named. Raises InputError for a missing
     file, a wrong password (WrongPasswordError) or a key that is not ECDSA P-256 (UnsupportedKeyError)."""
-    from .sign.keys import is_encrypted, load_private_key
-
     path = signing.key
     if path is None:
         return None
+    from .sign.keys import is_encrypted, load_private_key  # here: a push that signs nothing loads no cryptography
     try:
         data = path.read_bytes()
     except FileNotFoundError:
