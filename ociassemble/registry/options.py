@@ -54,20 +54,24 @@ class RegistryAccess(Protocol):
 
 
 class LayerCacheChoice(Protocol):
-    """Which registry layer cache a run asks for (docs/registry-cache.md); all None: ``$OCIASSEMBLE_CACHE_REPO``'s
-    was read into the settings already, so nothing here reads the environment."""
+    """Which registry layer cache a run asks for (docs/registry-cache.md): one repository, or none.
+    ``$OCIASSEMBLE_CACHE_REPO`` was read into the settings already: nothing here reads the environment."""
 
     @property
-    def repo(self) -> str | None: ...
+    def repo(self) -> str | None:
+        """Read, and written after a push (``--cache-repo``)."""
 
     @property
-    def read_from(self) -> str | None: ...
+    def read_from(self) -> str | None:
+        """Only read (``--cache-from``)."""
 
     @property
-    def write_to(self) -> str | None: ...
+    def write_to(self) -> str | None:
+        """Only written, after a push (``--cache-to``)."""
 
     @property
-    def off(self) -> bool: ...
+    def off(self) -> bool:
+        """No layer cache, whatever else says one (``--no-cache-repo``)."""
 
 
 def options_for(access: RegistryAccess, *targets: str | None, secrets: Secrets | None = None) -> RegistryOptions:
