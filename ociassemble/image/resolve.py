@@ -21,7 +21,7 @@ from .digest import Digest
 from .imageindex import ImageIndex, Target
 from .oci import Descriptor, Index, Manifest, MediaType, Platform, parse_json
 
-__all__ = ["load_json", "resolve_image"]
+__all__ = ["load_index", "load_json", "resolve_image"]
 
 #: A store's read of a small blob: at most ``size + 1`` of its bytes (so one that is too long shows).
 ReadBlob = Callable[[Descriptor], bytes]
@@ -38,6 +38,11 @@ def load_json(data: bytes, what: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ArchiveError(f"{what} is not a JSON object: not an OCI image")
     return obj
+
+
+def load_index(data: bytes, where: str) -> Index:
+    """The index of ``where``'s ``index.json`` (an OCI layout's, or an OCI archive's): where reading it starts."""
+    return Index.from_json(load_json(data, f"{where}/index.json"))
 
 
 def _verified(read: ReadBlob, d: Descriptor, where: str) -> bytes:

@@ -23,7 +23,7 @@ from ..image.digest import CHUNK, Digest, HashingWriter
 from ..image.imageindex import Target
 from ..image.oci import Descriptor, Index, Manifest, MediaType, Platform, canonical_json, parse_json
 from ..image.tarcheck import UnsafeEntry, entry_parts
-from ..image.resolve import load_json, resolve_image
+from ..image.resolve import load_index, load_json, resolve_image
 from .layout import _LAYOUT, documents, replace_path, select_manifest, temp_sibling, top_descriptor
 
 __all__ = ["write_oci_archive", "read_oci_archive", "write_docker_archive", "read_docker_archive"]
@@ -232,7 +232,7 @@ def read_oci_archive(path: Path, tag: str | None, cache: BlobCache, *, verify_di
             assert f is not None
             return stage_layer(cache, f, d, diff_id if verify_diff_ids else None, where)
 
-        index = Index.from_json(load_json(_member_bytes(tf, names, "index.json", where), f"{where}/index.json"))
+        index = load_index(_member_bytes(tf, names, "index.json", where), where)
         return resolve_image(read_blob, select_manifest(index, tag, where), where, ingest, platform)
 
 

@@ -22,7 +22,7 @@ from ..image.diffid import StagedBlob, stage_layer
 from ..image.digest import Digest
 from ..image.imageindex import ImageIndex, Target
 from ..image.oci import Descriptor, Index, MediaType, Platform, canonical_json
-from ..image.resolve import load_json, resolve_image
+from ..image.resolve import load_index, resolve_image
 
 __all__ = ["write_layout", "read_layout", "select_manifest", "REF_NAME", "replace_path", "temp_sibling",
            "documents", "top_descriptor"]
@@ -275,5 +275,5 @@ def read_layout(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_id
             index_bytes = f.read()
     except FileNotFoundError:
         raise InputError(f"{path} is not an OCI layout (no index.json); give a directory written by ociassemble, skopeo or umoci") from None
-    index = Index.from_json(load_json(index_bytes, f"{where}/index.json"))
+    index = load_index(index_bytes, where)
     return resolve_image(read_blob, select_manifest(index, tag, where), where, ingest, platform)
