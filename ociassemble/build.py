@@ -184,22 +184,18 @@ def build_images(settings: Settings, cache: BlobCache, *, registry_options: Regi
 
 def open_layer_cache(settings: Settings, cache: BlobCache, options: RegistryOptions, *,
                      pushing: bool) -> RegistryLayerCache | None:
-    """The registry layer cache the settings ask for (``registry.layercache``), or None (the default: off)."""
-    from .registry.layercache import layer_cache_from
+    """The registry layer cache the settings ask for (``registry.options.layer_cache_for``), or None (the default: off)."""
+    from .registry.options import layer_cache_for
 
-    lc = settings.layer_cache
-    return layer_cache_from(cache, repo=lc.repo, read_from=lc.read_from, write_to=lc.write_to, pushing=pushing,
-                            off=lc.off, options=options)
+    return layer_cache_for(settings.layer_cache, cache, options, pushing=pushing)
 
 
-def build_for(settings: Settings, cache: BlobCache, options: RegistryOptions, progress: Progress, *,
-              pushing: bool = False, uploader: LayerUploader | None = None) -> BuiltSet:
-    """The image the settings describe (recipe or plain), for each of its platforms. ``options``:
-    the registry settings (a registry base, the layer cache), made once by the job; ``uploader``:
-    a push's speculative uploads."""
+def build_for(settings: Settings, cache: BlobCache, options: RegistryOptions, progress: Progress) -> BuiltSet:
+    """The image the settings describe (recipe or plain), for each of its platforms, the registry layer
+    cache they name read (a build writes none). ``options``: the registry settings (a registry base,
+    the layer cache), made once by the job. A push opens its own (``registry.session``)."""
     return build_images(settings, cache, registry_options=options,
-                        layer_cache=open_layer_cache(settings, cache, options, pushing=pushing), progress=progress,
-                        uploader=uploader)
+                        layer_cache=open_layer_cache(settings, cache, options, pushing=False), progress=progress)
 
 
 def image_sbom(image: Image, cache: BlobCache, *, name: str, repository: str | None = None,

@@ -71,14 +71,15 @@ def build(settings: Settings, progress: Progress = QUIET) -> BuildResult:
     A bad output, or several platforms for a docker-archive, fails before any work. Raises the
     ``errors`` of the build and of writing; nothing is half-written.
     """
-    from .transport.spec import is_registry
     from .imageio import check_output, write_image
+    from .registry.options import options_for
+    from .transport.spec import is_registry
 
     spec = settings.output or DEFAULT_OUTPUT
     check_output(spec, len(settings.platforms) > 1)
     cache = settings.blob_cache()
-    options = settings.registry_options(settings.base if is_registry(settings.base)
-                                        else settings.layer_cache.repo or settings.layer_cache.read_from)
+    options = options_for(settings.registry, settings.base if is_registry(settings.base)
+                          else settings.layer_cache.repo or settings.layer_cache.read_from, secrets=settings.secrets)
     built = build_for(settings, cache, options, progress)
     write_image(built.target, cache, spec)
     progress.log(work_line(built))
@@ -141,12 +142,13 @@ def pull(settings: Settings, ref: str, dest: str, *, platform: Platform | str | 
     """
     from .image.imageindex import for_platform
     from .image.platform import ALL
-    from .registry.pull import pull_image
     from .imageio import check_output, write_image
+    from .registry.options import options_for
+    from .registry.pull import pull_image
 
     check_output(dest, platform == ALL)
     cache = settings.blob_cache()
-    target = pull_image(ref, cache, options=settings.registry_options(ref), platform=platform)
+    target = pull_image(ref, cache, options=options_for(settings.registry, ref, secrets=settings.secrets), platform=platform)
     if platform is not None and platform != ALL:  # an image of one platform must be that platform's
         target = for_platform(target, platform, ref)  # type: ignore[arg-type]
     write_image(target, cache, dest)  # fetches the layers into the cache, verified
@@ -163,6 +165,7 @@ def verify(settings: Settings, against: str, progress: Progress = QUIET) -> Any:
     from .image.assemble import Image
     from .image.verify import compare_images
     from .imageio import load_image
+    from .registry.options import options_for
     from .transport.spec import parse_spec
 
     if settings.sbom:
@@ -173,7 +176,7 @@ def verify(settings: Settings, against: str, progress: Progress = QUIET) -> Any:
                          "oci:DIR, oci-archive:FILE or docker-archive:FILE")
     cache = settings.blob_cache()
     # explicit credentials are for the image compared with (a registry base or cache gets the docker config's)
-    options = settings.registry_options(against)
+    options = options_for(settings.registry, against, secrets=settings.secrets)
     built = build_for(settings, cache, options, progress)
     opts = options if spec.kind == "docker" else None
     progress.log(f"comparing with {against}")
@@ -200,6 +203,7 @@ def verify_signature(settings: Settings, image: str, key: Path, *, provenance: b
     Raises UsageError for an image not in a registry, InputError for a key that cannot be read,
     and the signature errors when it does not verify."""
     from .registry.cosign import verify_image
+    from .registry.options import options_for
     from .sign.keys import load_public_key
     from .transport.spec import parse_spec
 
@@ -213,7 +217,7 @@ def verify_signature(settings: Settings, image: str, key: Path, *, provenance: b
     public = load_public_key(data, f"public key {key}")
     name = image.removeprefix("docker://")
     progress.log(f"checking the signature{' and provenance' if provenance else ''} of {name}")
-    return verify_image(name, public, provenance=provenance, options=settings.registry_options(image))
+    return verify_image(name, public, provenance=provenance, options=options_for(settings.registry, image, secrets=settings.secrets))
 
 
 # -- run --------------------------------------------------------------------------------------------------------
@@ -249,11 +253,12 @@ def run(settings: Settings, image: str, *, platform: Platform | None = None,
     machine's) in the foreground until its command ends, Ctrl-C or SIGTERM; ``publish`` is
     {host port: container port} on 127.0.0.1. ``on_ready`` is told once every published port answers."""
     from .imageio import load_image
+    from .registry.options import options_for
     from .run.container import run_image
     from .transport.spec import is_registry
 
     cache = settings.blob_cache()
-    opts = settings.registry_options(image) if is_registry(image) else None
+    opts = options_for(settings.registry, image, secrets=settings.secrets) if is_registry(image) else None
     picked = pick_image(load_image(image, cache, registry_options=opts, platform=platform), platform, image)
     status = run_image(picked, cache, publish=publish, env=env,
                        on_ready=(lambda running: on_ready(running, picked)) if on_ready else None, log=progress.log)

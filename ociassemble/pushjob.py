@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .build import build_for
+from .build import build_images
 from .built import Built, BuiltSet, layers_json, platform_json, work_json, work_line
 from .errors import InputError, UsageError
 from .events import QUIET, Progress
@@ -32,21 +32,25 @@ from .sizes import human_size
 
 if TYPE_CHECKING:
     from .registry.client import RegistryOptions
-    from .registry.speculative import SpeculativeUploader
+    from .registry.pushresult import PushResult
+    from .sign.keyless import KeylessSigner
     from .sign.keys import PrivateKey
 
-__all__ = ["PushOutcome", "open_signing_key", "push"]
+__all__ = ["PushOutcome", "SbomDocs", "open_signing_key", "push"]
+
+#: The SBOMs pushed beside an image (``push_sboms``): one document's record, or one per platform.
+SbomDocs = dict[str, Any] | list[dict[str, Any]]
 
 
 @dataclass
 class PushOutcome:
-    """What ``push`` did: the registry's answer (``registry.push.PushResult``), the build (None for
-    ``source``), the layer cache entries written, the SBOMs and signatures stored."""
+    """What ``push`` did: the registry's answer, the build (None for ``source``), the layer cache
+    entries written, the SBOMs and signatures stored."""
 
-    pushed: Any
+    pushed: PushResult
     built: BuiltSet | None = None
     cache_written: int | None = None
-    sbom: Any = None
+    sbom: SbomDocs | None = None
     signed: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -65,7 +69,7 @@ class PushOutcome:
         return data
 
 
-def _keyless(settings: Settings) -> Any:
+def _keyless(settings: Settings) -> KeylessSigner:
     """Keyless signing: the Sigstore signer, or one line saying what is missing (the package, an
     OIDC token) before any work."""
     from .sign.keyless import KeylessSigner
@@ -90,19 +94,6 @@ def _read_source(source: str, platform: Platform | str, cache: BlobCache, option
     if platform != ALL:  # an image of one platform must be that platform's
         target = for_platform(target, platform, source)  # type: ignore[arg-type]
     return target
-
-
-def _speculative(settings: Settings, refs: list[str], options: RegistryOptions) -> SpeculativeUploader | None:
-    """The uploader that sends a build's new layers held by reference to the first destination as
-    they are hashed (``registry.speculative``), unless the settings turn it off."""
-    from .registry.client import RegistryClient
-    from .registry.reference import parse_reference
-    from .registry.speculative import SpeculativeUploader
-
-    if not settings.speculative_upload:
-        return None
-    first = parse_reference(refs[0])
-    return SpeculativeUploader(RegistryClient(first.registry, options), first.repository, options)
 
 
 def _write_layer_cache(built: BuiltSet | None, refs: list[str], progress: Progress) -> int | None:
@@ -131,7 +122,7 @@ def push(settings: Settings, refs: Sequence[str] = (), *, source: str | None = N
     """
     from .image.imageindex import ImageIndex
     from .image.platform import ALL, normalize
-    from .registry.push import push_image
+    from .registry.session import open_push
 
     refs = list(refs) or ([settings.image] if source is None and settings.image else [])
     keyless = _keyless(settings) if settings.signing.keyless else None
@@ -142,26 +133,28 @@ def push(settings: Settings, refs: Sequence[str] = (), *, source: str | None = N
     if not refs:
         raise UsageError("push needs a destination, e.g. 'ociassemble push registry.example.com/team/model:1.0'")
     cache = settings.blob_cache()
-    options = settings.registry_options(*refs)  # credentials bound to the destination (or refused) before any work
-    built = None
-    options = replace(options, on_wait=lambda registry, seconds: progress.log(
-        f"registry {registry} asked to slow down: waiting {seconds:.1f} s before any request to it"))
-    uploader = _speculative(settings, refs, options) if source is None else None
+    # before any work: the credentials bound to the destination (or refused), the layer cache, the uploader
+    session = open_push(settings.registry, refs, cache, secrets=settings.secrets,
+                        layer_cache=settings.layer_cache if source is None else None,
+                        speculative=settings.speculative_upload and source is None,
+                        on_wait=lambda registry, seconds: progress.log(
+                            f"registry {registry} asked to slow down: waiting {seconds:.1f} s before any request to it"))
+    options, built = session.options, None
     try:
         if source is not None:
             target = _read_source(source, platform or ALL, cache, options)
         else:
-            built = build_for(settings, cache, options, progress, pushing=True, uploader=uploader)
+            built = build_images(settings, cache, registry_options=options, layer_cache=session.layer_cache,
+                                 progress=progress, uploader=session.uploader)
             target = built.target
         images = list(target.images) if isinstance(target, ImageIndex) else [target]
         what = f"{target.digest} ({', '.join(str(normalize(i.platform)) for i in images)})" if len(images) > 1 \
             else target.digest
         progress.log(f"pushing {what} to {', '.join(refs)}")
-        committed = (uploader.client.registry, uploader.repo, uploader.outcomes()) if uploader is not None else None
-        res = push_image(target, cache, refs, options=options, on_bytes=progress.blob_bytes, committed=committed)
-    finally:
-        if uploader is not None:
-            uploader.close()
+    except BaseException:
+        session.close()
+        raise
+    res = session.finish(target, cache, on_bytes=progress.blob_bytes)
     if digest_file is not None:
         Path(digest_file).write_text(res.digest + "\n")  # an index's digest: what the tags name
     progress.log(f"pushed: {len(res.blobs_uploaded)} blobs uploaded ({human_size(res.bytes_uploaded)}), "
@@ -185,11 +178,10 @@ def open_signing_key(signing: SigningSettings,
                      ask_password: Callable[[str], bytes | None] | None = None) -> PrivateKey | None:
     """The opened signing key, or None when no key is named. Raises InputError for a missing
     file, a wrong password (WrongPasswordError) or a key that is not ECDSA P-256 (UnsupportedKeyError)."""
-    from .sign.keys import is_encrypted, load_private_key
-
     path = signing.key
     if path is None:
         return None
+    from .sign.keys import is_encrypted, load_private_key  # here: a push that signs nothing loads no cryptography
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -209,7 +201,7 @@ def open_signing_key(signing: SigningSettings,
 
 
 def push_sboms(images: list[Image], built: BuiltSet | None, cache: BlobCache, refs: list[str], options: RegistryOptions,
-               progress: Progress, *, several: bool, created: int = 0) -> dict[str, Any] | list[dict[str, Any]]:
+               progress: Progress, *, several: bool, created: int = 0) -> SbomDocs:
     """Each image's SBOM, pushed as an artifact whose subject is that image's manifest: one
     document for one image, a list naming each platform for a multi-platform one; dated
     ``created`` (``Settings.epoch``), as the image is."""
@@ -238,8 +230,9 @@ def push_sboms(images: list[Image], built: BuiltSet | None, cache: BlobCache, re
     return docs if several else docs[0]
 
 
-def sign_pushed(target: Target, refs: list[str], key: Any, keyless: Any, provenance: bool, built: BuiltSet | None,
-                cache: BlobCache, options: RegistryOptions, sbom: Any, progress: Progress) -> dict[str, Any]:
+def sign_pushed(target: Target, refs: list[str], key: PrivateKey | None, keyless: KeylessSigner | None, provenance: bool,
+                built: BuiltSet | None, cache: BlobCache, options: RegistryOptions, sbom: SbomDocs | None,
+                progress: Progress) -> dict[str, Any]:
     """Sign what was pushed (and attach its provenance); a failure says that the image itself was pushed."""
     from .errors import RegistryError, SignaturePushError
     from .registry.cosign import attest_image, sign_image
@@ -265,7 +258,8 @@ def sign_pushed(target: Target, refs: list[str], key: Any, keyless: Any, provena
                                  status=exc.status, codes=exc.codes) from exc
 
 
-def _statements(target: Target, refs: list[str], built: BuiltSet | None, options: RegistryOptions, sbom: Any) -> dict[str, bytes]:
+def _statements(target: Target, refs: list[str], built: BuiltSet | None, options: RegistryOptions,
+                sbom: SbomDocs | None) -> dict[str, bytes]:
     """The SLSA statement for each subject of ``target`` (the same inputs, each subject's own digest)."""
     from .image.oci import canonical_json
     from .registry.cosign import subjects

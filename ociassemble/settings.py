@@ -36,7 +36,6 @@ from .settingsload import given_of, plain_values, settings_from
 
 if TYPE_CHECKING:
     from .image.cache import BlobCache
-    from .registry.client import RegistryOptions
 
 __all__ = ["ENV_ALLOW_SECRETS", "ENV_CACHE", "ENV_CACHE_REPO", "ENV_COSIGN_PASSWORD", "ENV_DOCKER_CONFIG",
            "ENV_PASSWORD", "ENV_REGISTRY_AUTH_FILE", "ENV_SIGN_KEY", "ENV_SOURCE_DATE_EPOCH", "ENV_USERNAME",
@@ -175,19 +174,3 @@ class Settings:
         from .image.cache import BlobCache, default_cache_dir
 
         return BlobCache(self.cache_dir or default_cache_dir())
-
-    def registry_options(self, *targets: str | None) -> RegistryOptions:
-        """``RegistryOptions`` of these settings, the explicit credentials bound to the registry of
-        ``targets`` (image specs or references; those not in a registry are left out). Raises
-        UsageError when explicit credentials would have to serve several registries."""
-        from .registry.client import RegistryOptions
-        from .registry.credentials import CredentialFiles
-        from .registry.reference import parse_reference
-        from .transport.spec import is_registry, parse_spec
-
-        r = self.registry
-        opts = RegistryOptions(username=r.username, password=r.password, ca_cert=r.ca_cert,
-                               insecure_registries=r.insecure_registries, secrets=self.secrets,
-                               credential_files=CredentialFiles(r.auth_file, r.docker_config))
-        registries = [parse_reference(parse_spec(t).tag or "").registry for t in targets if t and is_registry(t)]
-        return opts.scoped_to(registries)

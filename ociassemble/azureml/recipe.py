@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..built import Built
 from ..errors import InputError, UsageError
-from ..image.assemble import Image, ImageBuilder, rfc3339
+from ..image.assemble import Image, rfc3339, stack
 from ..image.cache import BlobCache
 from ..image.compress import Compression
 from ..image.layer import Entry, LayerSource, LayerUploader, scan_sources
@@ -137,24 +137,22 @@ def build_azureml_image(project: Project, cache: BlobCache, *, extra_layers: lis
         deps = deps_layer(ctx, inputs, base.info, section)
         made += [deps.made, _app_layer(ctx)]
         if uploader is not None:  # the layers so far go up beside the user's new ones
-            uploader.push_early(_partial(ctx, base.image, made), cache)
+            uploader.push_early(_stacked(ctx, base.image, made), cache)
         made += early.results() if early is not None else build_in_parallel(build_user, items, None)
     except BaseException:
         if early is not None:  # the user's uploads stop: this image will not be pushed
             early.abort()
         raise
-    image = _assemble(ctx, base.image, made, _scoring_config(project, src_name, ctx.epoch))
+    image = _stacked(ctx, base.image, made, _scoring_config(project, src_name, ctx.epoch).applied(base.image.config))
     return Built(image=image, cache=cache, layers=[(m.kind, m.layer) for m in made], deps_site=deps.site,
                  base_layers=tuple(base.image.manifest.layers), pex_ran=deps.pex_ran, locked=section is not None)
 
 
-def _partial(ctx: RecipeContext, base: Image, made: list[MadeLayer]) -> Image:
-    """The image as far as it is built (base and ``made``): what a speculative push sends
-    while the user's layers go up."""
-    b = ImageBuilder(ctx.cache, base)
-    for m in made:
-        b.add_layer(m.layer, m.created_by)
-    return b.build(ctx.epoch)
+def _stacked(ctx: RecipeContext, base: Image, made: list[MadeLayer], config: ImageConfig | None = None) -> Image:
+    """``base``, the ``made`` layers in order, dated ``ctx.epoch``: the image (with the scoring
+    ``config``), or as far as it is built (the base's config: what a speculative push sends
+    while the user's layers go up)."""
+    return stack(ctx.cache, base, [(m.layer, m.created_by) for m in made], ctx.epoch, config)
 
 
 def _check_inputs(project: Project, log: Callable[[str], None]) -> str:
@@ -314,15 +312,6 @@ def _scoring_config(project: Project, src_name: str, epoch: int) -> _ScoringConf
         labels["org.opencontainers.image.revision"] = project.revision
     labels.update(project.labels)
     return _ScoringConfig(env, labels)
-
-
-def _assemble(ctx: RecipeContext, base: Image, made: list[MadeLayer], config: _ScoringConfig) -> Image:
-    """The image: ``base``, the ``made`` layers in order, the scoring config, dated ``ctx.epoch``."""
-    b = ImageBuilder(ctx.cache, base)
-    for m in made:
-        b.add_layer(m.layer, m.created_by)
-    b.config = config.applied(b.config)
-    return b.build(created=ctx.epoch)
 
 
 def _check_env_file_credentials(env_file: Path | None, src: Path, ignored: Callable[[Path], bool],

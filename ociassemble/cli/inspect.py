@@ -21,6 +21,7 @@ def cmd_inspect(args: argparse.Namespace, out: Out) -> int:
     from ..image.imageindex import ImageIndex, for_platform
     from ..image.platform import ALL, parse_platform
     from ..imageio import load_image
+    from ..registry.options import options_for
 
     if args.list and args.layer is None:
         raise UsageError("--list needs --layer N (the layer's index, from 'ociassemble inspect IMAGE')")
@@ -30,7 +31,7 @@ def cmd_inspect(args: argparse.Namespace, out: Out) -> int:
 
     settings = Settings.from_argparse(args, secrets=out.secrets)
     cache = settings.blob_cache()
-    opts = settings.registry_options(args.image) if is_registry(args.image) else None
+    opts = options_for(settings.registry, args.image, secrets=settings.secrets) if is_registry(args.image) else None
     try:
         target = load_image(args.image, cache, registry_options=opts, platform=want or ALL)
     except NotAnImageError as exc:

@@ -12,12 +12,14 @@ __all__ = ["cmd_login"]
 
 def cmd_login(args: argparse.Namespace, out: Out) -> int:
     from ..registry.login import login
+    from ..registry.options import options_for
     from ..registry.reference import parse_reference
     from ..settings import Settings
 
     target = args.registry
     registry = parse_reference(target).registry if "/" in target or "@" in target else target
-    opts = Settings.from_argparse(args, secrets=out.secrets).registry_options().scoped_to([registry])
+    settings = Settings.from_argparse(args, secrets=out.secrets)
+    opts = options_for(settings.registry, secrets=settings.secrets).scoped_to([registry])
     if not opts.username or opts.password is None:
         raise UsageError("login needs --username and --password-stdin (e.g. echo \"$TOKEN\" | ociassemble login REG -u USER --password-stdin)")
     login(args.registry, opts.username, opts.password, options=opts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from ..errors import ArchiveError
 from .cache import BlobCache
@@ -18,7 +18,7 @@ from .digest import Digest
 from .layer import BuiltLayer
 from .oci import Descriptor, History, ImageConfig, Manifest, MediaType, Platform, parse_json
 
-__all__ = ["Image", "ImageBuilder", "BlobFetcher", "FetchByDigest", "rfc3339"]
+__all__ = ["Image", "ImageBuilder", "BlobFetcher", "FetchByDigest", "rfc3339", "stack"]
 
 #: Fetches a blob that is not in the cache yet (a registry base's layers) into it.
 BlobFetcher = Callable[[Descriptor, BlobCache], None]
@@ -175,3 +175,17 @@ class ImageBuilder:
             origin_digests=frozenset(d.digest for d in base_layers) if self.base and self.base.origin else frozenset(),
             origins=MappingProxyType(origins),
         )
+
+
+def stack(cache: BlobCache, base: Image, layers: Iterable[tuple[BuiltLayer, str]], created: int,
+          config: ImageConfig | None = None) -> Image:
+    """``base`` with ``layers`` (each with its history's ``created_by``) on top, dated ``created``, in one
+    call: what ``ImageBuilder`` builds, for a caller that has every layer at hand (the recipe's
+    image, and the part of it a speculative push sends early). ``config`` (default: the base's)
+    is the new image's; its diff_ids and history are filled in here."""
+    b = ImageBuilder(cache, base)
+    for layer, created_by in layers:
+        b.add_layer(layer, created_by)
+    if config is not None:
+        b.config = config
+    return b.build(created)

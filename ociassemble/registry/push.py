@@ -35,10 +35,8 @@ is never created or moved to a manifest or index whose blobs or manifests are mi
 Re-running it is safe and skips what already made it.
 
 Each blob attempt is retried as a whole (``options.retry``): a retry first HEADs the
-blob (settling a final PUT whose response was lost), then asks the registry where
-the open upload stands (GET on its Location → ``Range``) and resumes from there, or,
-when the registry cannot say (distribution 2.8 after a reset mid-PATCH, see
-/work/shared/registry-notes.md), starts a fresh upload.
+blob (settling a final PUT whose response was lost), then resumes the open upload where
+the registry says it stands, or starts a fresh one (``upload.resume_or_start``).
 """
 
 from __future__ import annotations
@@ -63,7 +61,7 @@ from ..image.platform import normalize
 from .client import RegistryClient, RegistryOptions
 from .reference import Reference, parse_reference
 from .retry import call_with_retry
-from .upload import BlobSlice, cancel_upload, finish_upload, mount_blob, patch_upload, start_upload, upload_offset
+from .upload import BlobSlice, OpenUpload, cancel_upload, finish_upload, mount_blob, patch_upload, resume_or_start
 
 __all__ = ["PushResult", "push_image", "push_layers"]
 
@@ -89,31 +87,28 @@ class _Stopped(Exception):
 
 
 @dataclass
-class _Upload:
+class _Upload(OpenUpload):
     """The state of one blob's upload across attempts."""
 
-    location: str | None = None
-    offset: int = 0
     mount_tried: bool = False
     started: bool = False
     reader: BinaryIO | None = None  # the blob's bytes, kept open across PATCHes
 
 
+@dataclass
 class _BlobPusher:
-    def __init__(self, client: RegistryClient, repo: str, scopes: tuple[str, ...], owners: dict[str, Image],
-                 cache: BlobCache, options: RegistryOptions, tally: _Tally, stop: threading.Event,
-                 on_bytes: Callable[[Descriptor, int], None] | None = None,
-                 committed: Mapping[str, str] | None = None) -> None:
-        self.client = client
-        self.committed = committed or {}  # blobs the build uploaded here already (``speculative``)
-        self.repo = repo
-        self.scopes = scopes
-        self.owners = owners  # blob digest -> the (first) image that has it: where to fetch it from
-        self.cache = cache
-        self.options = options
-        self.tally = tally
-        self.stop = stop
-        self.on_bytes = on_bytes
+    """Step 1 for one blob into one repository (on the pool's threads)."""
+
+    client: RegistryClient
+    repo: str
+    scopes: tuple[str, ...]
+    owners: dict[str, Image]  # each blob's (first) image: where to fetch it from
+    cache: BlobCache
+    options: RegistryOptions
+    tally: _Tally
+    stop: threading.Event
+    on_bytes: Callable[[Descriptor, int], None] | None = None
+    committed: Mapping[str, str] = field(default_factory=dict)  # uploaded here by the build (``speculative``)
 
     def _sent(self, desc: Descriptor) -> Callable[[int], None]:
         if self.on_bytes is None:
@@ -179,16 +174,8 @@ class _BlobPusher:
         self._local(desc)
         reader = self._reader(desc, state)
         state.started = True
-        if attempt > 0 and state.location is not None:
-            where = upload_offset(self.client, state.location, digest, self.scopes)
-            if where is None or where[0] > desc.size:
-                log.warning("upload of blob %s cannot be resumed; starting it again", digest)
-                state.location, state.offset = None, 0
-            else:
-                state.offset, state.location = where
-                log.info("resuming the upload of blob %s at byte %d", digest, state.offset)
-        if state.location is None:
-            state.location, state.offset = start_upload(self.client, self.repo, digest, self.scopes), 0
+        resume_or_start(self.client, self.repo, state, digest, self.scopes, retrying=attempt > 0,
+                        resendable=desc.size, what=f"blob {digest}")
         if desc.size == 0:
             self._finish(desc, state, None)
         elif desc.size <= self.options.monolithic_max and state.offset == 0:
@@ -243,19 +230,15 @@ def _declared_media_type(data: bytes, default: str) -> str:
     return declared if isinstance(declared, str) and declared else default
 
 
-def _manifest_media_type(image: Image) -> str:
-    return _declared_media_type(image.manifest_bytes, image.manifest.media_type)
-
-
-def _images(target: Target) -> tuple[Image, ...]:
-    return target.images if isinstance(target, ImageIndex) else (target,)
-
-
 def _top(target: Target) -> tuple[bytes, str]:
     """The bytes and media type pushed by tag: the manifest, or the index."""
     if isinstance(target, ImageIndex):
         return target.index_bytes, _declared_media_type(target.index_bytes, MediaType.INDEX)
-    return target.manifest_bytes, _manifest_media_type(target)
+    return target.manifest_bytes, _declared_media_type(target.manifest_bytes, target.manifest.media_type)
+
+
+def _images(target: Target) -> tuple[Image, ...]:
+    return target.images if isinstance(target, ImageIndex) else (target,)
 
 
 def _owners(target: Target) -> dict[str, Image]:
@@ -349,8 +332,8 @@ class _Job:
                  committed: tuple[str, str, Mapping[str, str]] | None) -> None:
         self.target, self.cache, self.options, self.on_bytes, self.committed = target, cache, options, on_bytes, committed
         # by digest first (each platform's manifest of an index), then the top document by tag and digest
-        self.children = [(image.digest, image.manifest_bytes, _manifest_media_type(image))
-                         for image in target.images] if isinstance(target, ImageIndex) else []
+        self.children = [(i.digest, i.manifest_bytes, _declared_media_type(i.manifest_bytes, i.manifest.media_type))
+                         for i in target.images] if isinstance(target, ImageIndex) else []
         self.top_bytes, self.top_media = _top(target)
         self.blobs = target.blobs()  # every platform's, each once
         self.owners = _owners(target)
@@ -450,7 +433,7 @@ def _push_blobs(client: RegistryClient, repo: str, scopes: tuple[str, ...], blob
     """Step 1 of the contract for one repository: every one of ``blobs`` (each once, all in
     one pool, so no blob is sent twice at the same time); raises the first blob's failure."""
     stop = threading.Event()
-    pusher = _BlobPusher(client, repo, scopes, owners, cache, options, tally, stop, on_bytes, committed)
+    pusher = _BlobPusher(client, repo, scopes, owners, cache, options, tally, stop, on_bytes, committed or {})
     # one ping (scheme, auth challenge) before the threads start
     call_with_retry(options.retry, f"contacting {client.registry}", lambda _n: client.base_url())
 

@@ -42,7 +42,7 @@ from ..image.readahead import prefetch
 from .client import RegistryClient, RegistryOptions
 from .retry import call_with_retry
 from .push import push_layers
-from .upload import BlobSlice, cancel_upload, finish_upload, patch_upload, start_upload, upload_offset
+from .upload import BlobSlice, OpenUpload, cancel_upload, finish_upload, patch_upload, resume_or_start
 
 __all__ = ["SpeculativeUploader"]
 
@@ -111,12 +111,6 @@ class _Span(BlobSlice):
 
 
 @dataclass
-class _Session:
-    location: str | None = None
-    offset: int = 0
-
-
-@dataclass
 class SpeculativeUploader:
     """Uploads new layers to ``repo`` of ``client``'s registry as they are read (module docs).
 
@@ -182,7 +176,7 @@ class SpeculativeUploader:
     def send(self, reader: OnePassReader, on_bytes: Callable[[int], None] | None) -> None:
         """Upload ``reader``'s stream and commit it under the digest read; nothing committed on failure."""
         stream = _Stream(reader, self._stop)
-        session = _Session()
+        session = OpenUpload()
         what = f"uploading a new layer ({reader.size} bytes) to {self.client.registry}/{self.repo}"
         try:
             call_with_retry(self.options.retry, what, lambda attempt: self._attempt(stream, session, attempt, on_bytes))
@@ -195,22 +189,15 @@ class SpeculativeUploader:
         with self.lock:
             self.sent[reader.digest] = reader.size
 
-    def _attempt(self, stream: _Stream, s: _Session, attempt: int, on_bytes: Callable[[int], None] | None) -> None:
+    def _attempt(self, stream: _Stream, s: OpenUpload, attempt: int, on_bytes: Callable[[int], None] | None) -> None:
         reader, scopes, label = stream.reader, self.scopes, "(new layer)"
         stream.stop()
         if attempt > 0 and reader.streamed == reader.size and self.client.blob_exists(self.repo, reader.digest, scopes):
             s.location = None  # the final PUT went through; its answer was lost
             return
-        if attempt > 0 and s.location is not None:
-            where = upload_offset(self.client, s.location, label, scopes)
-            if where is None or where[0] > reader.streamed:
-                log.warning("upload of a new layer cannot be resumed; starting it again (hashed once all the same)")
-                s.location = None
-            else:
-                s.offset, s.location = where
-                log.info("resuming the upload of a new layer at byte %d", s.offset)
-        if s.location is None:
-            s.location, s.offset = start_upload(self.client, self.repo, label, scopes), 0
+        # a restart is hashed once all the same: the stream is deterministic (module docs)
+        resume_or_start(self.client, self.repo, s, label, scopes, retrying=attempt > 0, resendable=reader.streamed,
+                        what="a new layer")
         while s.offset < reader.size:
             n = min(self.options.chunk_size, reader.size - s.offset)
             body = _Span(None, s.offset, n, on_bytes, stream=stream)

@@ -1,13 +1,16 @@
 """A blob upload's requests: cross-repository mount, open, where it stands, append a chunk, commit, cancel.
 
 These are the distribution API's upload endpoints, one request each (``push`` decides
-between a mount, one monolithic PUT and POST + PATCH chunks + PUT, and resumes from
-``upload_offset`` after a dropped connection). Every Location the registry answers is
-resolved against the URL that answered, and the newest one is always the one to use next.
+between a mount, one monolithic PUT and POST + PATCH chunks + PUT). Every Location the
+registry answers is resolved against the URL that answered, and the newest one is always
+the one to use next. ``resume_or_start`` is the one step both uploaders (``push``'s and
+``speculative``'s) take at the start of an attempt: after a dropped connection, continue
+from where the registry says the upload stands, else open a new one.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,13 +26,17 @@ from .client import RegistryClient
 
 __all__ = [
     "BlobSlice",
+    "OpenUpload",
     "cancel_upload",
     "finish_upload",
     "mount_blob",
     "patch_upload",
+    "resume_or_start",
     "start_upload",
     "upload_offset",
 ]
+
+log = logging.getLogger("ociassemble.registry")
 
 
 @dataclass
@@ -145,3 +152,34 @@ def _location(client: RegistryClient, resp: requests.Response, what: str, digest
                             status=resp.status_code, digest=digest)
     # relative Locations are resolved against the URL that answered (registry-notes)
     return urljoin(resp.url, loc)
+
+
+@dataclass
+class OpenUpload:
+    """One blob's upload across attempts: its newest Location (None: none open) and the bytes sent."""
+
+    location: str | None = None
+    offset: int = 0
+
+
+def resume_or_start(client: RegistryClient, repo: str, upload: OpenUpload, digest: str, scopes: tuple[str, ...], *,
+                    retrying: bool, resendable: int, what: str) -> None:
+    """Make ``upload`` open at the offset to send from.
+
+    On a retry (``retrying``) of an open upload, the registry is asked where it stands
+    (``upload_offset``): the upload resumes there when that is within the ``resendable``
+    bytes the caller can send again; else (the registry cannot say, as distribution after a
+    reset mid-PATCH, or it claims more) a new upload is opened and sent from byte 0. Without
+    an open upload, a new one. ``digest`` names the blob in the registry's errors, ``what``
+    in the log.
+    """
+    if retrying and upload.location is not None:
+        where = upload_offset(client, upload.location, digest, scopes)
+        if where is None or where[0] > resendable:
+            log.warning("upload of %s cannot be resumed; starting it again", what)
+            upload.location = None
+        else:
+            upload.offset, upload.location = where
+            log.info("resuming the upload of %s at byte %d", what, upload.offset)
+    if upload.location is None:
+        upload.location, upload.offset = start_upload(client, repo, digest, scopes), 0

@@ -23,8 +23,8 @@ from ..image.digest import CHUNK, Digest, HashingWriter
 from ..image.imageindex import Target
 from ..image.oci import Descriptor, Index, Manifest, MediaType, Platform, canonical_json, parse_json
 from ..image.tarcheck import UnsafeEntry, entry_parts
-from .layout import (_LAYOUT, _load_json, documents, replace_path, resolve_image, select_manifest,
-                     temp_sibling, top_descriptor)
+from ..image.resolve import load_index, load_json, resolve_image
+from .layout import _LAYOUT, documents, replace_path, select_manifest, temp_sibling, top_descriptor
 
 __all__ = ["write_oci_archive", "read_oci_archive", "write_docker_archive", "read_docker_archive"]
 
@@ -225,18 +225,14 @@ def read_oci_archive(path: Path, tag: str | None, cache: BlobCache, *, verify_di
             return m
 
         def read_blob(d: Descriptor) -> bytes:
-            data = _read_member(tf, member(d), where, d.size + 1)
-            actual = Digest.of_bytes(data).value
-            if actual != d.digest:
-                raise DigestMismatchError(d.digest, actual, where)
-            return data
+            return _read_member(tf, member(d), where, d.size + 1)  # checked against its digest by resolve_image
 
         def ingest(d: Descriptor, diff_id: str) -> StagedBlob:
             f = tf.extractfile(member(d))
             assert f is not None
             return stage_layer(cache, f, d, diff_id if verify_diff_ids else None, where)
 
-        index = Index.from_json(_load_json(_member_bytes(tf, names, "index.json", where), f"{where}/index.json"))
+        index = load_index(_member_bytes(tf, names, "index.json", where), where)
         return resolve_image(read_blob, select_manifest(index, tag, where), where, ingest, platform)
 
 
@@ -323,7 +319,7 @@ def read_docker_archive(path: Path, name: str | None, cache: BlobCache) -> Image
         if not isinstance(layer_names, list):
             raise ArchiveError(f"{where}/manifest.json: Layers is not a list; {_FIX}")
         config_bytes = _member_bytes(tf, names, entry.get("Config"), where, "config")
-        config = _load_json(config_bytes, f"{where}/{entry['Config']}")
+        config = load_json(config_bytes, f"{where}/{entry['Config']}")
         diff_ids = config.get("rootfs", {}).get("diff_ids", [])
         if len(diff_ids) != len(layer_names):
             raise ArchiveError(f"{where}: {len(layer_names)} layers but {len(diff_ids)} diff_ids in its config")

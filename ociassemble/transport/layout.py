@@ -16,13 +16,13 @@ import stat
 import tempfile
 from pathlib import Path
 
-from ..errors import ArchiveError, InputError, NotAnImageError
-from ..image.assemble import Image
+from ..errors import ArchiveError, InputError
 from ..image.cache import BlobCache
-from ..image.diffid import StagedBlob, all_or_nothing, stage_layer
+from ..image.diffid import StagedBlob, stage_layer
 from ..image.digest import Digest
 from ..image.imageindex import ImageIndex, Target
-from ..image.oci import Descriptor, Index, Manifest, MediaType, Platform, canonical_json, parse_json
+from ..image.oci import Descriptor, Index, MediaType, Platform, canonical_json
+from ..image.resolve import load_index, resolve_image
 
 __all__ = ["write_layout", "read_layout", "select_manifest", "REF_NAME", "replace_path", "temp_sibling",
            "documents", "top_descriptor"]
@@ -186,55 +186,6 @@ def select_manifest(index: Index, tag: str | None, where: str) -> Descriptor:
     raise InputError(f"{where} holds {len(index.manifests)} images; name one with :TAG")
 
 
-def _load_json(data: bytes, what: str) -> dict:
-    try:
-        obj = parse_json(data)
-    except ValueError as exc:
-        raise ArchiveError(f"{what} is not valid JSON ({exc}): not an OCI image") from None
-    if not isinstance(obj, dict):
-        raise ArchiveError(f"{what} is not a JSON object: not an OCI image")
-    return obj
-
-
-def resolve_image(read_blob, desc: Descriptor, where: str, ingest,  # type: ignore[no-untyped-def]
-                  platform: Platform | str | None = None) -> Target:
-    """Follow ``desc`` (a manifest, or an index) to an ``Image``, or with ``platform``
-    ``"all"`` an index to an ``ImageIndex`` of every image in it.
-
-    An index is resolved to ``platform`` (default: this machine's). ``read_blob(desc) ->
-    bytes`` reads small JSON blobs verified; ``ingest(desc, diff_id)`` copies a layer,
-    verified against its digest and its config's diff_id, into a ``StagedBlob``. Every
-    layer is staged before any is committed: a refused image leaves nothing in the cache.
-    """
-    from ..image.platform import ALL, pick_platform
-
-    data = read_blob(desc)
-    doc = _load_json(data, f"manifest {desc.digest} in {where}")
-    media = MediaType.to_oci(doc.get("mediaType") or desc.media_type)
-    if media == MediaType.INDEX or "manifests" in doc:
-        index = Index.from_json(doc)
-        if platform == ALL:
-            images = []
-            for entry in index.manifests:
-                got = resolve_image(read_blob, entry, where, ingest, None if entry.platform is None else entry.platform)
-                if isinstance(got, ImageIndex):
-                    raise ArchiveError(f"{where}: index {desc.digest} holds another index; give one platform with --platform")
-                images.append(got)
-            return ImageIndex(tuple(images), index, data)  # its own bytes: its digest must not change
-        want = platform if isinstance(platform, Platform) else None
-        return resolve_image(read_blob, pick_platform(index, where, want), where, ingest, want)
-    manifest = Manifest.from_json(doc)
-    if manifest.kind is not None:
-        raise NotAnImageError(manifest, data, f"manifest {desc.digest} in {where}")
-    config_bytes = read_blob(manifest.config)
-    image = Image.from_parts(manifest, config_bytes)
-    with all_or_nothing() as staged:
-        for layer, diff_id in zip(manifest.layers, image.config.diff_ids):
-            staged.append(ingest(layer, diff_id))
-    # keep the original manifest bytes: its digest must not change on the way through
-    return Image(manifest, data, image.config, config_bytes)
-
-
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: O_NONBLOCK: a FIFO planted as a blob must not hang the read; it is refused as not regular.
 _NOFOLLOW_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -313,13 +264,7 @@ def read_layout(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_id
 
     def read_blob(d: Descriptor) -> bytes:
         with open_blob(d) as f:
-            data = f.read(d.size + 1)
-        actual = Digest.of_bytes(data)
-        if actual.value != d.digest:
-            from ..errors import DigestMismatchError
-
-            raise DigestMismatchError(d.digest, actual.value, where)
-        return data
+            return f.read(d.size + 1)  # checked against its digest by resolve_image
 
     def ingest(d: Descriptor, diff_id: str) -> StagedBlob:
         with open_blob(d) as f:
@@ -330,5 +275,5 @@ def read_layout(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_id
             index_bytes = f.read()
     except FileNotFoundError:
         raise InputError(f"{path} is not an OCI layout (no index.json); give a directory written by ociassemble, skopeo or umoci") from None
-    index = Index.from_json(_load_json(index_bytes, f"{where}/index.json"))
+    index = load_index(index_bytes, where)
     return resolve_image(read_blob, select_manifest(index, tag, where), where, ingest, platform)

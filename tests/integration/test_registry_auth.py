@@ -14,7 +14,7 @@ import pytest
 from registry_fixtures import TEST_PASSWORD, TEST_USER, skopeo
 
 from ociassemble.errors import AuthError, RegistryError
-from ociassemble.registry import RegistryOptions, login, pull_image, push_image
+from ociassemble.registry import RegistryOptions, login, options_for, pull_image, push_image
 from ociassemble.registry.auth import parse_challenge
 from ociassemble.registry.credentials import Credentials, resolve_credentials
 from ociassemble.registry.client import RegistryClient
@@ -108,7 +108,7 @@ def test_registry_credentials_from_docker_config_env_and_helper(tls_registry, ca
     (docker_dir / "config.json").write_text(json.dumps({"credHelpers": {tls_registry.host: "ocitest"}}))
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "not-this-one"))  # the process's: never read below settings
 
-    files = Settings.load_environment(environ={"DOCKER_CONFIG": str(docker_dir)}).registry_options().credential_files
+    files = options_for(Settings.load_environment(environ={"DOCKER_CONFIG": str(docker_dir)}).registry).credential_files
     creds = resolve_credentials(tls_registry.host, files=files)
     assert creds is not None and creds.username == TEST_USER and creds.source == "docker-credential-ocitest"
     assert TEST_PASSWORD not in repr(creds)
@@ -123,7 +123,7 @@ def test_registry_credentials_from_docker_config_env_and_helper(tls_registry, ca
     auth_file.write_text(json.dumps({"auths": {f"https://{tls_registry.host}/v2/": {
         "auth": base64.b64encode(f"{TEST_USER}:{WRONG}".encode()).decode()}}}))
     env = {"DOCKER_CONFIG": str(docker_dir), "REGISTRY_AUTH_FILE": str(auth_file)}
-    files = Settings.load_environment(environ=env).registry_options().credential_files
+    files = options_for(Settings.load_environment(environ=env).registry).credential_files
     creds = resolve_credentials(tls_registry.host, files=files)
     assert creds is not None and creds.password == WRONG and "auth.json" in creds.source
 
@@ -135,7 +135,7 @@ def test_login_writes_where_the_settings_say(tls_registry, tmp_path):
                          ({"DOCKER_CONFIG": str(tmp_path / "dc"), "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json")},
                           tmp_path / "auth.json")):
         settings = Settings.load_environment(environ=env, ca_cert=str(tls_registry.ca_cert))
-        assert login(tls_registry.host, TEST_USER, TEST_PASSWORD, options=settings.registry_options()) == written
+        assert login(tls_registry.host, TEST_USER, TEST_PASSWORD, options=options_for(settings.registry)) == written
         entry = json.loads(written.read_text())["auths"][tls_registry.host]
         assert base64.b64decode(entry["auth"]).decode() == f"{TEST_USER}:{TEST_PASSWORD}"
     assert not (tmp_path / "docker-config" / "config.json").exists()  # the fixture's $DOCKER_CONFIG: not used

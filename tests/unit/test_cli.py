@@ -187,11 +187,12 @@ def test_completion_command_prints_the_script(capsys: pytest.CaptureFixture[str]
 def test_credentials_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OCIASSEMBLE_USERNAME", "ci-bot")
     monkeypatch.setenv("OCIASSEMBLE_PASSWORD", "t0ken")
+    from ociassemble.registry.options import options_for
     from ociassemble.settings import Settings
 
     args = cli.build_parser().parse_args(["pull", "r/x:1", "oci:out"])
     settings = Settings.from_argparse(args)
-    opts = settings.registry_options("r/x:1")
+    opts = options_for(settings.registry, "r/x:1", secrets=settings.secrets)
     assert (opts.username, opts.password) == ("ci-bot", "t0ken")
     assert "t0ken" not in repr(opts) and "t0ken" not in repr(settings)
 
@@ -199,25 +200,27 @@ def test_credentials_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
 def test_password_stdin_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("from-stdin\n"))
     monkeypatch.setenv("OCIASSEMBLE_PASSWORD", "ignored")
+    from ociassemble.registry.options import options_for
     from ociassemble.settings import Settings
 
     args = cli.build_parser().parse_args(["push", "r/x:1", "-u", "me", "--password-stdin"])
     settings = Settings.from_argparse(args)  # stdin is read here, once
-    assert settings.registry_options("r/x:1").password == "from-stdin"
-    assert settings.registry_options("r/x:1").password == "from-stdin"  # a registry base and the push share it
+    assert options_for(settings.registry, "r/x:1").password == "from-stdin"
+    assert options_for(settings.registry, "r/x:1").password == "from-stdin"  # a registry base and the push share it
 
 
 def test_registry_options_from_plain_values() -> None:
     """What the flags call: a given value wins, the environment fills the rest."""
+    from ociassemble.registry.options import options_for
     from ociassemble.settings import Settings
 
     env = {"OCIASSEMBLE_USERNAME": "env-user", "OCIASSEMBLE_PASSWORD": "env-pass"}
-    opts = Settings.load_environment(environ=env, insecure_registries=["reg:5000"]).registry_options()
+    opts = options_for(Settings.load_environment(environ=env, insecure_registries=["reg:5000"]).registry)
     assert (opts.username, opts.password, opts.insecure_registries) == ("env-user", "env-pass", ("reg:5000",))
     # an empty stdin is still the password given
-    opts = Settings.load_environment(username="me", password="", environ=env).registry_options()
+    opts = options_for(Settings.load_environment(username="me", password="", environ=env).registry)
     assert (opts.username, opts.password) == ("me", "")
-    assert Settings.load_environment(environ={}).registry_options().username is None
+    assert options_for(Settings.load_environment(environ={}).registry).username is None
 
 
 def test_the_help_names_the_environment_the_library_reads() -> None:

@@ -189,18 +189,19 @@ def test_credential_files_given_over_the_environment(tmp_path: Path) -> None:
     ``Settings.registry`` (a program's ``auth_file``/``docker_config`` over them) and handed to the
     registry code in ``RegistryOptions.credential_files``."""
     from ociassemble.registry.credentials import CredentialFiles
+    from ociassemble.registry.options import options_for
 
     env = {"REGISTRY_AUTH_FILE": str(tmp_path / "auth.json"), "DOCKER_CONFIG": str(tmp_path / "docker")}
     r = Settings.load_environment(environ=env).registry
     assert (r.auth_file, r.docker_config) == (tmp_path / "auth.json", tmp_path / "docker")
-    files = Settings.load(tmp_path, environ=env).registry_options().credential_files
+    files = options_for(Settings.load(tmp_path, environ=env).registry).credential_files
     assert files == CredentialFiles(tmp_path / "auth.json", tmp_path / "docker")
     assert files.candidates() == [tmp_path / "auth.json", tmp_path / "docker" / "config.json"]
     r = Settings.load(tmp_path, environ=env, docker_config=str(tmp_path / "mine")).registry
     assert (r.auth_file, r.docker_config) == (tmp_path / "auth.json", tmp_path / "mine")
     r = Settings.load(tmp_path, environ={"REGISTRY_AUTH_FILE": "", "DOCKER_CONFIG": ""}).registry
     assert (r.auth_file, r.docker_config) == (None, None)
-    assert Settings().registry_options().credential_files.candidates() == [Path.home() / ".docker" / "config.json"]
+    assert options_for(Settings().registry).credential_files.candidates() == [Path.home() / ".docker" / "config.json"]
 
 
 def test_keygen_takes_cosign_password_from_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
