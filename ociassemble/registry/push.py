@@ -272,7 +272,8 @@ def _origins(target: Target) -> dict[str, Reference]:
 def push_image(target: Target, cache: BlobCache, refs: Sequence[str], *,
                options: RegistryOptions | None = None,
                on_bytes: Callable[[Descriptor, int], None] | None = None,
-               committed: tuple[str, str, Mapping[str, str]] | None = None) -> PushResult:
+               committed: tuple[str, str, Mapping[str, str]] | None = None,
+               clients: Mapping[str, RegistryClient] | None = None) -> PushResult:
     """Push ``target`` (an image, or a multi-platform ``ImageIndex``) to every reference in
     ``refs`` (tags of one or more repositories).
 
@@ -282,7 +283,8 @@ def push_image(target: Target, cache: BlobCache, refs: Sequence[str], *,
     ``desc`` handed to the socket (progress display; called from the upload threads).
     ``committed`` is (registry, repository, {digest: outcome}) of blobs a build already
     made present there (``speculative.SpeculativeUploader.outcomes``): not asked about
-    again; "speculative" ones are reported as uploaded (and speculative).
+    again; "speculative" ones are reported as uploaded (and speculative). ``clients``: open clients
+    by registry to use (the uploader's: one session per registry); left open, unlike its own.
 
     Example::
 
@@ -301,11 +303,12 @@ def push_image(target: Target, cache: BlobCache, refs: Sequence[str], *,
     # explicit credentials are the target registry's (a base's or cache's registry never sees them)
     options = options.scoped_to([registry for registry, _ in groups])
     job = _Job(target, cache, options, on_bytes, committed)
+    job.clients.update(given := dict(clients or {}))
     try:
         for (registry, repo), group in groups.items():
             job.push_repo(registry, repo, group)
     finally:
-        for c in job.clients.values():
+        for c in (c for r, c in job.clients.items() if given.get(r) is not c):
             c.close()
     return job.result()
 

@@ -62,7 +62,9 @@ class PushSession:
         try:
             up = self.uploader
             committed = (up.client.registry, up.repo, up.outcomes()) if up is not None else None
-            return push_image(target, cache, self.refs, options=self.options, on_bytes=on_bytes, committed=committed)
+            clients = {up.client.registry: up.client} if up is not None else None  # one session per registry
+            return push_image(target, cache, self.refs, options=self.options, on_bytes=on_bytes, committed=committed,
+                              clients=clients)
         finally:
             self.close()
 
