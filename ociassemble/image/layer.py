@@ -296,7 +296,7 @@ def _upload_by_reference(cache: BlobCache, entries: Sequence[Entry], epoch: int,
                          uploader: "LayerUploader", on_bytes: Callable[[int], None] | None) -> BuiltLayer:
     """The uncompressed layer sent to the registry while hashed (one read), then recorded
     by reference exactly as ``_record_by_reference`` records it."""
-    with OnePassReader(entries, epoch, account_reads=False) as reader:
+    with OnePassReader(entries, epoch) as reader:
         uploader.send(reader, on_bytes)
         record = reader.record()
     cache.put_ref(record)

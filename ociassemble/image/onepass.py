@@ -9,12 +9,12 @@ layer whose digest nobody knows yet can be hashed in the pass that streams it up
 for byte the one ``build`` writes), readable from any offset so an upload can resume
 where the registry says it stands.
 
-One pass, one hash: the blob's digest (``account``, called by whoever hands the bytes on:
-the sending thread, while the read-ahead thread reads the next chunk) is fed only with
-bytes past the highest position hashed so far (``streamed``). A resume re-reads from the
-registry's offset, sends the gap again without hashing it, and hashes on from where it
-stopped, so the hash is still exactly one pass over the stream and a resume costs only
-the gap. With ``account_reads`` the reader feeds the digest itself.
+One pass, one hash: the reader feeds the blob's digest as it reads (on the upload's
+read-ahead thread, so hashing overlaps the sending thread's socket writes: both cores),
+only with bytes past the highest position hashed so far (``streamed``). A resume re-reads
+from the registry's offset, sends the gap again without hashing it, and hashes on from
+where it stopped, so the hash is still exactly one pass over the stream and a resume
+costs only the gap.
 
 The record written (``record()``) is the one ``build`` writes except that no file's own
 sha256 is in it (``blobref.UNKNOWN``): computing them was a second hash of every model
@@ -82,10 +82,9 @@ class OnePassReader(SeekableStream):
     (the ``RefRecord`` a build would have written, less the files' own digests) are available.
     """
 
-    def __init__(self, entries: Sequence[Entry], epoch: int, *, account_reads: bool = True) -> None:
+    def __init__(self, entries: Sequence[Entry], epoch: int) -> None:
         super().__init__()
         self._starts, self._parts = _layout(entries, epoch)
-        self.account_reads = account_reads
         self.reached = 0  # bytes [0, reached) were read (and their files checked)
         self.streamed = 0  # bytes [0, streamed) went into the blob's digest
         self._hash = hashlib.sha256()
@@ -112,7 +111,7 @@ class OnePassReader(SeekableStream):
         self._pos = offset
         return offset
 
-    def account(self, at: int, data: bytes | bytearray | memoryview) -> None:
+    def _account(self, at: int, data: bytes | bytearray | memoryview) -> None:
         """Feed the blob's digest with the part of ``data`` (the stream's bytes from ``at``, in
         order) not fed yet."""
         end = at + len(data)
@@ -151,8 +150,7 @@ class OnePassReader(SeekableStream):
                 n = self._read_file(i, part, at - start, room)
             self._mark_read(i, part, at + n)
             got += n
-        if self.account_reads:
-            self.account(self._pos, view[:got])
+        self._account(self._pos, view[:got])
         self._pos += got
         return got
 

@@ -57,7 +57,7 @@ class _Aborted(Exception):
 class _Stream:
     """The reader's bytes as request bodies, read on a read-ahead thread.
 
-    Reading overlaps the hashing and the socket writes. Before the reader is moved (the next
+    Reading and hashing (the reader hashes what it reads) overlap the socket writes. Before the reader is moved (the next
     body, a resume) the read-ahead of the previous body is stopped and joined, so only
     one thread ever touches the reader.
     """
@@ -68,17 +68,14 @@ class _Stream:
         self._active: Iterator[bytes] | None = None
 
     def pieces(self, offset: int, length: int, on_bytes: Callable[[int], None] | None) -> Iterator[bytes]:
-        """The bytes [offset, offset + length), the blob's digest fed with them here (the
-        sending thread), while the read-ahead thread reads the next ones."""
+        """The bytes [offset, offset + length), sent from this thread while the read-ahead
+        thread reads and hashes the next ones."""
         self.stop()
         self.reader.seek(offset)
         self._active = gen = prefetch(self._read(length))
-        at = offset
         for piece in gen:
             if self._stop.is_set():
                 raise _Aborted("the upload of a new layer was stopped: the build it belongs to failed or was interrupted")
-            self.reader.account(at, piece)
-            at += len(piece)
             if on_bytes is not None:
                 on_bytes(len(piece))
             yield piece
