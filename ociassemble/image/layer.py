@@ -295,7 +295,8 @@ def _record_by_reference(cache: BlobCache, entries: Sequence[Entry], epoch: int,
 def _upload_by_reference(cache: BlobCache, entries: Sequence[Entry], epoch: int, compression: Compression,
                          uploader: "LayerUploader", on_bytes: Callable[[int], None] | None) -> BuiltLayer:
     """The uncompressed layer sent to the registry while hashed (one read), then recorded
-    by reference exactly as ``_record_by_reference`` records it."""
+    by reference as ``_record_by_reference`` records it, less the files' own digests
+    (``onepass``: those would be a second hash of every byte)."""
     with OnePassReader(entries, epoch) as reader:
         uploader.send(reader, on_bytes)
         record = reader.record()

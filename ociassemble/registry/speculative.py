@@ -57,9 +57,9 @@ class _Aborted(Exception):
 class _Stream:
     """The reader's bytes as request bodies, read on a read-ahead thread.
 
-    Reading and hashing (the reader hashes what it reads) overlap the socket writes. Before the reader is moved (the next
-    body, a resume) the read-ahead of the previous body is stopped and joined, so only
-    one thread ever touches the reader.
+    Reading and hashing (the reader hashes what it reads) overlap the socket writes. Before
+    the reader is moved (the next body, a resume) the read-ahead of the previous body is
+    stopped and joined, so only one thread ever touches the reader.
     """
 
     def __init__(self, reader: OnePassReader, stop: threading.Event) -> None:
