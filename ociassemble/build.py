@@ -158,7 +158,10 @@ def build_images(settings: Settings, cache: BlobCache, *, registry_options: Regi
     """Build ``settings`` for each of its platforms (a recipe build: the project's, which its v1 files
     may name; none: one image for the base's own): ``build_image`` per platform, and an index when
     there are two or more.
+
+    Raises UsageError for a bad ``$SOURCE_DATE_EPOCH`` before anything is read or said.
     """
+    settings.epoch  # noqa: B018 (its error, if any, first)
     recipe = uses_recipe(settings)
     project = project_of(settings) if recipe else None
     wanted = project.platforms if project is not None else settings.platforms

@@ -87,6 +87,9 @@ class Settings:
     #: every timestamp in the image (mtimes, ``created``, the SBOM's date): ``$SOURCE_DATE_EPOCH``
     #: (reproducible-builds.org), a whole number of seconds; None: not set, 0 (1970-01-01). ``epoch``
     source_date_epoch: int | None = None
+    #: why ``$SOURCE_DATE_EPOCH`` could not be read (one line, with the fix); ``epoch`` raises it, so
+    #: only what dates something (a build, an SBOM) stops on it
+    source_date_epoch_error: str | None = field(default=None, repr=False, compare=False)
     # -- the recipe's inputs --------------------------------------------------------------
     entry_script: Path | None = None
     source_dir: Path | None = None
@@ -124,7 +127,11 @@ class Settings:
 
     @property
     def epoch(self) -> int:
-        """The build's timestamp: ``source_date_epoch``, or 0 when it is not set."""
+        """The build's timestamp: ``source_date_epoch``, or 0 when it is not set.
+
+        Raises UsageError for a ``$SOURCE_DATE_EPOCH`` that is not a Unix time."""
+        if self.source_date_epoch_error is not None:
+            raise UsageError(self.source_date_epoch_error)
         return self.source_date_epoch or 0
 
     @property

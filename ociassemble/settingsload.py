@@ -121,9 +121,10 @@ def _environment(given: dict[str, Any], cfg: ConfigFile, env: Mapping[str, str])
         speculative = bool(cfg.values["speculative_upload"])
     else:
         speculative = env.get(ENV_SPECULATIVE_UPLOAD, "").strip().lower() not in ("0", "off", "false", "no")
-    epoch = given["source_date_epoch"] if "source_date_epoch" in given else _source_date_epoch(env)
+    epoch, epoch_error = (given["source_date_epoch"], None) if "source_date_epoch" in given else _source_date_epoch(env)
     return {"registry": registry, "layer_cache": layer_cache, "signing": signing, "allow_secrets": allow,
-            "cache_dir": cache_dir, "speculative_upload": speculative, "source_date_epoch": epoch}
+            "cache_dir": cache_dir, "speculative_upload": speculative, "source_date_epoch": epoch,
+            "source_date_epoch_error": epoch_error}
 
 
 def _credential_files(given: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Path | None, Path | None]:
@@ -136,22 +137,23 @@ def _credential_files(given: Mapping[str, Any], env: Mapping[str, str]) -> tuple
     return (Path(auth) if auth else None), (Path(docker) if docker else None)
 
 
-def _source_date_epoch(env: Mapping[str, str]) -> int | None:
-    """``$SOURCE_DATE_EPOCH`` (reproducible-builds.org): None when unset or empty; UsageError in one
-    line for a value that is not a whole number of seconds, 0 or more."""
+def _source_date_epoch(env: Mapping[str, str]) -> tuple[int | None, str | None]:
+    """``$SOURCE_DATE_EPOCH`` (reproducible-builds.org): None when unset or empty. A value that is not
+    a whole number of seconds, 0 or more, is kept as its one-line error, raised by ``Settings.epoch``
+    only: a variable meant for builds must not stop ``inspect``, ``pull`` or ``keygen``."""
     from .settingparts import ENV_SOURCE_DATE_EPOCH
 
     raw = env.get(ENV_SOURCE_DATE_EPOCH, "").strip()
     if not raw:
-        return None
+        return None, None
     fix = "set it to a Unix time in seconds (e.g. $(git log -1 --format=%ct)), or unset it for 0 (1970-01-01)"
     try:
         value = int(raw, 10)
     except ValueError:
-        raise UsageError(f"{ENV_SOURCE_DATE_EPOCH}={raw!r} is not a whole number of seconds: {fix}") from None
+        return None, f"{ENV_SOURCE_DATE_EPOCH}={raw!r} is not a whole number of seconds: {fix}"
     if value < 0:
-        raise UsageError(f"{ENV_SOURCE_DATE_EPOCH}={raw!r} is negative: {fix}")
-    return value
+        return None, f"{ENV_SOURCE_DATE_EPOCH}={raw!r} is negative: {fix}"
+    return value, None
 
 
 def settings_from(cls: type[Settings], cfg: ConfigFile, given: Mapping[str, Any], cwd: Path,

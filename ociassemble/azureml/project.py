@@ -90,7 +90,7 @@ class Project:
 
 #: the fields ``Project`` takes from ``Settings`` as they are
 _SHARED = ("root", "entry_script", "source_dir", "source_name", "requirements", "conda_file", "base", "image", "output",
-           "compression", "compression_level", "source_url", "revision", "source_date_epoch", "install_serving_stack",
+           "compression", "compression_level", "source_url", "revision", "install_serving_stack",
            "platforms",
            "apt_mirror", "apt_keyring", "python", "python_source", "inference_config", "deploy_config",
            "environment", "config_file")
@@ -105,7 +105,8 @@ def project_of(settings: Settings) -> Project:
 
     Raises InputError for a v1 file that does not exist or cannot be read.
     """
-    project = Project(**{name: getattr(settings, name) for name in _SHARED}, models=list(settings.models),
+    project = Project(**{name: getattr(settings, name) for name in _SHARED}, source_date_epoch=settings.epoch,
+                      models=list(settings.models),
                       env=dict(settings.env), labels=dict(settings.labels), apt=list(settings.apt))
     _apply_v1_files(project, settings)
     if project.requirements is None and project.conda_file is None and project.conda_doc is None \

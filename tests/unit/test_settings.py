@@ -184,6 +184,30 @@ def test_a_bad_source_date_epoch_is_one_line_and_exit_1(tmp_path: Path, monkeypa
     assert not (tmp_path / "out").exists()
 
 
+def test_a_bad_source_date_epoch_stops_only_what_dates_something(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys) -> None:
+    """A CI job's SOURCE_DATE_EPOCH is meant for builds: a bad one stops a build (above) and the
+    settings' ``epoch``, but not a command that dates nothing (keygen, inspect of a layout)."""
+    bad = {"SOURCE_DATE_EPOCH": "yesterday"}
+    s = Settings.load_environment(environ=bad)
+    with pytest.raises(UsageError, match="SOURCE_DATE_EPOCH='yesterday' is not a whole number of seconds"):
+        s.epoch
+    assert Settings.load(tmp_path, environ=bad, source_date_epoch=7).epoch == 7  # a program's value goes over it
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "f").write_text("x\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["build", "--plain", "--layer", f"{site}:/srv", "-o", f"oci:{tmp_path / 'img'}",
+                     "--cache-dir", str(tmp_path / "cache"), "-q"]) == 0
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    capsys.readouterr()
+    assert cli.main(["inspect", f"oci:{tmp_path / 'img'}", "--cache-dir", str(tmp_path / "cache"), "--json"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    monkeypatch.setenv("COSIGN_PASSWORD", "")
+    assert cli.main(["keygen", "--output-key-prefix", str(tmp_path / "k")]) == 0
+    assert (tmp_path / "k.key").exists()
+
+
 def test_credential_files_given_over_the_environment(tmp_path: Path) -> None:
     """Where stored registry credentials are: ``$REGISTRY_AUTH_FILE`` and ``$DOCKER_CONFIG``, read into
     ``Settings.registry`` (a program's ``auth_file``/``docker_config`` over them) and handed to the
