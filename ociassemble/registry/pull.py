@@ -69,14 +69,14 @@ class RegistryBlobFetcher:
     def __call__(self, desc: Descriptor, cache: BlobCache) -> None:
         diff_id = self.diff_ids.get(desc.digest)
         where = f"{self.client.registry}/{self.repo}"
-        if cache.has(desc.digest):
+        if cache.has_current(desc.digest):  # (a held blob whose files moved is fetched again)
             if diff_id is not None:
                 verify_cached_diff_id(cache, desc, diff_id, f"image {where}")
             return
         scopes = self.client.scopes(self.repo)
 
         def attempt(_n: int) -> None:
-            if cache.has(desc.digest):
+            if cache.has_current(desc.digest):
                 return
             resp = self.client.open_blob(self.repo, desc.digest, scopes)
             try:
