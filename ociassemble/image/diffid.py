@@ -1,26 +1,33 @@
-"""A base layer's diff_id, verified while its compressed bytes are copied into the cache.
+"""A base layer's diff_id, verified in the pass that takes its bytes into the cache.
 
 An image config's ``rootfs.diff_ids`` name the layers' uncompressed tars; runtimes
 key unpacked layers by them and our own outputs (docker-archive, the layer cache)
 trust them. A base whose config lies about them is refused here, naming the layer.
-The check decompresses the blob on the copy that verifies its compressed digest (no
-extra read of the source) and is done once per blob: the verified pair is remembered
-in the cache (``BlobCache.remember_diff_id``), so later builds do not pay again.
+The check decompresses the blob on the read that verifies its compressed digest (no
+extra read of the source; an uncompressed layer's diff_id is its digest, so nothing
+more) and is done once per blob: the verified pair is remembered in the cache
+(``BlobCache.remember_diff_id``), so later builds do not pay again.
+
+That pass copies the blob into the cache, or, read from a layout's file, records a
+reference to that file instead (``blobref``): no second copy of a model's layer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import zstandard
 from isal import igzip_threaded, isal_zlib
 
 from ..errors import ArchiveError
+from .blobref import FilePart, RefRecord, fingerprint_of, stamp_of
 from .cache import BlobCache, BlobWriter
 from .digest import CHUNK, Digest, VerifyingReader
 from .oci import Descriptor, MediaType
@@ -51,10 +58,13 @@ class StagedBlob:
     writer: BlobWriter | None
     desc: Descriptor
     diff_id: str | None
+    held: RefRecord | None = None  # kept by reference to the file it was read from (``stage_layer``)
 
     def commit(self) -> None:
         if self.writer is not None:
             self.writer.commit(Digest(self.desc.digest))
+        if self.held is not None:
+            self.cache.put_ref(self.held)
         if self.diff_id is not None:
             self.cache.remember_diff_id(self.desc.digest, self.diff_id)
 
@@ -78,9 +88,9 @@ def all_or_nothing() -> Iterator[list[StagedBlob]]:
 
 
 class _Tee(io.RawIOBase):
-    """Reads the verified source and writes every byte read to the blob writer."""
+    """Reads the verified source and writes every byte read to the blob writer (if any)."""
 
-    def __init__(self, src: VerifyingReader, writer: BlobWriter) -> None:
+    def __init__(self, src: VerifyingReader, writer: BlobWriter | None) -> None:
         self._src = src
         self._writer = writer
 
@@ -89,13 +99,15 @@ class _Tee(io.RawIOBase):
 
     def readinto(self, b: bytearray) -> int:  # type: ignore[override]
         data = self._src.read(len(b))
-        self._writer.write(data)
+        if self._writer is not None:
+            self._writer.write(data)
         b[: len(data)] = data
         return len(data)
 
     def read(self, n: int = -1) -> bytes:  # type: ignore[override]
         data = self._src.read(n)
-        self._writer.write(data)
+        if self._writer is not None:
+            self._writer.write(data)
         return data
 
 
@@ -141,46 +153,40 @@ def _hash_uncompressed(raw: BinaryIO, desc: Descriptor, where: str) -> str | Non
     return "sha256:" + h.hexdigest()
 
 
-def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: str | None, where: str) -> StagedBlob:
-    """Copy a layer blob from ``stream`` to a staged cache entry, verifying digest, size and diff_id
-    (with ``diff_id`` None: digest and size only, nothing decompressed).
+def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: str | None, where: str, *,
+                held: Path | None = None) -> StagedBlob:
+    """Stage a layer blob read from ``stream`` for the cache, verifying digest, size and diff_id
+    (with ``diff_id`` None: digest and size only, nothing decompressed): as a copy, or with
+    ``held`` (the file ``stream`` reads: a layout's blob) as a reference to that file
+    (``blobref``), so the one read that verifies it is all it costs and no second copy of a
+    model's gigabytes is written.
 
     Example::
 
         staged = [stage_layer(cache, open_blob(d), d, diff_id, where) for d, diff_id in pairs]
         for s in staged: s.commit()
 
-    A blob already cached costs nothing when its pair was verified before, else one
-    read of the cached copy. Raises DigestMismatchError, ArchiveError (a diff_id that
-    does not match, a corrupt stream); the staged copy is removed on any error.
+    A blob already cached costs nothing when its pair was verified before (or it is an
+    uncompressed one), else one read of the cached copy. Raises DigestMismatchError,
+    ArchiveError (a diff_id that does not match, a corrupt stream, a held file written to
+    while it was read); the staged copy is removed on any error.
     """
     known = cache.verified_diff_id(desc.digest)
-    if diff_id is None:
-        if cache.has_current(desc.digest):  # a held blob whose files changed: take this copy
-            return StagedBlob(cache, None, desc, None)
-        writer = cache.writer()
-        try:
-            tee = _Tee(VerifyingReader(stream, Digest(desc.digest), desc.size, where), writer)
-            while tee.read(CHUNK):
-                pass
-        except BaseException:
-            writer.abort()
-            raise
-        return StagedBlob(cache, writer, desc, None)
-    if known is not None and known != diff_id:
+    if diff_id is not None and known is not None and known != diff_id:
         raise _mismatch(desc, where, diff_id, known)
-    if cache.has_current(desc.digest):  # a held blob whose files changed: take this copy
-        if known is None:
+    if cache.has_current(desc.digest):  # (a held blob whose files changed: this copy is taken instead)
+        if diff_id is not None and known is None:
             verify_cached_diff_id(cache, desc, diff_id, where)
         return StagedBlob(cache, None, desc, None)
+    before = os.fstat(stream.fileno()) if held is not None else None
     reader = VerifyingReader(stream, Digest(desc.digest), desc.size, where)
-    writer = cache.writer()
+    writer = cache.writer() if held is None else None
     try:
         tee = _Tee(reader, writer)
-        if known is not None or _plain_tar(desc):
+        if diff_id is None or known is not None or _plain_tar(desc):
             while tee.read(CHUNK):
                 pass
-            actual: str | None = known or desc.digest  # (a plain tar's: checked by reader.verify())
+            actual: str | None = None if diff_id is None else known or desc.digest  # (a plain tar's: reader.verify())
         else:
             try:
                 actual = _hash_uncompressed(tee, desc, where)  # type: ignore[arg-type]
@@ -192,10 +198,22 @@ def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: s
         reader.verify()
         if actual is not None and actual != diff_id:
             raise _mismatch(desc, where, diff_id, actual)
+        record = _held(held, before, os.fstat(stream.fileno()), desc, where) if held is not None else None
     except BaseException:
-        writer.abort()
+        if writer is not None:
+            writer.abort()
         raise
-    return StagedBlob(cache, writer, desc, actual)
+    return StagedBlob(cache, writer, desc, actual, record)
+
+
+def _held(path: Path, before: os.stat_result | None, after: os.stat_result, desc: Descriptor,
+          where: str) -> RefRecord:
+    """The record of a blob held by reference to the file it was verified from, as it was then."""
+    if before is None or fingerprint_of(before) != fingerprint_of(after):
+        raise ArchiveError(f"{where}: blob {desc.digest} was written to while it was read; read the image "
+                           "again once nothing writes to it")
+    part = FilePart(str(path.absolute()), desc.size, stamp_of(after), Digest(desc.digest).hex)
+    return RefRecord.build(desc.digest, [part])
 
 
 def verify_cached_diff_id(cache: BlobCache, desc: Descriptor, diff_id: str, where: str) -> None:

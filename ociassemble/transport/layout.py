@@ -14,9 +14,11 @@ import os
 import shutil
 import stat
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import ArchiveError, InputError
+from ..image.blobref import RefRecord, stamp_of
 from ..image.cache import BlobCache
 from ..image.diffid import StagedBlob, stage_layer
 from ..image.digest import Digest
@@ -120,6 +122,8 @@ def _put_blob(cache: BlobCache, digest: str, size: int, dst: Path, previous: Pat
         pass
     if ref is None:
         raise ArchiveError(f"blob {digest} is not in the cache at {cache.root}: rebuild, or pull the image again")
+    if _link_held(cache, ref, dst):
+        return
     from .clone import write_record
 
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -127,6 +131,23 @@ def _put_blob(cache: BlobCache, digest: str, size: int, dst: Path, previous: Pat
         write_record(ref, fd)
     finally:
         os.close(fd)
+
+
+def _link_held(cache: BlobCache, ref: RefRecord, dst: Path) -> bool:
+    """A blob held by reference to one whole file (another layout's, ``read_layout``), linked
+    from it as a cached blob would be. The link moves that file's ctime, which would make
+    the record look stale: it is written again with the file as it is now."""
+    files = ref.files
+    if len(files) != 1 or files[0].size != ref.size or files[0].sha256 != Digest(ref.digest).hex or not ref.fresh():
+        return False
+    try:
+        os.link(files[0].path, dst)
+        now = os.stat(dst)
+    except OSError:
+        return False
+    if now.st_ino == files[0].stamp[2] and now.st_mtime_ns == files[0].stamp[0]:
+        cache.put_ref(RefRecord.build(ref.digest, [replace(files[0], stamp=stamp_of(now))]))
+    return True
 
 
 def documents(target: Target) -> dict[str, bytes]:
@@ -243,7 +264,8 @@ def _not_regular(where: str, what: str, rel: str, mode: int) -> str:
 
 def read_layout(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_ids: bool = True,
                 platform: Platform | str | None = None) -> Target:
-    """Read an image from an OCI layout, copying its blobs into the cache verified.
+    """Read an image from an OCI layout, its layers verified and held in the cache by reference
+    to the layout's files (``diffid.stage_layer``): a model's layer is not copied again.
 
     An index is resolved to ``platform`` (default: this machine's; ``"all"``: every image,
     as an ``ImageIndex``).
@@ -267,8 +289,10 @@ def read_layout(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_id
             return f.read(d.size + 1)  # checked against its digest by resolve_image
 
     def ingest(d: Descriptor, diff_id: str) -> StagedBlob:
-        with open_blob(d) as f:
-            return stage_layer(cache, f, d, diff_id if verify_diff_ids else None, where)
+        algo, _, hexd = d.digest.partition(":")
+        with open_blob(d) as f:  # held where it is: the layout's file, not a copy of it
+            return stage_layer(cache, f, d, diff_id if verify_diff_ids else None, where,
+                               held=path / "blobs" / algo / hexd)
 
     try:
         with open_in_layout(path, ("index.json",), where, "index.json") as f:
