@@ -205,9 +205,11 @@ def test_push_from_a_layout_uses_its_copy_once_the_files_changed(tmp_path: Path,
     layout = tmp_path / "layout"
     write_layout(image, cache, layout, "v1")
     (model_dir / "weights.bin").unlink()
-    again = read_layout(layout, "v1", cache)  # the layout's copy is sound: it goes into the cache
+    again = read_layout(layout, "v1", cache)  # the layout's copy is sound: the cache holds it now
     layer = again.manifest.layers[0]
-    assert cache.stored(layer.digest)
+    ref = cache.ref(layer.digest)
+    assert ref is not None and [p.path for p in ref.files] == [str(layout / "blobs" / "sha256" / layer.digest[7:])]
+    assert cache.has_current(layer.digest) and not cache.stored(layer.digest)  # by reference, not a copy
     push_image(again, cache, [f"{plain_registry.host}/byref/from-layout:v1"], options=options)
     assert _blob_digest(plain_registry, "byref/from-layout", layer.digest) == layer.digest
 
