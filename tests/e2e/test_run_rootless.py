@@ -155,3 +155,43 @@ def test_a_user_other_than_root_runs_and_scores_the_example(example_build: dict,
     for folder in [cache / "rootfs", *(cache / "rootfs").iterdir()]:
         st = folder.stat()
         assert st.st_uid == rootless_user.pw_uid and st.st_mode & 0o777 == 0o700, folder
+
+
+def test_a_user_other_than_root_builds_on_a_layout_root_owns(rootless_user: pwd.struct_passwd,
+                                                              rootless_venv: Path) -> None:
+    """A base layout root owns, read by another user: its layers are held by reference in that
+    user's cache (records, no copy), and where the kernel does not let the user hard-link
+    root's files (``fs.protected_hardlinks``), the user's output layout gets a copy instead."""
+    from tests.integration.test_layout_by_reference import _layout
+
+    base = Path("/var/tmp") / f"oa-rootless-base-{os.getpid()}"
+    home = Path(rootless_user.pw_dir)
+    work = home / f"layout-{os.getpid()}"
+    shutil.rmtree(base, ignore_errors=True)
+    try:
+        names = _layout(base, os.urandom(1 << 20) * 4)
+        for path in [base, *base.rglob("*")]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        (work / "site").mkdir(parents=True)
+        (work / "site" / "index.html").write_text("hello\n")
+        for path in [work, *work.rglob("*")]:
+            os.chown(path, rootless_user.pw_uid, rootless_user.pw_gid)
+        env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        r = subprocess.run([str(shutil.which("setpriv")), f"--reuid={USER}", f"--regid={USER}", "--init-groups", "--",
+                            str(rootless_venv / "bin/ociassemble"), "build", "--plain", "--base", f"oci:{base}",
+                            "--layer", f"{work / 'site'}:/srv", "-o", f"oci:{work / 'out'}",
+                            "--cache-dir", str(work / "cache"), "-q"],
+                           capture_output=True, text=True, env=env, cwd=str(work), timeout=600)
+        assert r.returncode == 0, r.stderr
+        src = base / "blobs" / "sha256" / names["model"][7:]
+        out = work / "out" / "blobs" / "sha256" / names["model"][7:]
+        assert out.read_bytes() == src.read_bytes()
+        may_link = Path("/proc/sys/fs/protected_hardlinks").read_text().strip() == "0"
+        assert (out.stat().st_ino == src.stat().st_ino) == may_link
+        refs = sorted(p.name for p in (work / "cache" / "refs" / "sha256").iterdir())
+        assert names["model"][7:] in refs and names["base"][7:] in refs
+        assert not (work / "cache" / "blobs" / "sha256" / names["model"][7:]).exists()  # held, not copied
+        assert src.stat().st_uid == 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
