@@ -71,7 +71,8 @@ def _known_hashes(built: BuiltSet) -> dict[str, str]:
         for _kind, layer in b.layers:
             record = built.cache.ref(layer.descriptor.digest)
             if record is not None and record.fresh():
-                known.update({p.path: p.sha256 for p in record.files if p.sha256})  # unknown: hashed when asked
+                # unknown: hashed when asked; a run of an archive's bytes is no file's own hash
+                known.update({p.path: p.sha256 for p in record.files if p.sha256 and p.whole})
     return known
 
 

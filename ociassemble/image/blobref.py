@@ -68,20 +68,49 @@ UNKNOWN = ""
 
 @dataclass(frozen=True)
 class FilePart:
-    """One file of a by-reference blob: where it is and what it was when hashed."""
+    """One file of a by-reference blob, or one run of bytes in it (an OCI archive's member):
+    where it is and what it was when hashed."""
 
     path: str
-    size: int
+    size: int  # the part's bytes
     stamp: tuple[int, int, int]  # (mtime_ns, ctime_ns, ino)
-    sha256: str  # hex digest of the file's content, or UNKNOWN (a layer hashed while pushed: onepass)
+    sha256: str  # hex digest of the part's bytes, or UNKNOWN (a layer hashed while pushed: onepass)
+    offset: int = 0  # where the part starts in the file
+    file_size: int | None = None  # the whole file's size when the part is a run of it; None: the whole file
+
+    @property
+    def whole(self) -> bool:
+        """Whether the part is the file's whole content (its sha256 is the file's)."""
+        return self.file_size is None
+
+    @property
+    def expected_file_size(self) -> int:
+        return self.size if self.file_size is None else self.file_size
 
     def to_json(self) -> list[Any]:
-        return [self.path, self.size, list(self.stamp), self.sha256]
+        raw: list[Any] = [self.path, self.size, list(self.stamp), self.sha256]
+        return raw if self.whole else [*raw, [self.offset, self.file_size]]
 
     @classmethod
     def from_json(cls, raw: list[Any]) -> "FilePart":
-        path, size, stamp, sha = raw
-        return cls(str(path), int(size), (int(stamp[0]), int(stamp[1]), int(stamp[2])), str(sha))
+        path, size, stamp, sha, *span = raw
+        offset, file_size = (int(span[0][0]), int(span[0][1])) if span else (0, None)
+        if len(span) > 1 or offset < 0 or (file_size is not None and offset + int(size) > file_size):
+            raise ValueError(f"file part {path!r}: its run of bytes is not inside the file")
+        return cls(str(path), int(size), (int(stamp[0]), int(stamp[1]), int(stamp[2])), str(sha), offset, file_size)
+
+    def read_sha256(self) -> str:
+        """The hex sha256 of the part's bytes as the file holds them now (OSError if unreadable)."""
+        if self.whole:
+            return sha256_file(self.path)[0].hex
+        h = hashlib.sha256()
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            left = self.size
+            while left and (data := f.read(min(CHUNK, left))):
+                h.update(data)
+                left -= len(data)
+        return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -89,7 +118,7 @@ class RefRecord:
     """A blob as a sequence of inline byte runs and files.
 
     ``parts`` alternates: an int is that many bytes taken next from ``inline`` (our tar
-    headers and padding), a ``FilePart`` is a file's whole content.
+    headers and padding), a ``FilePart`` is a file's content (or a run of it).
     """
 
     digest: str
@@ -108,7 +137,7 @@ class RefRecord:
                 st = os.stat(p.path)
             except OSError:
                 return False
-            if st.st_size != p.size or stamp_of(st) != p.stamp:
+            if st.st_size != p.expected_file_size or stamp_of(st) != p.stamp:
                 return False
         return True
 
@@ -160,13 +189,26 @@ def stamp_of(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def _gone(path: str, digest: str) -> SourceChangedError:
-    return SourceChangedError(f"{path} was deleted after the image was built (it is part of layer {digest[:19]}): "
+def _holds_image(part: FilePart, digest: str) -> bool:
+    """Whether the part is an image's own blob (a layout's file, an archive's member), read
+    from an image, rather than a file of a layer ociassemble built."""
+    return not part.whole or part.sha256 == Digest(digest).hex
+
+
+def _gone(part: FilePart, digest: str) -> SourceChangedError:
+    if _holds_image(part, digest):
+        return SourceChangedError(f"{part.path} was deleted after ociassemble read the image in it (it held layer "
+                                  f"{digest[:19]}): put it back, or run the command again to read the image from "
+                                  "where it is now")
+    return SourceChangedError(f"{part.path} was deleted after the image was built (it is part of layer {digest[:19]}): "
                               "put it back or build the image again")
 
 
-def changed_error(path: str, digest: str) -> SourceChangedError:
-    return SourceChangedError(f"{path} changed after the image was built (it is part of layer {digest[:19]}): "
+def changed_error(part: FilePart, digest: str) -> SourceChangedError:
+    if _holds_image(part, digest):
+        return SourceChangedError(f"{part.path} changed after ociassemble read the image in it (it holds layer "
+                                  f"{digest[:19]}): run the command again to read the image as it is now")
+    return SourceChangedError(f"{part.path} changed after the image was built (it is part of layer {digest[:19]}): "
                               "build the image again")
 
 
@@ -176,7 +218,8 @@ def fingerprint_of(st: os.stat_result) -> tuple[int, int, int, int]:
 
 
 def open_part(part: FilePart, digest: str) -> tuple[io.FileIO, os.stat_result]:
-    """The part's file, opened, with its stat then, once its size is still the recorded one.
+    """The part's file, opened at the part's first byte, with its stat then, once its size is
+    still the recorded one.
 
     Every reader of a held blob (this module's, ``transport.clone``'s) opens its files
     here, so a file gone, unreadable or resized is the same one-line error everywhere.
@@ -184,14 +227,15 @@ def open_part(part: FilePart, digest: str) -> tuple[io.FileIO, os.stat_result]:
     try:
         f = io.FileIO(part.path, "rb")
     except FileNotFoundError:
-        raise _gone(part.path, digest) from None
+        raise _gone(part, digest) from None
     except OSError as exc:  # no permission, a folder now, an I/O error: what the fix says holds for each
         raise SourceChangedError(f"{part.path} cannot be read any more ({exc.strerror}; it is part of layer "
                                  f"{digest[:19]}): make it readable or build the image again") from None
     try:
         st = os.fstat(f.fileno())
-        if st.st_size != part.size:
-            raise changed_error(part.path, digest)
+        if st.st_size != part.expected_file_size:
+            raise changed_error(part, digest)
+        f.seek(part.offset)
     except BaseException:
         f.close()
         raise
@@ -207,14 +251,16 @@ def _open_checked(part: FilePart, digest: str) -> tuple[io.FileIO, tuple[int, in
             h = hashlib.sha256()
             buf = bytearray(CHUNK)
             view = memoryview(buf)
-            while True:
-                n = f.readinto(view)
+            left = part.size
+            while left:
+                n = f.readinto(view[:min(CHUNK, left)])
                 if not n:
                     break
                 h.update(view[:n])
+                left -= n
             if h.hexdigest() != part.sha256:
-                raise changed_error(part.path, digest)
-            f.seek(0)
+                raise changed_error(part, digest)
+            f.seek(part.offset)
         return f, fingerprint_of(st)
     except BaseException:
         f.close()
@@ -307,7 +353,7 @@ class RefReader(SeekableStream):
                 self._part, self._in_part = i, offset - start
                 if isinstance(part, FilePart):
                     self._file, self._opened = _open_checked(part, self.record.digest)
-                    self._file.seek(self._in_part)
+                    self._file.seek(part.offset + self._in_part)
                 return offset
             start += size
             if isinstance(part, int):
@@ -335,10 +381,10 @@ class RefReader(SeekableStream):
                     self._file, self._opened = _open_checked(part, self.record.digest)
                 n = self._file.readinto(view[got:got + min(part.size - self._in_part, want - got)]) or 0
                 if n == 0:
-                    raise changed_error(part.path, self.record.digest)  # shrank while read
+                    raise changed_error(part, self.record.digest)  # shrank while read
                 if not self.hashed and self._in_part + n == part.size and \
                         fingerprint_of(os.fstat(self._file.fileno())) != self._opened:
-                    raise changed_error(part.path, self.record.digest)  # written while read: its last bytes stay here
+                    raise changed_error(part, self.record.digest)  # written while read: its last bytes stay here
             got += n
             self._in_part += n
             size = part if isinstance(part, int) else part.size
@@ -375,7 +421,7 @@ def mismatch_error(record: RefRecord) -> SourceChangedError:
     """The error for a by-reference blob whose bytes did not hash to its digest (here, or at
     a registry that answered ``DIGEST_INVALID``): naming the file whose content moved, found
     by hashing each file again (this path only runs once something is known to be wrong)."""
-    changed = [p.path for p in record.files if _differs(p)]
+    changed = [p for p in record.files if _differs(p)]
     if changed:
         return changed_error(changed[0], record.digest)
     return SourceChangedError(f"layer {record.digest[:19]} no longer hashes to its digest (a file of it was changed "
@@ -388,8 +434,8 @@ def _differs(part: FilePart) -> bool:
     try:
         if part.sha256 == UNKNOWN:
             st = os.stat(part.path)
-            return st.st_size != part.size or stamp_of(st) != part.stamp
-        return sha256_file(part.path)[0].hex != part.sha256
+            return st.st_size != part.expected_file_size or stamp_of(st) != part.stamp
+        return part.read_sha256() != part.sha256
     except OSError:
         return True
 

@@ -32,7 +32,7 @@ from .cache import BlobCache, BlobWriter
 from .digest import CHUNK, Digest, VerifyingReader
 from .oci import Descriptor, MediaType
 
-__all__ = ["StagedBlob", "all_or_nothing", "stage_layer", "verify_cached_diff_id"]
+__all__ = ["HeldIn", "StagedBlob", "all_or_nothing", "stage_layer", "verify_cached_diff_id"]
 
 _CODEC_ERRORS = (EOFError, OSError, ValueError, zlib.error, isal_zlib.error, zstandard.ZstdError)
 
@@ -153,13 +153,24 @@ def _hash_uncompressed(raw: BinaryIO, desc: Descriptor, where: str) -> str | Non
     return "sha256:" + h.hexdigest()
 
 
+@dataclass(frozen=True)
+class HeldIn:
+    """Where the bytes ``stage_layer`` reads lie, for a blob kept by reference to them: in
+    ``path`` (the file ``fd`` has open) from ``offset`` on: a layout's blob file (0), or an
+    OCI archive's member (where its data starts in the archive)."""
+
+    path: Path
+    fd: int
+    offset: int = 0
+
+
 def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: str | None, where: str, *,
-                held: Path | None = None) -> StagedBlob:
+                held: HeldIn | None = None) -> StagedBlob:
     """Stage a layer blob read from ``stream`` for the cache, verifying digest, size and diff_id
     (with ``diff_id`` None: digest and size only, nothing decompressed): as a copy, or with
-    ``held`` (the file ``stream`` reads: a layout's blob) as a reference to that file
-    (``blobref``), so the one read that verifies it is all it costs and no second copy of a
-    model's gigabytes is written.
+    ``held`` (where the bytes ``stream`` reads lie: a layout's blob, an archive's member) as a
+    reference to them (``blobref``), so the one read that verifies it is all it costs and no
+    second copy of a model's gigabytes is written.
 
     Example::
 
@@ -178,7 +189,7 @@ def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: s
         if diff_id is not None and known is None:
             verify_cached_diff_id(cache, desc, diff_id, where)
         return StagedBlob(cache, None, desc, None)
-    before = os.fstat(stream.fileno()) if held is not None else None
+    before = os.fstat(held.fd) if held is not None else None
     reader = VerifyingReader(stream, Digest(desc.digest), desc.size, where)
     writer = cache.writer() if held is None else None
     try:
@@ -198,7 +209,7 @@ def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: s
         reader.verify()
         if actual is not None and actual != diff_id:
             raise _mismatch(desc, where, diff_id, actual)
-        record = _held(held, before, os.fstat(stream.fileno()), desc, where) if held is not None else None
+        record = _held(held, before, os.fstat(held.fd), desc, where) if held is not None else None
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -206,13 +217,15 @@ def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: s
     return StagedBlob(cache, writer, desc, actual, record)
 
 
-def _held(path: Path, before: os.stat_result | None, after: os.stat_result, desc: Descriptor,
+def _held(held: HeldIn, before: os.stat_result | None, after: os.stat_result, desc: Descriptor,
           where: str) -> RefRecord:
-    """The record of a blob held by reference to the file it was verified from, as it was then."""
+    """The record of a blob held by reference to the bytes it was verified from, as they were then."""
     if before is None or fingerprint_of(before) != fingerprint_of(after):
         raise ArchiveError(f"{where}: blob {desc.digest} was written to while it was read; read the image "
                            "again once nothing writes to it")
-    part = FilePart(str(path.absolute()), desc.size, stamp_of(after), Digest(desc.digest).hex)
+    whole = held.offset == 0 and after.st_size == desc.size
+    part = FilePart(str(held.path.absolute()), desc.size, stamp_of(after), Digest(desc.digest).hex,
+                    offset=held.offset, file_size=None if whole else after.st_size)
     return RefRecord.build(desc.digest, [part])
 
 

@@ -18,7 +18,7 @@ from typing import BinaryIO
 from ..errors import ArchiveError, DigestMismatchError, InputError
 from ..image.assemble import Image
 from ..image.cache import BlobCache
-from ..image.diffid import StagedBlob, all_or_nothing, stage_layer
+from ..image.diffid import HeldIn, StagedBlob, all_or_nothing, stage_layer
 from ..image.digest import CHUNK, Digest, HashingWriter
 from ..image.imageindex import Target
 from ..image.oci import Descriptor, Index, Manifest, MediaType, Platform, canonical_json, parse_json
@@ -206,10 +206,13 @@ def _member_bytes(tf: tarfile.TarFile, names: dict[str, tarfile.TarInfo], name: 
 
 def read_oci_archive(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_ids: bool = True,
                      platform: Platform | str | None = None) -> Target:
-    """Read an oci-archive, copying its blobs into the cache verified (digest; diff_id
-    with ``verify_diff_ids``). An index is resolved to ``platform`` (``read_layout``).
+    """Read an oci-archive, its blobs verified (digest; diff_id with ``verify_diff_ids``) and
+    its layers held in the cache by reference to their bytes in the archive (``diffid.HeldIn``:
+    a tar keeps a member's data in one run), as ``read_layout`` holds a layout's: a model's
+    layer is not copied again. An index is resolved to ``platform`` (``read_layout``).
 
-    Members must be regular files with relative names (no links, no ``..``).
+    Members must be regular files with relative names (no links, no ``..``); a sparse one
+    (its data not in one run) is copied.
     """
     where = f"oci-archive {path}"
     with _open_tar(path, "oci-archive") as tf:
@@ -228,9 +231,11 @@ def read_oci_archive(path: Path, tag: str | None, cache: BlobCache, *, verify_di
             return _read_member(tf, member(d), where, d.size + 1)  # checked against its digest by resolve_image
 
         def ingest(d: Descriptor, diff_id: str) -> StagedBlob:
-            f = tf.extractfile(member(d))
-            assert f is not None
-            return stage_layer(cache, f, d, diff_id if verify_diff_ids else None, where)
+            m = member(d)
+            f = tf.extractfile(m)
+            assert f is not None and tf.fileobj is not None  # "r:": the archive's own file, no codec
+            held = None if m.issparse() else HeldIn(path, tf.fileobj.fileno(), m.offset_data)
+            return stage_layer(cache, f, d, diff_id if verify_diff_ids else None, where, held=held)
 
         index = load_index(_member_bytes(tf, names, "index.json", where), where)
         return resolve_image(read_blob, select_manifest(index, tag, where), where, ingest, platform)

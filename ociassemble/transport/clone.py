@@ -103,20 +103,21 @@ def _put_file(part: FilePart, digest: str, dst_fd: int, pos: int, report: CloneR
     f, st = open_part(part, digest)
     with f:
         whole = part.size - part.size % ALIGN
-        if (whole and pos % ALIGN == 0 and stamp_of(st) == part.stamp
-                and clone_range(f.fileno(), 0, whole, dst_fd, pos)):
+        if (whole and pos % ALIGN == 0 and part.offset % ALIGN == 0 and stamp_of(st) == part.stamp
+                and clone_range(f.fileno(), part.offset, whole, dst_fd, pos)):
             os.lseek(dst_fd, pos + whole, os.SEEK_SET)  # a clone moves no file offset
-            f.seek(whole)
+            f.seek(part.offset + whole)
             tail = f.read(part.size - whole)
             _write_all(dst_fd, tail)
             after = os.fstat(f.fileno())
-            if after.st_size != part.size or stamp_of(after) != part.stamp or len(tail) != part.size - whole:
-                raise changed_error(part.path, digest)  # changed while shared: what was cloned may not be it
+            if after.st_size != part.expected_file_size or stamp_of(after) != part.stamp \
+                    or len(tail) != part.size - whole:
+                raise changed_error(part, digest)  # changed while shared: what was cloned may not be it
             report.cloned += whole
             report.written += len(tail)
             return
         if part.sha256 == UNKNOWN and stamp_of(st) != part.stamp:
-            raise changed_error(part.path, digest)  # nothing to check its bytes against but the fingerprint
+            raise changed_error(part, digest)  # nothing to check its bytes against but the fingerprint
         _copy_hashed(f, part, digest, dst_fd)
         report.written += part.size
         report.copied_files += 1
@@ -132,8 +133,8 @@ def _copy_hashed(f: io.FileIO, part: FilePart, digest: str, dst_fd: int) -> None
 
     def chunks() -> Iterator[bytes]:
         nonlocal n
-        f.seek(0)
-        while data := f.read(CHUNK):
+        f.seek(part.offset)
+        while n < part.size and (data := f.read(min(CHUNK, part.size - n))):
             if h is not None:
                 h.update(data)
             n += len(data)
@@ -143,10 +144,10 @@ def _copy_hashed(f: io.FileIO, part: FilePart, digest: str, dst_fd: int) -> None
         _write_all(dst_fd, chunk)
     if h is None:
         after = os.fstat(f.fileno())
-        if n != part.size or after.st_size != part.size or stamp_of(after) != part.stamp:
-            raise changed_error(part.path, digest)
+        if n != part.size or after.st_size != part.expected_file_size or stamp_of(after) != part.stamp:
+            raise changed_error(part, digest)
     elif n != part.size or h.hexdigest() != part.sha256:
-        raise changed_error(part.path, digest)
+        raise changed_error(part, digest)
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

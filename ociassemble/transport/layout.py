@@ -20,7 +20,7 @@ from pathlib import Path
 from ..errors import ArchiveError, InputError
 from ..image.blobref import RefRecord, stamp_of
 from ..image.cache import BlobCache
-from ..image.diffid import StagedBlob, stage_layer
+from ..image.diffid import HeldIn, StagedBlob, stage_layer
 from ..image.digest import Digest
 from ..image.imageindex import ImageIndex, Target
 from ..image.oci import Descriptor, Index, MediaType, Platform, canonical_json
@@ -138,7 +138,8 @@ def _link_held(cache: BlobCache, ref: RefRecord, dst: Path) -> bool:
     from it as a cached blob would be. The link moves that file's ctime, which would make
     the record look stale: it is written again with the file as it is now."""
     files = ref.files
-    if len(files) != 1 or files[0].size != ref.size or files[0].sha256 != Digest(ref.digest).hex or not ref.fresh():
+    if len(files) != 1 or not files[0].whole or files[0].size != ref.size or files[0].sha256 != Digest(ref.digest).hex \
+            or not ref.fresh():
         return False
     try:
         os.link(files[0].path, dst)
@@ -292,7 +293,7 @@ def read_layout(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_id
         algo, _, hexd = d.digest.partition(":")
         with open_blob(d) as f:  # held where it is: the layout's file, not a copy of it
             return stage_layer(cache, f, d, diff_id if verify_diff_ids else None, where,
-                               held=path / "blobs" / algo / hexd)
+                               held=HeldIn(path / "blobs" / algo / hexd, f.fileno()))
 
     try:
         with open_in_layout(path, ("index.json",), where, "index.json") as f:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ociassemble.image.blobref import RefReader, SourceChangedError
+from ociassemble.image.blobref import FilePart, RefReader, RefRecord, SourceChangedError, stamp_of
 from ociassemble.image.cache import BlobCache
 from ociassemble.image.compress import Compression
 from ociassemble.image.layer import LayerSource, build_layer
@@ -117,3 +117,45 @@ def test_unhashed_reading_trusts_the_fingerprint_and_leaves_the_digest_to_the_re
         with cache.open(digest) as f:
             f.read()
     assert str(weights) in str(mismatch_error(blind))
+
+
+def _ranged(tmp_path: Path) -> tuple[RefRecord, bytes, Path]:
+    """A record of one run of bytes inside a bigger file (an OCI archive's member)."""
+    whole = os.urandom(SIZE)
+    path = tmp_path / "archive.tar"
+    path.write_bytes(whole)
+    start, size = 5 * 512, SIZE // 3
+    run = whole[start:start + size]
+    st = os.stat(path)
+    part = FilePart(str(path), size, stamp_of(st), hashlib.sha256(run).hexdigest(), offset=start, file_size=SIZE)
+    return RefRecord.build("sha256:" + hashlib.sha256(run).hexdigest(), [part]), run, path
+
+
+@BOTH
+def test_a_run_of_a_files_bytes_reads_back_and_seeks(tmp_path: Path, receiver_verifies: bool) -> None:
+    record, run, path = _ranged(tmp_path)
+    with RefReader(record, hashed=not receiver_verifies) as r:
+        assert r.read() == run
+    with RefReader(record, hashed=not receiver_verifies) as r:
+        r.seek(len(run) - 1000)
+        assert r.read() == run[-1000:]
+    os.utime(path, ns=(1, 1))  # touched: hashed again over its run only, and accepted
+    with RefReader(record, hashed=True) as r:
+        assert r.read() == run
+    assert RefRecord.from_bytes(record.to_bytes()) == record
+
+
+def test_a_run_changed_or_outside_its_file_is_refused(tmp_path: Path) -> None:
+    record, run, path = _ranged(tmp_path)
+    part = record.files[0]
+    with open(path, "r+b") as f:  # a byte of the run, same size
+        f.seek(part.offset + 10)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 1]))
+    with pytest.raises(SourceChangedError, match="changed after ociassemble read the image in it"), \
+            RefReader(record) as r:
+        r.read()
+    raw = [part.path, part.size, list(part.stamp), part.sha256, [SIZE - 10, SIZE]]  # runs past the file's end
+    with pytest.raises(ValueError, match="not inside the file"):
+        FilePart.from_json(raw)

@@ -1,0 +1,117 @@
+"""An OCI archive's layers are held in the cache by reference to their bytes in the archive
+(``diffid.HeldIn``: a tar keeps a member's data in one run), as a layout's are: ``push --from
+oci-archive:`` on a runner whose cache never saw the image sends the model without first
+copying it into the cache, and an archive changed afterwards is seen and named."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+import requests
+
+from ociassemble.errors import DigestMismatchError, SourceChangedError
+from ociassemble.image.cache import BlobCache
+from ociassemble.imageio import load_image, write_image
+from tests.conftest import run_cli
+from tests.integration.test_hostile_bases import _sha
+from tests.integration.test_layout_by_reference import MIB, _bytes_under, _layout
+
+
+def _archive(layout: Path, out: Path) -> Path:
+    """The layout tarred as skopeo writes an oci-archive (members at the top, no ``./``)."""
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
+        for p in sorted(layout.rglob("*")):
+            tf.add(p, arcname=p.relative_to(layout).as_posix(), recursive=False)
+    return out
+
+
+def _member(archive: Path, digest: str) -> tarfile.TarInfo:
+    with tarfile.open(archive) as tf:
+        return tf.getmember(f"blobs/sha256/{digest[7:]}")
+
+
+def test_an_archives_layers_are_held_by_reference_to_its_members(tmp_path: Path) -> None:
+    layout, cache_dir = tmp_path / "layout", tmp_path / "cache"
+    names = _layout(layout, os.urandom(MIB) * 24)
+    archive = _archive(layout, tmp_path / "image.tar")
+    cache = BlobCache(cache_dir)
+    image = load_image(f"oci-archive:{archive}", cache)
+    assert image.digest == names["manifest"]
+    assert _bytes_under(cache_dir) < MIB  # records, not the 24 MiB layer
+    member = _member(archive, names["model"])
+    ref = cache.ref(names["model"])
+    assert ref is not None and len(ref.files) == 1
+    part = ref.files[0]
+    assert (part.path, part.offset, part.size, part.file_size) == \
+        (str(archive), member.offset_data, member.size, archive.stat().st_size)
+    with cache.open(names["model"]) as blob:
+        assert _sha(blob.read()) == names["model"]
+    # written out: the layer copied from the archive's run of bytes (a layout's file of its own)
+    write_image(image, cache, f"oci:{tmp_path / 'out'}")
+    out_blob = tmp_path / "out" / "blobs" / "sha256" / names["model"][7:]
+    assert _sha(out_blob.read_bytes()) == names["model"]
+    assert out_blob.stat().st_ino != archive.stat().st_ino
+    # the archive's member changed in place, same size: seen, never handed out as the digest's bytes
+    with open(archive, "r+b") as fh:
+        fh.seek(member.offset_data + member.size - 2000)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 1]))
+    assert not cache.has_current(names["model"])
+    with pytest.raises(SourceChangedError, match=f"{archive} changed after ociassemble read the image in it.*"
+                                                 "run the command again"), cache.open(names["model"]) as blob:
+        blob.read()
+    with pytest.raises(DigestMismatchError):
+        load_image(f"oci-archive:{archive}", BlobCache(tmp_path / "cache2"))
+
+
+def test_a_sparse_member_is_copied_not_held(tmp_path: Path) -> None:
+    """GNU tar's --sparse keeps a member's data in several runs: such a layer is copied into
+    the cache, as before, and reads back to its digest."""
+    if shutil.which("tar") is None:
+        pytest.skip("GNU tar is not installed")
+    layout = tmp_path / "layout"
+    weights = os.urandom(MIB) + bytes(4 * MIB) + os.urandom(MIB)
+    names = _layout(layout, weights)
+    blob = layout / "blobs" / "sha256" / names["model"][7:]
+    data = blob.read_bytes()
+    with open(blob, "wb") as fh:  # written with holes where the blob's zeros are, so tar finds them
+        for at in range(0, len(data), 4096):
+            chunk = data[at:at + 4096]
+            if chunk.count(0) == len(chunk):
+                fh.seek(len(chunk), os.SEEK_CUR)
+            else:
+                fh.write(chunk)
+        fh.truncate(len(data))
+    archive = tmp_path / "sparse.tar"
+    subprocess.run(["tar", "--sparse", "--format=pax", "-cf", str(archive), "-C", str(layout), "."], check=True)
+    member = next(m for m in tarfile.open(archive).getmembers() if m.name.endswith(names["model"][7:]))
+    if not member.issparse():
+        pytest.skip("this filesystem reports no holes to tar (its member was stored whole)")
+    cache = BlobCache(tmp_path / "cache")
+    assert load_image(f"oci-archive:{archive}", cache).digest == names["manifest"]
+    assert cache.ref(names["model"]) is None and cache.stored(names["model"])
+    with cache.open(names["model"]) as got:
+        assert _sha(got.read()) == names["model"]
+
+
+def test_push_from_an_archive_writes_no_copy_of_its_layers(tmp_path: Path, plain_registry) -> None:  # type: ignore[no-untyped-def]
+    """``push --from oci-archive:`` with a cache that never saw the image: the model goes up and
+    the cache holds records only; the pushed manifest is the archive's."""
+    layout, cache_dir = tmp_path / "layout", tmp_path / "cache"
+    names = _layout(layout, os.urandom(MIB) * 16)
+    archive = _archive(layout, tmp_path / "image.tar")
+    ref = f"{plain_registry.host}/byref/archive:1"
+    proc = run_cli("push", "--from", f"oci-archive:{archive}", ref, "--cache-dir", str(cache_dir), "--json",
+                   env={"DOCKER_CONFIG": str(tmp_path / "docker-config")})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["digest"] == names["manifest"]
+    assert _bytes_under(cache_dir) < MIB
+    r = requests.get(f"{plain_registry.url}/v2/byref/archive/blobs/{names['model']}", timeout=30)
+    assert r.status_code == 200 and _sha(r.content) == names["model"]
