@@ -34,7 +34,7 @@ __all__ = ["check_output", "load_image", "write_image"]
 
 
 def load_image(spec: ImageSpec | str, cache: BlobCache, *, registry_options: RegistryOptions | None = None,
-               verify_diff_ids: bool = False, platform: Platform | str | None = None) -> Target:
+               verify_diff_ids: bool = False, platform: Platform | str | None = None, defer: bool = False) -> Target:
     """Read an image from any transport (not ``rootfs:``).
 
     A multi-platform image is resolved to ``platform`` (default: this machine's), or with
@@ -44,15 +44,19 @@ def load_image(spec: ImageSpec | str, cache: BlobCache, *, registry_options: Reg
     copied into the cache (``diffid``; bases and ``push --from`` ask for it). Without, an
     image whose config lies is still read, for a caller that reports on it (``verify``,
     ``inspect``); a docker-archive's layers are always checked (they are read uncompressed).
+    ``defer`` (``push --from``): an uncompressed layer of a layout or an OCI archive that the
+    cache lacks is not read to check it, but checked by the registry as it is sent (one read).
     """
     if isinstance(spec, str):
         spec = parse_spec(spec)
     if spec.kind == "oci":
         assert spec.path
-        return read_layout(spec.path, spec.tag, cache, verify_diff_ids=verify_diff_ids, platform=platform)
+        return read_layout(spec.path, spec.tag, cache, verify_diff_ids=verify_diff_ids, platform=platform,
+                           defer=defer)
     if spec.kind == "oci-archive":
         assert spec.path
-        return read_oci_archive(spec.path, spec.tag, cache, verify_diff_ids=verify_diff_ids, platform=platform)
+        return read_oci_archive(spec.path, spec.tag, cache, verify_diff_ids=verify_diff_ids, platform=platform,
+                                defer=defer)
     if spec.kind == "docker-archive":
         assert spec.path
         return read_docker_archive(spec.path, spec.tag, cache)

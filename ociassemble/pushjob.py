@@ -89,8 +89,9 @@ def _read_source(source: str, platform: Platform | str, cache: BlobCache, option
     from .imageio import load_image
     from .transport.spec import is_registry
 
+    # an uncompressed layer is read once, to send it: the registry checks its digest (``defer``)
     target = load_image(source, cache, registry_options=options if is_registry(source) else None,
-                        verify_diff_ids=True, platform=platform)
+                        verify_diff_ids=True, platform=platform, defer=True)
     if platform != ALL:  # an image of one platform must be that platform's
         target = for_platform(target, platform, source)  # type: ignore[arg-type]
     return target

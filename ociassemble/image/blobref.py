@@ -53,7 +53,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from ..errors import SourceChangedError  # defined in errors; still importable from here
+from ..errors import DigestMismatchError, OciAssembleError, SourceChangedError  # (importable from here)
 from .digest import CHUNK, Digest, sha256_file
 
 __all__ = ["FilePart", "RefRecord", "RefReader", "SeekableStream", "SourceChangedError", "REF_FORMAT", "UNKNOWN", "changed_error",
@@ -417,15 +417,32 @@ class RefReader(SeekableStream):
         super().close()
 
 
-def mismatch_error(record: RefRecord) -> SourceChangedError:
+def mismatch_error(record: RefRecord) -> OciAssembleError:
     """The error for a by-reference blob whose bytes did not hash to its digest (here, or at
     a registry that answered ``DIGEST_INVALID``): naming the file whose content moved, found
-    by hashing each file again (this path only runs once something is known to be wrong)."""
+    by hashing each file again (this path only runs once something is known to be wrong),
+    or the image file that never held those bytes (one held unread: ``BlobCache.hold_unchecked``)."""
     changed = [p for p in record.files if _differs(p)]
     if changed:
-        return changed_error(changed[0], record.digest)
+        part = changed[0]
+        if _holds_image(part, record.digest) and not _moved(part):
+            try:
+                actual = "sha256:" + part.read_sha256()
+            except OSError:
+                return changed_error(part, record.digest)
+            return DigestMismatchError(record.digest, actual, part.path + ("" if part.whole else f" at byte {part.offset}"))
+        return changed_error(part, record.digest)
     return SourceChangedError(f"layer {record.digest[:19]} no longer hashes to its digest (a file of it was changed "
                               "while being read): build the image again")
+
+
+def _moved(part: FilePart) -> bool:
+    """Whether the file's fingerprint is no longer the recorded one (or it is gone)."""
+    try:
+        st = os.stat(part.path)
+    except OSError:
+        return True
+    return st.st_size != part.expected_file_size or stamp_of(st) != part.stamp
 
 
 def _differs(part: FilePart) -> bool:
@@ -433,8 +450,7 @@ def _differs(part: FilePart) -> bool:
     no sha256 of its own recorded, whether its fingerprint moved)."""
     try:
         if part.sha256 == UNKNOWN:
-            st = os.stat(part.path)
-            return st.st_size != part.expected_file_size or stamp_of(st) != part.stamp
+            return _moved(part)
         return part.read_sha256() != part.sha256
     except OSError:
         return True

@@ -25,7 +25,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
@@ -142,6 +142,10 @@ class BlobCache:
     """Blobs by digest, plus the layer index. Cheap to construct; holds no open files."""
 
     root: Path
+    #: blobs held for this run only, by reference to an image's file whose bytes were not read
+    #: to check them (``diffid.stage_layer(defer=True)``): read with ``receiver_verifies``, the
+    #: receiver (a registry) checks them; read otherwise, hashed as they are read
+    _unchecked: dict[str, RefRecord] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -164,7 +168,7 @@ class BlobCache:
 
     def has(self, digest: Digest | str) -> bool:
         """The blob is here, as a file or held by reference."""
-        return self.path(digest).is_file() or self.ref_path(digest).is_file()
+        return self.path(digest).is_file() or self.ref_path(digest).is_file() or str(digest) in self._unchecked
 
     def stored(self, digest: Digest | str) -> bool:
         """The blob is a file of the cache (``path`` can be linked or read), not a reference."""
@@ -200,7 +204,7 @@ class BlobCache:
         try:
             return open(self.path(digest), "rb")
         except FileNotFoundError:
-            record = self.ref(digest)
+            record = self.ref(digest) or self._unchecked.get(str(digest))
             if record is not None:
                 return RefReader(record, hashed=not receiver_verifies)  # type: ignore[return-value]
             raise ArchiveError(f"blob {digest} is not in the cache at {self.root}: rebuild, or pull the image again") from None
@@ -209,10 +213,17 @@ class BlobCache:
         try:
             return self.path(digest).stat().st_size
         except FileNotFoundError:
-            record = self.ref(digest)
+            record = self.ref(digest) or self._unchecked.get(str(digest))
             if record is None:
                 raise
             return record.size
+
+    def hold_unchecked(self, record: RefRecord) -> None:
+        """Hold ``record`` for this run only: its bytes were not read to check them (see ``_unchecked``)."""
+        self._unchecked[record.digest] = record
+
+    def unchecked(self, digest: Digest | str) -> RefRecord | None:
+        return self._unchecked.get(str(digest))
 
     def put_ref(self, record: RefRecord) -> Digest:
         """Record a blob by reference (atomically), unless the blob is already a file here."""

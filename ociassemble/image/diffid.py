@@ -59,12 +59,15 @@ class StagedBlob:
     desc: Descriptor
     diff_id: str | None
     held: RefRecord | None = None  # kept by reference to the file it was read from (``stage_layer``)
+    unchecked: RefRecord | None = None  # held for this run by reference to a file not read (``defer``)
 
     def commit(self) -> None:
         if self.writer is not None:
             self.writer.commit(Digest(self.desc.digest))
         if self.held is not None:
             self.cache.put_ref(self.held)
+        if self.unchecked is not None:
+            self.cache.hold_unchecked(self.unchecked)
         if self.diff_id is not None:
             self.cache.remember_diff_id(self.desc.digest, self.diff_id)
 
@@ -162,10 +165,11 @@ class HeldIn:
     path: Path
     fd: int
     offset: int = 0
+    size: int | None = None  # the run's length (an archive's member); None: to the file's end
 
 
 def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: str | None, where: str, *,
-                held: HeldIn | None = None) -> StagedBlob:
+                held: HeldIn | None = None, defer: bool = False) -> StagedBlob:
     """Stage a layer blob read from ``stream`` for the cache, verifying digest, size and diff_id
     (with ``diff_id`` None: digest and size only, nothing decompressed): as a copy, or with
     ``held`` (where the bytes ``stream`` reads lie: a layout's blob, an archive's member) as a
@@ -178,7 +182,10 @@ def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: s
         for s in staged: s.commit()
 
     A blob already cached costs nothing when its pair was verified before (or it is an
-    uncompressed one), else one read of the cached copy. Raises DigestMismatchError,
+    uncompressed one), else one read of the cached copy. With ``defer`` (a push, whose
+    registry checks every digest it is sent) a held uncompressed layer, whose diff_id is its
+    digest, is not read now at all: it is held for this run only (``BlobCache.hold_unchecked``)
+    and checked by whoever reads it, so a layout's model is read once, to send it. Raises DigestMismatchError,
     ArchiveError (a diff_id that does not match, a corrupt stream, a held file written to
     while it was read); the staged copy is removed on any error.
     """
@@ -189,6 +196,8 @@ def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: s
         if diff_id is not None and known is None:
             verify_cached_diff_id(cache, desc, diff_id, where)
         return StagedBlob(cache, None, desc, None)
+    if defer and held is not None and _plain_tar(desc):
+        return _deferred(cache, held, desc, diff_id, where)
     before = os.fstat(held.fd) if held is not None else None
     reader = VerifyingReader(stream, Digest(desc.digest), desc.size, where)
     writer = cache.writer() if held is None else None
@@ -215,6 +224,20 @@ def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: s
             writer.abort()
         raise
     return StagedBlob(cache, writer, desc, actual, record)
+
+
+def _deferred(cache: BlobCache, held: HeldIn, desc: Descriptor, diff_id: str | None, where: str) -> StagedBlob:
+    """An uncompressed layer held as it lies, unread: its diff_id is its digest (checked here
+    against the config's), its size is checked against the descriptor's, and its bytes by
+    whoever reads them."""
+    if diff_id is not None and diff_id != desc.digest:
+        raise _mismatch(desc, where, diff_id, desc.digest)
+    st = os.fstat(held.fd)
+    size = held.size if held.size is not None else st.st_size - held.offset
+    if size != desc.size:
+        raise ArchiveError(f"{where}: blob {desc.digest} is {size} bytes, its descriptor says {desc.size}: "
+                           "the image is corrupt; re-create it")
+    return StagedBlob(cache, None, desc, None, unchecked=_held(held, st, st, desc, where))
 
 
 def _held(held: HeldIn, before: os.stat_result | None, after: os.stat_result, desc: Descriptor,

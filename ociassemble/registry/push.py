@@ -49,7 +49,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from ..errors import ArchiveError, ImageReferenceError, RegistryError
+from ..errors import ArchiveError, DigestMismatchError, ImageReferenceError, RegistryError
 from ..image.assemble import Image
 from ..image.blobref import SourceChangedError, mismatch_error
 from ..image.cache import BlobCache
@@ -132,7 +132,7 @@ class _BlobPusher:
             return call_with_retry(self.options.retry, what, lambda attempt: self._attempt(desc, mount_from, state, attempt))
         except BaseException as exc:
             self.stop.set()  # the push has failed: the other blobs stop at their next request
-            if state.location is not None and isinstance(exc, SourceChangedError):
+            if state.location is not None and isinstance(exc, (SourceChangedError, DigestMismatchError)):
                 cancel_upload(self.client, state.location, self.scopes)  # our bytes went wrong: drop them
             raise
         finally:
@@ -198,7 +198,7 @@ class _BlobPusher:
             finish_upload(self.client, state.location, desc.digest, body, self.scopes)
         except RegistryError as exc:
             held = "DIGEST_INVALID" in exc.codes and not self.cache.stored(desc.digest)
-            record = self.cache.ref(desc.digest) if held else None
+            record = (self.cache.ref(desc.digest) or self.cache.unchecked(desc.digest)) if held else None
             if record is None:
                 raise
             raise mismatch_error(record) from None

@@ -205,11 +205,12 @@ def _member_bytes(tf: tarfile.TarFile, names: dict[str, tarfile.TarInfo], name: 
 
 
 def read_oci_archive(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_ids: bool = True,
-                     platform: Platform | str | None = None) -> Target:
+                     platform: Platform | str | None = None, defer: bool = False) -> Target:
     """Read an oci-archive, its blobs verified (digest; diff_id with ``verify_diff_ids``) and
     its layers held in the cache by reference to their bytes in the archive (``diffid.HeldIn``:
     a tar keeps a member's data in one run), as ``read_layout`` holds a layout's: a model's
-    layer is not copied again. An index is resolved to ``platform`` (``read_layout``).
+    layer is not copied again. An index is resolved to ``platform``, and ``defer`` leaves an
+    uncompressed layer unread for the registry to check (``read_layout``).
 
     Members must be regular files with relative names (no links, no ``..``); a sparse one
     (its data not in one run) is copied.
@@ -234,8 +235,9 @@ def read_oci_archive(path: Path, tag: str | None, cache: BlobCache, *, verify_di
             m = member(d)
             f = tf.extractfile(m)
             assert f is not None and tf.fileobj is not None  # "r:": the archive's own file, no codec
-            held = None if m.issparse() else HeldIn(path, tf.fileobj.fileno(), m.offset_data)
-            return stage_layer(cache, f, d, diff_id if verify_diff_ids else None, where, held=held)
+            held = None if m.issparse() else HeldIn(path, tf.fileobj.fileno(), m.offset_data, m.size)
+            return stage_layer(cache, f, d, diff_id if verify_diff_ids else None, where, held=held,
+                               defer=defer)
 
         index = load_index(_member_bytes(tf, names, "index.json", where), where)
         return resolve_image(read_blob, select_manifest(index, tag, where), where, ingest, platform)

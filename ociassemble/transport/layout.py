@@ -264,7 +264,7 @@ def _not_regular(where: str, what: str, rel: str, mode: int) -> str:
 
 
 def read_layout(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_ids: bool = True,
-                platform: Platform | str | None = None) -> Target:
+                platform: Platform | str | None = None, defer: bool = False) -> Target:
     """Read an image from an OCI layout, its layers verified and held in the cache by reference
     to the layout's files (``diffid.stage_layer``): a model's layer is not copied again.
 
@@ -272,7 +272,9 @@ def read_layout(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_id
     as an ``ImageIndex``).
 
     Blobs and ``index.json`` must be regular files inside the layout (``open_in_layout``);
-    with ``verify_diff_ids`` each layer is checked against its config's diff_id too.
+    with ``verify_diff_ids`` each layer is checked against its config's diff_id too. With
+    ``defer`` (a push) an uncompressed layer the cache lacks is not read now: the registry
+    checks it as it is sent (``diffid.stage_layer``).
     """
     where = f"OCI layout {path}"
     if not (path / "index.json").exists() and not (path / "index.json").is_symlink():
@@ -293,7 +295,7 @@ def read_layout(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_id
         algo, _, hexd = d.digest.partition(":")
         with open_blob(d) as f:  # held where it is: the layout's file, not a copy of it
             return stage_layer(cache, f, d, diff_id if verify_diff_ids else None, where,
-                               held=HeldIn(path / "blobs" / algo / hexd, f.fileno()))
+                               held=HeldIn(path / "blobs" / algo / hexd, f.fileno()), defer=defer)
 
     try:
         with open_in_layout(path, ("index.json",), where, "index.json") as f:

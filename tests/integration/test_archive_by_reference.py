@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -115,3 +116,58 @@ def test_push_from_an_archive_writes_no_copy_of_its_layers(tmp_path: Path, plain
     assert _bytes_under(cache_dir) < MIB
     r = requests.get(f"{plain_registry.url}/v2/byref/archive/blobs/{names['model']}", timeout=30)
     assert r.status_code == 200 and _sha(r.content) == names["model"]
+
+
+_WITH_IO = ("import atexit, sys\n"
+            "atexit.register(lambda: sys.stderr.write('\\n' + open('/proc/self/io').read()))\n"
+            "from ociassemble.cli import main\n"
+            "sys.exit(main())\n")
+
+
+def _push_counting_reads(*args: str, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], int]:
+    """The CLI run as ``run_cli`` runs it, with the bytes it read (``rchar``) at its exit."""
+    proc = subprocess.run([sys.executable, "-c", _WITH_IO, *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=900)
+    rchar = [int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("rchar:")]
+    return proc, rchar[-1] if rchar else -1
+
+
+@pytest.mark.parametrize("kind", ["oci", "oci-archive"])
+def test_push_from_reads_a_new_model_once(tmp_path: Path, plain_registry, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """``push --from`` with a cache that never saw the image: an uncompressed layer is not read
+    to check it and then again to send it, but once, the registry checking its digest."""
+    layout = tmp_path / "layout"
+    size = 48 * MIB
+    names = _layout(layout, os.urandom(size))
+    spec = f"oci:{layout}" if kind == "oci" else f"oci-archive:{_archive(layout, tmp_path / 'image.tar')}"
+    ref = f"{plain_registry.host}/once/{kind}:1"
+    proc, read = _push_counting_reads("push", "--from", spec, ref, "--cache-dir", str(tmp_path / "cache"), "--json",
+                                      env={"DOCKER_CONFIG": str(tmp_path / "docker-config")})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["digest"] == names["manifest"]
+    assert size <= read < size + size // 2, f"read {read} bytes for a {size}-byte model"
+    r = requests.get(f"{plain_registry.url}/v2/once/{kind}/blobs/{names['model']}", timeout=30)
+    assert r.status_code == 200 and _sha(r.content) == names["model"]
+
+
+@pytest.mark.parametrize("kind", ["oci", "oci-archive"])
+def test_push_from_a_corrupt_layer_pushes_nothing_and_names_it(tmp_path: Path, plain_registry, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """A layer whose bytes are not its digest's (same size), left unread until it is sent: the
+    registry refuses it, the error names the file, and no manifest or tag is written."""
+    layout = tmp_path / "layout"
+    names = _layout(layout, os.urandom(4 * MIB))
+    blob = layout / "blobs" / "sha256" / names["model"][7:]
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 1
+    blob.write_bytes(bytes(data))
+    where = str(blob) if kind == "oci" else str(_archive(layout, tmp_path / "image.tar"))
+    spec = f"oci:{layout}" if kind == "oci" else f"oci-archive:{where}"
+    ref = f"{plain_registry.host}/corrupt/{kind}:1"
+    proc = run_cli("push", "--from", spec, ref, "--cache-dir", str(tmp_path / "cache"),
+                   env={"DOCKER_CONFIG": str(tmp_path / "docker-config")})
+    assert proc.returncode != 0
+    err = [line for line in proc.stderr.splitlines() if "error" in line]  # (the others: progress lines)
+    assert len(err) == 1 and err[0].startswith("ociassemble: error:") and "Traceback" not in proc.stderr, proc.stderr
+    assert names["model"] in err[0] and where in err[0] and "corrupt" in err[0], err[0]
+    for path in (f"manifests/1", f"manifests/{names['manifest']}", f"blobs/{names['model']}"):
+        assert requests.head(f"{plain_registry.url}/v2/corrupt/{kind}/{path}", timeout=30).status_code == 404, path
