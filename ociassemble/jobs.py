@@ -1,7 +1,7 @@
 """The library's jobs: each does what one command does, whole, from one ``settings.Settings``.
 
-``build``, ``push`` (``pushjob``), ``pull``, ``verify`` (and ``verify_signature``) and ``run``
-each return a result with ``to_json()`` (the command's ``--json``); they tell their progress
+``build``, ``push`` (``pushjob``), ``pull``, ``verify`` (and ``verify_signature``), ``run``,
+``inspect`` and ``lock`` each return a result with ``to_json()`` (the command's ``--json``); they tell their progress
 to an ``events.Progress`` and never print. The command line parses its flags into one
 ``Settings``, calls one of these and prints the result (docs/library.md)::
 
@@ -28,10 +28,14 @@ from .pushjob import PushOutcome, push
 from .settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from .azureml.locking import LockResult
+    from .image.cache import BlobCache
     from .run.container import RunningImage
 
-__all__ = ["DEFAULT_OUTPUT", "BuildResult", "PullResult", "PushOutcome", "RunResult", "build", "pick_image", "pull",
-           "push", "run", "verify", "verify_signature"]
+__all__ = ["DEFAULT_OUTPUT", "BuildResult", "Inspection", "PullResult", "PushOutcome", "RunResult", "build", "inspect",
+           "lock", "pick_image", "pull", "push", "run", "verify", "verify_signature"]
 
 
 # -- build ------------------------------------------------------------------------------------------------------
@@ -263,3 +267,91 @@ def run(settings: Settings, image: str, *, platform: Platform | None = None,
     status = run_image(picked, cache, publish=publish, env=env,
                        on_ready=(lambda running: on_ready(running, picked)) if on_ready else None, log=progress.log)
     return RunResult(picked.digest, status)
+
+
+# -- inspect ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Inspection:
+    """What ``inspect`` read, as ``image.describe`` tells it: an image (or one of its layers), a
+    multi-platform index, or an OCI artifact that is not an image."""
+
+    doc: dict[str, Any]  # the command's --json document
+    text: str  # what the command prints without --json
+    image: Image | None = None  # the image shown, whose layers ``entries`` lists
+    cache: BlobCache | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return self.doc
+
+    def entries(self, layer: int) -> Iterator[tuple[dict[str, Any], str]]:
+        """Each file of layer ``layer`` as it is read from the blob (a big layer streams): its
+        document and its line."""
+        from .image.describe import layer_entries, render_entry
+
+        assert self.image is not None and self.cache is not None, "entries of an image"
+        for entry in layer_entries(self.image, self.cache, layer):
+            yield entry, render_entry(entry)
+
+
+def inspect(settings: Settings, image: str, *, platform: Platform | None = None,
+            layer: int | None = None) -> Inspection:
+    """``image`` (any transport) described: its digest, platform, config and layers; a
+    multi-platform one listed by platform unless ``platform`` picks one; with ``layer``, that
+    layer alone. Raises UsageError for a ``layer`` the image does not have (or that an index or
+    an artifact cannot have)."""
+    from .errors import NotAnImageError
+    from .image.describe import (INSPECT_SCHEMA_VERSION, describe_artifact, describe_image, describe_index,
+                                 render_artifact, render_image, render_index)
+    from .image.imageindex import for_platform
+    from .image.platform import ALL
+    from .imageio import load_image
+    from .registry.options import options_for
+    from .transport.spec import is_registry
+
+    cache = settings.blob_cache()
+    opts = options_for(settings.registry, image, secrets=settings.secrets) if is_registry(image) else None
+    try:
+        target = load_image(image, cache, registry_options=opts, platform=platform or ALL)
+    except NotAnImageError as exc:
+        if layer is not None:
+            raise UsageError(f"{image} is an OCI artifact, not an image: it has blobs, not layers; drop --layer") from None
+        art = describe_artifact(exc.manifest, exc.manifest_bytes, name=image)
+        return Inspection(art, render_artifact(art))
+    if isinstance(target, ImageIndex) and platform is None and len(target.images) == 1:
+        target = target.images[0]  # an index of one image is shown as that image
+    if isinstance(target, ImageIndex) and platform is None:
+        if layer is not None:
+            raise UsageError(f"{image} is a multi-platform image ({', '.join(map(str, target.platforms))}): pick the "
+                             f"image whose layer to show with --platform, e.g. --platform {target.platforms[0]}")
+        idx = describe_index(target, name=image)
+        return Inspection(idx, render_index(idx))
+    picked = for_platform(target, platform, image)
+    doc = describe_image(picked, name=image)
+    if layer is None:
+        return Inspection(doc, render_image(doc), picked, cache)
+    if not 0 <= layer < len(doc["layers"]):
+        raise UsageError(f"--layer {layer}: the image has {len(doc['layers'])} layers, numbered 0 to "
+                         f"{len(doc['layers']) - 1}")
+    shown = doc["layers"][layer]
+    return Inspection({"schemaVersion": INSPECT_SCHEMA_VERSION, "digest": doc["digest"], "layer": shown},
+                      "\n".join(f"{k}: {v}" for k, v in shown.items()), picked, cache)
+
+
+# -- lock -------------------------------------------------------------------------------------------------------
+
+
+def lock(settings: Settings, *, upgrade: Sequence[str] | None = None, progress: Progress = QUIET) -> LockResult:
+    """Write ``ociassemble.lock`` beside the project's config: each platform's base by digest, its
+    Python distributions and Debian packages. ``upgrade``: None keeps what the lock pins where the
+    inputs still admit it; ``[]`` re-resolves everything; names re-resolve those alone."""
+    from .azureml.locking import lock_project
+    from .azureml.project import project_of
+    from .registry.options import options_for
+    from .transport.spec import is_registry
+
+    project = project_of(settings)
+    opts = options_for(settings.registry, project.base, secrets=settings.secrets) if is_registry(project.base) else None
+    return lock_project(project, settings.blob_cache(), upgrade=upgrade, registry_options=opts, log=progress.log,
+                        debug=settings.debug)

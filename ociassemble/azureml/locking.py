@@ -104,10 +104,22 @@ def lock_section(lock: LockFile, platform: Platform | None, mode: LockMode, proj
 
 @dataclass
 class LockResult:
+    """What ``lock_project`` wrote (or found already written)."""
+
     path: Path
     lock: LockFile
     written: bool  # False: the file already said exactly that
     notes: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return lock_summary(self)
+
+    def line(self) -> str:
+        """One line: the file, and per platform its base and how much it pins."""
+        parts = [f"{key}: base {p.base_digest[:19]}…, {len(p.distributions)} Python distributions"
+                 + (f", {len(p.debian)} Debian packages" if p.debian else "")
+                 for key, p in sorted(self.lock.platforms.items())]
+        return f"{'wrote' if self.written else 'unchanged'} {self.path} ({'; '.join(parts)})"
 
 
 def _keep_versions(old: PlatformLock | None, inputs: PythonInputs, upgrade: Sequence[str] | None) -> list[str]:

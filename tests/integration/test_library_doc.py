@@ -1,5 +1,5 @@
 """docs/library.md's example runs as written (only its settings lines pointed at this test's
-cache, folders, bases and registry): every job it shows (build, push, pull, verify, run) is
+cache, folders, bases and registry): every job it shows (build, push, inspect, pull, verify, run) is
 called as a program calls it, and builds the digests the CLI builds from the same inputs."""
 
 from __future__ import annotations
@@ -55,6 +55,12 @@ def test_the_library_example_runs_and_matches_the_cli(quick_recipe: QuickRecipe,
     # what the registry holds is that image
     assert pull_image(f"{plain_registry.host}/team/model:1.0", BlobCache(tmp_path / "pull")).digest == \
         built.digest  # type: ignore[attr-defined]
+    # inspect: the document the CLI prints for the same image
+    res = run_cli("inspect", f"{plain_registry.host}/team/model:1.0", "--json", "--cache-dir", str(tmp_path / "ic"),
+                  env={"DOCKER_CONFIG": str(tmp_path / "docker-config")})
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == scope["shown"].to_json()  # type: ignore[attr-defined]
+    assert scope["shown"].to_json()["digest"] == built.digest  # type: ignore[attr-defined]
     # the CLI builds the same digests from the same inputs
     (tmp_path / "cli").mkdir()
     res = run_cli("build", str(project), "--model", str(project / "model.bin"), "--base", quick_recipe.base,
