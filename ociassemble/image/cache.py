@@ -225,6 +225,13 @@ class BlobCache:
     def unchecked(self, digest: Digest | str) -> RefRecord | None:
         return self._unchecked.get(str(digest))
 
+    def confirm_unchecked(self, digest: Digest | str) -> None:
+        """A blob held unchecked whose bytes, as read, were found to hash to its digest (a
+        registry accepted them): recorded for later runs as any blob held by reference."""
+        record = self._unchecked.pop(str(digest), None)
+        if record is not None:
+            self.put_ref(record)
+
     def put_ref(self, record: RefRecord) -> Digest:
         """Record a blob by reference (atomically), unless the blob is already a file here."""
         digest = Digest(record.digest)

@@ -192,7 +192,9 @@ class _BlobPusher:
 
     def _finish(self, desc: Descriptor, state: _Upload, body: BlobSlice | None) -> None:
         """The closing PUT; the registry's ``DIGEST_INVALID`` for a blob held by reference is
-        a file that changed without its fingerprint showing it, reported as such (see above)."""
+        a file that changed without its fingerprint showing it (or, held unchecked, an image
+        file that never held those bytes), reported as such (see above). Its acceptance of one
+        held unchecked makes it a record of the cache (``BlobCache.confirm_unchecked``)."""
         assert state.location is not None
         try:
             finish_upload(self.client, state.location, desc.digest, body, self.scopes)
@@ -202,6 +204,7 @@ class _BlobPusher:
             if record is None:
                 raise
             raise mismatch_error(record) from None
+        self.cache.confirm_unchecked(desc.digest)  # the registry hashed what was read: now it is checked
 
     def _local(self, desc: Descriptor) -> None:
         """Make sure the cache holds ``desc`` (a file or a reference), fetched from the image's source if need be."""

@@ -131,6 +131,9 @@ def test_push_from_reads_a_new_model_once(tmp_path: Path, plain_registry, kind: 
     assert json.loads(proc.stdout)["digest"] == names["manifest"]
     assert size <= read < size + size // 2, f"read {read} bytes for a {size}-byte model"
     assert _bytes_under(tmp_path / "cache") < MIB  # nothing of it copied into the cache
+    # the registry accepted the bytes read: the layer is now held by reference for later runs
+    cache = BlobCache(tmp_path / "cache")
+    assert cache.has_current(names["model"]) and cache.ref(names["model"]) is not None
     r = requests.get(f"{plain_registry.url}/v2/once/{kind}/blobs/{names['model']}", timeout=30)
     assert r.status_code == 200 and _sha(r.content) == names["model"]
 
@@ -154,5 +157,6 @@ def test_push_from_a_corrupt_layer_pushes_nothing_and_names_it(tmp_path: Path, p
     err = [line for line in proc.stderr.splitlines() if "error" in line]  # (the others: progress lines)
     assert len(err) == 1 and err[0].startswith("ociassemble: error:") and "Traceback" not in proc.stderr, proc.stderr
     assert names["model"] in err[0] and where in err[0] and "corrupt" in err[0], err[0]
-    for path in (f"manifests/1", f"manifests/{names['manifest']}", f"blobs/{names['model']}"):
+    assert BlobCache(tmp_path / "cache").ref(names["model"]) is None  # nothing recorded of the refused layer
+    for path in ("manifests/1", f"manifests/{names['manifest']}", f"blobs/{names['model']}"):
         assert requests.head(f"{plain_registry.url}/v2/corrupt/{kind}/{path}", timeout=30).status_code == 404, path
