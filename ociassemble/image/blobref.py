@@ -198,18 +198,17 @@ def _holds_image(part: FilePart, digest: str) -> bool:
 def _gone(part: FilePart, digest: str) -> SourceChangedError:
     if _holds_image(part, digest):
         return SourceChangedError(f"{part.path} was deleted after ociassemble read the image in it (it held layer "
-                                  f"{digest[:19]}): put it back, or run the command again to read the image from "
-                                  "where it is now")
+                                  f"{digest[:19]}): put it back, or run the command again to read the image from where "
+                                  "it is now")
     return SourceChangedError(f"{part.path} was deleted after the image was built (it is part of layer {digest[:19]}): "
                               "put it back or build the image again")
 
 
 def changed_error(part: FilePart, digest: str) -> SourceChangedError:
-    if _holds_image(part, digest):
-        return SourceChangedError(f"{part.path} changed after ociassemble read the image in it (it holds layer "
-                                  f"{digest[:19]}): run the command again to read the image as it is now")
-    return SourceChangedError(f"{part.path} changed after the image was built (it is part of layer {digest[:19]}): "
-                              "build the image again")
+    what, fix = ((f"after ociassemble read the image in it (it holds layer {digest[:19]})", "run the command again to "
+                  "read the image as it is now") if _holds_image(part, digest) else
+                 (f"after the image was built (it is part of layer {digest[:19]})", "build the image again"))
+    return SourceChangedError(f"{part.path} changed {what}: {fix}")
 
 
 def fingerprint_of(st: os.stat_result) -> tuple[int, int, int, int]:

@@ -191,10 +191,8 @@ class _BlobPusher:
         return "uploaded"
 
     def _finish(self, desc: Descriptor, state: _Upload, body: BlobSlice | None) -> None:
-        """The closing PUT; the registry's ``DIGEST_INVALID`` for a blob held by reference is
-        a file that changed without its fingerprint showing it (or, held unchecked, an image
-        file that never held those bytes), reported as such (see above). Its acceptance of one
-        held unchecked makes it a record of the cache (``BlobCache.confirm_unchecked``)."""
+        """The closing PUT; ``DIGEST_INVALID`` for a held blob is a file that changed unseen (or an
+        image file that never held those bytes: ``mismatch_error``); accepted, a blob held unchecked is recorded."""
         assert state.location is not None
         try:
             finish_upload(self.client, state.location, desc.digest, body, self.scopes)
