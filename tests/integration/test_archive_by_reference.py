@@ -160,3 +160,24 @@ def test_push_from_a_corrupt_layer_pushes_nothing_and_names_it(tmp_path: Path, p
     assert BlobCache(tmp_path / "cache").ref(names["model"]) is None  # nothing recorded of the refused layer
     for path in ("manifests/1", f"manifests/{names['manifest']}", f"blobs/{names['model']}"):
         assert requests.head(f"{plain_registry.url}/v2/corrupt/{kind}/{path}", timeout=30).status_code == 404, path
+
+
+@pytest.mark.parametrize("kind", ["oci", "oci-archive"])
+def test_push_from_a_layer_longer_than_its_descriptor_is_refused_before_any_upload(tmp_path: Path, plain_registry,
+                                                                                  kind: str) -> None:  # type: ignore[no-untyped-def]
+    """A layer left unread until it is sent is still measured first: a blob whose file is not the
+    size its descriptor gives stops the push in one line, before anything is uploaded."""
+    layout = tmp_path / "layout"
+    names = _layout(layout, os.urandom(MIB))
+    blob = layout / "blobs" / "sha256" / names["model"][7:]
+    with open(blob, "ab") as fh:
+        fh.write(b"\0" * 512)  # still a valid tar to an extractor: only the size gives it away
+    spec = f"oci:{layout}" if kind == "oci" else f"oci-archive:{_archive(layout, tmp_path / 'image.tar')}"
+    proc = run_cli("push", "--from", spec, f"{plain_registry.host}/long/{kind}:1", "--cache-dir", str(tmp_path / "c"),
+                   env={"DOCKER_CONFIG": str(tmp_path / "docker-config")})
+    assert proc.returncode != 0
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ociassemble: error:"), proc.stderr
+    assert names["model"] in err[0] and "descriptor" in err[0], err[0]
+    r = requests.get(f"{plain_registry.url}/v2/_catalog", timeout=30)
+    assert f"long/{kind}" not in r.json().get("repositories", [])
