@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .image.assemble import Image
 from .image.cache import BlobCache
@@ -18,6 +18,9 @@ from .image.imageindex import ImageIndex, Target
 from .image.layer import BuiltLayer
 from .image.oci import Descriptor
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .registry.layercache import RegistryLayerCache
 
 __all__ = ["Built", "BuiltSet", "layers_json", "platform_json", "work_json", "work_line"]
 
@@ -36,7 +39,7 @@ class Built:
     base_layers: tuple[Descriptor, ...] | None = None
     deps_site: Path | None = None  # the recipe's pex site-packages (None: the deps layer came from the registry cache)
     pex_ran: bool = False  # the recipe ran pex (its deps were in no cache)
-    layer_cache: Any = None  # the registry layer cache (registry.layercache), if on
+    layer_cache: RegistryLayerCache | None = None  # the registry layer cache, if on
     locked: bool = False  # ociassemble.lock gave the base's digest and the Python files
     notes: list[str] = field(default_factory=list)
 
@@ -79,7 +82,7 @@ class BuiltSet:
         return self.builds[0].inputs
 
     @property
-    def layer_cache(self) -> Any:
+    def layer_cache(self) -> RegistryLayerCache | None:
         return self.builds[0].layer_cache
 
     @property

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
     from .azureml.locking import LockResult
     from .image.cache import BlobCache
+    from .image.verify import VerifyReport
+    from .registry.cosign import Verification
     from .run.container import RunningImage
 
 __all__ = ["DEFAULT_OUTPUT", "BuildResult", "Inspection", "PullResult", "PushOutcome", "RunResult", "build", "inspect",
@@ -162,7 +164,7 @@ def pull(settings: Settings, ref: str, dest: str, *, platform: Platform | str | 
 # -- verify -----------------------------------------------------------------------------------------------------
 
 
-def verify(settings: Settings, against: str, progress: Progress = QUIET) -> Any:
+def verify(settings: Settings, against: str, progress: Progress = QUIET) -> VerifyReport:
     """Rebuild the image the settings describe and compare each platform's with ``against``'s image
     for that platform: the ``image.verify.VerifyReport`` of the first that differs, else of the last
     (``report.equal``). Raises UsageError for an ``against`` that is not an image."""
@@ -201,7 +203,7 @@ def verify(settings: Settings, against: str, progress: Progress = QUIET) -> Any:
 
 
 def verify_signature(settings: Settings, image: str, key: Path, *, provenance: bool = False,
-                     progress: Progress = QUIET) -> Any:
+                     progress: Progress = QUIET) -> Verification:
     """Check the signature cosign (or ``push``) stored for the registry image ``image`` with the
     public key file ``key`` (and its signed SLSA provenance): the ``registry.cosign`` report.
     Raises UsageError for an image not in a registry, InputError for a key that cannot be read,
