@@ -11,7 +11,8 @@ The packages follow the data, in the order it moves:
 - ``settings``: one immutable value of every setting of a run (flags, config file,
   environment), and ``built``, what a build produced;
 - ``run``: running an image without a daemon (unpack, namespaces);
-- ``jobs`` (and ``pushjob``): each command's whole job (build, push, pull, verify, run, inspect, lock) from one ``Settings``;
+- ``jobs`` (and ``pushjob``): each command's whole job (build, push, pull, verify, run, inspect, lock,
+  make-base, login, keygen) from one ``Settings``;
 - ``cli``: the command line over the jobs.
 
 Imports go only downward, in this order (``tests/unit/test_layering.py`` checks it,

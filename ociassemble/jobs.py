@@ -1,7 +1,8 @@
 """The library's jobs: each does what one command does, whole, from one ``settings.Settings``.
 
 ``build``, ``push`` (``pushjob``), ``pull``, ``verify`` (and ``verify_signature``), ``run``,
-``inspect`` and ``lock`` each return a result with ``to_json()`` (the command's ``--json``); they tell their progress
+``inspect``, ``lock``, ``make_base``, ``login`` and ``keygen`` each return a result with ``to_json()``
+(the command's ``--json``); they tell their progress
 to an ``events.Progress`` and never print. The command line parses its flags into one
 ``Settings``, calls one of these and prints the result (docs/library.md)::
 
@@ -36,8 +37,9 @@ if TYPE_CHECKING:
     from .registry.cosign import Verification
     from .run.container import RunningImage
 
-__all__ = ["DEFAULT_OUTPUT", "BuildResult", "Inspection", "PullResult", "PushOutcome", "RunResult", "build", "inspect",
-           "lock", "pick_image", "pull", "push", "run", "verify", "verify_signature"]
+__all__ = ["DEFAULT_OUTPUT", "BuildResult", "Inspection", "KeyPairFiles", "LoggedIn", "MadeBases", "PullResult",
+           "PushOutcome", "RunResult", "build", "inspect", "keygen", "lock", "login", "make_base", "pick_image", "pull",
+           "push", "run", "verify", "verify_signature"]
 
 
 # -- build ------------------------------------------------------------------------------------------------------
@@ -357,3 +359,112 @@ def lock(settings: Settings, *, upgrade: Sequence[str] | None = None, progress: 
     opts = options_for(settings.registry, project.base, secrets=settings.secrets) if is_registry(project.base) else None
     return lock_project(project, settings.blob_cache(), upgrade=upgrade, registry_options=opts, log=progress.log,
                         debug=settings.debug)
+
+
+# -- make-base --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MadeBases:
+    """The default bases made (or found made): each platform's OCI layout in the cache ("": this machine's)."""
+
+    bases: dict[str, Path]
+
+    def to_json(self) -> dict[str, Any]:
+        if len(self.bases) == 1:
+            return {"base": f"oci:{next(iter(self.bases.values()))}"}
+        return {"bases": {p: f"oci:{path}" for p, path in self.bases.items()}}
+
+    def text(self) -> str:
+        if len(self.bases) == 1:
+            return f"oci:{next(iter(self.bases.values()))}"
+        return "\n".join(f"{p} oci:{path}" for p, path in self.bases.items())
+
+
+def make_base(settings: Settings, platforms: Sequence[Platform | None] = (None,), *, python: str | None = None,
+              force: bool = False, with_mmdebstrap: bool = False, apt_mirror: str | None = None,
+              apt_keyring: Path | None = None, progress: Progress = QUIET) -> MadeBases:
+    """The default Debian base (python3, nginx, runit) for each of ``platforms`` (None: this machine)
+    and ``python`` (3.11: bookworm; 3.9 bullseye, 3.13 trixie), made once into the settings' cache from
+    Debian's .debs (or by mmdebstrap), dated ``settings.epoch``. Raises UsageError for a mirror or keyring
+    given with mmdebstrap (it reads this machine's apt sources)."""
+    from .azureml.debianbase import make_base as make_one
+
+    if (apt_mirror or apt_keyring) and with_mmdebstrap:
+        raise UsageError("--apt-mirror and --apt-keyring are for a base made from .debs (mmdebstrap reads this "
+                         "machine's apt sources); drop --with-mmdebstrap")
+    cache = settings.blob_cache()
+    return MadeBases({str(p) if p else "": make_one(cache, force=force, log=progress.log, platform=p, python=python,
+                                                    with_mmdebstrap=with_mmdebstrap, apt_mirror=apt_mirror,
+                                                    keyring=apt_keyring, epoch=settings.epoch)
+                      for p in platforms})
+
+
+# -- login ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoggedIn:
+    """Credentials checked against a registry and stored."""
+
+    registry: str
+    username: str
+    config: Path  # the file written
+
+    def to_json(self) -> dict[str, Any]:
+        return {"registry": self.registry, "username": self.username}
+
+
+def login(settings: Settings, registry: str) -> LoggedIn:
+    """Check the settings' username and password against ``registry`` (a host[:port] or any
+    reference on it) and store them in the docker config. Raises UsageError when either is missing."""
+    from .registry.login import login as store
+    from .registry.options import options_for
+    from .registry.reference import parse_reference
+
+    host = parse_reference(registry).registry if "/" in registry or "@" in registry else registry
+    opts = options_for(settings.registry, secrets=settings.secrets).scoped_to([host])
+    if not opts.username or opts.password is None:
+        raise UsageError("login needs --username and --password-stdin (e.g. echo \"$TOKEN\" | ociassemble login REG "
+                         "-u USER --password-stdin)")
+    return LoggedIn(registry, opts.username, store(registry, opts.username, opts.password, options=opts))
+
+
+# -- keygen -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class KeyPairFiles:
+    """A signing key pair written as cosign reads it."""
+
+    private: Path
+    public: Path
+    keyid: str  # sha256 hex of the public key
+
+    def to_json(self) -> dict[str, Any]:
+        return {"privateKey": str(self.private), "publicKey": str(self.public), "key": {"sha256": self.keyid},
+                "algorithm": "ecdsa-p256-sha256"}
+
+    def text(self) -> str:
+        return f"wrote {self.private} and {self.public} (ECDSA P-256, key sha256:{self.keyid[:16]}…)"
+
+
+def keygen(prefix: Path, password: Callable[[], bytes], *, force: bool = False) -> KeyPairFiles:
+    """``prefix.key`` (ECDSA P-256, sealed as ``cosign generate-key-pair`` seals it, readable by its
+    owner only) and ``prefix.pub``, each written whole or not at all. ``password`` is asked only once
+    the files may be written. Raises InputError for a missing folder, or files there already
+    (unless ``force``)."""
+    from .sign.keys import generate_key_pair, load_public_key, write_key_file
+
+    private, public = prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
+    if not private.parent.is_dir():
+        raise InputError(f"folder {private.parent} does not exist: create it or give another --output-key-prefix")
+    existing = [str(p) for p in (private, public) if p.exists()]
+    if existing and not force:
+        raise InputError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: keep "
+                         f"{'it' if len(existing) == 1 else 'them'}, or pass --force to replace (signatures by the "
+                         "old key then no longer verify with the new .pub)")
+    pair = generate_key_pair(password())
+    write_key_file(private, pair.private_pem, 0o600)
+    write_key_file(public, pair.public_pem, 0o644)
+    return KeyPairFiles(private, public, load_public_key(pair.public_pem, str(public)).keyid)

@@ -1,4 +1,4 @@
-"""``ociassemble keygen``: a signing key pair cosign reads (``cosign.key``, ``cosign.pub``).
+"""``ociassemble keygen``: a signing key pair cosign reads (``cosign.key``, ``cosign.pub``): ``jobs.keygen``.
 
 ECDSA P-256, the private key sealed as ``cosign generate-key-pair`` seals it, under a
 password from ``$COSIGN_PASSWORD``, ``--password-stdin`` or a prompt (asked twice). Both
@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-from ..errors import InputError, UsageError
+from ..errors import UsageError
 from .output import Out
 
 __all__ = ["cmd_keygen"]
@@ -40,42 +38,10 @@ def _password(args: argparse.Namespace) -> bytes:
                      "--password-stdin")
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """``data`` at ``path`` with ``mode``, whole or not at all (a temp file beside it, renamed)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def cmd_keygen(args: argparse.Namespace, out: Out) -> int:
-    from ..sign.keys import generate_key_pair, load_public_key
+    from ..jobs import keygen
 
-    prefix = Path(args.output_key_prefix)
-    private, public = prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
-    if not private.parent.is_dir():
-        raise InputError(f"folder {private.parent} does not exist: create it or give another --output-key-prefix")
-    existing = [str(p) for p in (private, public) if p.exists()]
-    if existing and not args.force:
-        raise InputError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: keep "
-                         f"{'it' if len(existing) == 1 else 'them'}, or pass --force to replace (signatures by the "
-                         "old key then no longer verify with the new .pub)")
-    pair = generate_key_pair(_password(args))
-    _write(private, pair.private_pem, 0o600)
-    _write(public, pair.public_pem, 0o644)
-    keyid = load_public_key(pair.public_pem, str(public)).keyid
-    out.log(f"private key (encrypted, keep it secret: a CI secret): {private}")
-    out.result({"privateKey": str(private), "publicKey": str(public), "key": {"sha256": keyid},
-                "algorithm": "ecdsa-p256-sha256"},
-               f"wrote {private} and {public} (ECDSA P-256, key sha256:{keyid[:16]}…)")
+    pair = keygen(Path(args.output_key_prefix), lambda: _password(args), force=args.force)
+    out.log(f"private key (encrypted, keep it secret: a CI secret): {pair.private}")
+    out.result(pair.to_json(), pair.text())
     return 0
