@@ -181,3 +181,59 @@ def test_push_from_a_layer_longer_than_its_descriptor_is_refused_before_any_uplo
     assert names["model"] in err[0] and "descriptor" in err[0], err[0]
     r = requests.get(f"{plain_registry.url}/v2/_catalog", timeout=30)
     assert f"long/{kind}" not in r.json().get("repositories", [])
+
+
+def _index_layout(root: Path, weights: bytes) -> dict[str, str]:
+    """A layout of an index of two platforms' images sharing one uncompressed model layer (as a
+    multi-platform build writes it), each with a gzip layer of its own."""
+    from ociassemble.image.oci import canonical_json
+    from tests.integration.test_hostile_bases import ROOT, _gz, f, tar_bytes
+
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    model = tar_bytes([f("var/azureml-app/model.bin", weights)])
+
+    def put(data: bytes) -> str:
+        (blobs / _sha(data)[7:]).write_bytes(data)
+        return _sha(data)
+
+    manifests = []
+    for arch in ("amd64", "arm64"):
+        base = tar_bytes([*ROOT, f(f"etc/{arch}", arch.encode())])
+        layers = [("application/vnd.oci.image.layer.v1.tar+gzip", _gz(base)), ("application/vnd.oci.image.layer.v1.tar", model)]
+        for _, blob in layers:
+            put(blob)
+        config = canonical_json({"architecture": arch, "os": "linux", "config": {},
+                                 "rootfs": {"type": "layers", "diff_ids": [_sha(base), _sha(model)]}})
+        manifest = canonical_json({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                   "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                              "digest": put(config), "size": len(config)},
+                                   "layers": [{"mediaType": m, "digest": _sha(b), "size": len(b)} for m, b in layers]})
+        manifests.append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put(manifest),
+                          "size": len(manifest), "platform": {"architecture": arch, "os": "linux"}})
+    index = canonical_json({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                            "manifests": manifests})
+    (root / "index.json").write_bytes(canonical_json({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": put(index), "size": len(index)}]}))
+    (root / "oci-layout").write_bytes(b'{"imageLayoutVersion":"1.0.0"}')
+    return {"index": _sha(index), "model": _sha(model)}
+
+
+def test_push_from_a_multi_platform_archive_sends_the_shared_model_once(tmp_path: Path, plain_registry) -> None:  # type: ignore[no-untyped-def]
+    """An index whose two images share the model layer, pushed whole from an archive with an
+    empty cache: the index digest is kept, the model is read once and uploaded once."""
+    layout = tmp_path / "layout"
+    size = 32 * MIB
+    names = _index_layout(layout, os.urandom(size))
+    archive = _archive(layout, tmp_path / "image.tar")
+    proc, read = _push_counting_reads("push", "--from", f"oci-archive:{archive}", f"{plain_registry.host}/multi/m:1",
+                                      "--cache-dir", str(tmp_path / "cache"), "--json",
+                                      env={"DOCKER_CONFIG": str(tmp_path / "docker-config")})
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["digest"] == names["index"]
+    assert out["blobs"]["uploaded"].count(names["model"]) == 1, out["blobs"]
+    assert size <= read < size + size // 2, f"read {read} bytes for a {size}-byte model shared by two images"
+    r = requests.get(f"{plain_registry.url}/v2/multi/m/manifests/1", timeout=30,
+                     headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+    assert r.status_code == 200 and _sha(r.content) == names["index"]
