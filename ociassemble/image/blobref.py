@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..errors import DigestMismatchError, OciAssembleError, SourceChangedError  # (importable from here)
-from .digest import CHUNK, Digest, sha256_file
+from .digest import CHUNK, Digest
 
 __all__ = ["FilePart", "RefRecord", "RefReader", "SeekableStream", "SourceChangedError", "REF_FORMAT", "UNKNOWN", "changed_error",
            "mismatch_error", "fingerprint_of", "open_part"]
@@ -101,16 +101,9 @@ class FilePart:
 
     def read_sha256(self) -> str:
         """The hex sha256 of the part's bytes as the file holds them now (OSError if unreadable)."""
-        if self.whole:
-            return sha256_file(self.path)[0].hex
-        h = hashlib.sha256()
-        with open(self.path, "rb") as f:
+        with io.FileIO(self.path, "rb") as f:
             f.seek(self.offset)
-            left = self.size
-            while left and (data := f.read(min(CHUNK, left))):
-                h.update(data)
-                left -= len(data)
-        return h.hexdigest()
+            return _hash_run(f, self.size)
 
 
 @dataclass(frozen=True)
@@ -132,14 +125,7 @@ class RefRecord:
 
     def fresh(self) -> bool:
         """Every file still has the fingerprint it was hashed with (stat only, nothing read)."""
-        for p in self.files:
-            try:
-                st = os.stat(p.path)
-            except OSError:
-                return False
-            if st.st_size != p.expected_file_size or stamp_of(st) != p.stamp:
-                return False
-        return True
+        return not any(_moved(p) for p in self.files)
 
     def to_bytes(self) -> bytes:
         return json.dumps({"format": REF_FORMAT, "digest": self.digest, "size": self.size,
@@ -241,23 +227,27 @@ def open_part(part: FilePart, digest: str) -> tuple[io.FileIO, os.stat_result]:
     return f, st
 
 
+def _hash_run(f: io.FileIO, size: int) -> str:
+    """The hex sha256 of the next ``size`` bytes of ``f`` (fewer if it ends first)."""
+    h = hashlib.sha256()
+    view = memoryview(bytearray(CHUNK))
+    left = size
+    while left:
+        n = f.readinto(view[:min(CHUNK, left)])
+        if not n:
+            break
+        h.update(view[:n])
+        left -= n
+    return h.hexdigest()
+
+
 def _open_checked(part: FilePart, digest: str) -> tuple[io.FileIO, tuple[int, int, int, int]]:
     """The part's file, opened, once its fingerprint (or, failing that, its content) matches;
     with the fingerprint it had then (what it must still have once read)."""
     f, st = open_part(part, digest)
     try:
         if stamp_of(st) != part.stamp and part.sha256 != UNKNOWN:  # unknown: the stream's digest decides
-            h = hashlib.sha256()
-            buf = bytearray(CHUNK)
-            view = memoryview(buf)
-            left = part.size
-            while left:
-                n = f.readinto(view[:min(CHUNK, left)])
-                if not n:
-                    break
-                h.update(view[:n])
-                left -= n
-            if h.hexdigest() != part.sha256:
+            if _hash_run(f, part.size) != part.sha256:
                 raise changed_error(part, digest)
             f.seek(part.offset)
         return f, fingerprint_of(st)

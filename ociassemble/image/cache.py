@@ -204,7 +204,7 @@ class BlobCache:
         try:
             return open(self.path(digest), "rb")
         except FileNotFoundError:
-            record = self.ref(digest) or self._unchecked.get(str(digest))
+            record = self.record_of(digest)
             if record is not None:
                 return RefReader(record, hashed=not receiver_verifies)  # type: ignore[return-value]
             raise ArchiveError(f"blob {digest} is not in the cache at {self.root}: rebuild, or pull the image again") from None
@@ -213,7 +213,7 @@ class BlobCache:
         try:
             return self.path(digest).stat().st_size
         except FileNotFoundError:
-            record = self.ref(digest) or self._unchecked.get(str(digest))
+            record = self.record_of(digest)
             if record is None:
                 raise
             return record.size
@@ -222,8 +222,10 @@ class BlobCache:
         """Hold ``record`` for this run only: its bytes were not read to check them (see ``_unchecked``)."""
         self._unchecked[record.digest] = record
 
-    def unchecked(self, digest: Digest | str) -> RefRecord | None:
-        return self._unchecked.get(str(digest))
+    def record_of(self, digest: Digest | str) -> RefRecord | None:
+        """What a reader of ``digest`` streams from when it is no file here: its record, or one held
+        unchecked for this run; None when neither."""
+        return self.ref(digest) or self._unchecked.get(str(digest))
 
     def confirm_unchecked(self, digest: Digest | str) -> None:
         """A blob held unchecked whose bytes, as read, were found to hash to its digest (a

@@ -131,12 +131,9 @@ def _plain_tar(desc: Descriptor) -> bool:
 
 
 def _hash_uncompressed(raw: BinaryIO, desc: Descriptor, where: str) -> str | None:
-    """The diff_id of the blob read from ``raw`` (None: a media type we cannot decompress)."""
+    """The diff_id of the compressed blob read from ``raw`` (None: a media type we cannot
+    decompress). An uncompressed one never comes here: its diff_id is its digest (``_plain_tar``)."""
     h = hashlib.sha256()
-    if _plain_tar(desc):
-        while data := raw.read(CHUNK):
-            h.update(data)
-        return "sha256:" + h.hexdigest()
     stream = _decompressor(raw, desc.media_type)
     if stream is None:
         while raw.read(CHUNK):

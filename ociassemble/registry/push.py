@@ -198,7 +198,7 @@ class _BlobPusher:
             finish_upload(self.client, state.location, desc.digest, body, self.scopes)
         except RegistryError as exc:
             held = "DIGEST_INVALID" in exc.codes and not self.cache.stored(desc.digest)
-            record = (self.cache.ref(desc.digest) or self.cache.unchecked(desc.digest)) if held else None
+            record = self.cache.record_of(desc.digest) if held else None
             if record is None:
                 raise
             raise mismatch_error(record) from None
