@@ -17,7 +17,8 @@ The modules, each importing only those before it: ``reference`` (names), ``retry
 (retrying an operation, the shared waits), ``http`` (one session per registry),
 ``credentials`` (docker's config and helpers), ``auth`` (the Authorization header,
 tokens fetched through ``http``), ``client`` (the distribution API), ``upload`` (a
-blob upload's requests), then ``push``, ``pull``, ``login``, ``sbom`` (the SBOM
+blob upload's requests), ``blobpush`` (every blob of a list made present in one
+repository), then ``push``, ``pull``, ``login``, ``sbom`` (the SBOM
 artifact), ``layercache``, ``options`` (options and layer cache from a run's settings) and
 ``session`` (one push: opened before the build, finished with the image).
 """

@@ -157,6 +157,9 @@ def test_push_from_a_corrupt_layer_pushes_nothing_and_names_it(tmp_path: Path, p
     err = [line for line in proc.stderr.splitlines() if "error" in line]  # (the others: progress lines)
     assert len(err) == 1 and err[0].startswith("ociassemble: error:") and "Traceback" not in proc.stderr, proc.stderr
     assert names["model"] in err[0] and where in err[0] and "corrupt" in err[0], err[0]
+    # "uploaded" means the registry holds it: the refused layer's bytes all left, but it never got that line
+    uploaded = [line for line in proc.stderr.splitlines() if line.startswith("ociassemble: uploaded ")]
+    assert not any(names["model"][:19] in line for line in uploaded), proc.stderr
     assert BlobCache(tmp_path / "cache").ref(names["model"]) is None  # nothing recorded of the refused layer
     for path in ("manifests/1", f"manifests/{names['manifest']}", f"blobs/{names['model']}"):
         assert requests.head(f"{plain_registry.url}/v2/corrupt/{kind}/{path}", timeout=30).status_code == 404, path
@@ -237,3 +240,4 @@ def test_push_from_a_multi_platform_archive_sends_the_shared_model_once(tmp_path
     r = requests.get(f"{plain_registry.url}/v2/multi/m/manifests/1", timeout=30,
                      headers={"Accept": "application/vnd.oci.image.index.v1+json"})
     assert r.status_code == 200 and _sha(r.content) == names["index"]
+
