@@ -43,8 +43,8 @@ def load_image(spec: ImageSpec | str, cache: BlobCache, *, registry_options: Reg
     With ``verify_diff_ids`` each layer is checked against its config's diff_id as it is
     copied into the cache (``diffid``; bases and ``push --from`` ask for it). Without, an
     image whose config lies is still read, for a caller that reports on it (``verify``,
-    ``inspect``); a docker-archive's layers are always checked (they are read uncompressed).
-    ``defer`` (``push --from``): an uncompressed layer of a layout or an OCI archive that the
+    ``inspect``); a docker-archive's layers are always checked (their digests are new).
+    ``defer`` (``push --from``): an uncompressed layer of a layout or an archive that the
     cache lacks is not read to check it, but checked by the registry as it is sent (one read).
     """
     if isinstance(spec, str):
@@ -59,7 +59,7 @@ def load_image(spec: ImageSpec | str, cache: BlobCache, *, registry_options: Reg
                                 defer=defer)
     if spec.kind == "docker-archive":
         assert spec.path
-        return read_docker_archive(spec.path, spec.tag, cache)
+        return read_docker_archive(spec.path, spec.tag, cache, defer=defer)
     if spec.kind == "docker":
         from .registry.pull import pull_image
 

@@ -6,10 +6,15 @@ tar entries follow the layer rules (sorted, epoch mtimes, root-owned), so an
 archive's bytes are as reproducible as the image in it. docker-archive layers are
 stored uncompressed, as ``docker save`` and skopeo write them, so their files hash
 to the config's diff_ids.
+
+Read back, an OCI archive's layers, and those of a docker-archive a build would keep
+uncompressed (a model's weights), are held in the cache by reference to their bytes in
+the archive (a tar keeps a member's data in one run): a model is not copied again.
 """
 
 from __future__ import annotations
 
+import re
 import tarfile
 import zlib
 from pathlib import Path
@@ -141,6 +146,7 @@ def _open_tar(path: Path, what: str) -> tarfile.TarFile:
         raise ArchiveError(f"{path} is not a readable {what} ({exc})") from None
 
 
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _FIX = "re-create the archive (skopeo copy, ociassemble build -o)"
 
 
@@ -298,16 +304,13 @@ class _HashingReader:
         return str(self._h.digest)
 
 
-def read_docker_archive(path: Path, name: str | None, cache: BlobCache) -> Image:
-    """Read a ``docker save`` / skopeo docker-archive; its layers are compressed into the cache.
-
-    Layers are stored as they come (uncompressed tar, or gzip if the archive had
-    gzip): a docker-archive keeps no compressed digests to preserve.
+def read_docker_archive(path: Path, name: str | None, cache: BlobCache, *, defer: bool = False) -> Image:
+    """Read a ``docker save`` / skopeo docker-archive: its uncompressed layers stored as a
+    build would store those trees (``_docker_layer``), so a default build's image written as a
+    docker-archive reads back to its very digest. ``defer`` (``push --from``): a layer kept
+    uncompressed is not read now but checked by the registry as it is sent (one read).
     """
     where = f"docker-archive {path}"
-    from ..image.compress import Compression
-    from ..image.layer import DiffIdMismatch, _write_layer  # the same one-pass hash+compress writer as built layers
-
     with _open_tar(path, "docker-archive") as tf:
         names = _members(tf, where)
         try:
@@ -336,23 +339,69 @@ def read_docker_archive(path: Path, name: str | None, cache: BlobCache) -> Image
             if m is None:
                 raise ArchiveError(f"{where} is missing layer {layer_name}")
             members.append(m)
-        layers = []
         with all_or_nothing() as staged:  # every layer verified before any is kept
-            for layer_name, m, diff_id in zip(layer_names, members, diff_ids):
-                f = tf.extractfile(m)
-                assert f is not None
-                magic = f.read(2)
-                f.seek(0)
-                if magic == b"\x1f\x8b":
-                    raise ArchiveError(f"{where}: layer {layer_name} is gzip-compressed; ociassemble reads uncompressed docker-archive layers (as docker save writes them)")
-                try:
-                    built = _write_layer(cache, iter(lambda: f.read(CHUNK), b""), Compression.parse("gzip"),
-                                         expect_diff_id=str(diff_id), staged=staged)
-                except DiffIdMismatch as exc:
-                    raise ArchiveError(f"{where}: layer {layer_name} unpacks to diff_id {exc.actual}, but the image "
-                                       f"config says {diff_id}: the config does not describe its layers; "
-                                       "re-create the archive") from None
-                layers.append(built.descriptor)
-        manifest = Manifest(Descriptor(MediaType.CONFIG, str(cache.put_bytes(config_bytes)), len(config_bytes)),
-                            tuple(layers))
+            layers = tuple(_docker_layer(tf, path, m, str(diff_id), f"{where}: layer {layer_name}", cache, staged, defer)
+                           for layer_name, m, diff_id in zip(layer_names, members, diff_ids))
+        manifest = Manifest(Descriptor(MediaType.CONFIG, str(cache.put_bytes(config_bytes)), len(config_bytes)), layers)
         return Image.from_parts(manifest, config_bytes)
+
+
+def _docker_layer(tf: tarfile.TarFile, path: Path, m: tarfile.TarInfo, diff_id: str, where: str, cache: BlobCache,
+                  staged: list[StagedBlob], defer: bool) -> Descriptor:
+    """One layer of a docker-archive, compressed as a build's ``auto`` would compress its tree
+    (the same samples: the middle of its biggest files): gzipped into the cache, or, when it
+    barely compresses (a model's weights), kept uncompressed and held by reference to its
+    bytes in the archive, as an oci-archive's layers are: its digest is then its diff_id, and
+    a model's gigabytes are neither copied nor compressed."""
+    from ..image.compress import Compression, choose_compression
+    from ..image.layer import DiffIdMismatch, _write_layer  # the same one-pass hash+compress writer as built layers
+
+    f = tf.extractfile(m)
+    assert f is not None and tf.fileobj is not None  # "r:": the archive's own file, no codec
+    if f.read(2) == b"\x1f\x8b":
+        raise ArchiveError(f"{where} is gzip-compressed; ociassemble reads uncompressed docker-archive layers "
+                           "(as docker save writes them)")
+    f.seek(0)
+    samples, total = _tree_samples(f)
+    if choose_compression(samples, total, Compression.parse("auto")).codec == "none":
+        if not _DIGEST.fullmatch(diff_id):
+            raise ArchiveError(f"{where}: its config's diff_id {diff_id!r} is not a sha256 digest; {_FIX}")
+        f.seek(0)
+        desc = Descriptor(MediaType.LAYER_TAR, diff_id, m.size)
+        held = None if m.issparse() else HeldIn(path, tf.fileobj.fileno(), m.offset_data, m.size)
+        try:
+            staged.append(stage_layer(cache, f, desc, diff_id, where, held=held, defer=defer))
+        except DigestMismatchError as exc:
+            raise ArchiveError(f"{where} unpacks to diff_id {exc.actual}, but the image config says {diff_id}: "
+                               f"the config does not describe its layers; {_FIX}") from None
+        return desc
+    f.seek(0)
+    try:
+        built = _write_layer(cache, iter(lambda: f.read(CHUNK), b""), Compression.parse("gzip"),
+                             expect_diff_id=diff_id, staged=staged)
+    except DiffIdMismatch as exc:
+        raise ArchiveError(f"{where} unpacks to diff_id {exc.actual}, but the image config says {diff_id}: "
+                           f"the config does not describe its layers; {_FIX}") from None
+    return built.descriptor
+
+
+def _tree_samples(f: BinaryIO) -> tuple[list[bytes], int]:
+    """What a build samples to choose a layer's compression (``layer._samples``), read from the
+    layer's tar: the middle of its biggest files, and the files' total size. Only the headers
+    are read to find them (the member is seekable); a tar that does not parse gives nothing
+    (so it is gzipped, and any damage is found as it is read)."""
+    from ..image.layer import SAMPLE_BYTES, SAMPLE_FILES
+
+    try:
+        with tarfile.open(fileobj=f, mode="r:") as inner:
+            files = [(e.size, e) for e in inner if e.isreg() and e.size]
+            big = sorted(files, key=lambda t: -t[0])[:SAMPLE_FILES]
+            samples = []
+            for size, e in big:
+                data = inner.extractfile(e)
+                assert data is not None
+                data.seek(size // 2)
+                samples.append(data.read(SAMPLE_BYTES))
+            return samples, sum(size for size, _ in files)
+    except (tarfile.TarError, ValueError, OSError, EOFError):
+        return [], 0

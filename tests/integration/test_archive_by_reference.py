@@ -241,3 +241,31 @@ def test_push_from_a_multi_platform_archive_sends_the_shared_model_once(tmp_path
                      headers={"Accept": "application/vnd.oci.image.index.v1+json"})
     assert r.status_code == 200 and _sha(r.content) == names["index"]
 
+
+def test_a_docker_archive_reads_back_to_the_built_image_its_model_held(quick_recipe, plain_registry,  # type: ignore[no-untyped-def]
+                                                                        tmp_path: Path) -> None:
+    """A default build written as a docker-archive (every layer uncompressed, as ``docker save``
+    writes them) reads back to the built digest: each layer is stored as the build stored it,
+    so the model, which a build keeps uncompressed, is held by reference to its bytes in the
+    archive, neither copied nor compressed, and ``push --from`` reads it once."""
+    size = 48 * MIB
+    project = quick_recipe.project("docker-archive-once", model=os.urandom(size))
+    archive = tmp_path / "docker.tar"
+    built = quick_recipe.build(project, "-o", f"docker-archive:{archive}")
+    model = next(layer for layer in built["layers"] if layer["size"] >= size)
+    assert model["mediaType"] == "application/vnd.oci.image.layer.v1.tar"
+    with tarfile.open(archive) as tf:  # the archive holds it uncompressed: its digest is its diff_id
+        assert _sha(tf.extractfile(f"{model['diffID'][7:]}.tar").read()) == model["digest"]  # type: ignore[union-attr]
+    proc = run_cli("inspect", f"docker-archive:{archive}", "--json", "--cache-dir", str(tmp_path / "fresh"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["digest"] == built["digest"]
+    assert _bytes_under(tmp_path / "fresh") < size // 4  # the base's and deps' layers, not the model
+    ref = f"{plain_registry.host}/once/docker-archive:1"
+    proc, read = _push_counting_reads("push", "--from", f"docker-archive:{archive}", ref,
+                                      "--cache-dir", str(tmp_path / "push-cache"), "--json",
+                                      env={"DOCKER_CONFIG": str(tmp_path / "docker-config")})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["digest"] == built["digest"]
+    assert size <= read < size + size // 2, f"read {read} bytes for a {size}-byte model"
+    r = requests.get(f"{plain_registry.url}/v2/once/docker-archive/blobs/{model['digest']}", timeout=30)
+    assert r.status_code == 200 and _sha(r.content) == model["digest"]

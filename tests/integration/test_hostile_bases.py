@@ -445,12 +445,21 @@ def test_docker_archive_with_link_layer_is_refused(work: Path, tmp_path: Path, k
     assert_refused(work, f"docker-archive:{work / 'base.tar'}", "the layer 'layer.tar' is a (symlink|hard link)")
 
 
-def test_docker_archive_with_lying_diff_id_is_refused(work: Path) -> None:
-    """The second layer lies: the first, honest one is not kept either."""
-    first, raw = tar_bytes(ROOT), tar_bytes([f("etc/motd", b"hi")])
+@pytest.mark.parametrize("content", [b"hi", os.urandom(20 << 20)], ids=["small", "weights"])
+def test_docker_archive_with_lying_diff_id_is_refused(work: Path, content: bytes) -> None:
+    """The second layer lies: the first, honest one is not kept either. (A layer of weights is
+    kept uncompressed and held by reference to the archive: checked all the same.)"""
+    first, raw = tar_bytes(ROOT), tar_bytes([f("etc/motd", content)])
     _docker_archive(work / "base.tar", [first, raw], diff_ids=[_sha(first), _sha(b"not it")])
     assert_refused(work, f"docker-archive:{work / 'base.tar'}", f"unpacks to diff_id {_sha(raw)}",
                    f"config says {_sha(b'not it')}")
+
+
+def test_docker_archive_whose_diff_id_is_not_a_digest_is_refused(work: Path) -> None:
+    """A layer of weights is held under its diff_id as its digest: one that is no digest is refused."""
+    raw = tar_bytes([f("var/azureml-app/model.bin", os.urandom(20 << 20))])
+    _docker_archive(work / "base.tar", [raw], diff_ids=["sha256:../../canary"])
+    assert_refused(work, f"docker-archive:{work / 'base.tar'}", re.escape("diff_id 'sha256:../../canary' is not a sha256 digest"))
 
 
 def test_docker_archive_with_member_named_outside_is_refused(work: Path) -> None:
