@@ -98,6 +98,15 @@ def rootless_venv() -> Path:
             assert r.returncode == 0, r.stderr[-3000:]
             (venv / "ready").touch()
     os.chmod(venv, 0o755)
+    for other in Path("/var/tmp").glob("ociassemble-rootless-venv-*.lock"):  # older checkouts' venvs, not in use
+        if other.name != f"{venv.name}.lock":
+            with open(other, "w") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                shutil.rmtree(other.with_suffix(""), ignore_errors=True)
+                other.unlink()
     return venv
 
 
