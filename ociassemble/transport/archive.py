@@ -147,6 +147,8 @@ def _open_tar(path: Path, what: str) -> tarfile.TarFile:
 
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+#: A docker-archive layer with more entries than this is gzipped without sampling it.
+SAMPLE_MAX_ENTRIES = 100_000
 _FIX = "re-create the archive (skopeo copy, ociassemble build -o)"
 
 
@@ -388,20 +390,32 @@ def _docker_layer(tf: tarfile.TarFile, path: Path, m: tarfile.TarInfo, diff_id: 
 def _tree_samples(f: BinaryIO) -> tuple[list[bytes], int]:
     """What a build samples to choose a layer's compression (``layer._samples``), read from the
     layer's tar: the middle of its biggest files, and the files' total size. Only the headers
-    are read to find them (the member is seekable); a tar that does not parse gives nothing
-    (so it is gzipped, and any damage is found as it is read)."""
+    are read to find them (the member is seekable), and only the biggest few are kept, so a
+    hostile layer of millions of tiny entries costs no memory; past ``SAMPLE_MAX_ENTRIES``
+    entries, or a tar that does not parse, gives nothing (so it is gzipped, and any damage is
+    found as it is read)."""
     from ..image.layer import SAMPLE_BYTES, SAMPLE_FILES
 
+    big: list[tuple[int, int, tarfile.TarInfo]] = []  # (-size, order, entry): the biggest first
+    total = 0
     try:
         with tarfile.open(fileobj=f, mode="r:") as inner:
-            files = [(e.size, e) for e in inner if e.isreg() and e.size]
-            big = sorted(files, key=lambda t: -t[0])[:SAMPLE_FILES]
+            for n in range(SAMPLE_MAX_ENTRIES + 1):
+                e = inner.next()
+                inner.members.clear()  # (tarfile keeps every header it read)
+                if e is None:
+                    break
+                if n == SAMPLE_MAX_ENTRIES:
+                    return [], 0
+                if e.isreg() and e.size:
+                    total += e.size
+                    big = sorted([*big, (-e.size, n, e)])[:SAMPLE_FILES]
             samples = []
-            for size, e in big:
+            for neg, _, e in big:
                 data = inner.extractfile(e)
                 assert data is not None
-                data.seek(size // 2)
+                data.seek(-neg // 2)
                 samples.append(data.read(SAMPLE_BYTES))
-            return samples, sum(size for size, _ in files)
+            return samples, total
     except (tarfile.TarError, ValueError, OSError, EOFError):
         return [], 0
