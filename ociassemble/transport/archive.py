@@ -374,17 +374,20 @@ def _docker_layer(tf: tarfile.TarFile, path: Path, m: tarfile.TarInfo, diff_id: 
         try:
             staged.append(stage_layer(cache, f, desc, diff_id, where, held=held, defer=defer))
         except DigestMismatchError as exc:
-            raise ArchiveError(f"{where} unpacks to diff_id {exc.actual}, but the image config says {diff_id}: "
-                               f"the config does not describe its layers; {_FIX}") from None
+            raise _lying(where, exc.actual, diff_id) from None
         return desc
     f.seek(0)
     try:
         built = _write_layer(cache, iter(lambda: f.read(CHUNK), b""), Compression.parse("gzip"),
                              expect_diff_id=diff_id, staged=staged)
     except DiffIdMismatch as exc:
-        raise ArchiveError(f"{where} unpacks to diff_id {exc.actual}, but the image config says {diff_id}: "
-                           f"the config does not describe its layers; {_FIX}") from None
+        raise _lying(where, exc.actual, diff_id) from None
     return built.descriptor
+
+
+def _lying(where: str, actual: str, diff_id: str) -> ArchiveError:
+    return ArchiveError(f"{where} unpacks to diff_id {actual}, but the image config says {diff_id}: "
+                        f"the config does not describe its layers; {_FIX}")
 
 
 def _tree_samples(f: BinaryIO) -> tuple[list[bytes], int]:
