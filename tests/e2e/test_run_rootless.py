@@ -18,6 +18,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,8 +79,11 @@ def rootless_user() -> pwd.struct_passwd:
 
 
 @pytest.fixture(scope="module")
-def rootless_venv() -> Path:
-    """A venv of the system Python with this checkout installed (a copy), readable by every user."""
+def rootless_venv() -> Iterator[Path]:
+    """A venv of the system Python with this checkout installed (a copy), readable by every user.
+
+    Its lock file is held shared while the module's tests use it, so another checkout's run,
+    which removes the venvs of older checkouts it can lock, never removes one in use."""
     if not SYSTEM_PYTHON.is_file():
         pytest.skip("no /usr/bin/python3 for the unprivileged user")
     sources = hashlib.sha256((CHECKOUT / "pyproject.toml").read_bytes())
@@ -97,17 +101,18 @@ def rootless_venv() -> Path:
                                capture_output=True, text=True, check=False)
             assert r.returncode == 0, r.stderr[-3000:]
             (venv / "ready").touch()
-    os.chmod(venv, 0o755)
-    for other in Path("/var/tmp").glob("ociassemble-rootless-venv-*.lock"):  # older checkouts' venvs, not in use
-        if other.name != f"{venv.name}.lock":
-            with open(other, "w") as lock:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue
-                shutil.rmtree(other.with_suffix(""), ignore_errors=True)
-                other.unlink()
-    return venv
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        os.chmod(venv, 0o755)
+        for other in Path("/var/tmp").glob("ociassemble-rootless-venv-*.lock"):  # older checkouts', not in use
+            if other.name != f"{venv.name}.lock":
+                with open(other, "a") as other_lock:
+                    try:
+                        fcntl.flock(other_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue
+                    shutil.rmtree(other.with_suffix(""), ignore_errors=True)
+                    other.unlink()
+        yield venv
 
 
 def test_a_user_other_than_root_runs_and_scores_the_example(example_build: dict, trained_example: Path,
