@@ -24,7 +24,7 @@ import errno
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -146,6 +146,8 @@ class BlobCache:
     #: to check them (``diffid.stage_layer(defer=True)``): read with ``receiver_verifies``, the
     #: receiver (a registry) checks them; read otherwise, hashed as they are read
     _unchecked: dict[str, RefRecord] = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: diff_id checks of compressed blobs held unchecked, left for the push (``take_deferred_checks``)
+    _checks: dict[str, Callable[[], None]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -221,6 +223,19 @@ class BlobCache:
     def hold_unchecked(self, record: RefRecord) -> None:
         """Hold ``record`` for this run only: its bytes were not read to check them (see ``_unchecked``)."""
         self._unchecked[record.digest] = record
+
+    def defer_check(self, digest: Digest | str, check: Callable[[], None]) -> None:
+        """Leave ``check`` of a blob held unchecked (its diff_id: ``diffid.stage_layer(defer=True)``)
+        for the push that reads the image (``take_deferred_checks``)."""
+        self._checks[str(digest)] = check
+
+    def take_deferred_checks(self) -> dict[str, Callable[[], None]]:
+        """Every check ``defer_check`` left, by digest, handed over once: a push runs them beside
+        its uploads, sends no such blob before its check passed, and writes no manifest before
+        all did (``registry.push``)."""
+        taken = dict(self._checks)
+        self._checks.clear()
+        return taken
 
     def record_of(self, digest: Digest | str) -> RefRecord | None:
         """What a reader of ``digest`` streams from when it is no file here: its record, or one held

@@ -21,7 +21,7 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import zstandard
 from isal import igzip_threaded, isal_zlib
@@ -60,6 +60,7 @@ class StagedBlob:
     diff_id: str | None
     held: RefRecord | None = None  # kept by reference to the file it was read from (``stage_layer``)
     unchecked: RefRecord | None = None  # held for this run by reference to a file not read (``defer``)
+    check: Callable[[], None] | None = None  # its diff_id's check, left for the push (``defer``)
 
     def commit(self) -> None:
         if self.writer is not None:
@@ -68,6 +69,8 @@ class StagedBlob:
             self.cache.put_ref(self.held)
         if self.unchecked is not None:
             self.cache.hold_unchecked(self.unchecked)
+        if self.check is not None:
+            self.cache.defer_check(self.desc.digest, self.check)
         if self.diff_id is not None:
             self.cache.remember_diff_id(self.desc.digest, self.diff_id)
 
@@ -193,7 +196,7 @@ def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: s
         if diff_id is not None and known is None:
             verify_cached_diff_id(cache, desc, diff_id, where)
         return StagedBlob(cache, None, desc, None)
-    if defer and held is not None and _plain_tar(desc):
+    if defer and held is not None:
         return _deferred(cache, held, desc, diff_id, where)
     before = os.fstat(held.fd) if held is not None else None
     reader = VerifyingReader(stream, Digest(desc.digest), desc.size, where)
@@ -224,17 +227,37 @@ def stage_layer(cache: BlobCache, stream: BinaryIO, desc: Descriptor, diff_id: s
 
 
 def _deferred(cache: BlobCache, held: HeldIn, desc: Descriptor, diff_id: str | None, where: str) -> StagedBlob:
-    """An uncompressed layer held as it lies, unread: its diff_id is its digest (checked here
-    against the config's), its size is checked against the descriptor's, and its bytes by
-    whoever reads them."""
-    if diff_id is not None and diff_id != desc.digest:
-        raise _mismatch(desc, where, diff_id, desc.digest)
+    """A layer held as it lies, unread: its size is checked against the descriptor's, and its
+    bytes by whoever reads them. An uncompressed layer's diff_id is its digest (checked here
+    against the config's); a compressed one's is checked by the push (``BlobCache.defer_check``),
+    on a thread beside the uploads of the layers that need none (a model's), and before its
+    own upload: so a push from a fresh cache starts sending the model at once instead of first
+    reading and decompressing every compressed layer, and a lying layer is still never sent."""
+    check = None
+    if _plain_tar(desc):
+        if diff_id is not None and diff_id != desc.digest:
+            raise _mismatch(desc, where, diff_id, desc.digest)
+    elif diff_id is not None:
+        check = lambda: _check_deferred(cache, desc, diff_id, where)  # noqa: E731
     st = os.fstat(held.fd)
     size = held.size if held.size is not None else st.st_size - held.offset
     if size != desc.size:
         raise ArchiveError(f"{where}: blob {desc.digest} is {size} bytes, its descriptor says {desc.size}: "
                            "the image is corrupt; re-create it")
-    return StagedBlob(cache, None, desc, None, unchecked=_held(held, st, st, desc, where))
+    return StagedBlob(cache, None, desc, None, unchecked=_held(held, st, st, desc, where), check=check)
+
+
+def _check_deferred(cache: BlobCache, desc: Descriptor, diff_id: str, where: str) -> None:
+    """The diff_id check of a compressed layer held unchecked: read (and so hashed: its digest is
+    checked too), decompressed and compared; passed, the pair is remembered and the blob
+    recorded as any held one."""
+    with cache.open(desc.digest) as f:
+        actual = _hash_uncompressed(f, desc, where)
+    if actual is not None and actual != diff_id:
+        raise _mismatch(desc, where, diff_id, actual)
+    if actual is not None:
+        cache.remember_diff_id(desc.digest, actual)
+    cache.confirm_unchecked(desc.digest)
 
 
 def _held(held: HeldIn, before: os.stat_result | None, after: os.stat_result, desc: Descriptor,

@@ -39,7 +39,7 @@ from .reference import Reference
 from .retry import call_with_retry
 from .upload import BlobSlice, OpenUpload, cancel_upload, finish_upload, mount_blob, patch_upload, resume_or_start
 
-__all__ = ["Tally", "push_blobs"]
+__all__ = ["Stopped", "Tally", "push_blobs"]
 
 log = logging.getLogger("ociassemble.registry")
 
@@ -57,8 +57,8 @@ class Tally:
             self.bytes_uploaded += n
 
 
-class _Stopped(Exception):
-    """Another blob failed: stop this one at the next request boundary."""
+class Stopped(Exception):
+    """Another blob, or a check of the push around them, failed: stop this one at the next request boundary."""
 
 
 @dataclass
@@ -85,6 +85,7 @@ class _BlobPusher:
     stop: threading.Event
     on_bytes: Callable[[Descriptor, int], None] | None = None
     committed: Mapping[str, str] = field(default_factory=dict)  # uploaded here by the build (``speculative``)
+    before_upload: Callable[[str], None] | None = None  # waits for a blob's check (``push._Checks``)
 
     def _sent(self, desc: Descriptor, state: _Upload) -> Callable[[int], None]:
         """Counts the bytes sent; tells ``on_bytes`` of all but the blob's last byte, which
@@ -114,8 +115,8 @@ class _BlobPusher:
             outcome = call_with_retry(self.options.retry, what, lambda attempt: self._attempt(desc, mount_from, state, attempt))
         except BaseException as exc:
             self.stop.set()  # the push has failed: the other blobs stop at their next request
-            if state.location is not None and isinstance(exc, (SourceChangedError, DigestMismatchError)):
-                cancel_upload(self.client, state.location, self.scopes)  # our bytes went wrong: drop them
+            if state.location is not None and isinstance(exc, (SourceChangedError, DigestMismatchError, Stopped)):
+                cancel_upload(self.client, state.location, self.scopes)  # our bytes went wrong, or stopped: drop them
             raise
         finally:
             if state.reader is not None:
@@ -141,7 +142,7 @@ class _BlobPusher:
 
     def _check_stop(self) -> None:
         if self.stop.is_set():
-            raise _Stopped()
+            raise Stopped()
 
     def _attempt(self, desc: Descriptor, mount_from: str | None, state: _Upload, attempt: int) -> str:
         self._check_stop()
@@ -149,6 +150,9 @@ class _BlobPusher:
         if self.client.blob_exists(self.repo, digest, self.scopes):
             # on a retry this settles a final PUT whose answer was lost (registry-notes)
             return "uploaded" if state.started else "skipped"
+        if self.before_upload is not None:
+            self.before_upload(digest)  # (a blob whose check the push runs is sent once it passed)
+            self._check_stop()
         if mount_from and not state.mount_tried:
             state.mount_tried = True
             location = mount_blob(self.client, self.repo, digest, mount_from, self.scopes)
@@ -211,11 +215,16 @@ def push_blobs(client: RegistryClient, repo: str, scopes: tuple[str, ...], blobs
                 owners: dict[str, Image], cache: BlobCache, options: RegistryOptions, tally: Tally,
                 origins: dict[str, Reference], earlier: list[str],
                 on_bytes: Callable[[Descriptor, int], None] | None = None,
-                committed: Mapping[str, str] | None = None) -> None:
+                committed: Mapping[str, str] | None = None, stop: threading.Event | None = None,
+                before_upload: Callable[[str], None] | None = None) -> None:
     """Step 1 of the contract for one repository: every one of ``blobs`` (each once, all in
-    one pool, so no blob is sent twice at the same time); raises the first blob's failure."""
-    stop = threading.Event()
-    pusher = _BlobPusher(client, repo, scopes, owners, cache, options, tally, stop, on_bytes, committed or {})
+    one pool, so no blob is sent twice at the same time); raises the first blob's failure.
+    ``stop``, set from outside (a check of the push failed), stops every blob at its next
+    request and raises ``Stopped``; ``before_upload(digest)`` is called before a blob the
+    registry lacks is mounted or sent."""
+    stop = stop or threading.Event()
+    pusher = _BlobPusher(client, repo, scopes, owners, cache, options, tally, stop, on_bytes, committed or {},
+                         before_upload)
     # one ping (scheme, auth challenge) before the threads start
     call_with_retry(options.retry, f"contacting {client.registry}", lambda _n: client.base_url())
 
@@ -230,7 +239,7 @@ def push_blobs(client: RegistryClient, repo: str, scopes: tuple[str, ...], blobs
             pool.submit(pusher.push, d, mount_source(d)): d for d in blobs
         }
         finished, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in finished if f.exception() is not None and not isinstance(f.exception(), _Stopped)]
+        failed = [f for f in finished if f.exception() is not None and not isinstance(f.exception(), Stopped)]
         if failed:
             for f in pending:
                 f.cancel()

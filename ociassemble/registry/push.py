@@ -10,7 +10,10 @@ The ordering contract, enforced here and only here:
    ``speculative``, and the base's it sent meanwhile) are not asked about again. A
    blob's source repository is ``Image.origin_of`` (a pulled base's repository, or the
    registry layer cache a layer was taken from).
-2. only when every blob is there, the manifest by each tag, then by digest. A
+2. only when every blob is there (and every check reading the image left for the push
+   has passed: a compressed layer's diff_id, read by ``push --from`` into a fresh cache,
+   checked beside the other uploads and before its own), the manifest by each tag, then
+   by digest. A
    manifest PUT answered ``MANIFEST_BLOB_UNKNOWN`` (seen from distribution when another
    pusher writes one of the same blobs into the repository at the same moment) goes
    back to step 1 for that repository and tries again, a few times.
@@ -31,6 +34,7 @@ Each blob is retried as a whole (``options.retry``); each manifest PUT too.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -41,7 +45,7 @@ from ..image.digest import Digest
 from ..image.imageindex import ImageIndex, Target
 from ..image.oci import Descriptor, MediaType, parse_json
 from ..image.platform import normalize
-from .blobpush import Tally, push_blobs
+from .blobpush import Stopped, Tally, push_blobs
 from .client import RegistryClient, RegistryOptions
 from .pushresult import PushResult
 from .reference import Reference, parse_reference
@@ -161,6 +165,46 @@ def _groups(target: Target, refs: Sequence[str]) -> dict[tuple[str, str], list[R
     return groups
 
 
+class _Checks:
+    """The checks reading the image left for the push (a compressed layer's diff_id, read by
+    ``push --from`` into a fresh cache: ``BlobCache.take_deferred_checks``), run in order on a
+    thread beside the uploads that need none. A blob with a check is not sent before it passed
+    (``before_upload``); a failed one stops every upload (``stop``) and is what ``wait``,
+    before any manifest, raises."""
+
+    def __init__(self, cache: BlobCache, stop: threading.Event) -> None:
+        self._pending = cache.take_deferred_checks()
+        self._passed = {digest: threading.Event() for digest in self._pending}
+        self._stop = stop
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="checks", daemon=True) if self._pending else None
+        if self._thread is not None:
+            self._thread.start()
+
+    def _run(self) -> None:
+        for digest, check in self._pending.items():
+            try:
+                check()
+            except BaseException as exc:  # raised by ``wait``, in the push's thread
+                self._error = exc
+                self._stop.set()
+                for event in self._passed.values():
+                    event.set()
+                return
+            self._passed[digest].set()
+
+    def before_upload(self, digest: str) -> None:
+        event = self._passed.get(digest)
+        if event is not None:
+            event.wait()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 class _Job:
     """One ``push_image``: what it pushes, the clients it opened, and what each blob came to."""
 
@@ -168,6 +212,8 @@ class _Job:
                  on_bytes: Callable[[Descriptor, int], None] | None,
                  committed: tuple[str, str, Mapping[str, str]] | None) -> None:
         self.target, self.cache, self.options, self.on_bytes, self.committed = target, cache, options, on_bytes, committed
+        self.stop = threading.Event()  # a failed check stops the uploads at their next request
+        self.checks = _Checks(cache, self.stop)
         # by digest first (each platform's manifest of an index), then the top document by tag and digest
         self.children = [(i.digest, i.manifest_bytes, _declared_media_type(i.manifest_bytes, i.manifest.media_type))
                          for i in target.images] if isinstance(target, ImageIndex) else []
@@ -193,9 +239,14 @@ class _Job:
 
         def send_blobs() -> None:
             push_blobs(client, repo, scopes, self.blobs, self.owners, self.cache, self.options, self.tally,
-                        self.origins, earlier, self.on_bytes, here)
+                        self.origins, earlier, self.on_bytes, here, self.stop, self.checks.before_upload)
 
-        send_blobs()
+        try:
+            send_blobs()
+        except Stopped:  # a check failed and stopped the uploads: its error
+            self.checks.wait()
+            raise
+        self.checks.wait()  # every layer's check passed before a manifest names it
         here.clear()  # a later round (a manifest's BLOB_UNKNOWN) asks the registry
         tags = list(dict.fromkeys(r.tag for r in group if r.tag))
         target = self.target

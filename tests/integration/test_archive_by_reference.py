@@ -134,6 +134,8 @@ def test_push_from_reads_a_new_model_once(tmp_path: Path, plain_registry, kind: 
     # the registry accepted the bytes read: the layer is now held by reference for later runs
     cache = BlobCache(tmp_path / "cache")
     assert cache.has_current(names["model"]) and cache.ref(names["model"]) is not None
+    # the compressed base layer's diff_id was checked beside the uploads, and remembered
+    assert cache.verified_diff_id(names["base"]) is not None and cache.ref(names["base"]) is not None
     r = requests.get(f"{plain_registry.url}/v2/once/{kind}/blobs/{names['model']}", timeout=30)
     assert r.status_code == 200 and _sha(r.content) == names["model"]
 
@@ -269,3 +271,35 @@ def test_a_docker_archive_reads_back_to_the_built_image_its_model_held(quick_rec
     assert size <= read < size + size // 2, f"read {read} bytes for a {size}-byte model"
     r = requests.get(f"{plain_registry.url}/v2/once/docker-archive/blobs/{model['digest']}", timeout=30)
     assert r.status_code == 200 and _sha(r.content) == model["digest"]
+
+
+@pytest.mark.parametrize("kind", ["oci", "oci-archive"])
+def test_push_from_a_compressed_layer_whose_diff_id_lies_sends_nothing_of_it(tmp_path: Path, plain_registry,  # type: ignore[no-untyped-def]
+                                                                              kind: str) -> None:
+    """With a fresh cache a compressed layer's diff_id is checked on a thread beside the model's
+    upload, not before it: a lie there stops the push in one line naming the layer, the lying
+    layer is never sent (it waits for its check), the model's upload is stopped, and no
+    manifest or tag is written."""
+    layout = tmp_path / "layout"
+    names = _layout(layout, os.urandom(48 * MIB))
+    blobs = layout / "blobs" / "sha256"
+    manifest = json.loads((blobs / names["manifest"][7:]).read_bytes())
+    config = json.loads((blobs / manifest["config"]["digest"][7:]).read_bytes())
+    config["rootfs"]["diff_ids"][0] = "sha256:" + "ab" * 32
+    data = json.dumps(config).encode()
+    (blobs / _sha(data)[7:]).write_bytes(data)
+    manifest["config"] = {**manifest["config"], "digest": _sha(data), "size": len(data)}
+    mdata = json.dumps(manifest).encode()
+    (blobs / _sha(mdata)[7:]).write_bytes(mdata)
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": _sha(mdata), "size": len(mdata)}]}))
+    spec = f"oci:{layout}" if kind == "oci" else f"oci-archive:{_archive(layout, tmp_path / 'image.tar')}"
+    proc = run_cli("push", "--from", spec, f"{plain_registry.host}/lies/{kind}:1", "--cache-dir", str(tmp_path / "cache"),
+                   env={"DOCKER_CONFIG": str(tmp_path / "docker-config")})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("ociassemble: error: ") and f"layer {names['base']} unpacks to diff_id" in line, line
+    assert f"config says sha256:{'ab' * 32}" in line, line
+    for path in ("manifests/1", f"manifests/{_sha(mdata)}", f"blobs/{names['base']}"):
+        assert requests.head(f"{plain_registry.url}/v2/lies/{kind}/{path}", timeout=30).status_code == 404, path
+    assert BlobCache(tmp_path / "cache").verified_diff_id(names["base"]) is None

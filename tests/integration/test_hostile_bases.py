@@ -502,6 +502,9 @@ def test_push_from_a_layout_whose_config_lies_is_refused(work: Path, plain_regis
     assert f"layer {names['layer0']} unpacks to diff_id {_sha(raw)}" in line and "Traceback" not in proc.stderr, line
     r = requests.get(f"{plain_registry.url}/v2/hostile/lying/manifests/1", timeout=10)
     assert r.status_code == 404
+    # its check ran beside the uploads (a fresh cache), but the lying layer waited for it: never sent
+    r = requests.head(f"{plain_registry.url}/v2/hostile/lying/blobs/{names['layer0']}", timeout=10)
+    assert r.status_code == 404
     assert cache_entries(work / "cache") == []
     proc = run_cli("inspect", f"oci:{layout}", "--cache-dir", str(work / "cache2"))
     assert proc.returncode == 0, proc.stderr
