@@ -44,8 +44,10 @@ def load_image(spec: ImageSpec | str, cache: BlobCache, *, registry_options: Reg
     copied into the cache (``diffid``; bases and ``push --from`` ask for it). Without, an
     image whose config lies is still read, for a caller that reports on it (``verify``,
     ``inspect``); a docker-archive's layers are always checked (their digests are new).
-    ``defer`` (``push --from``): an uncompressed layer of a layout or an archive that the
-    cache lacks is not read to check it, but checked by the registry as it is sent (one read).
+    ``defer`` (``push --from``, and only for a push): a layer of a layout or an archive that
+    the cache lacks is not read now. An uncompressed one is checked by the registry as it is
+    sent (one read); a compressed one's diff_id check is left in the cache for the push, which
+    runs it beside its uploads (``registry.push``): another reader would not run it.
     """
     if isinstance(spec, str):
         spec = parse_spec(spec)
