@@ -115,8 +115,8 @@ class _BlobPusher:
             outcome = call_with_retry(self.options.retry, what, lambda attempt: self._attempt(desc, mount_from, state, attempt))
         except BaseException as exc:
             self.stop.set()  # the push has failed: the other blobs stop at their next request
-            if state.location is not None and isinstance(exc, (SourceChangedError, DigestMismatchError, Stopped)):
-                cancel_upload(self.client, state.location, self.scopes)  # our bytes went wrong, or stopped: drop them
+            if state.location is not None and isinstance(exc, (SourceChangedError, DigestMismatchError)):
+                cancel_upload(self.client, state.location, self.scopes)  # our bytes went wrong: drop them
             raise
         finally:
             if state.reader is not None:
