@@ -146,7 +146,7 @@ class BlobCache:
     #: to check them (``diffid.stage_layer(defer=True)``): read with ``receiver_verifies``, the
     #: receiver (a registry) checks them; read otherwise, hashed as they are read
     _unchecked: dict[str, RefRecord] = field(default_factory=dict, init=False, repr=False, compare=False)
-    #: diff_id checks of compressed blobs held unchecked, left for the push (``take_deferred_checks``)
+    #: diff_id checks of compressed blobs held unchecked, left for the push (``deferred_checks``)
     _checks: dict[str, Callable[[], None]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -226,16 +226,18 @@ class BlobCache:
 
     def defer_check(self, digest: Digest | str, check: Callable[[], None]) -> None:
         """Leave ``check`` of a blob held unchecked (its diff_id: ``diffid.stage_layer(defer=True)``)
-        for the push that reads the image (``take_deferred_checks``)."""
+        for the push that reads the image (``deferred_checks``)."""
         self._checks[str(digest)] = check
 
-    def take_deferred_checks(self) -> dict[str, Callable[[], None]]:
-        """Every check ``defer_check`` left, by digest, handed over once: a push runs them beside
-        its uploads, sends no such blob before its check passed, and writes no manifest before
-        all did (``registry.push``)."""
-        taken = dict(self._checks)
-        self._checks.clear()
-        return taken
+    def deferred_checks(self) -> dict[str, Callable[[], None]]:
+        """The checks ``defer_check`` left that have not passed yet, by digest: a push runs them
+        beside its uploads, sends no such blob before its check passed, and writes no manifest
+        before all did (``registry.push``); a check stays until it passed (``check_passed``), so
+        a push tried again runs it again."""
+        return dict(self._checks)
+
+    def check_passed(self, digest: Digest | str) -> None:
+        self._checks.pop(str(digest), None)
 
     def record_of(self, digest: Digest | str) -> RefRecord | None:
         """What a reader of ``digest`` streams from when it is no file here: its record, or one held

@@ -167,13 +167,14 @@ def _groups(target: Target, refs: Sequence[str]) -> dict[tuple[str, str], list[R
 
 class _Checks:
     """The checks reading the image left for the push (a compressed layer's diff_id, read by
-    ``push --from`` into a fresh cache: ``BlobCache.take_deferred_checks``), run in order on a
+    ``push --from`` into a fresh cache: ``BlobCache.deferred_checks``), run in order on a
     thread beside the uploads that need none. A blob with a check is not sent before it passed
     (``before_upload``); a failed one stops every upload (``stop``) and is what ``wait``,
     before any manifest, raises."""
 
     def __init__(self, cache: BlobCache, stop: threading.Event) -> None:
-        self._pending = cache.take_deferred_checks()
+        self._cache = cache
+        self._pending = cache.deferred_checks()
         self._passed = {digest: threading.Event() for digest in self._pending}
         self._stop = stop
         self._error: BaseException | None = None
@@ -191,6 +192,7 @@ class _Checks:
                 for event in self._passed.values():
                     event.set()
                 return
+            self._cache.check_passed(digest)
             self._passed[digest].set()
 
     def before_upload(self, digest: str) -> None:

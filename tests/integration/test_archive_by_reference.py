@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ociassemble.errors import DigestMismatchError, SourceChangedError
+from ociassemble.errors import ArchiveError, DigestMismatchError, SourceChangedError
 from ociassemble.image.cache import BlobCache
 from ociassemble.imageio import load_image, write_image
 from tests.conftest import run_cli
@@ -273,15 +273,10 @@ def test_a_docker_archive_reads_back_to_the_built_image_its_model_held(quick_rec
     assert r.status_code == 200 and _sha(r.content) == model["digest"]
 
 
-@pytest.mark.parametrize("kind", ["oci", "oci-archive"])
-def test_push_from_a_compressed_layer_whose_diff_id_lies_sends_nothing_of_it(tmp_path: Path, plain_registry,  # type: ignore[no-untyped-def]
-                                                                              kind: str) -> None:
-    """With a fresh cache a compressed layer's diff_id is checked on a thread beside the model's
-    upload, not before it: a lie there stops the push in one line naming the layer, the lying
-    layer is never sent (it waits for its check), the model's upload is stopped, and no
-    manifest or tag is written."""
-    layout = tmp_path / "layout"
-    names = _layout(layout, os.urandom(48 * MIB))
+def _lying_layout(layout: Path, weights: bytes) -> tuple[dict[str, str], str]:
+    """``_layout`` whose config gives its compressed (base) layer a diff_id it does not have;
+    its names and the new manifest's digest."""
+    names = _layout(layout, weights)
     blobs = layout / "blobs" / "sha256"
     manifest = json.loads((blobs / names["manifest"][7:]).read_bytes())
     config = json.loads((blobs / manifest["config"]["digest"][7:]).read_bytes())
@@ -293,6 +288,18 @@ def test_push_from_a_compressed_layer_whose_diff_id_lies_sends_nothing_of_it(tmp
     (blobs / _sha(mdata)[7:]).write_bytes(mdata)
     (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
         {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": _sha(mdata), "size": len(mdata)}]}))
+    return names, _sha(mdata)
+
+
+@pytest.mark.parametrize("kind", ["oci", "oci-archive"])
+def test_push_from_a_compressed_layer_whose_diff_id_lies_sends_nothing_of_it(tmp_path: Path, plain_registry,  # type: ignore[no-untyped-def]
+                                                                              kind: str) -> None:
+    """With a fresh cache a compressed layer's diff_id is checked on a thread beside the model's
+    upload, not before it: a lie there stops the push in one line naming the layer, the lying
+    layer is never sent (it waits for its check), the model's upload is stopped, and no
+    manifest or tag is written."""
+    layout = tmp_path / "layout"
+    names, manifest = _lying_layout(layout, os.urandom(48 * MIB))
     spec = f"oci:{layout}" if kind == "oci" else f"oci-archive:{_archive(layout, tmp_path / 'image.tar')}"
     proc = run_cli("push", "--from", spec, f"{plain_registry.host}/lies/{kind}:1", "--cache-dir", str(tmp_path / "cache"),
                    env={"DOCKER_CONFIG": str(tmp_path / "docker-config")})
@@ -300,6 +307,23 @@ def test_push_from_a_compressed_layer_whose_diff_id_lies_sends_nothing_of_it(tmp
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("ociassemble: error: ") and f"layer {names['base']} unpacks to diff_id" in line, line
     assert f"config says sha256:{'ab' * 32}" in line, line
-    for path in ("manifests/1", f"manifests/{_sha(mdata)}", f"blobs/{names['base']}"):
+    for path in ("manifests/1", f"manifests/{manifest}", f"blobs/{names['base']}"):
         assert requests.head(f"{plain_registry.url}/v2/lies/{kind}/{path}", timeout=30).status_code == 404, path
     assert BlobCache(tmp_path / "cache").verified_diff_id(names["base"]) is None
+
+
+def test_a_failed_check_is_run_again_by_a_push_tried_again(tmp_path: Path, plain_registry) -> None:  # type: ignore[no-untyped-def]
+    """A library caller that pushes again after a failed push (same cache, same image) does not
+    get past a check that did not pass: it stays in the cache until it passes."""
+    from ociassemble.registry import RegistryOptions
+    from ociassemble.registry.push import push_image
+
+    layout = tmp_path / "layout"
+    names, _ = _lying_layout(layout, os.urandom(MIB))
+    cache = BlobCache(tmp_path / "cache")
+    image = load_image(f"oci:{layout}", cache, verify_diff_ids=True, defer=True)
+    ref = f"{plain_registry.host}/again/lies:1"
+    for _ in range(2):
+        with pytest.raises(ArchiveError, match=f"layer {names['base']} unpacks to diff_id"):
+            push_image(image, cache, [ref], options=RegistryOptions(docker_config=tmp_path / "docker-config"))
+    assert requests.head(f"{plain_registry.url}/v2/again/lies/manifests/1", timeout=30).status_code == 404
