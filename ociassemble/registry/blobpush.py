@@ -235,8 +235,10 @@ def push_blobs(client: RegistryClient, repo: str, scopes: tuple[str, ...], blobs
         return earlier[0] if earlier else None
 
     with ThreadPoolExecutor(max_workers=max(1, options.concurrency), thread_name_prefix="push") as pool:
+        # the biggest first (a model's layer): it starts at once, the small ones share the other
+        # workers, and none waits behind layers waiting for their checks (``before_upload``)
         futures: dict[Future[str], Descriptor] = {
-            pool.submit(pusher.push, d, mount_source(d)): d for d in blobs
+            pool.submit(pusher.push, d, mount_source(d)): d for d in sorted(blobs, key=lambda d: -d.size)
         }
         finished, pending = wait(futures, return_when=FIRST_EXCEPTION)
         failed = [f for f in finished if f.exception() is not None and not isinstance(f.exception(), Stopped)]
@@ -249,7 +251,7 @@ def push_blobs(client: RegistryClient, repo: str, scopes: tuple[str, ...], blobs
             exc = first.exception()
             assert exc is not None
             raise exc
-    for f, d in futures.items():
+    for f, d in sorted(futures.items(), key=lambda fd: blobs.index(fd[1])):  # (reported in image order)
         outcome = f.result()
         with tally.lock:
             tally.outcome.setdefault(d.digest, outcome)
