@@ -10,6 +10,11 @@ more) and is done once per blob: the verified pair is remembered in the cache
 
 That pass copies the blob into the cache, or, read from a layout's file, records a
 reference to that file instead (``blobref``): no second copy of a model's layer.
+
+A push from a cache that never saw the image (``defer``) makes no such pass before it
+starts: an uncompressed layer is checked by the registry as it is sent, and a compressed
+one's pass is left to the push, which runs it beside the uploads and sends the layer only
+once it passed (``_deferred``).
 """
 
 from __future__ import annotations
