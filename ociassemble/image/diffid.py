@@ -256,12 +256,7 @@ def _check_deferred(cache: BlobCache, desc: Descriptor, diff_id: str, where: str
     """The diff_id check of a compressed layer held unchecked: read (and so hashed: its digest is
     checked too), decompressed and compared; passed, the pair is remembered and the blob
     recorded as any held one."""
-    with cache.open(desc.digest) as f:
-        actual = _hash_uncompressed(f, desc, where)
-    if actual is not None and actual != diff_id:
-        raise _mismatch(desc, where, diff_id, actual)
-    if actual is not None:
-        cache.remember_diff_id(desc.digest, actual)
+    _read_diff_id(cache, desc, diff_id, where)
     cache.confirm_unchecked(desc.digest)
 
 
@@ -284,12 +279,20 @@ def verify_cached_diff_id(cache: BlobCache, desc: Descriptor, diff_id: str, wher
         if known != diff_id:
             raise _mismatch(desc, where, diff_id, known)
         return
-    if _plain_tar(desc):  # the cache's copy is its digest's (checked when stored, or when a held one is read)
+    _read_diff_id(cache, desc, diff_id, where)
+
+
+def _read_diff_id(cache: BlobCache, desc: Descriptor, diff_id: str, where: str) -> None:
+    """Check that a cached blob unpacks to ``diff_id``, and remember the pair when it does: a
+    compressed one is read (one held unchecked is hashed as it is read) and decompressed; an
+    uncompressed one's diff_id is its digest (its copy was checked when stored, and a held one
+    is hashed whenever it is read)."""
+    if _plain_tar(desc):
         actual: str | None = desc.digest
     else:
         with cache.open(desc.digest) as f:
             actual = _hash_uncompressed(f, desc, where)
-    if actual is None:
+    if actual is None:  # a media type we cannot decompress
         return
     if actual != diff_id:
         raise _mismatch(desc, where, diff_id, actual)

@@ -365,10 +365,10 @@ def _docker_layer(tf: tarfile.TarFile, path: Path, m: tarfile.TarInfo, diff_id: 
                            "(as docker save writes them)")
     f.seek(0)
     samples, total = _tree_samples(f)
+    f.seek(0)
     if choose_compression(samples, total, Compression.parse("auto")).codec == "none":
         if not _DIGEST.fullmatch(diff_id):
             raise ArchiveError(f"{where}: its config's diff_id {diff_id!r} is not a sha256 digest; {_FIX}")
-        f.seek(0)
         desc = Descriptor(MediaType.LAYER_TAR, diff_id, m.size)
         held = None if m.issparse() else HeldIn(path, tf.fileobj.fileno(), m.offset_data, m.size)
         try:
@@ -376,7 +376,6 @@ def _docker_layer(tf: tarfile.TarFile, path: Path, m: tarfile.TarInfo, diff_id: 
         except DigestMismatchError as exc:
             raise _lying(where, exc.actual, diff_id) from None
         return desc
-    f.seek(0)
     try:
         built = _write_layer(cache, iter(lambda: f.read(CHUNK), b""), Compression.parse("gzip"),
                              expect_diff_id=diff_id, staged=staged)
