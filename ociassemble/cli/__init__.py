@@ -64,9 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {error_line(exc, out.secrets)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        out.reporter.close()
-        print(f"{PROG}: interrupted; nothing was left half-written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted(out)
     except BrokenPipeError:
         # the reader went away (e.g. `inspect --layer 0 --list | head`): not an error of ours
         try:
@@ -85,7 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(out.clean(f"{PROG}: error: {exc.filename or ''}: {exc.strerror}"), file=sys.stderr)
         return EXIT_USER
-    except Exception:  # noqa: BLE001 - anything else is a bug: keep its traceback, say so, exit 3
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug: keep its traceback, say so, exit 3
+        if interrupts.count or _caused_by_interrupt(exc):
+            # Python wraps an exception raised in some places (a descriptor's __set_name__ while a
+            # module is imported: RuntimeError) in its own, so a Ctrl-C landing there surfaces as one
+            return _interrupted(out)
         out.reporter.close()
         _print_traceback(out.secrets)
         print(f"{PROG}: this is a bug in ociassemble {__version__}: please report it with the traceback above",
@@ -94,6 +96,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         out.reporter.close()
         interrupts.uninstall()
+
+
+def _interrupted(out: Out) -> int:
+    out.reporter.close()
+    print(f"{PROG}: interrupted; nothing was left half-written", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, KeyboardInterrupt):
+            return True
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return False
 
 
 def _print_traceback(secrets: Secrets) -> None:

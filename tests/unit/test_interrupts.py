@@ -65,3 +65,32 @@ def test_main_puts_the_previous_handlers_back() -> None:
     assert cli.main(["completion", "bash"]) == 0
     assert {s: signal.getsignal(s) for s in before} == before
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+# Ctrl-C while a module is being imported can land in a descriptor's __set_name__ (a
+# dataclass field's), which Python 3.11 re-raises as a RuntimeError from the KeyboardInterrupt:
+# seen in CI as "this is a bug" and exit 3 for a build interrupted 0.08 s in.
+_INTERRUPTED_IN_SET_NAME = """
+import os, signal, time
+from ociassemble import cli
+
+class Field:
+    def __set_name__(self, owner, name):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the handler raises here
+
+def cmd_init(args, out):
+    class Config:
+        values = Field()
+    return 0
+
+cli.init.cmd_init = cmd_init  # the parser looks it up when built
+cli.entry()
+"""
+
+
+def test_ctrl_c_that_python_wraps_in_another_exception_is_still_an_interrupt() -> None:
+    proc = subprocess.run([sys.executable, "-c", _INTERRUPTED_IN_SET_NAME, "init"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "ociassemble: interrupted; nothing was left half-written\n"
