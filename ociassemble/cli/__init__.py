@@ -9,7 +9,8 @@ become one ``settings.Settings`` (``Settings.from_argparse``), which a job of
 
 Exit codes (``ociassemble.errors``): 0 ok; 1 the user's input or environment (bad flags
 included: argparse's own 2 is remapped); 2 a registry or the network; 3 a bug (the
-traceback is printed, with one line saying so); 130 interrupted (Ctrl-C or SIGTERM).
+traceback is printed, with one line saying so); 130 interrupted (Ctrl-C or SIGTERM, whatever the
+interrupted code raised then).
 Errors of the ``OciAssembleError`` family print as one line.
 
 Everything printed (results, steps, error lines, log records, ``--debug`` and bug
@@ -19,6 +20,7 @@ tracebacks) is cleaned of the credentials the run sent and of terminal control b
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -57,45 +59,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _clean_log_records(out.secrets):
             return args.func(args, out)
-    except OciAssembleError as exc:
-        out.reporter.close()
-        if args.debug:
-            _print_traceback(out.secrets)
-        print(f"{PROG}: error: {error_line(exc, out.secrets)}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
         return _interrupted(out)
-    except BrokenPipeError:
+    except Exception as exc:  # noqa: BLE001 - each kind is reported in _failed; a bug keeps its traceback
+        if interrupts.count or _caused_by_interrupt(exc):
+            # after Ctrl-C, whatever the interrupted code raised is the interrupt's doing; and Python
+            # wraps an exception raised in some places (a descriptor's __set_name__ while a module
+            # is imported: RuntimeError) in its own, so a Ctrl-C landing there surfaces as one
+            return _interrupted(out)
+        return _failed(exc, args.debug, out)
+    finally:
+        out.reporter.close()
+        interrupts.uninstall()
+
+
+def _failed(exc: Exception, debug: bool, out: Out) -> int:
+    """One error line (a bug: its traceback, and a line saying so) and the exit code."""
+    if isinstance(exc, BrokenPipeError):
         # the reader went away (e.g. `inspect --layer 0 --list | head`): not an error of ours
         try:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         except OSError:
             pass
         return EXIT_USER
-    except OSError as exc:
-        out.reporter.close()
-        if args.debug:
-            _print_traceback(out.secrets)
-        import errno
-
+    out.reporter.close()
+    known = isinstance(exc, (OciAssembleError, OSError))
+    if debug or not known:
+        _print_traceback(out.secrets)
+    if isinstance(exc, OciAssembleError):
+        print(f"{PROG}: error: {error_line(exc, out.secrets)}", file=sys.stderr)
+        return exc.exit_code
+    if isinstance(exc, OSError):
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            print(f"{PROG}: error: no space left on device ({exc.filename or 'output'}): free space or use --cache-dir elsewhere", file=sys.stderr)
+            where = exc.filename or "the output or the cache"  # (the cache and outputs name theirs: errors.DiskFullError)
+            print(out.clean(f"{PROG}: error: no space left on device writing {where}: free space there, or write it "
+                            "elsewhere (the output's path, --cache-dir)"), file=sys.stderr)
         else:
             print(out.clean(f"{PROG}: error: {exc.filename or ''}: {exc.strerror}"), file=sys.stderr)
         return EXIT_USER
-    except Exception as exc:  # noqa: BLE001 - anything else is a bug: keep its traceback, say so, exit 3
-        if interrupts.count or _caused_by_interrupt(exc):
-            # Python wraps an exception raised in some places (a descriptor's __set_name__ while a
-            # module is imported: RuntimeError) in its own, so a Ctrl-C landing there surfaces as one
-            return _interrupted(out)
-        out.reporter.close()
-        _print_traceback(out.secrets)
-        print(f"{PROG}: this is a bug in ociassemble {__version__}: please report it with the traceback above",
-              file=sys.stderr)
-        return EXIT_INTERNAL
-    finally:
-        out.reporter.close()
-        interrupts.uninstall()
+    print(f"{PROG}: this is a bug in ociassemble {__version__}: please report it with the traceback above",
+          file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 def _interrupted(out: Out) -> int:

@@ -36,13 +36,14 @@ FAULT_SEED = int(os.environ.get("OCIASSEMBLE_FAULT_SEED", "8"))
 ITERATIONS = 6
 SIGNALS = (signal.SIGKILL, signal.SIGINT, signal.SIGTERM)
 #: What a killed run may exit with: done before the signal (0), interrupted cleanly (130), or
-#: killed by the signal itself (SIGKILL always; SIGINT/SIGTERM only before main() handles them,
-#: during the interpreter's start-up, when nothing has been written yet).
+#: killed by the signal itself (SIGKILL always; SIGINT/SIGTERM only during the interpreter's
+#: start-up, before the entry's first line, when nothing has been written yet).
 ALLOWED_EXIT = {signal.SIGKILL: {0, -9}, signal.SIGINT: {0, 130, -2}, signal.SIGTERM: {0, 130, -15}}
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ociassemble.cli", *args]
+    """The console script's entry (``ociassemble.__main__``): a signal during its imports is already ours."""
+    return [sys.executable, "-m", "ociassemble", *args]
 
 
 def _cli_in_process(*args: str) -> tuple[int, str]:
@@ -324,3 +325,4 @@ def test_full_disk_under_the_output_is_one_line_and_leaves_no_partial_output(sma
     assert "--output" in line
     assert not target.exists() and not list(target.parent.iterdir()), "a partial output was left"
     assert BlobCache(cache).verify().clean
+

@@ -69,28 +69,66 @@ def test_main_puts_the_previous_handlers_back() -> None:
 
 # Ctrl-C while a module is being imported can land in a descriptor's __set_name__ (a
 # dataclass field's), which Python 3.11 re-raises as a RuntimeError from the KeyboardInterrupt:
-# seen in CI as "this is a bug" and exit 3 for a build interrupted 0.08 s in.
-_INTERRUPTED_IN_SET_NAME = """
-import os, signal, time
+# seen in CI as "this is a bug" and exit 3 for a build interrupted 0.08 s in. And code that
+# turns whatever stopped it into its own error (here a BuildError) must not hide the Ctrl-C.
+_INTERRUPTED = """
+import os, signal, sys, time
 from ociassemble import cli
+from ociassemble.errors import BuildError
+
+def interrupt():
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(5)  # the handler raises here
 
 class Field:
     def __set_name__(self, owner, name):
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(5)  # the handler raises here
+        interrupt()
 
-def cmd_init(args, out):
+def in_set_name(args, out):
     class Config:
         values = Field()
     return 0
 
-cli.init.cmd_init = cmd_init  # the parser looks it up when built
+def turned_into_an_error(args, out):
+    try:
+        interrupt()
+    except BaseException:
+        raise BuildError("the layer could not be written") from None
+    return 0
+
+cli.init.cmd_init = {"set_name": in_set_name, "error": turned_into_an_error}[sys.argv.pop()]
 cli.entry()
 """
 
 
-def test_ctrl_c_that_python_wraps_in_another_exception_is_still_an_interrupt() -> None:
-    proc = subprocess.run([sys.executable, "-c", _INTERRUPTED_IN_SET_NAME, "init"], capture_output=True,
+@pytest.mark.parametrize("where", ["set_name", "error"])
+def test_ctrl_c_that_surfaces_as_another_exception_is_still_an_interrupt(where: str) -> None:
+    proc = subprocess.run([sys.executable, "-c", _INTERRUPTED, "init", where], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr == "ociassemble: interrupted; nothing was left half-written\n"
+
+
+# Ctrl-C while the command line's own modules are imported (before main installs its handlers)
+_INTERRUPTED_WHILE_IMPORTING = """
+import os, signal, sys, time
+from ociassemble.__main__ import entry
+
+class Interrupting:  # an import hook: the signal comes as ociassemble.cli starts importing
+    def find_spec(self, name, path=None, target=None):
+        if name == "ociassemble.cli":
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        return None
+
+sys.meta_path.insert(0, Interrupting())
+sys.argv = ["ociassemble", "--help"]
+entry()
+"""
+
+
+def test_ctrl_c_before_main_took_over_is_one_line_not_a_traceback() -> None:
+    proc = subprocess.run([sys.executable, "-c", _INTERRUPTED_WHILE_IMPORTING], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "ociassemble: interrupted; nothing was left half-written\n" and proc.stdout == ""
