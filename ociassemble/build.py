@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .registry.client import RegistryOptions
     from .registry.layercache import RegistryLayerCache
 
-__all__ = ["build_for", "build_image", "build_images", "image_sbom", "open_layer_cache", "uses_recipe"]
+__all__ = ["build_for", "build_image", "build_images", "image_sbom", "open_layer_cache", "uses_recipe", "write_sboms"]
 
 
 def uses_recipe(settings: Settings) -> bool:
@@ -211,3 +211,24 @@ def image_sbom(image: Image, cache: BlobCache, *, name: str, repository: str | N
 
     packages = image_packages(image, cache, site=site, layers=scan)
     return sbom_bytes(spdx_document(image, packages, name=name, created=created, repository=repository))
+
+
+def write_sboms(built: BuiltSet, spec: str, progress: Progress, created: int) -> list[str]:
+    """Each image's SBOM beside the output ``spec`` (``image.sbom.sbom_path``), dated ``created``; the paths."""
+    from .atomicfile import write_atomic
+    from .image.sbom import sbom_path
+    from .transport.spec import parse_spec
+
+    dest = parse_spec(spec, for_output=True).path
+    assert dest is not None
+    # the SBOM names the output by its file name only: a folder (the checkout's) is not the image's
+    named = f"{parse_spec(spec, for_output=True).kind}:{dest.name}"
+    progress.log("listing packages for the SBOM")
+    sboms = []
+    for b in built.builds:
+        path = sbom_path(dest, b.image.platform if built.index is not None else None)
+        write_atomic(path, image_sbom(b.image, built.cache, name=named, site=b.deps_site, scan=b.scan_layers,
+                                      created=created))
+        sboms.append(str(path))
+        progress.log(f"wrote {path}")
+    return sboms

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .build import build_for
+from .build import build_for, write_sboms
 from .built import BuiltSet, layers_json, platform_json, work_json, work_line
 from .errors import InputError, UsageError
 from .events import QUIET, Progress
@@ -94,28 +94,8 @@ def build(settings: Settings, progress: Progress = QUIET) -> BuildResult:
     progress.log(f"wrote {spec}")
     result = BuildResult(built, spec)
     if settings.sbom:
-        result.sboms = _write_sboms(built, spec, progress, settings.epoch)
+        result.sboms = write_sboms(built, spec, progress, settings.epoch)
     return result
-
-
-def _write_sboms(built: BuiltSet, spec: str, progress: Progress, created: int) -> list[str]:
-    from .build import image_sbom
-    from .image.sbom import sbom_path
-    from .transport.spec import parse_spec
-
-    dest = parse_spec(spec, for_output=True).path
-    assert dest is not None
-    # the SBOM names the output by its file name only: a folder (the checkout's) is not the image's
-    named = f"{parse_spec(spec, for_output=True).kind}:{dest.name}"
-    progress.log("listing packages for the SBOM")
-    sboms = []
-    for b in built.builds:
-        path = sbom_path(dest, b.image.platform if built.index is not None else None)
-        path.write_bytes(image_sbom(b.image, built.cache, name=named, site=b.deps_site, scan=b.scan_layers,
-                                    created=created))
-        sboms.append(str(path))
-        progress.log(f"wrote {path}")
-    return sboms
 
 
 # -- pull -------------------------------------------------------------------------------------------------------
@@ -454,7 +434,8 @@ def keygen(prefix: Path, password: Callable[[], bytes], *, force: bool = False) 
     owner only) and ``prefix.pub``, each written whole or not at all. ``password`` is asked only once
     the files may be written. Raises InputError for a missing folder, or files there already
     (unless ``force``)."""
-    from .sign.keys import generate_key_pair, load_public_key, write_key_file
+    from .atomicfile import write_atomic
+    from .sign.keys import generate_key_pair, load_public_key
 
     private, public = prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
     if not private.parent.is_dir():
@@ -465,6 +446,6 @@ def keygen(prefix: Path, password: Callable[[], bytes], *, force: bool = False) 
                          f"{'it' if len(existing) == 1 else 'them'}, or pass --force to replace (signatures by the "
                          "old key then no longer verify with the new .pub)")
     pair = generate_key_pair(password())
-    write_key_file(private, pair.private_pem, 0o600)
-    write_key_file(public, pair.public_pem, 0o644)
+    write_atomic(private, pair.private_pem, mode=0o600, sync=True)
+    write_atomic(public, pair.public_pem, mode=0o644, sync=True)
     return KeyPairFiles(private, public, load_public_key(pair.public_pem, str(public)).keyid)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .atomicfile import write_atomic
 from .build import build_images
 from .built import Built, BuiltSet, layers_json, platform_json, work_json, work_line
 from .errors import InputError, UsageError
@@ -157,7 +158,7 @@ def push(settings: Settings, refs: Sequence[str] = (), *, source: str | None = N
         raise
     res = session.finish(target, cache, on_bytes=progress.blob_bytes)
     if digest_file is not None:
-        Path(digest_file).write_text(res.digest + "\n")  # an index's digest: what the tags name
+        write_atomic(Path(digest_file), res.digest + "\n")  # an index's digest: what the tags name
     progress.log(f"pushed: {len(res.blobs_uploaded)} blobs uploaded ({human_size(res.bytes_uploaded)}), "
                  f"{len(res.blobs_mounted)} mounted, {len(res.blobs_skipped)} already there")
     outcome = PushOutcome(res, built, _write_layer_cache(built, refs, progress))

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from packaging import tags
 
+from ..atomicfile import write_atomic
 from ..errors import BuildError
 from ..image.cache import BlobCache
 from ..image.compress import Compression
@@ -233,9 +234,7 @@ def _folder_token(folder: Path) -> str | None:
         token = marker.read_text().strip()
         if token == _OLD_MARKER:
             token = os.urandom(16).hex()
-            tmp = marker.with_name(f"{_MARKER}.tmp-{os.getpid()}")
-            tmp.write_text(token)
-            os.replace(tmp, marker)
+            write_atomic(marker, token)
     except OSError:
         return None
     return token

@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomicfile import write_atomic
 from ..debian.locked import LockedDeb
 from ..errors import InputError
 from .indexes import strip_credentials
@@ -171,10 +171,5 @@ def write_lock(path: Path, lock: LockFile) -> bool:
             return False
     except OSError:
         pass
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, text)
     return True

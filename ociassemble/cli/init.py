@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..atomicfile import write_atomic
 from ..errors import UsageError
 from .output import Out
 
@@ -17,6 +18,6 @@ def cmd_init(args: argparse.Namespace, out: Out) -> int:
     target = Path(args.path) / "ociassemble.toml"
     if target.exists() and not args.force:
         raise UsageError(f"{target} already exists; pass --force to overwrite it")
-    target.write_text(STARTER_CONFIG)
+    write_atomic(target, STARTER_CONFIG)
     out.result({"config": str(target)}, f"wrote {target}")
     return 0

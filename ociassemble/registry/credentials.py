@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomicfile import write_atomic
 from ..errors import AuthError, UsageError
 
 __all__ = [
@@ -245,12 +244,7 @@ def store_credentials(registry: str, creds: Credentials, config_path: Path | str
     auths[server_key(registry)] = {"auth": base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()}
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config.json.")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent="\t")
-            f.write("\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(data, indent="\t") + "\n", mode=0o600)
     except OSError as exc:
         raise AuthError(f"cannot write credentials to {path}: {exc.strerror}; set DOCKER_CONFIG to a writable directory") from None
     return path

@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,7 @@ from typing import Any
 from ..errors import InputError, UnsupportedKeyError, WrongPasswordError
 from .encrypted import open_box, seal_box
 
-__all__ = ["COSIGN_PEM_TYPES", "KeyPair", "PrivateKey", "PublicKey", "generate_key_pair", "write_key_file",
+__all__ = ["COSIGN_PEM_TYPES", "KeyPair", "PrivateKey", "PublicKey", "generate_key_pair",
            "load_private_key", "load_public_key", "is_encrypted"]
 
 #: The PEM types of cosign's encrypted key files: cosign 2.x writes the first, reads both.
@@ -237,22 +235,3 @@ def generate_key_pair(password: bytes) -> KeyPair:
     lines = "\n".join(body[i:i + 64] for i in range(0, len(body), 64))
     private_pem = f"-----BEGIN {KEYGEN_PEM_TYPE}-----\n{lines}\n-----END {KEYGEN_PEM_TYPE}-----\n".encode()
     return KeyPair(private_pem, PrivateKey(key).public.pem())
-
-
-def write_key_file(path: Path, data: bytes, mode: int) -> None:
-    """``data`` at ``path`` with ``mode`` from its first byte (a private key is never readable by
-    others, even briefly), whole or not at all: a temp file beside it, synced, renamed."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

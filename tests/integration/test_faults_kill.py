@@ -326,3 +326,22 @@ def test_full_disk_under_the_output_is_one_line_and_leaves_no_partial_output(sma
     assert not target.exists() and not list(target.parent.iterdir()), "a partial output was left"
     assert BlobCache(cache).verify().clean
 
+
+def test_full_disk_keeps_the_file_a_command_would_have_replaced(small_tmpfs: Path) -> None:
+    """``init --force`` over a config on a full disk: the old config stays whole (it was emptied
+    and left so when the file was written in place) and the line names the file."""
+    config = small_tmpfs / "ociassemble.toml"
+    config.write_text("base = 'oci:./base'\n")
+    filler = small_tmpfs / "filler"
+    with open(filler, "wb", buffering=0) as f:  # every free block taken
+        try:
+            while f.write(b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+    code, _, err, _ = _run(_cli("init", str(small_tmpfs), "--force"))
+    assert code == 1
+    line = _one_error_line(err)
+    assert line.startswith(f"ociassemble: error: no space left on device writing {config}: free space"), line
+    assert config.read_text() == "base = 'oci:./base'\n"
+    assert sorted(p.name for p in small_tmpfs.iterdir()) == ["filler", "ociassemble.toml"]

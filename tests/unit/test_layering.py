@@ -8,6 +8,7 @@ directly or through others, whether at the top or inside a function; an import u
 module names a type of a module that uses it, e.g. ``image.upkeep``'s ``BlobCache``):
 
 0. shared: the root package (``__version__``), ``errors``, ``redact`` (what may be printed), ``resources``, ``sizes``,
+   ``atomicfile`` (a file a user reads, written whole or not at all),
    ``emulation`` (whether this machine runs another architecture's programs, via qemu);
 1. ``image``: the engine (digests, OCI types, layers, compression, the blob cache,
    assembling, describing, verifying, the SBOM document); it knows nothing of where
@@ -52,7 +53,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2] / "ociassemble"
 
 #: Lowest first: the top-level names (a module or a package) in each layer ("" is the root package).
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("shared", frozenset({"", "emulation", "errors", "redact", "resources", "sizes"})),
+    ("shared", frozenset({"", "atomicfile", "emulation", "errors", "redact", "resources", "sizes"})),
     ("image", frozenset({"image"})),
     ("debian", frozenset({"debian"})),
     ("sign", frozenset({"sign"})),
