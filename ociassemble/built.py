@@ -8,21 +8,48 @@ status and dist-infos it reads (``scan_layers``) and the deps layer's site-packa
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .image.assemble import Image
 from .image.cache import BlobCache
 from .image.imageindex import ImageIndex, Target
 from .image.layer import BuiltLayer
 from .image.oci import Descriptor
+from .modelspec import ModelSpec
 from .settings import Settings
 
 if TYPE_CHECKING:
     from .registry.layercache import RegistryLayerCache
 
-__all__ = ["Built", "BuiltSet", "layers_json", "platform_json", "work_json", "work_line"]
+__all__ = ["BuildInputs", "Built", "BuiltSet", "layers_json", "platform_json", "work_json", "work_line"]
+
+
+class BuildInputs(Protocol):
+    """What a build was made from, as the provenance and SBOM read it: ``Settings`` for a plain
+    build, the recipe's ``azureml.project.Project`` (the settings with the v1 files read over them),
+    which this layer may not name."""
+
+    @property
+    def root(self) -> Path: ...
+    @property
+    def config_file(self) -> Path | None: ...
+    @property
+    def base(self) -> str | None: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def models(self) -> Sequence[ModelSpec]: ...
+    @property
+    def requirements(self) -> Path | None: ...
+    @property
+    def conda_file(self) -> Path | None: ...
+    @property
+    def env(self) -> Mapping[str, str]: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
 
 
 @dataclass
@@ -34,7 +61,7 @@ class Built:
     layers: list[tuple[str, BuiltLayer]] = field(default_factory=list)
     settings: Settings | None = None
     #: the recipe's view of the settings (``azureml.project.Project``); None for a plain build
-    project: Any = None
+    project: BuildInputs | None = None
     #: the recipe's base image's layers (the SBOM reads their dpkg status); None: a plain build's SBOM reads every layer
     base_layers: tuple[Descriptor, ...] | None = None
     deps_site: Path | None = None  # the recipe's pex site-packages (None: the deps layer came from the registry cache)
@@ -44,9 +71,11 @@ class Built:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def inputs(self) -> Any:
+    def inputs(self) -> BuildInputs:
         """What the build was made from, by the settings' names: the recipe's project, else the settings."""
-        return self.project if self.project is not None else self.settings
+        inputs = self.project if self.project is not None else self.settings
+        assert inputs is not None, "build_for sets the settings of every Built"
+        return inputs
 
     @property
     def scan_layers(self) -> list[Descriptor] | None:
@@ -77,7 +106,7 @@ class BuiltSet:
         return self.builds[0].cache
 
     @property
-    def project(self) -> Any:
+    def project(self) -> BuildInputs:
         """The first platform's ``Built.inputs`` (every platform's are the same)."""
         return self.builds[0].inputs
 

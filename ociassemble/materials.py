@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .built import BuiltSet
+from .built import Built, BuiltSet
 from .image.digest import sha256_file
 from .image.platform import normalize
 from .sign.provenance import Material
@@ -76,7 +76,7 @@ def _known_hashes(built: BuiltSet) -> dict[str, str]:
     return known
 
 
-def _base_material(b: Any, registry_options: RegistryOptions | None) -> Material | None:
+def _base_material(b: Built, registry_options: RegistryOptions | None) -> Material | None:
     from .azureml.debianbase import default_base_path
     from .inputs.base import load_base
 

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import RegistryError
 from ..image.digest import CHUNK
@@ -43,6 +43,10 @@ from .client import RegistryClient, RegistryOptions
 from .retry import call_with_retry
 from .push import push_layers
 from .upload import BlobSlice, OpenUpload, cancel_upload, finish_upload, patch_upload, resume_or_start
+
+if TYPE_CHECKING:
+    from ..image.assemble import Image
+    from ..image.cache import BlobCache
 
 __all__ = ["SpeculativeUploader"]
 
@@ -125,7 +129,7 @@ class SpeculativeUploader:
     _early_thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def push_early(self, image: Any, cache: Any) -> None:
+    def push_early(self, image: Image, cache: BlobCache) -> None:
         """Start pushing ``image``'s layers (the build so far) on a thread (``push.push_layers``).
         A failure is only logged: the push sends what is missing anyway."""
         def run() -> None:
