@@ -9,7 +9,6 @@ one. Images and layouts have their own (``transport``): they are trees and strea
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 __all__ = ["write_atomic"]
@@ -23,7 +22,7 @@ def write_atomic(path: Path, data: bytes | str, *, mode: int | None = None, sync
     ``sync``: flush it to disk before the rename (a key that exists only here).
     """
     raw = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")  # (not secrets: 4 ms to import)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600 if mode is not None else 0o666)
     try:
         try:
