@@ -119,8 +119,9 @@ def push(settings: Settings, refs: Sequence[str] = (), *, source: str | None = N
     beside it. ``digest_file`` gets the pushed digest. ``ask_password`` is asked for an encrypted
     signing key's password when the settings hold none.
 
-    Raises UsageError with nothing pushed for a missing destination or signing key, and the
-    ``errors`` of the build, the registry and signing (``SignaturePushError``: the image was pushed).
+    Raises UsageError with nothing pushed for a missing destination, signing key or ``digest_file``
+    folder, and the ``errors`` of the build, the registry and signing (``SignaturePushError``: the
+    image was pushed; so was it when an InputError says the ``digest_file`` could not be written).
     """
     from .image.imageindex import ImageIndex
     from .image.platform import ALL, normalize
@@ -134,6 +135,9 @@ def push(settings: Settings, refs: Sequence[str] = (), *, source: str | None = N
                          "$OCIASSEMBLE_SIGN_KEY" + (")" if source else ", or sign_key in the config)"))
     if not refs:
         raise UsageError("push needs a destination, e.g. 'ociassemble push registry.example.com/team/model:1.0'")
+    if digest_file is not None and not Path(digest_file).parent.is_dir():
+        raise UsageError(f"--digest-file {digest_file}: folder {Path(digest_file).parent} does not exist; create it "
+                         "or name a file in another folder")
     cache = settings.blob_cache()
     # before any work: the credentials bound to the destination (or refused), the layer cache, the uploader
     session = open_push(settings.registry, refs, cache, secrets=settings.secrets,
@@ -158,7 +162,11 @@ def push(settings: Settings, refs: Sequence[str] = (), *, source: str | None = N
         raise
     res = session.finish(target, cache, on_bytes=progress.blob_bytes)
     if digest_file is not None:
-        write_atomic(Path(digest_file), res.digest + "\n")  # an index's digest: what the tags name
+        try:
+            write_atomic(Path(digest_file), res.digest + "\n")  # an index's digest: what the tags name
+        except OSError as exc:
+            raise InputError(f"pushed {res.digest} as {', '.join(refs)}, but --digest-file {digest_file} could not be "
+                             f"written ({exc.strerror}): write it from that digest, or push again") from None
     progress.log(f"pushed: {len(res.blobs_uploaded)} blobs uploaded ({human_size(res.bytes_uploaded)}), "
                  f"{len(res.blobs_mounted)} mounted, {len(res.blobs_skipped)} already there")
     outcome = PushOutcome(res, built, _write_layer_cache(built, refs, progress))

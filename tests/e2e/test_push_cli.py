@@ -74,3 +74,21 @@ def test_push_from_an_archive_with_wrong_password_is_one_line(tmp_path: Path, ex
         assert no_ca.returncode == 2 and "certificate" in no_ca.stderr.lower(), no_ca.stderr
     finally:
         stop_pid(reg.proc)
+
+
+def test_a_digest_file_that_cannot_be_written_says_the_image_was_pushed(registry, example_build: dict,  # type: ignore[no-untyped-def]
+                                                                         tmp_path: Path) -> None:
+    taken = tmp_path / "digest"
+    taken.mkdir()  # a folder where the file should go: the rename over it fails, after the push
+    ref = f"{registry.host}/team/digest-file:1"
+    proc = run_cli("push", "--from", f"oci-archive:{example_build['path']}:latest", ref, "--digest-file", str(taken),
+                   "--cache-dir", str(tmp_path / "c"))
+    assert proc.returncode == 1, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line == (f"ociassemble: error: pushed {example_build['digest']} as {ref}, but --digest-file {taken} could "
+                    "not be written (Is a directory): write it from that digest, or push again"), line
+    assert "Traceback" not in proc.stderr and list(taken.iterdir()) == [] and not list(tmp_path.glob(".digest.tmp-*"))
+    out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{ref}"], capture_output=True,
+                         text=True, check=True).stdout
+    assert json.loads(out)["Digest"] == example_build["digest"]
+

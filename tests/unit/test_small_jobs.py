@@ -43,6 +43,14 @@ def test_make_base_refuses_a_mirror_with_mmdebstrap_before_any_work(tmp_path: Pa
     assert not (tmp_path / "cache").exists()  # refused before the cache was even made
 
 
+def test_push_refuses_a_digest_file_in_a_missing_folder_before_any_work(tmp_path: Path) -> None:
+    settings = Settings(cache_dir=tmp_path / "cache")
+    with pytest.raises(UsageError, match=r"--digest-file .*/nowhere/digest: folder .*/nowhere does not exist"):
+        jobs.push(settings, ["127.0.0.1:9/team/model:1"], source=f"oci:{tmp_path / 'layout'}",
+                  digest_file=tmp_path / "nowhere" / "digest")
+    assert not (tmp_path / "cache").exists()  # refused before the cache was even made, or any request
+
+
 def test_login_needs_a_username_and_a_password(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--username and --password-stdin"):
         jobs.login(Settings(cache_dir=tmp_path / "cache"), "127.0.0.1:9")
