@@ -13,9 +13,17 @@ __all__ = ["cmd_cache"]
 
 def cmd_cache(args: argparse.Namespace, out: Out) -> int:
     """``cache verify [--fix]`` (exit 1 if unsound and not fixed) and ``cache prune --older-than DAYS``."""
+    from ..image.cache import default_cache_dir
+    from ..image.upkeep import CacheReport, PruneReport
     from ..settings import Settings
 
-    cache = Settings.from_argparse(args, secrets=out.secrets).blob_cache()
+    settings = Settings.from_argparse(args, secrets=out.secrets)
+    root = settings.cache_dir or default_cache_dir()
+    if not root.exists():  # a mistyped --cache-dir is not made here, and says so
+        empty = CacheReport(fixed=args.fix) if args.action == "verify" else PruneReport(dry_run=args.dry_run)
+        out.result(empty.to_json(), f"no cache at {root}: nothing to {args.action} (a build makes it)")
+        return 0
+    cache = settings.blob_cache()
     if args.action == "verify":
         report = cache.verify(fix=args.fix)
         out.result(report.to_json(), report.summary())

@@ -141,3 +141,12 @@ def test_cli_cache_verify_exits_1_until_fixed(tmp_path: Path, capsys) -> None:
     assert "the cache is clean" in capsys.readouterr().out
     assert cli.main(["cache", "prune", "--cache-dir", str(cache.root)]) == 1
     assert "--older-than" in capsys.readouterr().err
+
+
+def test_a_cache_that_does_not_exist_is_named_and_not_made(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "mistyped-cache"
+    assert cli.main(["cache", "verify", "--cache-dir", str(missing)]) == 0
+    assert capsys.readouterr().out.strip() == f"no cache at {missing}: nothing to verify (a build makes it)"
+    assert cli.main(["cache", "prune", "--older-than", "1", "--cache-dir", str(missing), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"dryRun": False, "kept": 0, "bytes": 0, "removed": []}
+    assert not missing.exists()
