@@ -121,7 +121,8 @@ def push(settings: Settings, refs: Sequence[str] = (), *, source: str | None = N
 
     Raises UsageError with nothing pushed for a missing destination, signing key or ``digest_file``
     folder, and the ``errors`` of the build, the registry and signing (``SignaturePushError``: the
-    image was pushed; so was it when an InputError says the ``digest_file`` could not be written).
+    image was pushed; so was it, with all that goes beside it, when an InputError says the ``digest_file``
+    could not be written).
     """
     from .image.imageindex import ImageIndex
     from .image.platform import ALL, normalize
@@ -161,12 +162,13 @@ def push(settings: Settings, refs: Sequence[str] = (), *, source: str | None = N
         session.close()
         raise
     res = session.finish(target, cache, on_bytes=progress.blob_bytes)
+    unwritten = None  # the digest file's failure is told last: the cache entries, SBOMs and signatures still go
     if digest_file is not None:
         try:
             write_atomic(Path(digest_file), res.digest + "\n")  # an index's digest: what the tags name
         except OSError as exc:
-            raise InputError(f"pushed {res.digest} as {', '.join(refs)}, but --digest-file {digest_file} could not be "
-                             f"written ({exc.strerror}): write it from that digest, or push again") from None
+            unwritten = InputError(f"pushed {res.digest} as {', '.join(refs)}, but --digest-file {digest_file} could "
+                                   f"not be written ({exc.strerror}): write it from that digest, or push again")
     progress.log(f"pushed: {len(res.blobs_uploaded)} blobs uploaded ({human_size(res.bytes_uploaded)}), "
                  f"{len(res.blobs_mounted)} mounted, {len(res.blobs_skipped)} already there")
     outcome = PushOutcome(res, built, _write_layer_cache(built, refs, progress))
@@ -178,6 +180,8 @@ def push(settings: Settings, refs: Sequence[str] = (), *, source: str | None = N
     if key is not None or keyless is not None:
         outcome.signed = sign_pushed(target, refs, key, keyless, settings.signing.provenance, built, cache, options,
                                      outcome.sbom, progress)
+    if unwritten is not None:
+        raise unwritten
     return outcome
 
 

@@ -82,7 +82,7 @@ def test_a_digest_file_that_cannot_be_written_says_the_image_was_pushed(registry
     taken.mkdir()  # a folder where the file should go: the rename over it fails, after the push
     ref = f"{registry.host}/team/digest-file:1"
     proc = run_cli("push", "--from", f"oci-archive:{example_build['path']}:latest", ref, "--digest-file", str(taken),
-                   "--cache-dir", str(tmp_path / "c"))
+                   "--sbom", "--cache-dir", str(tmp_path / "c"))
     assert proc.returncode == 1, proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
     assert line == (f"ociassemble: error: pushed {example_build['digest']} as {ref}, but --digest-file {taken} could "
@@ -91,4 +91,6 @@ def test_a_digest_file_that_cannot_be_written_says_the_image_was_pushed(registry
     out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{ref}"], capture_output=True,
                          text=True, check=True).stdout
     assert json.loads(out)["Digest"] == example_build["digest"]
-
+    # what goes beside the image went too: the failure is told last
+    sbom = f"docker://{registry.host}/team/digest-file:sha256-{example_build['digest'].split(':')[1]}.sbom"
+    subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", sbom], capture_output=True, check=True)
