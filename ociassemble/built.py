@@ -74,7 +74,7 @@ class Built:
     def inputs(self) -> BuildInputs:
         """What the build was made from, by the settings' names: the recipe's project, else the settings."""
         inputs = self.project if self.project is not None else self.settings
-        assert inputs is not None, "build_for sets the settings of every Built"
+        assert inputs is not None, "build.build_image gives every Built its settings"
         return inputs
 
     @property
