@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from ..image.oci import Descriptor
 from ..sizes import human_size
+
+if TYPE_CHECKING:  # (a command that reads no image, e.g. --version or login, imports no image type)
+    from ..image.oci import Descriptor
 
 __all__ = ["PROG", "LiveReporter", "PlainReporter", "Reporter", "human_size", "make_reporter"]
 
