@@ -17,8 +17,9 @@ The packages follow the data, in the order it moves:
 
 Imports go only downward, in this order (``tests/unit/test_layering.py`` checks it,
 and that no modules import each other in a circle): the shared top-level modules
-(``errors``, ``resources``, ``sizes``) < ``image`` < ``transport`` < ``registry`` <
-``inputs`` < the settings < ``azureml`` < ``build`` < ``run`` < ``jobs`` < ``cli``.
+(``errors``, ``redact``, ``resources``, ``sizes``, ``atomicfile``, ``emulation``) < ``image``
+< ``debian`` < ``sign`` < ``transport`` < ``registry`` < ``imageio`` < ``inputs`` < the
+settings < ``azureml`` < ``build`` < ``run`` < ``jobs`` < ``cli``; docs/design.md draws it.
 """
 
 #: The one place the version is written (pyproject.toml reads it from here): a literal, not
