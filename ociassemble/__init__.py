@@ -6,8 +6,11 @@ The packages follow the data, in the order it moves:
 - ``azureml``: the recipe that turns score.py, models and requirements into layers;
 - ``image``: layers and the image (digests, OCI types, the layer writer, compression,
   the blob cache, assembling, describing and verifying an image);
+- ``debian``: Debian packages into a layer (the archive's index, verified, resolved, unpacked);
 - ``transport``: where images go and come from on disk (OCI layouts, archives);
 - ``registry``: where images go and come from over HTTP (references, auth, push, pull);
+- ``imageio``: reading and writing an image by its spec (``oci:``, ``oci-archive:``, ``docker://``, …);
+- ``sign``: keys, signatures and the provenance statement that ``registry`` stores beside images;
 - ``settings``: one immutable value of every setting of a run (flags, config file,
   environment), and ``built``, what a build produced;
 - ``run``: running an image without a daemon (unpack, namespaces);
