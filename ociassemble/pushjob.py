@@ -136,8 +136,9 @@ def push(settings: Settings, refs: Sequence[str] = (), *, source: str | None = N
                          "$OCIASSEMBLE_SIGN_KEY" + (")" if source else ", or sign_key in the config)"))
     if not refs:
         raise UsageError("push needs a destination, e.g. 'ociassemble push registry.example.com/team/model:1.0'")
-    if digest_file is not None and not Path(digest_file).parent.is_dir():
-        raise UsageError(f"--digest-file {digest_file}: folder {Path(digest_file).parent} does not exist; create it "
+    digest_file = Path(digest_file) if digest_file is not None else None  # (a library caller may give a str)
+    if digest_file is not None and not digest_file.parent.is_dir():
+        raise UsageError(f"--digest-file {digest_file}: folder {digest_file.parent} does not exist; create it "
                          "or name a file in another folder")
     cache = settings.blob_cache()
     # before any work: the credentials bound to the destination (or refused), the layer cache, the uploader
@@ -165,7 +166,7 @@ def push(settings: Settings, refs: Sequence[str] = (), *, source: str | None = N
     unwritten = None  # the digest file's failure is told last: the cache entries, SBOMs and signatures still go
     if digest_file is not None:
         try:
-            write_atomic(Path(digest_file), res.digest + "\n")  # an index's digest: what the tags name
+            write_atomic(digest_file, res.digest + "\n")  # an index's digest: what the tags name
         except OSError as exc:
             unwritten = InputError(f"pushed {res.digest} as {', '.join(refs)}, but --digest-file {digest_file} could "
                                    f"not be written ({exc.strerror}): write it from that digest, or push again")

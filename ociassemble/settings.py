@@ -176,8 +176,15 @@ class Settings:
         env = os.environ if environ is None else environ
         return settings_from(cls, ConfigFile(Path.cwd()), given, Path.cwd(), env, project=False)
 
-    def blob_cache(self) -> BlobCache:
-        """The blob cache these settings name (``image.cache.BlobCache``)."""
-        from .image.cache import BlobCache, default_cache_dir
+    @property
+    def cache_root(self) -> Path:
+        """The blob cache's folder: ``cache_dir``, else ``image.cache.default_cache_dir`` (not made here)."""
+        from .image.cache import default_cache_dir
 
-        return BlobCache(self.cache_dir or default_cache_dir())
+        return self.cache_dir or default_cache_dir()
+
+    def blob_cache(self) -> BlobCache:
+        """The blob cache these settings name (``image.cache.BlobCache``), its folder made if missing."""
+        from .image.cache import BlobCache
+
+        return BlobCache(self.cache_root)

@@ -13,12 +13,11 @@ __all__ = ["cmd_cache"]
 
 def cmd_cache(args: argparse.Namespace, out: Out) -> int:
     """``cache verify [--fix]`` (exit 1 if unsound and not fixed) and ``cache prune --older-than DAYS``."""
-    from ..image.cache import default_cache_dir
     from ..image.upkeep import CacheReport, PruneReport
     from ..settings import Settings
 
     settings = Settings.from_argparse(args, secrets=out.secrets)
-    root = settings.cache_dir or default_cache_dir()
+    root = settings.cache_root
     if not root.exists():  # a mistyped --cache-dir is not made here, and says so
         empty = CacheReport(fixed=args.fix) if args.action == "verify" else PruneReport(dry_run=args.dry_run)
         out.result(empty.to_json(), f"no cache at {root}: nothing to {args.action} (a build makes it)")

@@ -234,6 +234,7 @@ def push_blobs(client: RegistryClient, repo: str, scopes: tuple[str, ...], blobs
             return origin.repository
         return earlier[0] if earlier else None
 
+    place = {d.digest: i for i, d in enumerate(blobs)}  # each blob's place in the image
     with ThreadPoolExecutor(max_workers=max(1, options.concurrency), thread_name_prefix="push") as pool:
         # the biggest first (a model's layer): it starts at once, the small ones share the other
         # workers, and none waits behind layers waiting for their checks (``before_upload``)
@@ -247,11 +248,11 @@ def push_blobs(client: RegistryClient, repo: str, scopes: tuple[str, ...], blobs
                 f.cancel()
             wait(pending)
             # report the first blob (in image order) that failed
-            first = min(failed, key=lambda f: blobs.index(futures[f]))
+            first = min(failed, key=lambda f: place[futures[f].digest])
             exc = first.exception()
             assert exc is not None
             raise exc
-    for f, d in sorted(futures.items(), key=lambda fd: blobs.index(fd[1])):  # (reported in image order)
+    for f, d in sorted(futures.items(), key=lambda fd: place[fd[1].digest]):  # (reported in image order)
         outcome = f.result()
         with tally.lock:
             tally.outcome.setdefault(d.digest, outcome)
