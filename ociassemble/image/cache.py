@@ -24,7 +24,7 @@ import errno
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -146,8 +146,9 @@ class BlobCache:
     #: to check them (``diffid.stage_layer(defer=True)``): read with ``receiver_verifies``, the
     #: receiver (a registry) checks them; read otherwise, hashed as they are read
     _unchecked: dict[str, RefRecord] = field(default_factory=dict, init=False, repr=False, compare=False)
-    #: diff_id checks of compressed blobs held unchecked, left for the push (``deferred_checks``)
-    _checks: dict[str, Callable[[], None]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: diff_id checks of compressed blobs held unchecked, left for the push (``deferred_checks``),
+    #: by (blob digest, the diff_id an image's config claims for it): two images may claim two
+    _checks: dict[tuple[str, str], Callable[[], None]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -224,20 +225,22 @@ class BlobCache:
         """Hold ``record`` for this run only: its bytes were not read to check them (see ``_unchecked``)."""
         self._unchecked[record.digest] = record
 
-    def defer_check(self, digest: Digest | str, check: Callable[[], None]) -> None:
-        """Leave ``check`` of a blob held unchecked (its diff_id: ``diffid.stage_layer(defer=True)``)
-        for the push that reads the image (``deferred_checks``)."""
-        self._checks[str(digest)] = check
+    def defer_check(self, digest: Digest | str, diff_id: str, check: Callable[[], None]) -> None:
+        """Leave ``check`` that blob ``digest`` (held unchecked) unpacks to ``diff_id``
+        (``diffid.stage_layer(defer=True)``) for the push that reads the image (``deferred_checks``)."""
+        self._checks[(str(digest), diff_id)] = check
 
-    def deferred_checks(self) -> dict[str, Callable[[], None]]:
-        """The checks ``defer_check`` left that have not passed yet, by digest: a push runs them
-        beside its uploads, sends no such blob before its check passed, and writes no manifest
-        before all did (``registry.push``); a check stays until it passed (``check_passed``), so
-        a push tried again runs it again."""
-        return dict(self._checks)
+    def deferred_checks(self, claims: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Callable[[], None]]:
+        """The checks ``defer_check`` left that have not passed yet, of the (blob digest, diff_id)
+        pairs in ``claims`` (the image being pushed: not another one read into this cache), in the
+        order they were left: a push runs them beside its uploads, sends no such blob before its
+        checks passed, and writes no manifest before all did (``registry.push``); a check stays
+        until it passed (``check_passed``), so a push tried again runs it again."""
+        wanted = set(claims)
+        return {claim: check for claim, check in self._checks.items() if claim in wanted}
 
-    def check_passed(self, digest: Digest | str) -> None:
-        self._checks.pop(str(digest), None)
+    def check_passed(self, digest: Digest | str, diff_id: str) -> None:
+        self._checks.pop((str(digest), diff_id), None)
 
     def record_of(self, digest: Digest | str) -> RefRecord | None:
         """What a reader of ``digest`` streams from when it is no file here: its record, or one held

@@ -65,7 +65,8 @@ class StagedBlob:
     diff_id: str | None
     held: RefRecord | None = None  # kept by reference to the file it was read from (``stage_layer``)
     unchecked: RefRecord | None = None  # held for this run by reference to a file not read (``defer``)
-    check: Callable[[], None] | None = None  # its diff_id's check, left for the push (``defer``)
+    #: the diff_id the config claims and its check, left for the push (``defer``)
+    check: tuple[str, Callable[[], None]] | None = None
 
     def commit(self) -> None:
         if self.writer is not None:
@@ -75,7 +76,7 @@ class StagedBlob:
         if self.unchecked is not None:
             self.cache.hold_unchecked(self.unchecked)
         if self.check is not None:
-            self.cache.defer_check(self.desc.digest, self.check)
+            self.cache.defer_check(self.desc.digest, *self.check)
         if self.diff_id is not None:
             self.cache.remember_diff_id(self.desc.digest, self.diff_id)
 
@@ -243,7 +244,7 @@ def _deferred(cache: BlobCache, held: HeldIn, desc: Descriptor, diff_id: str | N
         if diff_id is not None and diff_id != desc.digest:
             raise _mismatch(desc, where, diff_id, desc.digest)
     elif diff_id is not None:
-        check = lambda: _check_deferred(cache, desc, diff_id, where)  # noqa: E731
+        check = (diff_id, lambda: _check_deferred(cache, desc, diff_id, where))
     st = os.fstat(held.fd)
     size = held.size if held.size is not None else st.st_size - held.offset
     if size != desc.size:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
 from ..errors import ImageReferenceError, RegistryError
@@ -77,6 +78,12 @@ def _top(target: Target) -> tuple[bytes, str]:
 
 def _images(target: Target) -> tuple[Image, ...]:
     return target.images if isinstance(target, ImageIndex) else (target,)
+
+
+def _claims(target: Target) -> set[tuple[str, str]]:
+    """Each (layer digest, diff_id) pair the target's configs claim."""
+    return {(d.digest, diff_id) for image in _images(target)
+            for d, diff_id in zip(image.manifest.layers, image.config.diff_ids)}
 
 
 def _owners(target: Target) -> dict[str, Image]:
@@ -168,14 +175,15 @@ def _groups(target: Target, refs: Sequence[str]) -> dict[tuple[str, str], list[R
 class _Checks:
     """The checks reading the image left for the push (a compressed layer's diff_id, read by
     ``push --from`` into a fresh cache: ``BlobCache.deferred_checks``), run in order on a
-    thread beside the uploads that need none. A blob with a check is not sent before it passed
-    (``before_upload``); a failed one stops every upload (``stop``) and is what ``wait``,
-    before any manifest, raises."""
+    thread beside the uploads that need none. Only the target's own claims are checked: another
+    image read into the same cache is not this push's business. A blob with a check is not sent
+    before its checks passed (``before_upload``); a failed one stops every upload (``stop``) and
+    is what ``wait``, before any manifest, raises."""
 
-    def __init__(self, cache: BlobCache, stop: threading.Event) -> None:
+    def __init__(self, cache: BlobCache, target: Target, stop: threading.Event) -> None:
         self._cache = cache
-        self._pending = cache.deferred_checks()
-        self._passed = {digest: threading.Event() for digest in self._pending}
+        self._pending = cache.deferred_checks(_claims(target))
+        self._passed = {digest: threading.Event() for digest, _ in self._pending}
         self._stop = stop
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="checks", daemon=True) if self._pending else None
@@ -183,7 +191,8 @@ class _Checks:
             self._thread.start()
 
     def _run(self) -> None:
-        for digest, check in self._pending.items():
+        left = Counter(digest for digest, _ in self._pending)
+        for (digest, diff_id), check in self._pending.items():
             try:
                 check()
             except BaseException as exc:  # raised by ``wait``, in the push's thread
@@ -192,8 +201,10 @@ class _Checks:
                 for event in self._passed.values():
                     event.set()
                 return
-            self._cache.check_passed(digest)
-            self._passed[digest].set()
+            self._cache.check_passed(digest, diff_id)
+            left[digest] -= 1
+            if not left[digest]:
+                self._passed[digest].set()
 
     def before_upload(self, digest: str) -> None:
         event = self._passed.get(digest)
@@ -215,7 +226,7 @@ class _Job:
                  committed: tuple[str, str, Mapping[str, str]] | None) -> None:
         self.target, self.cache, self.options, self.on_bytes, self.committed = target, cache, options, on_bytes, committed
         self.stop = threading.Event()  # a failed check stops the uploads at their next request
-        self.checks = _Checks(cache, self.stop)
+        self.checks = _Checks(cache, target, self.stop)
         # by digest first (each platform's manifest of an index), then the top document by tag and digest
         self.children = [(i.digest, i.manifest_bytes, _declared_media_type(i.manifest_bytes, i.manifest.media_type))
                          for i in target.images] if isinstance(target, ImageIndex) else []

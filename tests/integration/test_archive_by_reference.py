@@ -327,3 +327,31 @@ def test_a_failed_check_is_run_again_by_a_push_tried_again(tmp_path: Path, plain
         with pytest.raises(ArchiveError, match=f"layer {names['base']} unpacks to diff_id"):
             push_image(image, cache, [ref], options=RegistryOptions(docker_config=tmp_path / "docker-config"))
     assert requests.head(f"{plain_registry.url}/v2/again/lies/manifests/1", timeout=30).status_code == 404
+
+
+@pytest.mark.parametrize("liar_first", [True, False])
+def test_a_push_runs_the_checks_of_its_own_image_only(tmp_path: Path, plain_registry, liar_first: bool) -> None:  # type: ignore[no-untyped-def]
+    """Two images read into one cache whose configs claim two diff_ids for the same compressed
+    layer: each push checks its own image's claim, whichever was read last. The truthful one
+    goes up; the lying one is refused in one line, its manifest never written."""
+    from ociassemble.registry import RegistryOptions
+    from ociassemble.registry.push import push_image
+
+    _layout(tmp_path / "true", os.urandom(MIB))
+    names, _ = _lying_layout(tmp_path / "lies", os.urandom(MIB))
+    cache = BlobCache(tmp_path / "cache")
+    order = ["lies", "true"] if liar_first else ["true", "lies"]
+    images = {name: load_image(f"oci:{tmp_path / name}", cache, verify_diff_ids=True, defer=True) for name in order}
+    assert images["true"].manifest.layers[0].digest == images["lies"].manifest.layers[0].digest == names["base"]
+    options = RegistryOptions(docker_config=tmp_path / "docker-config")
+    for name in order:
+        ref = f"{plain_registry.host}/claims/{name}:1"
+        if name == "true":
+            push_image(images[name], cache, [ref], options=options)
+            oci = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+            assert requests.head(f"{plain_registry.url}/v2/claims/true/manifests/1", headers=oci,
+                                 timeout=30).status_code == 200
+        else:
+            with pytest.raises(ArchiveError, match=f"layer {names['base']} unpacks to diff_id"):
+                push_image(images[name], cache, [ref], options=options)
+            assert requests.head(f"{plain_registry.url}/v2/claims/lies/manifests/1", timeout=30).status_code == 404
