@@ -158,6 +158,9 @@ def _summarise_pex_error(stderr: str) -> str:
             others = sum(1 for x in lines[i + 1:] if " incompatible dist" in x)
             more = f" (and {others} more conflicts; --debug shows them)" if others else ""
             return f"{m.group(1)}, but {dist or 'another version'} was chosen{more}"
+    vcs = _vcs_problem(lines)
+    if vcs:
+        return vcs
     for l in lines:
         m = re.search(r"Could not find a version that satisfies the requirement (\S+)", l)
         if m:
@@ -184,6 +187,25 @@ def _summarise_pex_error(stderr: str) -> str:
         if l.startswith("ERROR") or "error" in l.lower():
             return l[:300]
     return lines[-1][:300] if lines else "pex failed without a message"
+
+
+def _vcs_problem(lines: list[str]) -> str | None:
+    """A ``git+https://…`` requirement pip could not fetch: no ``git`` here, or its clone failed
+    (pip then reports the project as "not found", which sends the user to the wrong fix)."""
+    url = next((m.group(1) for l in lines for m in [re.search(r"Discarding ((?:git|hg|svn|bzr)\+\S+?)\.? Command", l)]
+                if m), None)
+    for l in lines:
+        m = re.search(r"Cannot find command '(\w+)'", l)
+        if m:
+            tool = m.group(1)
+            where = url or next((c.group(1) for x in lines for c in [re.search(rf"{tool} clone -q (\S+)", x)] if c),
+                                f"a {tool}+ requirement")
+            return (f"{where} is fetched with {tool}, which this machine does not have: install it (apt-get install "
+                    f"{tool}), or name a released package instead")
+    if url is not None:
+        return (f"cannot fetch {url}: the clone failed (check the URL, that this machine can reach it, and its "
+                "credentials), or name a released package instead")
+    return None
 
 
 def deps_key(requirement_files: list[Path], info: BaseInfo, extra_args: list[str] | None = None, *,

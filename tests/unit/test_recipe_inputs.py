@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,35 @@ def test_unresolvable_requirement_is_one_line_from_pex(tmp_path: Path) -> None:
                     "--cache-dir", str(tmp_path / "cache"), cwd=p)
     assert "pex's output:" in debug.stderr and "pip: ERROR: No matching distribution found" in debug.stderr
     assert debug.stderr.strip().splitlines()[-1].startswith("ociassemble: error: cannot install")
+
+
+@pytest.mark.parametrize("has_git", [True, False])
+def test_a_git_requirement_that_cannot_be_fetched_is_named_with_its_fix(tmp_path: Path, has_git: bool) -> None:
+    """pip reports a ``git+`` requirement it could not clone as a project "not found"; the line
+    names the URL instead, and says whether git is missing here or the clone failed."""
+    import shutil
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on: the clone is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"git+http://127.0.0.1:{port}/nothing.git#egg=nothing"
+    p = project(tmp_path)
+    (p / "requirements.txt").write_text(url + "\n")
+    path = tmp_path / "path"  # this machine's tools, with or without git
+    path.mkdir()
+    if has_git:
+        if shutil.which("git") is None:
+            pytest.skip("git is not installed here: the other case covers a machine without it")
+        (path / "git").symlink_to(shutil.which("git"))
+    proc = run_cli("build", str(p), "--model", str(p / "model.pkl"), "-r", str(p / "requirements.txt"),
+                   "--base", f"rootfs:{fake_base(tmp_path / 'b')}", "-o", f"oci-archive:{p / 'image.tar'}",
+                   "--cache-dir", str(tmp_path / "cache"), cwd=p, env={"PATH": str(path)})
+    if has_git:
+        assert_one_line_error(proc, rf"cannot fetch {re.escape(url)}: the clone failed \(check the URL", p)
+    else:
+        assert_one_line_error(proc, rf"http://127\.0\.0\.1:{port}/nothing\.git is fetched with git, which this "
+                                    r"machine does not have: install it \(apt-get install git\)", p)
 
 
 def test_a_pin_the_scoring_server_cannot_run_with_is_one_line_before_anything_is_built(tmp_path: Path) -> None:

@@ -105,6 +105,20 @@ PEX_FAILURES = {
         "(from versions: 0.2.0, 2.31.0, 2.32.0, 2.32.1, 2.32.2, 2.32.3)\n"
         "pip: ERROR: No matching distribution found for requests==0.0.999 (from -r r.txt (line 1))\n",
         "nothing matches requests==0.0.999 (newest available: 2.31.0, 2.32.0, 2.32.1, 2.32.2, 2.32.3)"),
+    "a git requirement whose clone failed": (
+        "pip: WARNING: Discarding git+https://git.example/foo/bar.git#egg=bar. Command errored out with exit status "
+        "128: git clone -q https://git.example/foo/bar.git /root/.cache/pex/pip/x/pip-export-1 Check the logs for full "
+        "command output.\n"
+        "pip: ERROR: Could not find a version that satisfies the requirement bar (unavailable)\n"
+        "pip: ERROR: No matching distribution found for bar (unavailable)\n",
+        "cannot fetch git+https://git.example/foo/bar.git#egg=bar: the clone failed (check the URL, that this machine "
+        "can reach it, and its credentials), or name a released package instead"),
+    "a git requirement with no git here": (
+        "pip:   ERROR: Error [Errno 2] No such file or directory: 'git' while executing command git clone -q "
+        "https://git.example/foo/bar.git /root/.cache/pex/pip/x/bar_1\n"
+        "pip: ERROR: Cannot find command 'git' - do you have 'git' installed and in your PATH?\n",
+        "https://git.example/foo/bar.git is fetched with git, which this machine does not have: install it "
+        "(apt-get install git), or name a released package instead"),
     "a source distribution only, for another architecture": (
         "No pre-built wheel was available for python-Levenshtein 0.12.2.\n"
         "Successfully built the wheel python_Levenshtein-0.12.2-cp311-cp311-linux_x86_64.whl from the sdist "
