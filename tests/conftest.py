@@ -106,7 +106,9 @@ def debian_base(shared_cache: BlobCache) -> str:
     if TEST_BASE == "debs-python3":
         from ociassemble.azureml.debsbase import make_base_from_debs
 
-        target = shared_cache.root / "bases" / "test-debs-python3-bookworm-amd64"
+        from tests.hostarch import HOST_DEB
+
+        target = shared_cache.root / "bases" / f"test-debs-python3-bookworm-{HOST_DEB}"
         if not (target / "index.json").is_file():
             make_base_from_debs(shared_cache, target, packages=("usr-is-merged", "python3", "libstdc++6"),
                                 log=lambda m: None)
@@ -116,16 +118,38 @@ def debian_base(shared_cache: BlobCache) -> str:
     return f"oci:{default_base(shared_cache)}"
 
 
+def _base_for(shared_cache: BlobCache, name: str) -> str:
+    """``oci:DIR`` of the default base for platform ``name`` (``TEST_BASE``'s kind: from .debs, or
+    by mmdebstrap), made for any platform on any host: from .debs no qemu is needed."""
+    from ociassemble.image.platform import parse_platform
+
+    if TEST_BASE == "mmdebstrap":
+        return _mmdebstrap_base(platform=parse_platform(name))
+    return f"oci:{default_base(shared_cache, platform=parse_platform(name))}"
+
+
 @pytest.fixture(scope="session")
 def arm64_base(shared_cache: BlobCache) -> str:
     """``oci:DIR`` of the same base for linux/arm64 (``make-base --platform linux/arm64``: from .debs,
     no qemu, seconds; scripts/cross-arch unpacks this one too). ``OCIASSEMBLE_TEST_BASE=mmdebstrap``:
     ``make-base --with-mmdebstrap --platform linux/arm64`` (its scripts under qemu, ~3 minutes once)."""
-    from ociassemble.image.platform import parse_platform
+    return _base_for(shared_cache, "linux/arm64")
 
-    if TEST_BASE == "mmdebstrap":
-        return _mmdebstrap_base(platform=parse_platform("linux/arm64"))
-    return f"oci:{default_base(shared_cache, platform=parse_platform('linux/arm64'))}"
+
+@pytest.fixture(scope="session")
+def amd64_base(shared_cache: BlobCache) -> str:
+    """``oci:DIR`` of the same base for linux/amd64, whatever this machine is (a multi-platform
+    test needs one of each; ``debian_base`` is this machine's)."""
+    return _base_for(shared_cache, "linux/amd64")
+
+
+@pytest.fixture(scope="session")
+def foreign_base(shared_cache: BlobCache) -> str:
+    """``oci:DIR`` of the same base for the architecture this machine emulates (``tests.hostarch.FOREIGN``:
+    arm64 on an amd64 host, amd64 on an arm64 one)."""
+    from tests.hostarch import FOREIGN_NAME
+
+    return _base_for(shared_cache, FOREIGN_NAME)
 
 
 @pytest.fixture(scope="session")

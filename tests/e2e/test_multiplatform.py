@@ -38,7 +38,7 @@ PLATFORMS = "linux/amd64,linux/arm64"
 
 
 @pytest.fixture(scope="module")
-def bases_index(debian_base: str, arm64_base: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+def bases_index(amd64_base: str, arm64_base: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """``oci:DIR`` of one index holding the amd64 and the arm64 default bases."""
     from ociassemble.image.imageindex import ImageIndex
     from ociassemble.imageio import load_image
@@ -46,7 +46,7 @@ def bases_index(debian_base: str, arm64_base: str, tmp_path_factory: pytest.Temp
     from ociassemble.transport.layout import write_layout
 
     cache = BlobCache(tmp_path_factory.mktemp("bases-cache"))
-    images = [load_image(debian_base, cache, platform=parse_platform("linux/amd64")),
+    images = [load_image(amd64_base, cache, platform=parse_platform("linux/amd64")),
               load_image(arm64_base, cache, platform=parse_platform("linux/arm64"))]
     dest = tmp_path_factory.mktemp("bases") / "index"
     write_layout(ImageIndex.of(images), cache, dest, "latest")  # type: ignore[arg-type]

@@ -41,6 +41,7 @@ from ociassemble.image.cache import BlobCache
 from ociassemble.imageio import load_image
 from ociassemble.run.container import RunningImage
 from tests.conftest import REPO, run_cli
+from tests.hostarch import HOST_NAME
 
 # differential.py (and the app_layer_paths.py it imports) sit in tests/app, which
 # pytest puts on sys.path only when it collects that folder.
@@ -131,7 +132,7 @@ def build_scoring_image(base: str, platform: str, cache: BlobCache, work: Path) 
 
 @pytest.fixture(scope="module")
 def scoring_image(debian_base: str, shared_cache: BlobCache, tmp_path_factory: pytest.TempPathFactory) -> Image:
-    return build_scoring_image(debian_base, "linux/amd64", shared_cache, tmp_path_factory.mktemp("contract"))
+    return build_scoring_image(debian_base, HOST_NAME, shared_cache, tmp_path_factory.mktemp("contract"))
 
 
 def _start_image(image: Image, cache: BlobCache, script: str, env: dict[str, str], logs: Path,

@@ -20,6 +20,7 @@ from ociassemble.image.cache import BlobCache
 from ociassemble.run.idmap import host_idmap
 from tests.conftest import free_port, run_cli
 from tests.e2e.conftest import http, wait_healthy
+from tests.hostarch import HOST_DEB
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,7 @@ def slim_base(shared_cache: BlobCache, tmp_path_factory: pytest.TempPathFactory)
         pytest.skip("needs Debian bookworm's python3.11 on this machine (scripts/setup installs python3)")
     from ociassemble.azureml.debsbase import make_base_from_debs
 
-    debs = shared_cache.root / "bases" / "test-slim-libraries-bookworm-amd64"
+    debs = shared_cache.root / "bases" / f"test-slim-libraries-bookworm-{HOST_DEB}"
     if not (debs / "index.json").is_file():
         make_base_from_debs(shared_cache, debs, packages=SLIM_PACKAGES, log=lambda m: None)
     root = tmp_path_factory.mktemp("slim")
@@ -61,7 +62,7 @@ def test_a_slim_python_base_without_nginx_and_runit_serves(slim_base: str, train
     proc = run_cli("build", str(trained_example), "--base", slim_base, "-o", f"oci-archive:{image}:latest",
                    "--cache-dir", str(shared_cache.root))
     assert proc.returncode == 0, proc.stderr
-    assert "the base has no nginx-light, runit: added from debian bookworm amd64" in proc.stderr
+    assert f"the base has no nginx-light, runit: added from debian bookworm {HOST_DEB}" in proc.stderr
     port = free_port()
     run = subprocess.Popen([sys.executable, "-m", "ociassemble.cli", "run", f"oci-archive:{image}:latest",
                             "--publish", f"127.0.0.1:{port}:5001", "--cache-dir", str(shared_cache.root)],

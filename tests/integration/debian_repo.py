@@ -1,5 +1,6 @@
 """A mini Debian repository for the tests: real .debs made by dpkg-deb, a Release signed by a
-key made here with gpg, served over loopback HTTP; copies of it can be tampered with."""
+key made here with gpg, served over loopback HTTP; copies of it can be tampered with. Its packages
+are for this machine's architecture (``ARCH``), as a base built here is."""
 
 from __future__ import annotations
 
@@ -13,10 +14,15 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.hostarch import HOST_DEB, HOST_MACHINE
+
+#: Debian's name for the architecture the packages are for: this machine's
+ARCH = HOST_DEB
+
 #: name → (version, Depends, a file it installs)
 PACKAGES = {
     "tool": ("1.0-1", "libthing (>= 1.0)", "usr/bin/tool"),
-    "libthing": ("1.2-1", "", "usr/lib/x86_64-linux-gnu/libthing.so.1"),
+    "libthing": ("1.2-1", "", f"usr/lib/{HOST_MACHINE}-linux-gnu/libthing.so.1"),
     "broken": ("2.0-1", "missing-lib (>= 2)", "usr/bin/broken"),
 }
 
@@ -30,13 +36,13 @@ class MiniRepo:
     def sign(self) -> None:
         """(Re)write Packages.gz, Release and InRelease from pool/ and the Packages text."""
         dist = self.root / "dists" / "bookworm"
-        packages = (dist / "main/binary-amd64/Packages").read_bytes()
-        (dist / "main/binary-amd64/Packages.gz").write_bytes(gzip.compress(packages, mtime=0))
+        packages = (dist / f"main/binary-{ARCH}/Packages").read_bytes()
+        (dist / f"main/binary-{ARCH}/Packages.gz").write_bytes(gzip.compress(packages, mtime=0))
         lines = []
-        for rel in ("main/binary-amd64/Packages", "main/binary-amd64/Packages.gz"):
+        for rel in (f"main/binary-{ARCH}/Packages", f"main/binary-{ARCH}/Packages.gz"):
             data = (dist / rel).read_bytes()
             lines.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} {rel}")
-        release = ("Origin: test\nSuite: stable\nCodename: bookworm\nArchitectures: amd64\nComponents: main\n"
+        release = (f"Origin: test\nSuite: stable\nCodename: bookworm\nArchitectures: {ARCH}\nComponents: main\n"
                    "SHA256:\n" + "\n".join(lines) + "\n")
         (dist / "Release").write_text(release)
         (dist / "InRelease").unlink(missing_ok=True)
@@ -55,7 +61,7 @@ class MiniRepo:
         Debian's archive keeps a superseded file a while), and the Release is signed again."""
         _, depends, path = PACKAGES[name]
         stanza = _make_deb(work, self.root / "pool", name, version, depends, path)
-        packages = self.root / "dists/bookworm/main/binary-amd64/Packages"
+        packages = self.root / f"dists/bookworm/main/binary-{ARCH}/Packages"
         kept = [s for s in packages.read_text().strip("\n").split("\n\n") if not s.startswith(f"Package: {name}\n")]
         packages.write_text("\n\n".join([*kept, stanza]) + "\n")
         self.sign()
@@ -72,10 +78,10 @@ def _make_deb(tmp: Path, pool: Path, name: str, version: str, depends: str, path
     (build / "etc").mkdir()
     (build / "etc" / f"{name}.conf").write_text("setting = 1\n")
     (build / "DEBIAN" / "conffiles").write_text(f"/etc/{name}.conf\n")
-    control = (f"Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: test <t@example.invalid>\n"
+    control = (f"Package: {name}\nVersion: {version}\nArchitecture: {ARCH}\nMaintainer: test <t@example.invalid>\n"
                + (f"Depends: {depends}\n" if depends else "") + f"Description: {name} for the tests\n")
     (build / "DEBIAN" / "control").write_text(control)
-    deb = pool / f"{name}_{version}_amd64.deb"
+    deb = pool / f"{name}_{version}_{ARCH}.deb"
     subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(build), str(deb)], check=True,
                    capture_output=True, env={**os.environ, "SOURCE_DATE_EPOCH": "0"})
     data = deb.read_bytes()
@@ -95,7 +101,7 @@ def make_repo(tmp: Path) -> MiniRepo:
     pool = root / "pool"
     pool.mkdir(parents=True)
     stanzas = [_make_deb(tmp, pool, name, version, depends, path) for name, (version, depends, path) in PACKAGES.items()]
-    packages = root / "dists/bookworm/main/binary-amd64/Packages"
+    packages = root / f"dists/bookworm/main/binary-{ARCH}/Packages"
     packages.parent.mkdir(parents=True)
     packages.write_text("\n\n".join(stanzas) + "\n")
     repo = MiniRepo(root, keyring, gnupg)

@@ -21,12 +21,14 @@ from ociassemble.debian.status import installed_from_status
 from ociassemble.image.cache import BlobCache
 from ociassemble.image.compress import Compression
 from tests.conftest import run_cli, test_cache_root
-from tests.integration.debian_repo import MiniRepo, make_repo, serve
+from tests.hostarch import HOST, HOST_DEB
+from tests.integration.debian_repo import ARCH, MiniRepo, make_repo, serve
 
 #: tarfile's extraction filter where this Python has it (3.11.4+; Debian bookworm's 3.11.2 has none)
 _TAR_FILTER = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
 
-BASE_STATUS = ("Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.36-9\n"
+#: a base built here has this machine's libc6 (a recipe refuses a base whose label and packages differ)
+BASE_STATUS = (f"Package: libc6\nStatus: install ok installed\nArchitecture: {HOST_DEB}\nVersion: 2.36-9\n"
                "Description: the C library\n\n")
 
 
@@ -89,7 +91,7 @@ def test_packages_layer_is_dpkg_readable_and_deterministic(mini: MiniRepo, tmp_p
         diff_ids = []
         for n in (1, 2):
             cache = BlobCache(tmp_path / f"cache{n}")
-            repo = open_repository(cache, Target("debian", "bookworm", "amd64"), apt_mirror=url, keyring=mini.keyring)
+            repo = open_repository(cache, Target("debian", "bookworm", ARCH), apt_mirror=url, keyring=mini.keyring)
             chosen = repo.resolve(["tool"], installed_from_status(BASE_STATUS))
             assert [(p.name, p.version) for p in chosen] == [("libthing", "1.2-1"), ("tool", "1.0-1")]
             made = packages_layer(cache, repo.fetcher, chosen, base_status=BASE_STATUS, merged_usr=True,
@@ -117,7 +119,7 @@ def test_unknown_package_in_the_real_archive(project: tuple[Path, Path]) -> None
     """The machine's apt sources (Debian's archive): a name bookworm does not have."""
     cache = test_cache_root() / "debian-apt-cache" / "cache"
     err = _one_line_error(_build(project, cache, "--apt-package", "no-such-package-ociassemble"),
-                          "no-such-package-ociassemble", "debian bookworm amd64")
+                          "no-such-package-ociassemble", f"debian bookworm {HOST_DEB}")
     assert "Traceback" not in err
 
 
@@ -153,7 +155,7 @@ def test_inrelease_with_a_bad_signature(mini: MiniRepo, project: tuple[Path, Pat
     bad = mini.copy(tmp_path / "repo")
     inrelease = bad.root / "dists/bookworm/InRelease"
     inrelease.write_text(inrelease.read_text().replace("Origin: test", "Origin: tampered"))
-    packages = bad.root / "dists/bookworm/main/binary-amd64/Packages.gz"
+    packages = bad.root / f"dists/bookworm/main/binary-{ARCH}/Packages.gz"
     url, server = serve(bad.root)
     try:
         cache = tmp_path / "cache"
@@ -167,7 +169,7 @@ def test_inrelease_with_a_bad_signature(mini: MiniRepo, project: tuple[Path, Pat
 def test_packages_index_that_does_not_match_the_release(mini: MiniRepo, project: tuple[Path, Path],
                                                         tmp_path: Path) -> None:
     bad = mini.copy(tmp_path / "repo")
-    packages = bad.root / "dists/bookworm/main/binary-amd64/Packages.gz"
+    packages = bad.root / f"dists/bookworm/main/binary-{ARCH}/Packages.gz"
     expected = _sha(packages)
     text = gzip.decompress(packages.read_bytes()).replace(b"Version: 1.2-1", b"Version: 9.9-1")
     packages.write_bytes(gzip.compress(text, mtime=0))
@@ -231,11 +233,11 @@ def test_lock_pins_the_debs_and_a_locked_build_takes_exactly_them(mini: MiniRepo
         cache1 = tmp_path / "cache1"
         locked = run_cli("lock", str(proj), "--base", f"rootfs:{base}", "--cache-dir", str(cache1), "--json", *apt)
         assert locked.returncode == 0, locked.stderr
-        assert json.loads(locked.stdout)["platforms"]["linux/amd64"]["debian"] == {"libthing": "1.2-1", "tool": "1.0-1"}
+        assert json.loads(locked.stdout)["platforms"][str(HOST)]["debian"] == {"libthing": "1.2-1", "tool": "1.0-1"}
         lock_text = (proj / "ociassemble.lock").read_text()
-        debs = json.loads(lock_text)["platforms"]["linux/amd64"]["debian"]
+        debs = json.loads(lock_text)["platforms"][str(HOST)]["debian"]
         assert [(d["name"], d["version"], d["arch"], d["filename"], d["sha256"]) for d in debs] == [
-            (n, v, "amd64", f"pool/{n}_{v}_amd64.deb", _sha(repo.deb(n, v))) for n, v in (("libthing", "1.2-1"),
+            (n, v, ARCH, f"pool/{n}_{v}_{ARCH}.deb", _sha(repo.deb(n, v))) for n, v in (("libthing", "1.2-1"),
                                                                                         ("tool", "1.0-1"))]
         assert "127.0.0.1" not in json.dumps(debs)  # a pool path, never the mirror
 

@@ -13,10 +13,12 @@ from ociassemble.azureml.deps import resolve_deps
 from ociassemble.azureml.requirements import merge_requirements, read_app_pins
 from ociassemble.image.cache import BlobCache
 from ociassemble.resources import layers_dir
+from tests.hostarch import HOST
 
 pytestmark = pytest.mark.slow
 
-BOOKWORM = BaseInfo("3.11", "3.11.2", "2.36", "amd64", ("python3", "nginx", "runsvdir"))
+#: this machine's architecture: the test is about the server's pins, not about another platform's wheels
+BOOKWORM = BaseInfo("3.11", "3.11.2", "2.36", HOST.architecture, ("python3", "nginx", "runsvdir"))
 
 
 def test_azureml_core_resolves_with_the_servers_pins(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from ociassemble.image.cache import BlobCache
 from ociassemble.image.layer import LayerSource, build_layer
 from ociassemble.image.oci import canonical_json
 from tests.conftest import run_cli
+from tests.hostarch import HOST
 
 CANARY = b"canary: must never change or leave this machine\n"
 
@@ -272,7 +273,8 @@ def make_layout(root: Path, layers: list[bytes], diff_ids: list[str] | None = No
         (blobs / _sha(blob)[7:]).write_bytes(blob)
         names[f"layer{i}"] = _sha(blob)
         descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": _sha(blob), "size": len(blob)})
-    config = canonical_json({"architecture": "amd64", "os": "linux", "config": {"Cmd": cmd} if cmd else {},
+    # this machine's architecture: ``run`` of it needs no emulation on any host
+    config = canonical_json({"architecture": HOST.architecture, "os": "linux", "config": {"Cmd": cmd} if cmd else {},
                              "rootfs": {"type": "layers", "diff_ids": diff_ids or [_sha(r) for r in layers]}})
     (blobs / _sha(config)[7:]).write_bytes(config)
     names["config"] = _sha(config)

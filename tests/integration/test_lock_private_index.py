@@ -25,6 +25,7 @@ from pkgindex import PrivateIndex, make_wheel, serve_index, write_simple_index
 from recipe_fixtures import QuickRecipe
 
 from tests.conftest import run_cli
+from tests.hostarch import HOST
 
 PASSWORD = "pw-Zq8r3LockIdx"
 
@@ -97,15 +98,15 @@ def test_lock_pins_a_private_index_file_and_no_password_leaks(quick_recipe: Quic
                      env=env)
     printed.extend([locked.stdout, locked.stderr])
     assert locked.returncode == 0, locked.stderr
-    assert json.loads(locked.stdout)["platforms"]["linux/amd64"]["python"]["tinypkg"] == "1.0"
+    assert json.loads(locked.stdout)["platforms"][str(HOST)]["python"]["tinypkg"] == "1.0"
     lock = json.loads((project / "ociassemble.lock").read_text())
-    (tiny,) = [d for d in lock["platforms"]["linux/amd64"]["python"]["distributions"] if d["name"] == "tinypkg"]
+    (tiny,) = [d for d in lock["platforms"][str(HOST)]["python"]["distributions"] if d["name"] == "tinypkg"]
     wheel = index.root / "files" / "tinypkg-1.0-py3-none-any.whl"
     assert tiny["sha256"] == hashlib.sha256(wheel.read_bytes()).hexdigest()
     assert tiny["index"] == f"http://127.0.0.1:{port}/simple/" and tiny["file"] == wheel.name
     assert tiny["url"] == f"http://127.0.0.1:{port}/files/{wheel.name}"
     assert {"flask", "werkzeug", "gunicorn", "inference-schema", "click", "jinja2"} <= \
-        {d["name"] for d in lock["platforms"]["linux/amd64"]["python"]["distributions"]}
+        {d["name"] for d in lock["platforms"][str(HOST)]["python"]["distributions"]}
 
     one = cli("build", str(project), "--locked", "--sbom", "-o", f"oci:{tmp_path / 'one'}", "--json", cache=first_cache)
     assert one.returncode == 0, one.stderr
@@ -129,9 +130,9 @@ def test_lock_pins_a_private_index_file_and_no_password_leaks(quick_recipe: Quic
                  "--upgrade", "tinypkg", env=env)
     printed.extend([up.stdout, up.stderr])
     assert up.returncode == 0, up.stderr
-    upgraded = json.loads(up.stdout)["platforms"]["linux/amd64"]["python"]
+    upgraded = json.loads(up.stdout)["platforms"][str(HOST)]["python"]
     assert upgraded["tinypkg"] == "1.1" and upgraded["flask"] == json.loads(locked.stdout)["platforms"][
-        "linux/amd64"]["python"]["flask"]
+        str(HOST)]["python"]["flask"]
     (project / "ociassemble.lock").write_text(before)
 
     # without the lock the index's newest comes in; the credentials here come from ~/.netrc

@@ -19,6 +19,7 @@ from ociassemble.image.layer import LayerSource, build_layer
 from ociassemble.inputs.base import load_base
 from ociassemble.registry import push_image
 from tests.conftest import run_cli
+from tests.hostarch import HOST
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def test_a_locked_fresh_runner_takes_the_locked_base_and_the_cached_deps_layer(
     flags = ["--base", tag, "--model", "model.bin", "--json"]
     locked = run_cli("lock", ".", "--base", tag, "--cache-dir", str(tmp_path / "cache-a"), "--json", cwd=a_dir)
     assert locked.returncode == 0, locked.stderr
-    assert json.loads(locked.stdout)["platforms"]["linux/amd64"]["base"] == base.digest
+    assert json.loads(locked.stdout)["platforms"][str(HOST)]["base"] == base.digest
 
     # the tag moves on (a base rebuilt later): a locked build still takes the locked digest
     (tmp_path / "extra").mkdir()
