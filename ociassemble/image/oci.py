@@ -24,7 +24,16 @@ __all__ = [
     "canonical_json",
     "parse_json",
     "LAYER_MEDIA_TYPES",
+    "MANIFEST_MAX",
+    "CONFIG_MAX",
 ]
+
+#: The largest manifest or index read (distribution's own limit; also an OCI layout's index.json
+#: and a docker-archive's manifest.json): a bigger one, from a registry or in a layout or an
+#: archive, is refused before its bytes are read, so a hostile image cannot fill the memory.
+MANIFEST_MAX = 4 << 20
+#: The largest image config read (a real one is a few KiB; a long history, some hundreds).
+CONFIG_MAX = 8 << 20
 
 
 class MediaType:

@@ -19,10 +19,13 @@ from .assemble import Image
 from .diffid import StagedBlob, all_or_nothing
 from .digest import Digest
 from .imageindex import ImageIndex, Target
-from .oci import Descriptor, Index, Manifest, MediaType, Platform, parse_json
+from ..sizes import human_size
+from .oci import CONFIG_MAX, MANIFEST_MAX, Descriptor, Index, Manifest, MediaType, Platform, parse_json
 
-__all__ = ["load_index", "load_json", "resolve_image"]
+__all__ = ["check_size", "load_index", "load_json", "resolve_image"]
 
+#: How deep an index may hold indexes (real images: one index, rarely two).
+_MAX_DEPTH = 8
 #: A store's read of a small blob: at most ``size + 1`` of its bytes (so one that is too long shows).
 ReadBlob = Callable[[Descriptor], bytes]
 #: A store's copy of a layer into the cache, checked against its digest and (given) diff_id, not yet committed.
@@ -45,7 +48,17 @@ def load_index(data: bytes, where: str) -> Index:
     return Index.from_json(load_json(data, f"{where}/index.json"))
 
 
-def _verified(read: ReadBlob, d: Descriptor, where: str) -> bytes:
+def check_size(size: int, limit: int, what: str, where: str) -> None:
+    """Refuse a JSON document of an image (a manifest, an index, a config) bigger than ``limit``
+    (``oci.MANIFEST_MAX``, ``oci.CONFIG_MAX``) before it is read: a hostile layout or archive
+    could otherwise have hundreds of MB read into memory and parsed."""
+    if size > limit:
+        raise ArchiveError(f"{where}: {what} is {human_size(size)}, more than the {human_size(limit)} ociassemble "
+                           "reads of one: the image is broken or hostile; re-create it")
+
+
+def _verified(read: ReadBlob, d: Descriptor, where: str, what: str, limit: int) -> bytes:
+    check_size(d.size, limit, f"{what} {d.digest}", where)
     data = read(d)
     actual = Digest.of_bytes(data)
     if actual.value != d.digest:
@@ -54,7 +67,7 @@ def _verified(read: ReadBlob, d: Descriptor, where: str) -> bytes:
 
 
 def resolve_image(read: ReadBlob, desc: Descriptor, where: str, ingest: Ingest,
-                  platform: Platform | str | None = None) -> Target:
+                  platform: Platform | str | None = None, depth: int = 0) -> Target:
     """Follow ``desc`` (a manifest, or an index) to an ``Image``, or with ``platform``
     ``"all"`` an index to an ``ImageIndex`` of every image in it.
 
@@ -67,7 +80,10 @@ def resolve_image(read: ReadBlob, desc: Descriptor, where: str, ingest: Ingest,
     """
     from .platform import ALL, pick_platform
 
-    data = _verified(read, desc, where)
+    if depth > _MAX_DEPTH:
+        raise ArchiveError(f"{where}: indexes nested more than {_MAX_DEPTH} deep: the image is broken or hostile; "
+                           "re-create it")
+    data = _verified(read, desc, where, "manifest", MANIFEST_MAX)
     doc = load_json(data, f"manifest {desc.digest} in {where}")
     media = MediaType.to_oci(doc.get("mediaType") or desc.media_type)
     if media == MediaType.INDEX or "manifests" in doc:
@@ -75,17 +91,18 @@ def resolve_image(read: ReadBlob, desc: Descriptor, where: str, ingest: Ingest,
         if platform == ALL:
             images = []
             for entry in index.manifests:
-                got = resolve_image(read, entry, where, ingest, None if entry.platform is None else entry.platform)
+                got = resolve_image(read, entry, where, ingest, None if entry.platform is None else entry.platform,
+                                    depth + 1)
                 if isinstance(got, ImageIndex):
                     raise ArchiveError(f"{where}: index {desc.digest} holds another index; give one platform with --platform")
                 images.append(got)
             return ImageIndex(tuple(images), index, data)  # its own bytes: its digest must not change
         want = platform if isinstance(platform, Platform) else None
-        return resolve_image(read, pick_platform(index, where, want), where, ingest, want)
+        return resolve_image(read, pick_platform(index, where, want), where, ingest, want, depth + 1)
     manifest = Manifest.from_json(doc)
     if manifest.kind is not None:
         raise NotAnImageError(manifest, data, f"manifest {desc.digest} in {where}")
-    config_bytes = _verified(read, manifest.config, where)
+    config_bytes = _verified(read, manifest.config, where, "config", CONFIG_MAX)
     image = Image.from_parts(manifest, config_bytes)
     with all_or_nothing() as staged:
         for layer, diff_id in zip(manifest.layers, image.config.diff_ids):

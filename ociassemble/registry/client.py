@@ -58,8 +58,6 @@ DEFAULT_MONOLITHIC_MAX = 8 << 20
 DEFAULT_CHUNK_SIZE = 64 << 20
 #: Uploads running at once in a push (go-containerregistry and skopeo use 4 too).
 DEFAULT_CONCURRENCY = 4
-#: A manifest bigger than this is refused (distribution's own limit is 4 MiB).
-MANIFEST_MAX = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -328,6 +326,8 @@ class RegistryClient:
 
     def get_manifest(self, repo: str, reference: str, scopes: tuple[str, ...]) -> tuple[bytes, str, str]:
         """(exact bytes, Content-Type, Docker-Content-Digest or "") of a manifest or index."""
+        from ..image.oci import MANIFEST_MAX  # (here: login and the other commands that read none skip image.oci)
+
         resp = self.request("GET", f"/v2/{repo}/manifests/{reference}", scopes=scopes, ok=(200,),
                             headers={"Accept": MANIFEST_ACCEPT}, stream=True,
                             what=f"reading manifest {reference}", repo=repo)

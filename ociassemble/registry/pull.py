@@ -22,7 +22,7 @@ from ..image.assemble import Image
 from ..image.cache import BlobCache
 from ..image.diffid import stage_layer, verify_cached_diff_id
 from ..image.digest import Digest
-from ..image.oci import Descriptor, ImageConfig, Index, Manifest, MediaType, Platform, parse_json
+from ..image.oci import CONFIG_MAX, Descriptor, ImageConfig, Index, Manifest, MediaType, Platform, parse_json
 from ..image.imageindex import ImageIndex, Target
 from ..image.platform import ALL, pick_platform
 from ..transport.layout import write_layout
@@ -34,10 +34,6 @@ from .retry import call_with_retry
 __all__ = ["RegistryBlobFetcher", "pull_image", "pull_to_layout"]
 
 log = logging.getLogger("ociassemble.registry")
-
-#: An image config is JSON of a few KiB; anything this big is not one.
-CONFIG_MAX = 8 << 20
-
 
 class _ResponseReader:
     """``read(n)`` over a streaming response's raw bytes; network failures become transient errors."""

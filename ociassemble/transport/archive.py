@@ -26,9 +26,10 @@ from ..image.cache import BlobCache
 from ..image.diffid import HeldIn, StagedBlob, all_or_nothing, stage_layer
 from ..image.digest import CHUNK, Digest, HashingWriter
 from ..image.imageindex import Target
-from ..image.oci import Descriptor, Index, Manifest, MediaType, Platform, canonical_json, parse_json
+from ..image.oci import (CONFIG_MAX, MANIFEST_MAX, Descriptor, Index, Manifest, MediaType, Platform,
+                         canonical_json, parse_json)
 from ..image.tarcheck import UnsafeEntry, entry_parts
-from ..image.resolve import load_index, load_json, resolve_image
+from ..image.resolve import check_size, load_index, load_json, resolve_image
 from .layout import _LAYOUT, documents, replace_path, select_manifest, temp_sibling, top_descriptor
 
 __all__ = ["write_oci_archive", "read_oci_archive", "write_docker_archive", "read_docker_archive"]
@@ -205,11 +206,13 @@ def _read_member(tf: tarfile.TarFile, m: tarfile.TarInfo, where: str, limit: int
 
 
 def _member_bytes(tf: tarfile.TarFile, names: dict[str, tarfile.TarInfo], name: object, where: str,
-                  what: str = "") -> bytes:
+                  limit: int, what: str = "") -> bytes:
+    """A JSON member's bytes; one bigger than ``limit`` is refused unread (``resolve.check_size``)."""
     m = _member(names, name, where, what or str(name))
     if m is None:
         raise ArchiveError(f"{where} has no {name}")
-    return _read_member(tf, m, where)
+    check_size(m.size, limit, f"{what or name} {m.name!r}" if what else str(name), where)
+    return _read_member(tf, m, where, limit + 1)
 
 
 def read_oci_archive(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_ids: bool = True,
@@ -247,7 +250,7 @@ def read_oci_archive(path: Path, tag: str | None, cache: BlobCache, *, verify_di
             return stage_layer(cache, f, d, diff_id if verify_diff_ids else None, where, held=held,
                                defer=defer)
 
-        index = load_index(_member_bytes(tf, names, "index.json", where), where)
+        index = load_index(_member_bytes(tf, names, "index.json", where, MANIFEST_MAX), where)
         return resolve_image(read_blob, select_manifest(index, tag, where), where, ingest, platform)
 
 
@@ -316,7 +319,7 @@ def read_docker_archive(path: Path, name: str | None, cache: BlobCache, *, defer
     with _open_tar(path, "docker-archive") as tf:
         names = _members(tf, where)
         try:
-            entries = parse_json(_member_bytes(tf, names, "manifest.json", where))
+            entries = parse_json(_member_bytes(tf, names, "manifest.json", where, MANIFEST_MAX))
         except ValueError as exc:
             raise ArchiveError(f"{where}/manifest.json is not JSON ({exc})") from None
         if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
@@ -330,7 +333,7 @@ def read_docker_archive(path: Path, name: str | None, cache: BlobCache, *, defer
         layer_names = entry.get("Layers", [])
         if not isinstance(layer_names, list):
             raise ArchiveError(f"{where}/manifest.json: Layers is not a list; {_FIX}")
-        config_bytes = _member_bytes(tf, names, entry.get("Config"), where, "config")
+        config_bytes = _member_bytes(tf, names, entry.get("Config"), where, CONFIG_MAX, "config")
         config = load_json(config_bytes, f"{where}/{entry['Config']}")
         diff_ids = config.get("rootfs", {}).get("diff_ids", [])
         if len(diff_ids) != len(layer_names):

@@ -23,8 +23,8 @@ from ..image.cache import BlobCache
 from ..image.diffid import HeldIn, StagedBlob, stage_layer
 from ..image.digest import Digest
 from ..image.imageindex import ImageIndex, Target
-from ..image.oci import Descriptor, Index, MediaType, Platform, canonical_json
-from ..image.resolve import load_index, resolve_image
+from ..image.oci import MANIFEST_MAX, Descriptor, Index, MediaType, Platform, canonical_json
+from ..image.resolve import check_size, load_index, resolve_image
 
 __all__ = ["write_layout", "read_layout", "select_manifest", "REF_NAME", "replace_path", "temp_sibling",
            "documents", "top_descriptor"]
@@ -299,7 +299,9 @@ def read_layout(path: Path, tag: str | None, cache: BlobCache, *, verify_diff_id
 
     try:
         with open_in_layout(path, ("index.json",), where, "index.json") as f:
-            index_bytes = f.read()
+            check_size(os.fstat(f.fileno()).st_size, MANIFEST_MAX, "index.json", where)
+            index_bytes = f.read(MANIFEST_MAX + 1)
+        check_size(len(index_bytes), MANIFEST_MAX, "index.json", where)  # (it grew while read)
     except FileNotFoundError:
         raise InputError(f"{path} is not an OCI layout (no index.json); give a directory written by ociassemble, skopeo or umoci") from None
     index = load_index(index_bytes, where)

@@ -1,0 +1,131 @@
+"""An image's JSON documents that are too big, in an OCI layout, an oci-archive or a
+docker-archive: a manifest or index over 4 MiB, a config over 8 MiB (the limits a registry's
+answers already had), and indexes nested past any real image. Each is refused in one line
+naming the document before its bytes are read: a hostile image of 300 MB documents keeps
+the process under 100 MB (``inspect`` of a layout with a 300 MB config or index.json peaked at
+650 and 950 MB before; a bigger one would take the machine's memory)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from ociassemble.image.oci import canonical_json
+from tests.integration.test_hostile_bases import _sha
+from tests.integration.test_registry_hostile import PEAK_RSS
+
+BIG = 300 << 20
+MAX_RSS_MB = 100
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+INDEX = "application/vnd.oci.image.index.v1+json"
+FAKE = "sha256:" + "ab" * 32  # refused by size before any digest is checked
+
+
+def _desc(media: str, digest: str, size: int) -> dict:
+    return {"mediaType": media, "digest": digest, "size": size}
+
+
+def _config() -> bytes:
+    return canonical_json({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})
+
+
+def _manifest(config: dict) -> bytes:
+    return canonical_json({"schemaVersion": 2, "mediaType": MANIFEST, "config": config, "layers": []})
+
+
+def _hole(path: Path, size: int) -> None:
+    """A file of ``size`` zero bytes that takes no disk (a sparse file)."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
+def _tar(path: Path, members: list[tuple[str, bytes | int]]) -> Path:
+    """A tar whose members are bytes, or (an int) that many zero bytes left as a hole in the file."""
+    with open(path, "wb") as f:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = (data if isinstance(data, int) else len(data)), 0o644
+            f.write(info.tobuf(tarfile.PAX_FORMAT))
+            if isinstance(data, int):
+                f.seek(data + (-data) % 512, 1)
+            else:
+                f.write(data + b"\0" * ((-len(data)) % 512))
+        f.write(b"\0" * 1024)
+    return path
+
+
+def _layout(root: Path, case: str) -> str:
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    config = _config()
+    (blobs / _sha(config)[7:]).write_bytes(config)
+    top = _desc(MANIFEST, FAKE, BIG)
+    if case == "config":
+        _hole(blobs / FAKE[7:], BIG)
+        manifest = _manifest(_desc("application/vnd.oci.image.config.v1+json", FAKE, BIG))
+        (blobs / _sha(manifest)[7:]).write_bytes(manifest)
+        top = _desc(MANIFEST, _sha(manifest), len(manifest))
+    elif case == "manifest":
+        _hole(blobs / FAKE[7:], BIG)
+    elif case == "nested indexes":
+        manifest = _manifest(_desc("application/vnd.oci.image.config.v1+json", _sha(config), len(config)))
+        (blobs / _sha(manifest)[7:]).write_bytes(manifest)
+        top = _desc(MANIFEST, _sha(manifest), len(manifest))
+        for _ in range(40):
+            index = canonical_json({"schemaVersion": 2, "mediaType": INDEX, "manifests": [top]})
+            (blobs / _sha(index)[7:]).write_bytes(index)
+            top = _desc(INDEX, _sha(index), len(index))
+    if case == "index.json":
+        _hole(root / "index.json", BIG)
+    else:
+        (root / "index.json").write_bytes(canonical_json({"schemaVersion": 2, "manifests": [top]}))
+    return f"oci:{root}"
+
+
+def _oci_archive(path: Path, case: str) -> str:
+    if case == "index.json":
+        return f"oci-archive:{_tar(path, [('oci-layout', b'{}'), ('index.json', BIG)])}"
+    manifest = _manifest(_desc("application/vnd.oci.image.config.v1+json", FAKE, BIG))
+    index = canonical_json({"schemaVersion": 2, "manifests": [_desc(MANIFEST, _sha(manifest), len(manifest))]})
+    return "oci-archive:" + str(_tar(path, [("oci-layout", b"{}"), (f"blobs/sha256/{_sha(manifest)[7:]}", manifest),
+                                            (f"blobs/sha256/{FAKE[7:]}", BIG), ("index.json", index)]))
+
+
+def _docker_archive(path: Path, case: str) -> str:
+    if case == "manifest.json":
+        return f"docker-archive:{_tar(path, [('manifest.json', BIG)])}"
+    manifest = json.dumps([{"Config": "config.json", "RepoTags": ["x:1"], "Layers": []}]).encode()
+    return f"docker-archive:{_tar(path, [('config.json', BIG), ('manifest.json', manifest)])}"
+
+
+CASES = {
+    "oci layout: config": (lambda t: _layout(t / "l", "config"), r"config sha256:a.* is 300\.0 MiB, more than the 8\.0 MiB"),
+    "oci layout: manifest": (lambda t: _layout(t / "l", "manifest"), r"manifest sha256:a.* is 300\.0 MiB, more than the 4\.0 MiB"),
+    "oci layout: index.json": (lambda t: _layout(t / "l", "index.json"), r"index\.json is 300\.0 MiB, more than the 4\.0 MiB"),
+    "oci layout: nested indexes": (lambda t: _layout(t / "l", "nested indexes"), r"indexes nested more than 8 deep"),
+    "oci-archive: index.json": (lambda t: _oci_archive(t / "a.tar", "index.json"), r"index\.json is 300\.0 MiB, more than the 4\.0 MiB"),
+    "oci-archive: config": (lambda t: _oci_archive(t / "a.tar", "config"), r"config sha256:a.* is 300\.0 MiB, more than the 8\.0 MiB"),
+    "docker-archive: manifest.json": (lambda t: _docker_archive(t / "d.tar", "manifest.json"), r"manifest\.json is 300\.0 MiB, more than the 4\.0 MiB"),
+    "docker-archive: config": (lambda t: _docker_archive(t / "d.tar", "config"), r"config 'config\.json' is 300\.0 MiB, more than the 8\.0 MiB"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_document_too_big_is_refused_unread_in_one_line(tmp_path: Path, case: str) -> None:
+    make, pattern = CASES[case]
+    spec = make(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "ociassemble.cli", "inspect", spec,
+                           "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=300)
+    got = json.loads(proc.stdout)
+    assert got["rc"] == 1, got["err"]
+    lines = got["err"].strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ociassemble: error: ") and "Traceback" not in got["err"], got["err"]
+    assert re.search(pattern, lines[0]), lines[0]
+    assert got["maxrss_kb"] < MAX_RSS_MB * 1024, f"{case}: peak RSS {got['maxrss_kb'] // 1024} MB"
