@@ -28,9 +28,10 @@ from __future__ import annotations
 import posixpath
 import tarfile
 import zlib
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
-__all__ = ["NAME_MAX", "UnsafeEntry", "entry_parts", "symlink_leaves_root", "TarballChecker", "MAX_META_BYTES"]
+__all__ = ["NAME_MAX", "UnsafeEntry", "entry_parts", "symlink_leaves_root", "TarballChecker", "MAX_META_BYTES",
+           "scan_headers"]
 
 #: Bytes in one path component: the limit of ext4, xfs, btrfs, tmpfs and overlayfs alike.
 NAME_MAX = 255
@@ -151,6 +152,45 @@ def _parse_header(block: bytes) -> tuple[bytes, str, str | None, int, str] | Non
         bare = name
         name = _nts(block[345:500]) + "/" + name
     return kind, name, bare, size, _nts(block[157:257])
+
+
+def scan_headers(f: BinaryIO, max_entries: int) -> None:
+    """Walk a seekable tar's headers (one 512-byte read each, the data skipped) before ``tarfile``
+    reads it: ``tarfile`` reads a PAX or long-name header whole into memory and keeps every
+    header it read, so an image archive (read, not unpacked: ``transport.archive``) with a 300 MB
+    PAX header, or millions of entries, would cost that much memory. Raises UnsafeEntry for a
+    metadata header over ``MAX_META_BYTES`` or more than ``max_entries`` entries; a header
+    that does not parse is left for ``tarfile`` to report."""
+    start = f.tell()
+    entries = 0
+    next_size: int | None = None  # a PAX header's size= for the entry after it (files over 8 GiB)
+    while True:
+        block = f.read(_BLOCK)
+        if len(block) < _BLOCK or block == _ZERO_BLOCK:
+            break
+        parsed = _parse_header(block)
+        if parsed is None:
+            break
+        kind, _, _, size, _ = parsed
+        if kind in _META:
+            if size > MAX_META_BYTES:
+                raise UnsafeEntry(f"a {size}-byte PAX or long-name header (the limit is {MAX_META_BYTES})")
+            data = f.read(-(-size // _BLOCK) * _BLOCK)
+            if kind == tarfile.XHDTYPE:
+                try:
+                    record = _pax_records(data[:size]).get("size")
+                    next_size = int(record) if record is not None else next_size
+                except (UnsafeEntry, ValueError):
+                    break  # tarfile says what is wrong with it
+            continue
+        entries += 1
+        if entries > max_entries:
+            raise UnsafeEntry(f"more than {max_entries} entries")
+        if next_size is not None:
+            size, next_size = next_size, None
+        if kind in tarfile.REGULAR_TYPES or kind not in tarfile.SUPPORTED_TYPES:  # what tarfile skips
+            f.seek(-(-size // _BLOCK) * _BLOCK, 1)
+    f.seek(start)
 
 
 def _nts(data: bytes) -> str:

@@ -28,7 +28,7 @@ from ..image.digest import CHUNK, Digest, HashingWriter
 from ..image.imageindex import Target
 from ..image.oci import (CONFIG_MAX, MANIFEST_MAX, Descriptor, Index, Manifest, MediaType, Platform,
                          canonical_json, parse_json)
-from ..image.tarcheck import UnsafeEntry, entry_parts
+from ..image.tarcheck import UnsafeEntry, entry_parts, scan_headers
 from ..image.resolve import check_size, load_index, load_json, resolve_image
 from .layout import _LAYOUT, documents, replace_path, select_manifest, temp_sibling, top_descriptor
 
@@ -139,10 +139,16 @@ def write_oci_archive(target: Target, cache: BlobCache, path: Path, tag: str | N
 
 
 def _open_tar(path: Path, what: str) -> tarfile.TarFile:
+    """The archive for reading, once its headers are walked (``tarcheck.scan_headers``): tarfile
+    would read a huge PAX header whole, and keep every header of millions, even to open it."""
     try:
+        with open(path, "rb") as f:
+            scan_headers(f, ARCHIVE_MAX_MEMBERS)
         return tarfile.open(path, "r:")
     except FileNotFoundError:
         raise InputError(f"{path}: no such {what}; check the path") from None
+    except UnsafeEntry as exc:
+        raise ArchiveError(f"{what} {path} holds {exc}: no image archive does; {_FIX}") from None
     except (tarfile.TarError, OSError) as exc:
         raise ArchiveError(f"{path} is not a readable {what} ({exc})") from None
 
@@ -150,6 +156,8 @@ def _open_tar(path: Path, what: str) -> tarfile.TarFile:
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 #: A docker-archive layer with more entries than this is gzipped without sampling it.
 SAMPLE_MAX_ENTRIES = 100_000
+#: An image archive holds a blob per member (a docker-archive a few more): more than this is refused.
+ARCHIVE_MAX_MEMBERS = 100_000
 _FIX = "re-create the archive (skopeo copy, ociassemble build -o)"
 
 
@@ -404,6 +412,7 @@ def _tree_samples(f: BinaryIO) -> tuple[list[bytes], int]:
     big: list[tuple[int, int, tarfile.TarInfo]] = []  # (-size, order, entry): the biggest first
     total = 0
     try:
+        scan_headers(f, SAMPLE_MAX_ENTRIES)  # (tarfile would read a huge PAX header whole)
         with tarfile.open(fileobj=f, mode="r:") as inner:
             for n in range(SAMPLE_MAX_ENTRIES + 1):
                 e = inner.next()
@@ -422,5 +431,5 @@ def _tree_samples(f: BinaryIO) -> tuple[list[bytes], int]:
                 data.seek(-neg // 2)
                 samples.append(data.read(SAMPLE_BYTES))
             return samples, total
-    except (tarfile.TarError, ValueError, OSError, EOFError):
+    except (tarfile.TarError, UnsafeEntry, ValueError, OSError, EOFError):
         return [], 0

@@ -60,6 +60,30 @@ def _tar(path: Path, members: list[tuple[str, bytes | int]]) -> Path:
     return path
 
 
+def _meta_tar(path: Path, kind: bytes, then: list[tuple[str, bytes]]) -> Path:
+    """A tar whose first header is a 300 MB PAX (``x``) or GNU long-name (``L``) header, a hole."""
+    info = tarfile.TarInfo("././@PaxHeader" if kind == tarfile.XHDTYPE else "././@LongLink")
+    info.size, info.type = BIG, kind
+    with open(path, "wb") as f:
+        f.write(info.tobuf(tarfile.USTAR_FORMAT))
+        f.seek(BIG, 1)
+        for name, data in then:
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            f.write(member.tobuf(tarfile.USTAR_FORMAT) + data + b"\0" * ((-len(data)) % 512))
+        f.write(b"\0" * 1024)
+    return path
+
+
+def _many(path: Path, n: int) -> Path:
+    """A tar of ``n`` empty members (headers only)."""
+    with open(path, "wb") as f:
+        for i in range(n):
+            f.write(tarfile.TarInfo(f"m{i}").tobuf(tarfile.USTAR_FORMAT))
+        f.write(b"\0" * 1024)
+    return path
+
+
 def _layout(root: Path, case: str) -> str:
     blobs = root / "blobs" / "sha256"
     blobs.mkdir(parents=True)
@@ -114,6 +138,11 @@ CASES = {
     "oci-archive: config": (lambda t: _oci_archive(t / "a.tar", "config"), r"config sha256:a.* is 300\.0 MiB, more than the 8\.0 MiB"),
     "docker-archive: manifest.json": (lambda t: _docker_archive(t / "d.tar", "manifest.json"), r"manifest\.json is 300\.0 MiB, more than the 4\.0 MiB"),
     "docker-archive: config": (lambda t: _docker_archive(t / "d.tar", "config"), r"config 'config\.json' is 300\.0 MiB, more than the 8\.0 MiB"),
+    "oci-archive: a PAX header": (lambda t: "oci-archive:" + str(_meta_tar(t / "p.tar", tarfile.XHDTYPE, [("index.json", b"{}")])),
+                                  r"holds a 314572800-byte PAX or long-name header \(the limit is 1048576\)"),
+    "docker-archive: a long-name header": (lambda t: "docker-archive:" + str(_meta_tar(t / "p.tar", tarfile.GNUTYPE_LONGNAME, [("manifest.json", b"[]")])),
+                                           r"holds a 314572800-byte PAX or long-name header \(the limit is 1048576\)"),
+    "oci-archive: 100,001 members": (lambda t: "oci-archive:" + str(_many(t / "m.tar", 100_001)), r"holds more than 100000 entries"),
 }
 
 
