@@ -18,6 +18,7 @@ from ..errors import BuildError
 from ..image.assemble import Image
 from ..image.cache import BlobCache
 from ..image.oci import MediaType
+from ..image.tarcheck import entries_of, read_small, stream_tar
 
 if TYPE_CHECKING:
     from ..registry.layercache import RegistryLayerCache
@@ -30,6 +31,8 @@ _NEEDED = {
     "nginx": ("usr/sbin/nginx", "usr/bin/nginx", "usr/local/sbin/nginx"),
     "runsvdir": ("usr/bin/runsvdir", "usr/sbin/runsvdir", "sbin/runsvdir", "bin/runsvdir"),
 }
+#: the paths whose presence (or link target) base info reads
+_WATCHED = frozenset(p for paths in _NEEDED.values() for p in paths)
 
 
 @dataclass(frozen=True)
@@ -122,8 +125,8 @@ def inspect_base(image: Image, cache: BlobCache, remote: RegistryLayerCache | No
     for desc in image.manifest.layers:
         with _open_layer(cache, desc.media_type, desc.digest) as raw:
             try:
-                tf = tarfile.open(fileobj=raw, mode="r|")
-                for m in tf:
+                tf = stream_tar(raw)
+                for m in entries_of(tf):
                     name = m.name.lstrip("./").lstrip("/")
                     base = name.rsplit("/", 1)[-1]
                     if base.startswith(".wh."):
@@ -132,11 +135,10 @@ def inspect_base(image: Image, cache: BlobCache, remote: RegistryLayerCache | No
                         for k in [k for k in present if k == target or k.startswith(target + "/")]:
                             del present[k]
                         continue
-                    if m.isfile() or m.issym() or m.islnk():
-                        present[name] = m.linkname if m.issym() else ""
+                    if (m.isfile() or m.issym() or m.islnk()) and (name in _WATCHED or _PY_RE.match(name)):
+                        present[name] = m.linkname if m.issym() else ""  # (only these: flat memory)
                     if name == "var/lib/dpkg/status" and m.isfile():
-                        f = tf.extractfile(m)
-                        dpkg = f.read().decode("utf-8", "replace") if f else ""
+                        dpkg = read_small(tf, m).decode("utf-8", "replace")
             except (tarfile.TarError, EOFError, OSError) as exc:
                 raise BuildError(f"base layer {desc.digest} is not a readable tar ({exc}); use another base") from None
     has = tuple(n for n, paths in _NEEDED.items() if any(p in present for p in paths))
@@ -192,8 +194,8 @@ def base_debian(image: Image, cache: BlobCache) -> BaseDebian:
     for desc in image.manifest.layers:
         with _open_layer(cache, desc.media_type, desc.digest) as raw:
             try:
-                tf = tarfile.open(fileobj=raw, mode="r|")
-                for m in tf:
+                tf = stream_tar(raw)
+                for m in entries_of(tf):
                     name = m.name.removeprefix("./").lstrip("/").rstrip("/")
                     base = name.rsplit("/", 1)[-1]
                     if base.startswith(".wh."):
@@ -208,8 +210,7 @@ def base_debian(image: Image, cache: BlobCache) -> BaseDebian:
                         bin_link = m.issym()
                     wanted = name in _DEBIAN_FILES or name.startswith("var/lib/dpkg/status.d/")
                     if wanted and m.isreg():
-                        f = tf.extractfile(m)
-                        files[name] = f.read() if f else b""
+                        files[name] = read_small(tf, m)
                     elif wanted and m.issym() and name.endswith("os-release"):
                         files.pop(name, None)
             except (tarfile.TarError, EOFError, OSError) as exc:

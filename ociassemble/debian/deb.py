@@ -20,6 +20,7 @@ from typing import BinaryIO
 import zstandard
 
 from ..errors import PackageError
+from ..image.tarcheck import entries_of, read_small, stream_tar
 
 __all__ = ["DebFile", "ControlInfo", "open_deb"]
 
@@ -59,7 +60,7 @@ class DebFile:
             f.seek(offset)
             raw = _decompressed(_Window(f, size), member, self.name)
             try:
-                with tarfile.open(fileobj=raw, mode="r|") as tf:
+                with stream_tar(raw) as tf:
                     yield tf
             except (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zstandard.ZstdError) as exc:
                 raise PackageError(f"{self.name}: its {member} cannot be read ({exc}); the file is corrupt") from None
@@ -129,12 +130,11 @@ def open_deb(path: Path, name: str) -> DebFile:
         f.seek(offset)
         files: dict[str, bytes] = {}
         try:
-            with tarfile.open(fileobj=_decompressed(_Window(f, size), control, name), mode="r|") as tf:
-                for m in tf:
+            with stream_tar(_decompressed(_Window(f, size), control, name)) as tf:
+                for m in entries_of(tf):
                     base = m.name.removeprefix("./")
                     if m.isreg() and base in ("control", "conffiles", "md5sums", *SCRIPTS):
-                        data = tf.extractfile(m)
-                        files[base] = data.read() if data else b""
+                        files[base] = read_small(tf, m)
         except (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zstandard.ZstdError) as exc:
             raise PackageError(f"{name}: its {control} cannot be read ({exc}); the file is corrupt") from None
     if "control" not in files:

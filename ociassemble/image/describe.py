@@ -25,6 +25,7 @@ from .cache import BlobCache
 from .digest import Digest
 from .imageindex import ImageIndex
 from .oci import Descriptor, Manifest, MediaType, parse_json
+from .tarcheck import entries_of, stream_tar
 
 __all__ = [
     "INSPECT_SCHEMA_VERSION",
@@ -239,8 +240,8 @@ def layer_entries(image: Image, cache: BlobCache, index: int) -> Iterator[dict[s
     desc = _layer(image, index)
     with open_layer(image, cache, desc) as raw:
         try:
-            with tarfile.open(fileobj=raw, mode="r|") as tf:
-                for m in tf:
+            with stream_tar(raw) as tf:
+                for m in entries_of(tf):
                     path = m.name[2:] if m.name.startswith("./") else m.name.lstrip("/")
                     path = path.rstrip("/")
                     kind = TAR_TYPES.get(m.type, "other")

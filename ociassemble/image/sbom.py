@@ -40,6 +40,7 @@ from ..errors import ArchiveError
 from .assemble import Image, rfc3339
 from .cache import BlobCache
 from .oci import Descriptor, ImageConfig, Manifest, MediaType, Platform
+from .tarcheck import entries_of, read_small, stream_tar
 
 __all__ = [
     "SPDX_MEDIA_TYPE",
@@ -137,8 +138,8 @@ def _scan(image: Image, cache: BlobCache, layers: Sequence[Descriptor], python: 
     for desc in layers:
         with open_layer(image, cache, desc) as raw:
             try:
-                with tarfile.open(fileobj=raw, mode="r|") as tf:
-                    for m in tf:
+                with stream_tar(raw) as tf:
+                    for m in entries_of(tf):
                         name = (m.name.removeprefix("./")).lstrip("/")
                         base = name.rsplit("/", 1)[-1]
                         if base.startswith(".wh."):  # a whiteout deletes what lower layers had
@@ -150,8 +151,7 @@ def _scan(image: Image, cache: BlobCache, layers: Sequence[Descriptor], python: 
                         wanted = name == _DPKG_STATUS or name in _OS_RELEASE or (
                             python and name.startswith(PYTHON_PREFIX) and _DIST_INFO.match(name[len(PYTHON_PREFIX):]))
                         if wanted and m.isreg():
-                            f = tf.extractfile(m)
-                            files[name] = f.read() if f else b""
+                            files[name] = read_small(tf, m)
             except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
                 raise ArchiveError(f"layer {desc.digest} is not a readable tar ({exc}); cannot list its packages") from None
     status = files.get(_DPKG_STATUS)

@@ -31,7 +31,8 @@ import zlib
 from typing import BinaryIO, Iterable, Iterator
 
 __all__ = ["NAME_MAX", "UnsafeEntry", "entry_parts", "symlink_leaves_root", "TarballChecker", "MAX_META_BYTES",
-           "scan_headers"]
+           "scan_headers", "OversizedEntry", "limited_tarinfo", "stream_tar", "entries_of", "read_small",
+           "SMALL_FILE_MAX"]
 
 #: Bytes in one path component: the limit of ext4, xfs, btrfs, tmpfs and overlayfs alike.
 NAME_MAX = 255
@@ -191,6 +192,63 @@ def scan_headers(f: BinaryIO, max_entries: int) -> None:
         if kind in tarfile.REGULAR_TYPES or kind not in tarfile.SUPPORTED_TYPES:  # what tarfile skips
             f.seek(-(-size // _BLOCK) * _BLOCK, 1)
     f.seek(start)
+
+
+#: The most read into memory of one file of a layer read for what it says (dpkg's status, os-release,
+#: a dist-info's METADATA, a .deb's control files: a few MB at most in a real image).
+SMALL_FILE_MAX = 64 << 20
+
+
+class OversizedEntry(tarfile.TarError):
+    """A layer's PAX or long-name header, or a file read whole, past its limit. A ``TarError``,
+    so every reader that reports an unreadable layer reports this one the same way."""
+
+
+def limited_tarinfo(max_header: int, error: type[Exception] = OversizedEntry) -> type[tarfile.TarInfo]:
+    """A TarInfo that refuses (``error``) a PAX or GNU long-name header over ``max_header`` bytes
+    before reading it: tarfile reads one whole, and a gzip layer of 1 MB can hold a 4 GB one
+    (zeros compress 1000 to 1)."""
+
+    class LimitedTarInfo(tarfile.TarInfo):
+        def _proc_pax(self, tf):  # type: ignore[no-untyped-def]
+            if self.size > max_header:
+                raise error(f"a {self.size}-byte PAX header (the limit is {max_header})")
+            return super()._proc_pax(tf)  # type: ignore[misc]
+
+        def _proc_gnulong(self, tf):  # type: ignore[no-untyped-def]
+            if self.size > max_header:
+                raise error(f"a {self.size}-byte GNU long-name header (the limit is {max_header})")
+            return super()._proc_gnulong(tf)  # type: ignore[misc]
+
+    return LimitedTarInfo
+
+
+_LimitedTarInfo = limited_tarinfo(MAX_META_BYTES)
+
+
+def stream_tar(raw: BinaryIO) -> tarfile.TarFile:
+    """A layer's (or a .deb's) tar read as a stream, in flat memory however it was made: its
+    metadata headers limited (``OversizedEntry``); read its entries with ``entries_of``."""
+    return tarfile.open(fileobj=raw, mode="r|", tarinfo=_LimitedTarInfo)
+
+
+def entries_of(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """Each entry once, not kept (stream mode keeps every header it read: millions, for a
+    hostile layer of empty files)."""
+    while True:
+        m = tf.next()
+        if m is None:
+            return
+        tf.members.clear()
+        yield m
+
+
+def read_small(tf: tarfile.TarFile, m: tarfile.TarInfo, limit: int = SMALL_FILE_MAX) -> bytes:
+    """The data of regular entry ``m``, refused (``OversizedEntry``) past ``limit`` bytes unread."""
+    if m.size > limit:
+        raise OversizedEntry(f"{m.name} is {m.size} bytes, more than the {limit} read of it")
+    f = tf.extractfile(m)
+    return f.read() if f is not None else b""
 
 
 def _nts(data: bytes) -> str:

@@ -29,6 +29,7 @@ from .cache import BlobCache
 from .describe import SHORT_MEDIA, TAR_TYPES, open_layer
 from .digest import CHUNK
 from .oci import Descriptor, MediaType, parse_json
+from .tarcheck import stream_tar
 
 __all__ = ["VERIFY_SCHEMA_VERSION", "Difference", "VerifyReport", "compare_images"]
 
@@ -266,7 +267,7 @@ _ATTRS = ("type", "linkname", "size", "sha256", "mode", "uid", "gid", "mtime", "
 def _entries(raw: BinaryIO, where: str) -> Iterator[_Entry]:
     """A tar stream's entries with each file's content hash, one at a time (flat memory)."""
     try:
-        tf = tarfile.open(fileobj=raw, mode="r|")
+        tf = stream_tar(raw)
         while True:
             m = tf.next()
             if m is None:

@@ -26,6 +26,7 @@ import tarfile
 from dataclasses import dataclass
 
 from ..image.tarcheck import UnsafeEntry, entry_parts, symlink_leaves_root
+from ..image.tarcheck import limited_tarinfo as _limited_tarinfo
 
 __all__ = ["UnpackLimits", "DEFAULT_LIMITS", "EntryRefused", "Budget", "Kind", "Entry", "check_entry",
            "limited_tarinfo"]
@@ -81,19 +82,7 @@ class Budget:
 
 def limited_tarinfo(max_header: int) -> type[tarfile.TarInfo]:
     """A TarInfo that refuses oversized PAX and GNU long-name headers before reading them."""
-
-    class LimitedTarInfo(tarfile.TarInfo):
-        def _proc_pax(self, tf):  # type: ignore[no-untyped-def]
-            if self.size > max_header:
-                raise EntryRefused(f"a PAX header of {self.size} bytes exceeds the {max_header}-byte limit")
-            return super()._proc_pax(tf)  # type: ignore[misc]
-
-        def _proc_gnulong(self, tf):  # type: ignore[no-untyped-def]
-            if self.size > max_header:
-                raise EntryRefused(f"a GNU long-name header of {self.size} bytes exceeds the {max_header}-byte limit")
-            return super()._proc_gnulong(tf)  # type: ignore[misc]
-
-    return LimitedTarInfo
+    return _limited_tarinfo(max_header, EntryRefused)
 
 
 def _clean(name: str) -> list[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from ociassemble.image.oci import canonical_json
+from tests.hostarch import HOST
 from tests.integration.test_hostile_bases import _sha
 from tests.integration.test_registry_hostile import PEAK_RSS
 
@@ -158,3 +159,82 @@ def test_a_document_too_big_is_refused_unread_in_one_line(tmp_path: Path, case: 
     assert len(lines) == 1 and lines[0].startswith("ociassemble: error: ") and "Traceback" not in got["err"], got["err"]
     assert re.search(pattern, lines[0]), lines[0]
     assert got["maxrss_kb"] < MAX_RSS_MB * 1024, f"{case}: peak RSS {got['maxrss_kb'] // 1024} MB"
+
+
+# -- a layer's tar: read as a stream by inspect --list, verify, the SBOM and a recipe's base info --
+
+def _bomb_layout(root: Path, case: str) -> str:
+    """A layout of one gzip layer that decompresses to a 300 MB PAX header (zeros: 0.3 MB
+    gzipped), or to 300,000 empty files (a few MB gzipped), then one small file."""
+    import zlib
+
+    comp = zlib.compressobj(1, zlib.DEFLATED, 31)
+    h = __import__("hashlib").sha256()
+    out = bytearray()
+
+    def feed(data: bytes) -> None:
+        h.update(data)
+        out.extend(comp.compress(data))
+
+    if case == "pax":
+        info = tarfile.TarInfo("././@PaxHeader")
+        info.type, info.size = tarfile.XHDTYPE, BIG
+        feed(info.tobuf(tarfile.USTAR_FORMAT))
+        zeros = bytes(1 << 20)
+        for _ in range(BIG >> 20):
+            feed(zeros)
+    else:
+        for i in range(300_000):
+            feed(tarfile.TarInfo(f"d/{i}").tobuf(tarfile.USTAR_FORMAT))
+    last = tarfile.TarInfo("etc/os-release")
+    last.size = 3
+    feed(last.tobuf(tarfile.USTAR_FORMAT) + b"x=1" + b"\0" * 509 + b"\0" * 1024)
+    out.extend(comp.flush())
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    layer = bytes(out)
+    (blobs / _sha(layer)[7:]).write_bytes(layer)
+    config = canonical_json({"architecture": HOST.architecture, "os": "linux", "config": {},
+                             "rootfs": {"type": "layers", "diff_ids": ["sha256:" + h.hexdigest()]}})
+    (blobs / _sha(config)[7:]).write_bytes(config)
+    manifest = canonical_json({"schemaVersion": 2, "mediaType": MANIFEST,
+                               "config": _desc("application/vnd.oci.image.config.v1+json", _sha(config), len(config)),
+                               "layers": [_desc("application/vnd.oci.image.layer.v1.tar+gzip", _sha(layer), len(layer))]})
+    (blobs / _sha(manifest)[7:]).write_bytes(manifest)
+    (root / "index.json").write_bytes(canonical_json({"schemaVersion": 2, "manifests": [
+        _desc(MANIFEST, _sha(manifest), len(manifest))]}))
+    (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    return f"oci:{root}"
+
+
+def _peak(args: list[str], cwd: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "ociassemble.cli", *args],
+                          capture_output=True, text=True, timeout=300, cwd=cwd)
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("command", ["inspect --list", "build"])
+@pytest.mark.parametrize("case", ["pax", "entries"])
+def test_a_layer_that_unpacks_to_a_bomb_is_read_in_flat_memory(tmp_path: Path, command: str, case: str) -> None:
+    """A 300 MB PAX header gzipped to 0.3 MB (``inspect --layer 0 --list`` of such a layer peaked at
+    2.1 GB for a 1 GB one): refused in one line, unread. 300,000 empty files: listed (or the base
+    read) in flat memory instead of keeping every header."""
+    spec = _bomb_layout(tmp_path / "bomb", case)
+    if command == "build":
+        (tmp_path / "score.py").write_text("def init():\n    pass\n\n\ndef run(data):\n    return data\n")
+        (tmp_path / "model.bin").write_bytes(b"m")
+        args = ["build", "--base", spec, "--model", "model.bin", "-o", f"oci:{tmp_path / 'out'}"]
+    else:
+        args = ["inspect", spec, "--layer", "0", "--list"]
+    got = _peak([*args, "--cache-dir", str(tmp_path / "cache")], tmp_path)
+    err = got["err"].strip().splitlines()
+    assert "Traceback" not in got["err"], got["err"]
+    if case == "pax":
+        assert got["rc"] == 1 and err[-1].startswith("ociassemble: error: "), got["err"]
+        assert f"a {BIG}-byte PAX header (the limit is 1048576)" in err[-1], err[-1]
+    elif command == "inspect --list":
+        assert got["rc"] == 0, got["err"]
+        assert got["out"].count("\n") == 300_001 and got["out"].rstrip().endswith("etc/os-release"), got["out"][-300:]
+    else:  # the base has no python3, nginx or runsvdir: said in one line, after reading all of it
+        assert got["rc"] == 1 and "has no" in err[-1], got["err"]
+    assert got["maxrss_kb"] < MAX_RSS_MB * 1024, f"{command} {case}: peak RSS {got['maxrss_kb'] // 1024} MB"
