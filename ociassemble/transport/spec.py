@@ -7,6 +7,8 @@ only ``rootfs:PATH`` (a rootfs tarball or directory, made into one layer).
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +70,12 @@ def parse_spec(spec: str, *, for_output: bool = False) -> ImageSpec:
         path, tag = _split_tag(rest)
         return ImageSpec(kind, Path(path), tag, spec)
     if for_output:
-        raise UsageError(f"--output {spec!r}: say which format, one of {forms}")
+        head, colon, _ = spec.partition(":")
+        if colon and re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", head):
+            raise UsageError(f"--output {spec!r}: say which format: {head}: is none; one of {forms}")
+        guess = f"oci-archive:{spec} (or docker-archive:{spec} for 'docker load')" if spec.endswith(".tar") \
+            else f"oci:{spec}"
+        raise UsageError(f"--output {spec!r}: say which format, e.g. {guess}; one of {forms}")
     # a base given bare: an existing path is a rootfs / layout / archive, else a reference
     p = Path(spec)
     if p.exists() or spec.startswith((".", "/", "~")):

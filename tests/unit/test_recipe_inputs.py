@@ -172,8 +172,9 @@ def test_conda_python_pin_must_match_the_base(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("spec,pattern", [
-    ("image.tar", r"--output 'image.tar': say which format"),
-    ("zip:image.zip", r"say which format"),
+    ("image.tar", r"--output 'image.tar': say which format, e\.g\. oci-archive:image\.tar \(or docker-archive:image\.tar"),
+    ("out", r"--output 'out': say which format, e\.g\. oci:out; one of oci:DIR"),
+    ("zip:image.zip", r"say which format: zip: is none; one of oci:DIR"),
     ("docker://localhost:5000/x", r"push to a registry with 'ociassemble push"),
     ("oci-archive:", r"needs a path"),
 ])
