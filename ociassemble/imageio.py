@@ -68,6 +68,9 @@ def load_image(spec: ImageSpec | str, cache: BlobCache, *, registry_options: Reg
         assert spec.tag
         return pull_image(spec.tag, cache, options=registry_options, verify_diff_ids=verify_diff_ids,
                           platform=platform)
+    if spec.path is not None and not spec.path.exists():
+        registry = "" if spec.raw.startswith((".", "/", "~")) else f" (a registry image: docker://{spec.raw})"
+        raise InputError(f"{spec}: no such file or directory; check the path{registry}")
     raise InputError(f"{spec}: a rootfs is not an image; use it as --base")
 
 

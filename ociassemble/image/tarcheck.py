@@ -31,7 +31,7 @@ import zlib
 from typing import BinaryIO, Iterable, Iterator
 
 __all__ = ["NAME_MAX", "UnsafeEntry", "entry_parts", "symlink_leaves_root", "TarballChecker", "MAX_META_BYTES",
-           "scan_headers", "OversizedEntry", "limited_tarinfo", "stream_tar", "entries_of", "read_small",
+           "scan_headers", "walk_headers", "OversizedEntry", "limited_tarinfo", "stream_tar", "entries_of", "read_small",
            "SMALL_FILE_MAX"]
 
 #: Bytes in one path component: the limit of ext4, xfs, btrfs, tmpfs and overlayfs alike.
@@ -163,35 +163,50 @@ def scan_headers(f: BinaryIO, max_entries: int) -> None:
     metadata header over ``MAX_META_BYTES`` or more than ``max_entries`` entries; a header
     that does not parse is left for ``tarfile`` to report."""
     start = f.tell()
+    for _ in walk_headers(f, max_entries):
+        pass
+    f.seek(start)
+
+
+def walk_headers(f: BinaryIO, max_entries: int) -> Iterator[str]:
+    """Each entry's name (a PAX ``path`` or GNU long name applied) of a seekable tar, from where
+    ``f`` is, reading headers only and skipping data as ``tarfile`` does (a PAX ``size`` record
+    too); it stops at the end or at a header that does not parse, and raises UnsafeEntry as
+    ``scan_headers`` says."""
     entries = 0
-    next_size: int | None = None  # a PAX header's size= for the entry after it (files over 8 GiB)
+    pax: dict[str, str] = {}
+    longname: str | None = None
     while True:
         block = f.read(_BLOCK)
         if len(block) < _BLOCK or block == _ZERO_BLOCK:
-            break
+            return
         parsed = _parse_header(block)
         if parsed is None:
-            break
-        kind, _, _, size, _ = parsed
+            return
+        kind, name, _, size, _ = parsed
         if kind in _META:
             if size > MAX_META_BYTES:
                 raise UnsafeEntry(f"a {size}-byte PAX or long-name header (the limit is {MAX_META_BYTES})")
-            data = f.read(-(-size // _BLOCK) * _BLOCK)
+            data = f.read(-(-size // _BLOCK) * _BLOCK)[:size]
             if kind == tarfile.XHDTYPE:
                 try:
-                    record = _pax_records(data[:size]).get("size")
-                    next_size = int(record) if record is not None else next_size
-                except (UnsafeEntry, ValueError):
-                    break  # tarfile says what is wrong with it
+                    pax = _pax_records(data)
+                except UnsafeEntry:
+                    return  # tarfile says what is wrong with it
+            elif kind == tarfile.GNUTYPE_LONGNAME:
+                longname = _nts(data)
             continue
         entries += 1
         if entries > max_entries:
             raise UnsafeEntry(f"more than {max_entries} entries")
-        if next_size is not None:
-            size, next_size = next_size, None
+        try:
+            size = int(pax["size"]) if "size" in pax else size  # (files over 8 GiB)
+        except ValueError:
+            return
+        yield pax.get("path") or longname or name
+        pax, longname = {}, None
         if kind in tarfile.REGULAR_TYPES or kind not in tarfile.SUPPORTED_TYPES:  # what tarfile skips
             f.seek(-(-size // _BLOCK) * _BLOCK, 1)
-    f.seek(start)
 
 
 #: The most read into memory of one file of a layer read for what it says (dpkg's status, os-release,

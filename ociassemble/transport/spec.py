@@ -76,14 +76,40 @@ def parse_spec(spec: str, *, for_output: bool = False) -> ImageSpec:
         guess = f"oci-archive:{spec} (or docker-archive:{spec} for 'docker load')" if spec.endswith(".tar") \
             else f"oci:{spec}"
         raise UsageError(f"--output {spec!r}: say which format, e.g. {guess}; one of {forms}")
-    # a base given bare: an existing path is a rootfs / layout / archive, else a reference
+    # an image given bare: an existing path (or a tarball's name) is a layout, an archive or a
+    # rootfs, as its contents say; anything else a registry reference
     p = Path(spec)
-    if p.exists() or spec.startswith((".", "/", "~")):
+    if p.exists() or spec.startswith((".", "/", "~")) or spec.endswith(_TARBALLS):
         p = p.expanduser()
         if p.is_dir() and (p / "index.json").is_file() and (p / "oci-layout").is_file():
             return ImageSpec("oci", p, None, spec)
-        return ImageSpec("rootfs", p, None, spec)
+        return ImageSpec(_tar_kind(p) if p.is_file() else "rootfs", p, None, spec)
     return ImageSpec("docker", None, spec, spec)
+
+
+#: names that are files, never a registry repository, even when no such file exists (so the
+#: error is "no such file", not a lookup on Docker Hub)
+_TARBALLS = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.xz")
+
+
+def _tar_kind(p: Path) -> str:
+    """What a bare file given as an image is: an oci-archive (``index.json`` and ``oci-layout`` at
+    its top), a docker-archive (``manifest.json``), else a rootfs tarball (a compressed one too:
+    image archives are plain tars). Only headers are read (``tarcheck.walk_headers``)."""
+    from ..image.tarcheck import UnsafeEntry, walk_headers
+
+    seen: set[str] = set()
+    try:
+        with open(p, "rb") as f:
+            for name in walk_headers(f, 10_000_000):
+                name = name.removeprefix("./")
+                if name in ("index.json", "oci-layout", "manifest.json"):
+                    seen.add(name)
+                    if {"index.json", "oci-layout"} <= seen:
+                        return "oci-archive"
+    except (OSError, UnsafeEntry):
+        return "rootfs"
+    return "docker-archive" if "manifest.json" in seen else "rootfs"
 
 
 def is_registry(spec: str | None) -> bool:

@@ -159,6 +159,33 @@ def test_inspect_errors_have_their_exit_codes(plain_registry, tmp_path: Path, ca
     assert nolayer.returncode == 1 and "--list needs --layer" in nolayer.stderr
 
 
+
+@pytest.mark.parametrize("transport", ["oci-archive", "docker-archive"])
+def test_an_archive_given_without_its_prefix_is_read_as_one(plain_registry, tmp_path: Path, cache: BlobCache,
+                                                             image: Image, transport: str) -> None:
+    """``inspect image.tar`` and ``push --from image.tar`` read the archive (its members say
+    which kind): it was taken for a rootfs tarball and refused as not an image."""
+    path = tmp_path / "image.tar"
+    if transport == "oci-archive":
+        write_oci_archive(image, cache, path, "v1")
+    else:
+        write_docker_archive(image, cache, path, "example/app:1")
+    bare, prefixed = _inspect(str(path), cache_dir=tmp_path / "c"), _inspect(f"{transport}:{path}", cache_dir=tmp_path / "c2")
+    assert {**bare, "name": ""} == {**prefixed, "name": ""}
+    _check_doc(bare, image)
+    pushed = run_cli("push", "--from", str(path), f"{plain_registry.host}/bare/{transport}:1", "--json",
+                     "--cache-dir", str(tmp_path / "c3"))
+    assert pushed.returncode == 0, pushed.stderr
+    if transport == "oci-archive":
+        assert json.loads(pushed.stdout)["digest"] == image.digest
+
+
+def test_a_missing_tarball_is_no_such_file_not_a_registry_lookup(tmp_path: Path) -> None:
+    proc = run_cli("inspect", "nosuch.tar", "--cache-dir", str(tmp_path / "c"), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "ociassemble: error: nosuch.tar: no such file or directory; check the path (a registry image: docker://nosuch.tar)"]
+
 # -- SBOM --------------------------------------------------------------------------------------
 
 

@@ -36,6 +36,37 @@ def test_base_specs(tmp_path: Path) -> None:
     assert parse_spec(str(tmp_path / "rootfs.tar")).kind == "rootfs"
 
 
+def _tar(path: Path, names: list[str], gz: bool = False) -> Path:
+    import tarfile
+
+    with tarfile.open(path, "w:gz" if gz else "w") as tf:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            tf.addfile(info, io.BytesIO(b"{}"))
+    return path
+
+
+@pytest.mark.parametrize("names,gz,kind", [
+    (["blobs/sha256/aa", "index.json", "oci-layout"], False, "oci-archive"),  # ours and skopeo's: blobs first
+    (["./oci-layout", "./index.json", "./blobs/sha256/aa"], False, "oci-archive"),
+    (["manifest.json", "repositories", "aa/layer.tar"], False, "docker-archive"),
+    (["blobs/sha256/aa", "index.json", "oci-layout", "manifest.json"], False, "oci-archive"),  # docker save 25+
+    (["etc/os-release", "usr/bin/python3"], False, "rootfs"),
+    (["index.json", "oci-layout"], True, "rootfs"),  # image archives are plain tars
+])
+def test_a_bare_file_is_read_as_what_it_holds(tmp_path: Path, names: list[str], gz: bool, kind: str) -> None:
+    """``push --from image.tar``, ``inspect image.tar``, ``--base image.tar``: an oci-archive or a
+    docker-archive given without its prefix is read as one (it was taken for a rootfs tarball)."""
+    spec = parse_spec(str(_tar(tmp_path / "x.tar", names, gz)))
+    assert spec.kind == kind
+
+
+def test_a_missing_tarball_is_a_path_not_a_registry_reference() -> None:
+    assert parse_spec("nosuch.tar").kind == "rootfs"  # the error says "no such file", not a Docker Hub lookup
+    assert parse_spec("team/app:1").kind == "docker"
+
+
 @pytest.mark.parametrize("bad", ["", "out.tar", "rootfs:x", "docker://"])
 def test_bad_output_specs(bad: str) -> None:
     with pytest.raises(UsageError):
