@@ -281,3 +281,24 @@ def test_other_images_are_ready_when_their_ports_answer(run_cache: BlobCache,
     lines, seen, _ = _run_until_ready(img, run_cache, 60)
     assert seen == [(seen[0][0], "HTTP 502")]
     assert not any("scoring server" in line for line in lines)
+
+
+def test_the_ready_line_says_how_to_reach_an_unpublished_port(run_cache: BlobCache, make_image: Callable[..., Image],
+                                                               tmp_path: Path) -> None:
+    """Run without --publish: the image listens where nothing reaches it, and the ready line says
+    which flag would (it said only 'Ctrl-C stops it')."""
+    import sys
+
+    from ociassemble.transport.layout import write_layout
+
+    img = make_image(("sleep", "1000"), exposed_ports=("5001/tcp",))
+    write_layout(img, run_cache, tmp_path / "layout", "v1")
+    proc = subprocess.Popen([sys.executable, "-m", "ociassemble.cli", "run", f"oci:{tmp_path / 'layout'}:v1",
+                             "--cache-dir", str(run_cache.root)], stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "; its port 5001/tcp reaches nothing here: add --publish 8080:5001; Ctrl-C stops it" in line, line
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
