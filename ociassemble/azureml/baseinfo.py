@@ -18,7 +18,7 @@ from ..errors import BuildError
 from ..image.assemble import Image
 from ..image.cache import BlobCache
 from ..image.oci import MediaType
-from ..image.tarcheck import entries_of, read_small, stream_tar
+from ..image.tarread import entries_of, read_small, stream_tar
 
 if TYPE_CHECKING:
     from ..registry.layercache import RegistryLayerCache

@@ -20,7 +20,7 @@ from typing import BinaryIO
 import zstandard
 
 from ..errors import PackageError
-from ..image.tarcheck import entries_of, read_small, stream_tar
+from ..image.tarread import entries_of, read_small, stream_tar
 
 __all__ = ["DebFile", "ControlInfo", "open_deb"]
 

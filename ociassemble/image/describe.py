@@ -25,7 +25,7 @@ from .cache import BlobCache
 from .digest import Digest
 from .imageindex import ImageIndex
 from .oci import Descriptor, Manifest, MediaType, parse_json
-from .tarcheck import entries_of, stream_tar
+from .tarread import entries_of, stream_tar
 
 __all__ = [
     "INSPECT_SCHEMA_VERSION",

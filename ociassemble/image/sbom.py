@@ -40,7 +40,7 @@ from ..errors import ArchiveError
 from .assemble import Image, rfc3339
 from .cache import BlobCache
 from .oci import Descriptor, ImageConfig, Manifest, MediaType, Platform
-from .tarcheck import entries_of, read_small, stream_tar
+from .tarread import entries_of, read_small, stream_tar
 
 __all__ = [
     "SPDX_MEDIA_TYPE",

@@ -28,25 +28,24 @@ from __future__ import annotations
 import posixpath
 import tarfile
 import zlib
-from typing import BinaryIO, Iterable, Iterator
+from typing import Iterable, Iterator
 
 __all__ = ["NAME_MAX", "UnsafeEntry", "entry_parts", "symlink_leaves_root", "TarballChecker", "MAX_META_BYTES",
-           "scan_headers", "walk_headers", "OversizedEntry", "limited_tarinfo", "stream_tar", "entries_of", "read_small",
-           "SMALL_FILE_MAX"]
+           "BLOCK", "ZERO_BLOCK", "META_TYPES", "parse_header", "pax_records", "nts"]
 
 #: Bytes in one path component: the limit of ext4, xfs, btrfs, tmpfs and overlayfs alike.
 NAME_MAX = 255
 #: One PAX or GNU long-name header's data is held in memory whole; real ones are < 64 KiB.
 MAX_META_BYTES = 1 << 20
 
-_BLOCK = tarfile.BLOCKSIZE
+BLOCK = tarfile.BLOCKSIZE
 _HIGH_BIT = bytes(1 if b > 127 else 0 for b in range(256))
 _LOW_BITS = bytes(b & 0x7F for b in range(256))
-_ZERO_BLOCK = bytes(_BLOCK)
+ZERO_BLOCK = bytes(BLOCK)
 _REGULAR = {tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE}
 _HEADER_ONLY = {tarfile.LNKTYPE: "hard link", tarfile.SYMTYPE: "symlink", tarfile.CHRTYPE: "character device",
                 tarfile.BLKTYPE: "block device", tarfile.DIRTYPE: "directory", tarfile.FIFOTYPE: "FIFO"}
-_META = {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
+META_TYPES = {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
 _UNSUPPORTED = {tarfile.GNUTYPE_SPARSE: "a GNU sparse file (re-create it without --sparse)",
                 tarfile.SOLARIS_XHDTYPE: "a Solaris extended header"}
 
@@ -91,7 +90,7 @@ def symlink_leaves_root(rel: str, target: str) -> bool:
     return resolved == ".." or resolved.startswith("../")
 
 
-def _pax_records(data: bytes) -> dict[str, str]:
+def pax_records(data: bytes) -> dict[str, str]:
     """``LEN key=value\\n`` records (POSIX pax); the last of a repeated key wins."""
     out: dict[str, str] = {}
     pos = 0
@@ -113,7 +112,7 @@ def _pax_records(data: bytes) -> dict[str, str]:
     return out
 
 
-def _parse_header(block: bytes) -> tuple[bytes, str, str | None, int, str] | None:
+def parse_header(block: bytes) -> tuple[bytes, str, str | None, int, str] | None:
     """(type, name, the bare name field if a prefix was joined to it, size, linkname), or
     None for a bad checksum or size. The fields ``tarfile`` reads, read the way it reads
     them, and no more: this runs once per entry of a base (the stdlib's ``frombuf``
@@ -145,128 +144,17 @@ def _parse_header(block: bytes) -> tuple[bytes, str, str | None, int, str] | Non
     if size < 0:
         return None
     kind = block[156:157]
-    name = _nts(block[:100])
+    name = nts(block[:100])
     if kind == tarfile.AREGTYPE and name.endswith("/"):
         kind = tarfile.DIRTYPE
     bare = None
     if block[345] and kind not in tarfile.GNU_TYPES:
         bare = name
-        name = _nts(block[345:500]) + "/" + name
-    return kind, name, bare, size, _nts(block[157:257])
+        name = nts(block[345:500]) + "/" + name
+    return kind, name, bare, size, nts(block[157:257])
 
 
-def scan_headers(f: BinaryIO, max_entries: int) -> None:
-    """Walk a seekable tar's headers (one 512-byte read each, the data skipped) before ``tarfile``
-    reads it: ``tarfile`` reads a PAX or long-name header whole into memory and keeps every
-    header it read, so an image archive (read, not unpacked: ``transport.archive``) with a 300 MB
-    PAX header, or millions of entries, would cost that much memory. Raises UnsafeEntry for a
-    metadata header over ``MAX_META_BYTES`` or more than ``max_entries`` entries; a header
-    that does not parse is left for ``tarfile`` to report."""
-    start = f.tell()
-    for _ in walk_headers(f, max_entries):
-        pass
-    f.seek(start)
-
-
-def walk_headers(f: BinaryIO, max_entries: int) -> Iterator[str]:
-    """Each entry's name (a PAX ``path`` or GNU long name applied) of a seekable tar, from where
-    ``f`` is, reading headers only and skipping data as ``tarfile`` does (a PAX ``size`` record
-    too); it stops at the end or at a header that does not parse, and raises UnsafeEntry as
-    ``scan_headers`` says."""
-    entries = 0
-    pax: dict[str, str] = {}
-    longname: str | None = None
-    while True:
-        block = f.read(_BLOCK)
-        if len(block) < _BLOCK or block == _ZERO_BLOCK:
-            return
-        parsed = _parse_header(block)
-        if parsed is None:
-            return
-        kind, name, _, size, _ = parsed
-        if kind in _META:
-            if size > MAX_META_BYTES:
-                raise UnsafeEntry(f"a {size}-byte PAX or long-name header (the limit is {MAX_META_BYTES})")
-            data = f.read(-(-size // _BLOCK) * _BLOCK)[:size]
-            if kind == tarfile.XHDTYPE:
-                try:
-                    pax = _pax_records(data)
-                except UnsafeEntry:
-                    return  # tarfile says what is wrong with it
-            elif kind == tarfile.GNUTYPE_LONGNAME:
-                longname = _nts(data)
-            continue
-        entries += 1
-        if entries > max_entries:
-            raise UnsafeEntry(f"more than {max_entries} entries")
-        try:
-            size = int(pax["size"]) if "size" in pax else size  # (files over 8 GiB)
-        except ValueError:
-            return
-        yield pax.get("path") or longname or name
-        pax, longname = {}, None
-        if kind in tarfile.REGULAR_TYPES or kind not in tarfile.SUPPORTED_TYPES:  # what tarfile skips
-            f.seek(-(-size // _BLOCK) * _BLOCK, 1)
-
-
-#: The most read into memory of one file of a layer read for what it says (dpkg's status, os-release,
-#: a dist-info's METADATA, a .deb's control files: a few MB at most in a real image).
-SMALL_FILE_MAX = 64 << 20
-
-
-class OversizedEntry(tarfile.TarError):
-    """A layer's PAX or long-name header, or a file read whole, past its limit. A ``TarError``,
-    so every reader that reports an unreadable layer reports this one the same way."""
-
-
-def limited_tarinfo(max_header: int, error: type[Exception] = OversizedEntry) -> type[tarfile.TarInfo]:
-    """A TarInfo that refuses (``error``) a PAX or GNU long-name header over ``max_header`` bytes
-    before reading it: tarfile reads one whole, and a gzip layer of 1 MB can hold a 4 GB one
-    (zeros compress 1000 to 1)."""
-
-    class LimitedTarInfo(tarfile.TarInfo):
-        def _proc_pax(self, tf):  # type: ignore[no-untyped-def]
-            if self.size > max_header:
-                raise error(f"a {self.size}-byte PAX header (the limit is {max_header})")
-            return super()._proc_pax(tf)  # type: ignore[misc]
-
-        def _proc_gnulong(self, tf):  # type: ignore[no-untyped-def]
-            if self.size > max_header:
-                raise error(f"a {self.size}-byte GNU long-name header (the limit is {max_header})")
-            return super()._proc_gnulong(tf)  # type: ignore[misc]
-
-    return LimitedTarInfo
-
-
-_LimitedTarInfo = limited_tarinfo(MAX_META_BYTES)
-
-
-def stream_tar(raw: BinaryIO) -> tarfile.TarFile:
-    """A layer's (or a .deb's) tar read as a stream, in flat memory however it was made: its
-    metadata headers limited (``OversizedEntry``); read its entries with ``entries_of``."""
-    return tarfile.open(fileobj=raw, mode="r|", tarinfo=_LimitedTarInfo)
-
-
-def entries_of(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
-    """Each entry once, not kept (stream mode keeps every header it read: millions, for a
-    hostile layer of empty files)."""
-    while True:
-        m = tf.next()
-        if m is None:
-            return
-        tf.members.clear()
-        yield m
-
-
-def read_small(tf: tarfile.TarFile, m: tarfile.TarInfo, limit: int = SMALL_FILE_MAX) -> bytes:
-    """The data of regular entry ``m``, refused (``OversizedEntry``) past ``limit`` bytes unread."""
-    if m.size > limit:
-        raise OversizedEntry(f"{m.name} is {m.size} bytes, more than the {limit} read of it")
-    f = tf.extractfile(m)
-    return f.read() if f is not None else b""
-
-
-def _nts(data: bytes) -> str:
+def nts(data: bytes) -> str:
     return data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
@@ -289,7 +177,7 @@ class TarballChecker:
         self.fix = fix
         self.entries = 0
         self._pending = bytearray()
-        self._need = _BLOCK  # bytes wanted for the header or meta data being read
+        self._need = BLOCK  # bytes wanted for the header or meta data being read
         self._mode = "header"  # header | meta | skip | end
         self._skip = 0
         self._meta: tuple[bytes, int] = (b"", 0)  # (type, unpadded size) of the meta entry being read
@@ -363,10 +251,10 @@ class TarballChecker:
         raise self._error(f"{self.where}: {what} (after entry {self._last!r}): {reason}; {self.fix}")
 
     def _header(self, block: bytes) -> None:
-        if block == _ZERO_BLOCK:
+        if block == ZERO_BLOCK:
             self._mode = "end"
             return
-        parsed = _parse_header(block)
+        parsed = parse_header(block)
         if parsed is None:
             if not self.entries and not self._pax and self._longname is None:
                 raise self._error(f"{self.where} is not a readable tar archive (not a tar archive); "
@@ -374,12 +262,12 @@ class TarballChecker:
             raise self._error(f"{self.where} is corrupt after entry {self._last!r} (a header with a bad "
                               "checksum or size, which unpackers disagree on); re-create the rootfs tarball")
         kind, header_name, raw_name, size, header_link = parsed
-        if kind in _META:
+        if kind in META_TYPES:
             if size > MAX_META_BYTES:
                 self._refuse_at("a metadata header", f"a {size}-byte PAX or long-name header "
                                 f"(the limit is {MAX_META_BYTES})")
             self._meta = (kind, size)
-            self._need = -(-size // _BLOCK) * _BLOCK
+            self._need = -(-size // BLOCK) * BLOCK
             if self._need:
                 self._mode = "meta"
             else:
@@ -414,27 +302,27 @@ class TarballChecker:
             self._refuse(name, str(exc))
         self.entries += 1
         if size and kind in _REGULAR:
-            self._skip = -(-size // _BLOCK) * _BLOCK
+            self._skip = -(-size // BLOCK) * BLOCK
             self._mode = "skip"
 
     def _meta_done(self, data: bytes) -> None:
         kind, size = self._meta
         data = data[:size]
-        self._need = _BLOCK
+        self._need = BLOCK
         self._mode = "header"
         try:
             if kind == tarfile.XHDTYPE:
-                self._pax.update(_pax_records(data))
+                self._pax.update(pax_records(data))
                 if any(k.startswith("GNU.sparse.") for k in self._pax):
                     raise UnsafeEntry("a GNU sparse file (re-create it without --sparse), which unpackers disagree on")
             elif kind == tarfile.XGLTYPE:
-                records = _pax_records(data)
+                records = pax_records(data)
                 if {"path", "linkpath", "size"} & records.keys() or any(k.startswith("GNU.sparse.") for k in records):
                     raise UnsafeEntry("a global PAX header that sets a path, link or size for the entries after it")
             elif kind == tarfile.GNUTYPE_LONGNAME:
-                self._longname = _nts(data)
+                self._longname = nts(data)
             else:
-                self._longlink = _nts(data)
+                self._longlink = nts(data)
         except UnsafeEntry as exc:
             self._refuse_at("a metadata header", str(exc))
 

@@ -29,7 +29,7 @@ from .cache import BlobCache
 from .describe import SHORT_MEDIA, TAR_TYPES, open_layer
 from .digest import CHUNK
 from .oci import Descriptor, MediaType, parse_json
-from .tarcheck import stream_tar
+from .tarread import stream_tar
 
 __all__ = ["VERIFY_SCHEMA_VERSION", "Difference", "VerifyReport", "compare_images"]
 

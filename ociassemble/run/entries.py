@@ -26,7 +26,7 @@ import tarfile
 from dataclasses import dataclass
 
 from ..image.tarcheck import UnsafeEntry, entry_parts, symlink_leaves_root
-from ..image.tarcheck import limited_tarinfo as _limited_tarinfo
+from ..image.tarread import limited_tarinfo as _limited_tarinfo
 
 __all__ = ["UnpackLimits", "DEFAULT_LIMITS", "EntryRefused", "Budget", "Kind", "Entry", "check_entry",
            "limited_tarinfo"]

@@ -28,7 +28,8 @@ from ..image.digest import CHUNK, Digest, HashingWriter
 from ..image.imageindex import Target
 from ..image.oci import (CONFIG_MAX, MANIFEST_MAX, Descriptor, Index, Manifest, MediaType, Platform,
                          canonical_json, parse_json)
-from ..image.tarcheck import UnsafeEntry, entry_parts, scan_headers
+from ..image.tarcheck import UnsafeEntry, entry_parts
+from ..image.tarread import scan_headers
 from ..image.resolve import check_size, load_index, load_json, resolve_image
 from .layout import _LAYOUT, documents, replace_path, select_manifest, temp_sibling, top_descriptor
 
@@ -139,7 +140,7 @@ def write_oci_archive(target: Target, cache: BlobCache, path: Path, tag: str | N
 
 
 def _open_tar(path: Path, what: str) -> tarfile.TarFile:
-    """The archive for reading, once its headers are walked (``tarcheck.scan_headers``): tarfile
+    """The archive for reading, once its headers are walked (``tarread.scan_headers``): tarfile
     would read a huge PAX header whole, and keep every header of millions, even to open it."""
     try:
         with open(path, "rb") as f:

@@ -95,8 +95,9 @@ _TARBALLS = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.xz")
 def _tar_kind(p: Path) -> str:
     """What a bare file given as an image is: an oci-archive (``index.json`` and ``oci-layout`` at
     its top), a docker-archive (``manifest.json``), else a rootfs tarball (a compressed one too:
-    image archives are plain tars). Only headers are read (``tarcheck.walk_headers``)."""
-    from ..image.tarcheck import UnsafeEntry, walk_headers
+    image archives are plain tars). Only headers are read (``tarread.walk_headers``)."""
+    from ..image.tarcheck import UnsafeEntry
+    from ..image.tarread import walk_headers
 
     seen: set[str] = set()
     try:

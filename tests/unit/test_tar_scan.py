@@ -9,7 +9,8 @@ import tarfile
 
 import pytest
 
-from ociassemble.image.tarcheck import MAX_META_BYTES, UnsafeEntry, scan_headers
+from ociassemble.image.tarcheck import MAX_META_BYTES, UnsafeEntry
+from ociassemble.image.tarread import scan_headers
 
 
 def _pax(records: dict[str, str]) -> bytes:
