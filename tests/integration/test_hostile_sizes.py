@@ -23,6 +23,8 @@ from tests.integration.test_registry_hostile import PEAK_RSS
 
 BIG = 300 << 20
 MAX_RSS_MB = 100
+#: empty files in the layer of many (a real layer of the base has some thousands)
+ENTRIES = 150_000
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
 FAKE = "sha256:" + "ab" * 32  # refused by size before any digest is checked
@@ -165,7 +167,7 @@ def test_a_document_too_big_is_refused_unread_in_one_line(tmp_path: Path, case: 
 
 def _bomb_layout(root: Path, case: str) -> str:
     """A layout of one gzip layer that decompresses to a 300 MB PAX header (zeros: 0.3 MB
-    gzipped), or to 300,000 empty files (a few MB gzipped), then one small file."""
+    gzipped), or to ``ENTRIES`` empty files (a few MB gzipped), then one small file."""
     import zlib
 
     comp = zlib.compressobj(1, zlib.DEFLATED, 31)
@@ -184,7 +186,7 @@ def _bomb_layout(root: Path, case: str) -> str:
         for _ in range(BIG >> 20):
             feed(zeros)
     else:
-        for i in range(300_000):
+        for i in range(ENTRIES):
             feed(tarfile.TarInfo(f"d/{i}").tobuf(tarfile.USTAR_FORMAT))
     last = tarfile.TarInfo("etc/os-release")
     last.size = 3
@@ -217,8 +219,8 @@ def _peak(args: list[str], cwd: Path) -> dict:
 @pytest.mark.parametrize("case", ["pax", "entries"])
 def test_a_layer_that_unpacks_to_a_bomb_is_read_in_flat_memory(tmp_path: Path, command: str, case: str) -> None:
     """A 300 MB PAX header gzipped to 0.3 MB (``inspect --layer 0 --list`` of such a layer peaked at
-    2.1 GB for a 1 GB one): refused in one line, unread. 300,000 empty files: listed (or the base
-    read) in flat memory instead of keeping every header."""
+    2.1 GB for a 1 GB one): refused in one line, unread. 150,000 empty files: listed (or the base
+    read) in flat memory instead of keeping every header (40 and 44 MB peak; 107 and 115 MB before)."""
     spec = _bomb_layout(tmp_path / "bomb", case)
     if command == "build":
         (tmp_path / "score.py").write_text("def init():\n    pass\n\n\ndef run(data):\n    return data\n")
@@ -234,7 +236,9 @@ def test_a_layer_that_unpacks_to_a_bomb_is_read_in_flat_memory(tmp_path: Path, c
         assert f"a {BIG}-byte PAX header (the limit is 1048576)" in err[-1], err[-1]
     elif command == "inspect --list":
         assert got["rc"] == 0, got["err"]
-        assert got["out"].count("\n") == 300_001 and got["out"].rstrip().endswith("etc/os-release"), got["out"][-300:]
+        assert got["out"].count("\n") == ENTRIES + 1 and got["out"].rstrip().endswith("etc/os-release"), got["out"][-300:]
     else:  # the base has no python3, nginx or runsvdir: said in one line, after reading all of it
         assert got["rc"] == 1 and "has no" in err[-1], got["err"]
-    assert got["maxrss_kb"] < MAX_RSS_MB * 1024, f"{command} {case}: peak RSS {got['maxrss_kb'] // 1024} MB"
+    print(f"{command} {case}: peak RSS {got['maxrss_kb'] // 1024} MB")  # shown with -s
+    limit = 75 if case == "entries" else MAX_RSS_MB  # (the headers kept took 107 and 115 MB)
+    assert got["maxrss_kb"] < limit * 1024, f"{command} {case}: peak RSS {got['maxrss_kb'] // 1024} MB"
