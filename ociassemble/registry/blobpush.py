@@ -242,16 +242,19 @@ def push_blobs(client: RegistryClient, repo: str, scopes: tuple[str, ...], blobs
             pool.submit(pusher.push, d, mount_source(d)): d for d in sorted(blobs, key=lambda d: -d.size)
         }
         finished, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in finished if f.exception() is not None and not isinstance(f.exception(), Stopped)]
-        if failed:
+        if any(f.exception() is not None for f in finished):
             for f in pending:
                 f.cancel()
-            wait(pending)
-            # report the first blob (in image order) that failed
-            first = min(failed, key=lambda f: place[futures[f].digest])
-            exc = first.exception()
-            assert exc is not None
-            raise exc
+        # (leaving the pool waits for the blobs under way: each stops at its next request)
+    failed = [f for f in futures if not f.cancelled() and f.exception() is not None]
+    if failed:
+        # the first blob (in image order) that failed of itself; a blob stopped because another
+        # failed (``Stopped``) can finish first, so it is told only when nothing else failed (a check)
+        real = [f for f in failed if not isinstance(f.exception(), Stopped)]
+        first = min(real or failed, key=lambda f: place[futures[f].digest])
+        exc = first.exception()
+        assert exc is not None
+        raise exc
     for f, d in sorted(futures.items(), key=lambda fd: place[fd[1].digest]):  # (reported in image order)
         outcome = f.result()
         with tally.lock:
