@@ -88,6 +88,38 @@ def test_push_of_a_changed_model_is_one_line_naming_it_and_leaves_nothing(
     assert _blob_digest(plain_registry, repo, image.manifest.layers[0].digest) is None
 
 
+
+def test_a_blob_stopped_by_anothers_failure_does_not_hide_it(plain_registry: Registry, cache: BlobCache,
+                                                            model_dir: Path, image: Image, options) -> None:
+    """The model's upload fails (its file deleted) and stops the other blobs; one of those can
+    end before it, here made to (the config waits for the stop, and the failing upload is slowed
+    between setting the stop and raising). The push reports the model's error, not ``Stopped``:
+    the code before this test raised Stopped, an internal exception the CLI calls a bug."""
+    import threading
+    import time
+
+    from ociassemble.registry.blobpush import Tally, push_blobs
+    from ociassemble.registry.client import RegistryClient
+
+    class SlowStop(threading.Event):
+        def set(self) -> None:
+            super().set()
+            time.sleep(1)  # the failing upload raises only after the stopped one has ended
+
+    model = image.manifest.layers[0].digest
+    (model_dir / "weights.bin").unlink()
+    stop = SlowStop()
+    blobs = image.blobs()
+    client = RegistryClient(plain_registry.host, options)
+    repo = "byref/race"
+    try:
+        with pytest.raises(SourceChangedError, match="deleted"):
+            push_blobs(client, repo, client.scopes(repo, push=True), blobs, {d.digest: image for d in blobs}, cache,
+                       options, Tally(), {}, [], stop=stop,
+                       before_upload=lambda digest: None if digest == model else stop.wait(30))
+    finally:
+        client.close()
+
 def test_push_of_a_change_no_fingerprint_shows_is_refused_by_the_registry_and_named(
         plain_registry: Registry, cache: BlobCache, model_dir: Path, image: Image, options) -> None:
     """A push does not hash a held blob again: the files' fingerprints are its check, and the
