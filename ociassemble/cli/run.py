@@ -59,12 +59,19 @@ def cmd_run(args: argparse.Namespace, out: Out) -> int:
         urls = ", ".join(f"http://127.0.0.1:{h}/ -> {c}" for h, c in publish.items())
         how = f"{running.platform}" + (", emulated by qemu" if running.emulated else "")
         healthy = " (GET / answers Healthy)" if running.health_port is not None else ""
-        ports = sorted(image.config.exposed_ports) if not urls else []
-        unpublished = (f"; its port{'s' if len(ports) > 1 else ''} {', '.join(ports)} reach{'' if len(ports) > 1 else 'es'} "
-                       f"nothing here: add --publish 8080:{ports[0].split('/')[0]}" if ports else "")
-        out.log(f"running {image.digest[:19]} ({how})" + (f"; serving {urls}{healthy}" if urls else unpublished)
+        out.log(f"running {image.digest[:19]} ({how})" + (f"; serving {urls}{healthy}" if urls else _unpublished(image))
                 + "; Ctrl-C stops it")
 
     result = run(Settings.from_argparse(args, secrets=out.secrets), args.image, platform=want, publish=publish,
                  env=env, on_ready=ready, progress=out)
     return result.status
+
+
+def _unpublished(image: Image) -> str:
+    """What the ready line says of an image run without --publish: its ports reach nothing (the
+    image has its own network namespace), and the flag that would publish the first."""
+    ports = sorted(image.config.exposed_ports)
+    if not ports:
+        return ""
+    its = f"its port {ports[0]} reaches" if len(ports) == 1 else f"its ports {', '.join(ports)} reach"
+    return f"; {its} nothing here: add --publish 8080:{ports[0].split('/')[0]}"

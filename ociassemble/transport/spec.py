@@ -2,13 +2,14 @@
 
 ``oci:DIR[:TAG]``, ``oci-archive:FILE[:TAG]``, ``docker-archive:FILE[:NAME:TAG]``,
 ``docker://REF`` (or a bare registry reference, for bases and pushes), and for bases
-only ``rootfs:PATH`` (a rootfs tarball or directory, made into one layer).
+only ``rootfs:PATH`` (a rootfs tarball or directory, made into one layer). A path given
+without a prefix is what its contents say: a layout folder, an oci-archive or a
+docker-archive (by the names among its tar headers), else a rootfs.
 """
 
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass
 from pathlib import Path
 
