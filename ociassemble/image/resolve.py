@@ -15,11 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ArchiveError, DigestMismatchError, NotAnImageError
+from ..sizes import human_size
 from .assemble import Image
 from .diffid import StagedBlob, all_or_nothing
 from .digest import Digest
 from .imageindex import ImageIndex, Target
-from ..sizes import human_size
 from .oci import CONFIG_MAX, MANIFEST_MAX, Descriptor, Index, Manifest, MediaType, Platform, parse_json
 
 __all__ = ["check_size", "load_index", "load_json", "resolve_image"]
@@ -75,7 +75,8 @@ def resolve_image(read: ReadBlob, desc: Descriptor, where: str, ingest: Ingest,
     small JSON blob's bytes, verified here against its digest; ``ingest(desc, diff_id)``
     copies a layer, verified against its digest and its config's diff_id, into a
     ``StagedBlob``. Every layer is staged before any is committed: a refused image leaves
-    nothing in the cache. Raises ArchiveError (DigestMismatchError) for a broken store,
+    nothing in the cache; ``depth`` counts the indexes above ``desc`` (more than eight: refused).
+    Raises ArchiveError (DigestMismatchError) for a broken store, a document over its size limit,
     NotAnImageError for an artifact that is not an image.
     """
     from .platform import ALL, pick_platform

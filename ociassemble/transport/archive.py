@@ -28,9 +28,9 @@ from ..image.digest import CHUNK, Digest, HashingWriter
 from ..image.imageindex import Target
 from ..image.oci import (CONFIG_MAX, MANIFEST_MAX, Descriptor, Index, Manifest, MediaType, Platform,
                          canonical_json, parse_json)
+from ..image.resolve import check_size, load_index, load_json, resolve_image
 from ..image.tarcheck import UnsafeEntry, entry_parts
 from ..image.tarread import scan_headers
-from ..image.resolve import check_size, load_index, load_json, resolve_image
 from .layout import _LAYOUT, documents, replace_path, select_manifest, temp_sibling, top_descriptor
 
 __all__ = ["write_oci_archive", "read_oci_archive", "write_docker_archive", "read_docker_archive"]
