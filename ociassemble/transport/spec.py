@@ -91,12 +91,18 @@ def parse_spec(spec: str, *, for_output: bool = False) -> ImageSpec:
 #: names that are files, never a registry repository, even when no such file exists (so the
 #: error is "no such file", not a lookup on Docker Hub)
 _TARBALLS = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.xz")
+#: what an image archive's members are named (an oci-archive; a docker-archive as ociassemble,
+#: skopeo and docker save write one, before and since Docker 25): a tar with a member named
+#: otherwise is a rootfs, known at that member (its first, in a real one) without reading on
+_ARCHIVE_MEMBER = re.compile(r"index\.json|oci-layout|manifest\.json|repositories|blobs(/\w+(/[0-9a-f]+)?)?"
+                             r"|[0-9a-f]{64}|[^/]+\.(json|tar)|[^/]+/(layer\.tar|json|VERSION)")
 
 
 def _tar_kind(p: Path) -> str:
     """What a bare file given as an image is: an oci-archive (``index.json`` and ``oci-layout`` at
     its top), a docker-archive (``manifest.json``), else a rootfs tarball (a compressed one too:
-    image archives are plain tars). Only headers are read (``tarread.walk_headers``)."""
+    image archives are plain tars). Only headers are read (``tarread.walk_headers``), and of a
+    rootfs only the first few."""
     from ..image.tarcheck import UnsafeEntry
     from ..image.tarread import walk_headers
 
@@ -104,11 +110,14 @@ def _tar_kind(p: Path) -> str:
     try:
         with open(p, "rb") as f:
             for name in walk_headers(f, 10_000_000):
-                name = name.removeprefix("./")
-                if name in ("index.json", "oci-layout", "manifest.json"):
-                    seen.add(name)
-                    if {"index.json", "oci-layout"} <= seen:
-                        return "oci-archive"
+                name = name.removeprefix("./").rstrip("/")
+                if name in ("", "."):
+                    continue
+                if not _ARCHIVE_MEMBER.fullmatch(name):
+                    return "rootfs"
+                seen.add(name)
+                if {"index.json", "oci-layout"} <= seen:
+                    return "oci-archive"
     except (OSError, UnsafeEntry):
         return "rootfs"
     return "docker-archive" if "manifest.json" in seen else "rootfs"

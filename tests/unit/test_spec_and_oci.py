@@ -53,6 +53,7 @@ def _tar(path: Path, names: list[str], gz: bool = False) -> Path:
     (["manifest.json", "repositories", "aa/layer.tar"], False, "docker-archive"),
     (["blobs/sha256/aa", "index.json", "oci-layout", "manifest.json"], False, "oci-archive"),  # docker save 25+
     (["etc/os-release", "usr/bin/python3"], False, "rootfs"),
+    (["etc/os-release", "index.json", "oci-layout"], False, "rootfs"),  # known at its first member, unread on
     (["index.json", "oci-layout"], True, "rootfs"),  # image archives are plain tars
 ])
 def test_a_bare_file_is_read_as_what_it_holds(tmp_path: Path, names: list[str], gz: bool, kind: str) -> None:
