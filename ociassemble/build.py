@@ -219,10 +219,11 @@ def write_sboms(built: BuiltSet, spec: str, progress: Progress, created: int) ->
     from .image.sbom import sbom_path
     from .transport.spec import parse_spec
 
-    dest = parse_spec(spec, for_output=True).path
+    out = parse_spec(spec, for_output=True)
+    dest = out.path
     assert dest is not None
     # the SBOM names the output by its file name only: a folder (the checkout's) is not the image's
-    named = f"{parse_spec(spec, for_output=True).kind}:{dest.name}"
+    named = f"{out.kind}:{dest.name}"
     progress.log("listing packages for the SBOM")
     sboms = []
     for b in built.builds:

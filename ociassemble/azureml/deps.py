@@ -192,19 +192,24 @@ def _summarise_pex_error(stderr: str) -> str:
 def _vcs_problem(lines: list[str]) -> str | None:
     """A ``git+https://…`` requirement pip could not fetch: no ``git`` here, or its clone failed
     (pip then reports the project as "not found", which sends the user to the wrong fix)."""
-    url = next((m.group(1) for l in lines for m in [re.search(r"Discarding ((?:git|hg|svn|bzr)\+\S+?)\.? Command", l)]
-                if m), None)
-    for l in lines:
-        m = re.search(r"Cannot find command '(\w+)'", l)
-        if m:
-            tool = m.group(1)
-            where = url or next((c.group(1) for x in lines for c in [re.search(rf"{tool} clone -q (\S+)", x)] if c),
-                                f"a {tool}+ requirement")
-            return (f"{where} is fetched with {tool}, which this machine does not have: install it (apt-get install "
-                    f"{tool}), or name a released package instead")
+    url = _first_match(r"Discarding ((?:git|hg|svn|bzr)\+\S+?)\.? Command", lines)
+    tool = _first_match(r"Cannot find command '(\w+)'", lines)
+    if tool is not None:
+        where = url or _first_match(rf"{tool} clone -q (\S+)", lines) or f"a {tool}+ requirement"
+        return (f"{where} is fetched with {tool}, which this machine does not have: install it (apt-get install "
+                f"{tool}), or name a released package instead")
     if url is not None:
         return (f"cannot fetch {url}: the clone failed (check the URL, that this machine can reach it, and its "
                 "credentials), or name a released package instead")
+    return None
+
+
+def _first_match(pattern: str, lines: list[str]) -> str | None:
+    """The first group of ``pattern`` in the first line it is found in."""
+    for line in lines:
+        m = re.search(pattern, line)
+        if m:
+            return m.group(1)
     return None
 
 
