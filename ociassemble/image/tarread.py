@@ -16,8 +16,8 @@ from typing import BinaryIO, Iterator
 
 from .tarcheck import BLOCK, MAX_META_BYTES, META_TYPES, ZERO_BLOCK, UnsafeEntry, nts, parse_header, pax_records
 
-__all__ = ["scan_headers", "walk_headers", "OversizedEntry", "limited_tarinfo", "stream_tar", "entries_of", "read_small",
-           "SMALL_FILE_MAX"]
+__all__ = ["scan_headers", "walk_headers", "OversizedEntry", "limited_tarinfo", "LimitedTarInfo", "stream_tar",
+           "entries_of", "read_small", "SMALL_FILE_MAX"]
 
 
 def scan_headers(f: BinaryIO, max_entries: int) -> None:
@@ -103,13 +103,14 @@ def limited_tarinfo(max_header: int, error: type[Exception] = OversizedEntry) ->
     return LimitedTarInfo
 
 
-_LimitedTarInfo = limited_tarinfo(MAX_META_BYTES)
+#: the TarInfo of every untrusted tar ociassemble reads with tarfile (metadata headers up to 1 MiB)
+LimitedTarInfo = limited_tarinfo(MAX_META_BYTES)
 
 
 def stream_tar(raw: BinaryIO) -> tarfile.TarFile:
     """A layer's (or a .deb's) tar read as a stream, in flat memory however it was made: its
     metadata headers limited (``OversizedEntry``); read its entries with ``entries_of``."""
-    return tarfile.open(fileobj=raw, mode="r|", tarinfo=_LimitedTarInfo)
+    return tarfile.open(fileobj=raw, mode="r|", tarinfo=LimitedTarInfo)
 
 
 def entries_of(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:

@@ -30,7 +30,7 @@ from ..image.oci import (CONFIG_MAX, MANIFEST_MAX, Descriptor, Index, Manifest, 
                          canonical_json, parse_json)
 from ..image.resolve import check_size, load_index, load_json, resolve_image
 from ..image.tarcheck import UnsafeEntry, entry_parts
-from ..image.tarread import scan_headers
+from ..image.tarread import LimitedTarInfo, scan_headers
 from .layout import _LAYOUT, documents, replace_path, select_manifest, temp_sibling, top_descriptor
 
 __all__ = ["write_oci_archive", "read_oci_archive", "write_docker_archive", "read_docker_archive"]
@@ -413,8 +413,8 @@ def _tree_samples(f: BinaryIO) -> tuple[list[bytes], int]:
     big: list[tuple[int, int, tarfile.TarInfo]] = []  # (-size, order, entry): the biggest first
     total = 0
     try:
-        scan_headers(f, SAMPLE_MAX_ENTRIES)  # (tarfile would read a huge PAX header whole)
-        with tarfile.open(fileobj=f, mode="r:") as inner:
+        # (a PAX header over the limit is refused unread: OversizedEntry, a TarError)
+        with tarfile.open(fileobj=f, mode="r:", tarinfo=LimitedTarInfo) as inner:
             for n in range(SAMPLE_MAX_ENTRIES + 1):
                 e = inner.next()
                 inner.members.clear()  # (tarfile keeps every header it read)
@@ -432,5 +432,5 @@ def _tree_samples(f: BinaryIO) -> tuple[list[bytes], int]:
                 data.seek(-neg // 2)
                 samples.append(data.read(SAMPLE_BYTES))
             return samples, total
-    except (tarfile.TarError, UnsafeEntry, ValueError, OSError, EOFError):
+    except (tarfile.TarError, ValueError, OSError, EOFError):
         return [], 0
