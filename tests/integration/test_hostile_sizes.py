@@ -242,3 +242,41 @@ def test_a_layer_that_unpacks_to_a_bomb_is_read_in_flat_memory(tmp_path: Path, c
     print(f"{command} {case}: peak RSS {got['maxrss_kb'] // 1024} MB")  # shown with -s
     limit = 65 if case == "entries" else MAX_RSS_MB  # (the headers kept took 83 and 93 MB)
     assert got["maxrss_kb"] < limit * 1024, f"{command} {case}: peak RSS {got['maxrss_kb'] // 1024} MB"
+
+
+def test_a_docker_archive_layer_holding_a_huge_pax_header_is_read_in_flat_memory(tmp_path: Path) -> None:
+    """A docker-archive's layer is sampled (to choose its compression) by reading its tar: a 300 MB
+    PAX header in it is not read whole (the layer is then gzipped unsampled, as a build would a
+    layer it cannot sample), and the image reads back."""
+    import hashlib
+
+    layer = tmp_path / "layer.tar"
+    _meta_tar(layer, tarfile.XHDTYPE, [("etc/x", b"x")])
+    h = hashlib.sha256()
+    with open(layer, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    config = canonical_json({"architecture": "amd64", "os": "linux", "config": {},
+                             "rootfs": {"type": "layers", "diff_ids": ["sha256:" + h.hexdigest()]}})
+    manifest = json.dumps([{"Config": "c.json", "RepoTags": ["x/y:1"], "Layers": ["layer.tar"]}]).encode()
+    archive = tmp_path / "d.tar"
+    with open(archive, "wb") as out:
+        for name, data in (("c.json", config), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.write(info.tobuf(tarfile.PAX_FORMAT) + data + b"\0" * ((-len(data)) % 512))
+        size = layer.stat().st_size
+        info = tarfile.TarInfo("layer.tar")
+        info.size = size
+        out.write(info.tobuf(tarfile.PAX_FORMAT))
+        with open(layer, "rb") as f:  # (the hole stays a hole: the zeros are seeked over)
+            f.seek(0)
+            out.write(f.read(512))
+            out.seek(BIG, 1)
+            f.seek(512 + BIG)
+            out.write(f.read())
+        out.write(b"\0" * ((-size) % 512) + b"\0" * 1024)
+    got = _peak(["inspect", f"docker-archive:{archive}", "--json", "--cache-dir", str(tmp_path / "cache")], tmp_path)
+    assert got["rc"] == 0, got["err"]
+    assert json.loads(got["out"])["layers"][0]["mediaType"].endswith("tar+gzip")
+    assert got["maxrss_kb"] < MAX_RSS_MB * 1024, f"peak RSS {got['maxrss_kb'] // 1024} MB"
