@@ -234,6 +234,7 @@ def test_a_layer_that_unpacks_to_a_bomb_is_read_in_flat_memory(tmp_path: Path, c
     if case == "pax":
         assert got["rc"] == 1 and err[-1].startswith("ociassemble: error: "), got["err"]
         assert f"a {BIG}-byte PAX header (the limit is 1048576)" in err[-1], err[-1]
+        assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(("out", ".out"))]  # nothing half-written
     elif command == "inspect --list":
         assert got["rc"] == 0, got["err"]
         assert got["out"].count("\n") == ENTRIES + 1 and got["out"].rstrip().endswith("etc/os-release"), got["out"][-300:]
